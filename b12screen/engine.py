@@ -1,0 +1,249 @@
+"""The engine: runs rule plugins over patient records and decides one outcome per patient.
+
+It does no I/O and never reads the clock: every call takes an explicit as-of date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from . import __version__
+from .config import PROFILES, Config
+from .errors import ConfigError, InputError
+from .extract import Extractor
+from .flag import build_flag
+from .model import SINCE_ONSET, Finding, Priority, Rule, RuleContext
+from .outcome import (
+    NO_SUGGESTION,
+    NOT_EVALUATED,
+    SUGGEST_B12_TEST,
+    SUPPRESSED,
+    TESTS,
+    ScreeningResult,
+)
+from .plugins import PluginManager, collect_rules, collect_value_sets, get_plugin_manager
+from .record import PatientRecord
+from .sources import Entry, GroupedInput, group_entries, read_value
+from .terminology import Terminology, builtin_value_sets
+
+log = logging.getLogger(__name__)
+
+
+class ScreeningResults(list[ScreeningResult]):
+    """A list of results (one per patient, sorted by patient) that also carries the input errors."""
+
+    def __init__(self, results: Iterable[ScreeningResult] = (), errors: Iterable[InputError] = (),
+                 resources_read: int = 0) -> None:
+        super().__init__(results)
+        self.errors: list[InputError] = list(errors)
+        self.resources_read = resources_read
+
+
+@dataclass
+class _Decision:
+    outcome: str
+    priority: Priority | None = None
+    rules: list[str] = field(default_factory=list)
+    modifiers: dict[str, list[str]] = field(default_factory=dict)
+    test: str | None = "total-b12"
+    notes: list[str] = field(default_factory=list)
+
+
+class Screener:
+    """Screens patient data with the rules of the loaded plugins.
+
+    ``profile`` is ``default`` or ``nice``; ``config`` switches rules off and tunes parameters;
+    ``plugin_manager`` defaults to one with the built-in and installed plugins.
+    """
+
+    def __init__(self, profile: str = "default", config: Config | None = None,
+                 plugin_manager: PluginManager | None = None) -> None:
+        if profile not in PROFILES:
+            raise ConfigError(f"unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
+        self.profile = profile
+        self.config = config or Config()
+        self.plugin_manager = plugin_manager or get_plugin_manager()
+        self.rule_owners: dict[str, str] = {}
+        self.rules: list[Rule] = []
+        for plugin, rule in collect_rules(self.plugin_manager):
+            self.rules.append(rule)
+            self.rule_owners[rule.id] = plugin
+        self.rules_by_id = {r.id: r for r in self.rules}
+        self._check_config()
+        value_sets = [("b12screen", vs) for vs in builtin_value_sets()]
+        value_sets += collect_value_sets(self.plugin_manager)
+        self.terminology = Terminology(value_sets)
+        self.extractor = Extractor(self.terminology)
+        self.settings = self.config.setting_values()
+        self.ruleset_version = self._ruleset_version()
+        # Rules may read the findings of risk-factor rules of earlier stages only.
+        self._earlier_risk_factors = {
+            stage: frozenset(r.id for r in self.rules if r.is_risk_factor and r.stage < stage)
+            for stage in {r.stage for r in self.rules}
+        }
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def _check_config(self) -> None:
+        known = set(self.rules_by_id)
+        unknown = (set(self.config.disabled_rules) | set(self.config.rules)) - known
+        if unknown:
+            raise ConfigError(f"configuration names unknown rule(s): {', '.join(sorted(unknown))}")
+        for rule_id, params in self.config.rules.items():
+            allowed = set(self.rules_by_id[rule_id].params) | {"window_months"}
+            bad = set(params) - allowed
+            if bad:
+                raise ConfigError(
+                    f"rule {rule_id} has no parameter(s) {', '.join(sorted(bad))} "
+                    f"(it has: {', '.join(sorted(allowed))})"
+                )
+
+    def _ruleset_version(self) -> str:
+        blob = json.dumps({
+            "rules": [(r.id, r.version, self.rule_owners[r.id]) for r in self.rules],
+            "value_sets": [(i.id, i.version, i.concept_count(), len(i.terms)) for i in self.terminology.sets.values()],
+            "config": self.config.fingerprint(),
+        }, sort_keys=True)
+        return f"{__version__}+{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+    def enabled(self, rule: Rule) -> bool:
+        return rule.id not in self.config.disabled_rules
+
+    def window_of(self, rule: Rule, finding: Finding) -> float | None:
+        override = self.config.rules.get(rule.id, {}).get("window_months")
+        if override is not None:
+            return float(override)
+        return finding.window_months if finding.window_months is not None else rule.window_months
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def read(self, items: Iterable[Entry | InputError]) -> GroupedInput:
+        """Group entries into patient records (see :func:`b12screen.sources.group_entries`)."""
+        return group_entries(items, self.extractor)
+
+    def screen(self, data: Any, as_of: date, source: str = "<input>") -> ScreeningResults:
+        """Screen a Bundle, a resource or a list of resources (parsed JSON) at ``as_of``."""
+        grouped = self.read(read_value(data, source))
+        return self.screen_records(grouped.records.values(), as_of, grouped.errors, grouped.resources_read)
+
+    def screen_records(self, records: Iterable[PatientRecord], as_of: date,
+                       errors: Iterable[InputError] = (), resources_read: int = 0) -> ScreeningResults:
+        results = [self.evaluate(r, as_of) for r in sorted(records, key=lambda r: r.key)]
+        return ScreeningResults(results, errors, resources_read)
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def run_rules(self, record: PatientRecord, as_of: date) -> tuple[dict[str, Finding], dict[str, list[str]],
+                                                                       list[dict[str, str]]]:
+        """Findings of every enabled rule, the modifiers rules noted, and rule errors."""
+        findings: dict[str, Finding] = {}
+        modifiers: dict[str, list[str]] = {}
+        errors: list[dict[str, str]] = []
+        for rule in self.rules:
+            if not self.enabled(rule):
+                continue
+            ctx = RuleContext(
+                record=record, as_of=as_of, terminology=self.terminology, rule=rule,
+                overrides=self.config.rules.get(rule.id, {}), findings=findings,
+                risk_factor_rules=self._earlier_risk_factors[rule.stage], modifiers=modifiers, settings=self.settings,
+            )
+            try:
+                finding = rule.evaluate(ctx)
+            except Exception as exc:  # a faulty rule must not sink the patient or the batch
+                log.warning("rule %s raised %s for one patient", rule.id, type(exc).__name__)
+                errors.append({"rule": rule.id, "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            if finding is not None:
+                findings[rule.id] = finding
+        return findings, modifiers, errors
+
+    def evaluate(self, record: PatientRecord, as_of: date) -> ScreeningResult:
+        """Screen one patient at ``as_of`` (clinical-rules.md section 4)."""
+        findings, noted, rule_errors = self.run_rules(record, as_of)
+        replaced = {old for rid in findings for old in self.rules_by_id[rid].replaces}
+        triggered = {rid: f for rid, f in findings.items() if rid not in replaced}
+        decision = self._decide(record, as_of, triggered)
+        modifiers = {**noted, **decision.modifiers}
+        evidence: list[str] = []
+        for rid in decision.rules:
+            evidence.extend(triggered[rid].evidence)
+        for refs in decision.modifiers.values():
+            evidence.extend(refs)
+        result = ScreeningResult(
+            patient=record.key,
+            outcome=decision.outcome,
+            priority=decision.priority.value if decision.priority else None,
+            rules=decision.rules,
+            risk_factors=sorted(triggered),
+            modifiers=sorted(modifiers),
+            recommended_test=dict(TESTS[decision.test]) if decision.test and decision.priority else None,
+            evidence=sorted(set(evidence)),
+            as_of=as_of,
+            profile=self.profile,
+            ruleset_version=self.ruleset_version,
+            reasons={rid: f.reason for rid, f in sorted(triggered.items())},
+            notes=decision.notes,
+            rule_errors=rule_errors,
+        )
+        result.flag = build_flag(result, self.rules_by_id)
+        return result
+
+    def _decide(self, record: PatientRecord, as_of: date, triggered: Mapping[str, Finding]) -> _Decision:
+        age = record.age(as_of)
+        if record.is_deceased(as_of) and not self.settings["evaluate_deceased"]:
+            return _Decision(NOT_EVALUATED, modifiers={"MOD-DECEASED": []}, test=None)
+        if age is not None and age < self.settings["min_age"]:
+            return _Decision(NOT_EVALUATED, modifiers={"MOD-AGE-MIN": []}, test=None)
+        suggesting = {
+            rid: f for rid, f in triggered.items()
+            if self.rules_by_id[rid].suggests_in(self.profile)
+        }
+        if not suggesting:
+            return _Decision(NO_SUGGESTION, test=None)
+        tests = record.b12_status_tests(as_of)
+        remaining: dict[str, Finding] = {}
+        satisfied_by: list[str] = []
+        for rid, finding in suggesting.items():
+            test = self._satisfying_test(self.rules_by_id[rid], finding, tests, as_of)
+            if test is None:
+                remaining[rid] = finding
+            else:
+                satisfied_by.append(test)
+        modifiers = {"MOD-RECENT": sorted(set(satisfied_by))} if satisfied_by else {}
+        if not remaining:
+            return _Decision(SUPPRESSED, modifiers=modifiers, test=None)
+        priority = max((self._priority(rid, f) for rid, f in remaining.items()), key=lambda p: p.rank)
+        return _Decision(SUGGEST_B12_TEST, priority, sorted(remaining), modifiers)
+
+    def _priority(self, rule_id: str, finding: Finding) -> Priority:
+        priority = finding.priority or self.rules_by_id[rule_id].priority
+        assert priority is not None
+        return priority
+
+    def _satisfying_test(self, rule: Rule, finding: Finding, tests: list[tuple[date, str]],
+                         as_of: date) -> str | None:
+        """The reference of a B12 status test inside the rule's window (MOD-RECENT), if any."""
+        window = self.window_of(rule, finding)
+        if window is None:
+            return None
+        for when, ref in reversed(tests):
+            if finding.test_after is not None and when < finding.test_after:
+                continue
+            if window == SINCE_ONSET or (as_of - when).days <= window * 30.44:
+                return ref
+        return None
+
+
+def screen(data: Any, as_of: date, profile: str = "default", config: Config | None = None,
+           plugin_manager: PluginManager | None = None) -> ScreeningResults:
+    """Screen parsed FHIR JSON (Bundle, resource or list of resources) at ``as_of``.
+
+    Returns one :class:`ScreeningResult` per patient; input problems are in ``.errors``.
+    """
+    return Screener(profile=profile, config=config, plugin_manager=plugin_manager).screen(data, as_of)

@@ -1,0 +1,32 @@
+"""The hooks b12screen plugins implement. Every hook is documented in ``hooks/README.md``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+from .model import Rule
+
+PROJECT_NAME = "b12screen"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def b12screen_rules() -> list[Rule]:
+    """Return the screening rules this plugin provides (a list of :class:`b12screen.Rule`).
+
+    Called once when a :class:`b12screen.Screener` is built. Rule ids must be unique across all
+    plugins; rules are evaluated in (stage, id) order whatever the install order.
+    """
+
+
+@hookspec
+def b12screen_value_sets() -> list[dict[str, Any]]:
+    """Return FHIR R4 ValueSet resources (as dicts) to add to the terminology.
+
+    A ValueSet whose ``id`` matches a built-in one adds its codes and text terms to it (a site's
+    local codes); a new ``id`` creates a value set that the plugin's own rules can use.
+    """

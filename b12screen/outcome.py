@@ -1,0 +1,87 @@
+"""Outcome codes, recommended tests and the result of screening one patient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fhir.resources.R4B.flag import Flag
+
+SUGGEST_B12_TEST = "suggest-b12-test"
+SUGGEST_MMA = "suggest-mma"
+UNACTIONED_LOW_B12 = "unactioned-low-b12"
+DEFICIENCY_WITHOUT_TREATMENT = "deficiency-without-treatment"
+NO_SUGGESTION = "no-suggestion"
+SUPPRESSED = "suppressed"
+NOT_EVALUATED = "not-evaluated"
+
+OUTCOME_DISPLAY = {
+    SUGGEST_B12_TEST: "Vitamin B12 test suggested",
+    SUGGEST_MMA: "Methylmalonic acid test suggested (indeterminate B12)",
+    UNACTIONED_LOW_B12: "Low vitamin B12 result without diagnosis or treatment",
+    DEFICIENCY_WITHOUT_TREATMENT: "Vitamin B12 deficiency without recorded treatment",
+    NO_SUGGESTION: "No B12 check suggested",
+    SUPPRESSED: "B12 check not needed (recent test, treatment or diagnosis)",
+    NOT_EVALUATED: "Not evaluated",
+}
+OUTCOMES = tuple(OUTCOME_DISPLAY)
+#: Outcomes that produce a FHIR Flag (clinical-rules.md section 4).
+FLAGGED_OUTCOMES = frozenset({SUGGEST_B12_TEST, SUGGEST_MMA, UNACTIONED_LOW_B12, DEFICIENCY_WITHOUT_TREATMENT})
+
+LOINC = "http://loinc.org"
+#: Recommended tests (LOINC), clinical-rules.md section 4 and terminology.md section 8.
+TESTS: dict[str, dict[str, str]] = {
+    "total-b12": {"system": LOINC, "code": "2132-9",
+                  "display": "Cobalamin (Vitamin B12) [Mass/volume] in Serum or Plasma"},
+    "active-b12": {"system": LOINC, "code": "72160-5",
+                   "display": "Holo-transcobalamin II [Moles/volume] in Serum"},
+    "mma": {"system": LOINC, "code": "13964-2", "display": "Methylmalonate [Moles/volume] in Serum or Plasma"},
+    "homocysteine": {"system": LOINC, "code": "13965-9",
+                     "display": "Homocysteine [Moles/volume] in Serum or Plasma"},
+}
+
+REPORT_KEYS = ("patient", "outcome", "priority", "rules", "risk_factors", "modifiers", "recommended_test",
+               "evidence", "as_of", "profile", "ruleset_version")
+
+
+@dataclass
+class ScreeningResult:
+    """The outcome for one patient, with everything needed to explain it."""
+
+    patient: str
+    outcome: str
+    priority: str | None
+    rules: list[str]
+    risk_factors: list[str]
+    modifiers: list[str]
+    recommended_test: dict[str, str] | None
+    evidence: list[str]
+    as_of: date
+    profile: str
+    ruleset_version: str
+    reasons: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    rule_errors: list[dict[str, str]] = field(default_factory=list)
+    flag: Flag | None = None
+
+    def report(self) -> dict[str, Any]:
+        """The report entry of interfaces.md (exactly its keys)."""
+        return {
+            "patient": self.patient,
+            "outcome": self.outcome,
+            "priority": self.priority,
+            "rules": list(self.rules),
+            "risk_factors": list(self.risk_factors),
+            "modifiers": list(self.modifiers),
+            "recommended_test": dict(self.recommended_test) if self.recommended_test else None,
+            "evidence": list(self.evidence),
+            "as_of": self.as_of.isoformat(),
+            "profile": self.profile,
+            "ruleset_version": self.ruleset_version,
+        }
+
+    def flag_json(self) -> dict[str, Any] | None:
+        """The Flag as a JSON-ready dict, or None."""
+        return None if self.flag is None else self.flag.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,1 @@
+"""Built-in rule plugins, one module per rule family (see ``DEFAULT_PLUGINS``)."""

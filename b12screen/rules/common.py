@@ -1,0 +1,126 @@
+"""Look-ups several rule families share: medication classes, exposure and risk factors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from ..dates import DAYS_PER_MONTH, DAYS_PER_YEAR
+from ..model import RuleContext
+from ..record import PatientRecord
+
+METFORMIN = ("metformin",)
+ACID_SUPPRESSANTS = ("ppi", "h2ra")
+
+
+@dataclass(frozen=True)
+class ClassUse:
+    """A medication class as the rules see it at the as-of date."""
+
+    active: bool
+    start: date | None
+    exposure_days: int | None
+    evidence: tuple[str, ...]
+    past_evidence: tuple[str, ...]
+    label: str
+
+    def exposure_months(self) -> float | None:
+        return None if self.exposure_days is None else self.exposure_days / DAYS_PER_MONTH
+
+    def exposure_years(self) -> float | None:
+        return None if self.exposure_days is None else self.exposure_days / DAYS_PER_YEAR
+
+    def describe(self) -> str:
+        if self.exposure_days is None or self.start is None:
+            return f"{self.label} (active, start unknown)"
+        years = self.exposure_days / DAYS_PER_YEAR
+        span = f"{years:.1f} years" if years >= 1 else f"{self.exposure_days / DAYS_PER_MONTH:.0f} months"
+        return f"{self.label} for {span} (since {self.start.isoformat()})"
+
+
+def class_use(record: PatientRecord, concepts: tuple[str, ...], as_of: date, label: str) -> ClassUse:
+    """Activity, exposure and evidence of one medication class (clinical-rules.md section 1)."""
+    uses = record.uses(concepts, as_of)
+    active = [u for u in uses if record.is_active(u, as_of)]
+    start = record.exposure_start(concepts, as_of) if active else None
+    exposure = (as_of - start).days if start is not None else None
+    evidence: list[str] = [u.ref for u in active]
+    if start is not None:
+        first = next(u.ref for u in uses if u.start == start)
+        if first not in evidence:
+            evidence.append(first)
+    past = tuple(u.ref for u in uses if u not in active)
+    return ClassUse(bool(active), start, exposure, tuple(evidence), past, label)
+
+
+def note_stopped(ctx: RuleContext, use: ClassUse) -> None:
+    """MOD-STOPPED: a class used in the past but not active now does not trigger medication rules."""
+    if not use.active and use.past_evidence:
+        ctx.note_modifier("MOD-STOPPED", *use.past_evidence[-1:])
+
+
+def max_daily_dose_mg(record: PatientRecord, concept: str, as_of: date) -> float | None:
+    """The highest known daily dose (mg) among the active uses of one ingredient."""
+    doses = [
+        d for u in record.active_uses((concept,), as_of)
+        if (d := record.daily_dose_mg(u, concept)) is not None
+    ]
+    return max(doses) if doses else None
+
+
+@dataclass(frozen=True)
+class RiskFactor:
+    """One item of the "risk factor" list of clinical-rules.md section 1."""
+
+    key: str
+    label: str
+    evidence: tuple[str, ...]
+
+
+def risk_factors(ctx: RuleContext, exclude: frozenset[str] = frozenset()) -> list[RiskFactor]:
+    """Every risk factor present at the as-of date, leaving out the keys in ``exclude``
+    (``metformin`` for MET-2, ``acid-suppressant`` for ACID-2, rule ids to skip their findings)."""
+    record, as_of = ctx.record, ctx.as_of
+    found: list[RiskFactor] = []
+    if "metformin" not in exclude:
+        met = record.active_uses(METFORMIN, as_of)
+        if met:
+            found.append(RiskFactor("metformin", "active metformin", tuple(u.ref for u in met)))
+    if "acid-suppressant" not in exclude:
+        acid = record.active_uses(ACID_SUPPRESSANTS, as_of)
+        if acid:
+            found.append(RiskFactor("acid-suppressant", "active PPI or H2RA", tuple(u.ref for u in acid)))
+    age = record.age(as_of)
+    threshold = ctx.setting("risk_factor_age")
+    if "age" not in exclude and age is not None and age >= threshold:
+        found.append(RiskFactor("age", f"age {age}", ()))
+    for extra in fact_risk_factors(record, as_of):
+        if extra.key not in exclude:
+            found.append(extra)
+    for finding in ctx.other_risk_factors(exclude):
+        found.append(RiskFactor(finding.rule_id, finding.reason, finding.evidence))
+    return found
+
+
+def fact_risk_factors(record: PatientRecord, as_of: date) -> list[RiskFactor]:
+    """Risk factors read straight from facts: NICE medicines, family history, autoimmune disease and
+    past B12 deficiency (MOD-DX-HIST)."""
+    found: list[RiskFactor] = []
+    meds = record.active_uses(("b12-depleting-medicines",), as_of)
+    if meds:
+        found.append(RiskFactor("nice-medicine", f"active {meds[0].label or 'B12-depleting medicine'}",
+                                tuple(u.ref for u in meds)))
+    family = record.conditions_in(("family-history-b12",), as_of) + record.condition_history(
+        ("family-history-b12",), as_of)
+    family_obs = record.observations_in(("family-history-b12",), as_of)
+    if family or family_obs:
+        found.append(RiskFactor("family-history", "family history of B12 deficiency or pernicious anaemia",
+                                tuple(c.ref for c in family) + tuple(o.ref for o in family_obs)))
+    autoimmune = record.conditions_in(("autoimmune-disease",), as_of)
+    if autoimmune:
+        found.append(RiskFactor("autoimmune", autoimmune[0].label or "autoimmune disease",
+                                tuple(c.ref for c in autoimmune)))
+    history = record.condition_history(("b12-deficiency-dx",), as_of)
+    if history:
+        found.append(RiskFactor("MOD-DX-HIST", "past B12 deficiency", tuple(c.ref for c in history)))
+    return found

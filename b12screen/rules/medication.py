@@ -1,0 +1,124 @@
+"""Medication rules: metformin (MET-1, MET-2) and acid suppression (ACID-1, ACID-2).
+
+MOD-STOPPED is applied here: a class that is not active at the as-of date never triggers (past use
+is history only).
+"""
+
+from __future__ import annotations
+
+from ..dates import DAYS_PER_MONTH, DAYS_PER_YEAR
+from ..hookspecs import hookimpl
+from ..model import Finding, Priority, Rule, RuleContext
+from .common import ACID_SUPPRESSANTS, METFORMIN, class_use, max_daily_dose_mg, note_stopped, risk_factors
+
+
+def _metformin(ctx: RuleContext):
+    use = class_use(ctx.record, METFORMIN, ctx.as_of, "metformin")
+    note_stopped(ctx, use)
+    return use
+
+
+def met_1(ctx: RuleContext) -> Finding | None:
+    """Active metformin with exposure > 4 months."""
+    use = _metformin(ctx)
+    if not use.active or use.exposure_days is None:
+        return None
+    if use.exposure_days <= ctx.param("min_exposure_months") * DAYS_PER_MONTH:
+        return None
+    return Finding("MET-1", use.describe(), use.evidence)
+
+
+def met_2(ctx: RuleContext) -> Finding | None:
+    """MET-1 plus long exposure, high dose, older age or another risk factor."""
+    use = _metformin(ctx)
+    if not use.active or use.exposure_days is None:
+        return None
+    if use.exposure_days <= ctx.param("min_exposure_months") * DAYS_PER_MONTH:
+        return None
+    reasons: list[str] = []
+    evidence = list(use.evidence)
+    if use.exposure_days >= ctx.param("long_exposure_years") * DAYS_PER_YEAR:
+        reasons.append(f"≥ {ctx.param('long_exposure_years')} years of use")
+    dose = max_daily_dose_mg(ctx.record, "metformin", ctx.as_of)
+    if dose is not None and dose >= ctx.param("dose_mg_per_day"):
+        reasons.append(f"{dose:.0f} mg/day")
+    age = ctx.record.age(ctx.as_of)
+    if age is not None and age >= ctx.param("age"):
+        reasons.append(f"age {age}")
+    for factor in risk_factors(ctx, exclude=frozenset({"metformin", "age"})):
+        reasons.append(factor.label)
+        evidence.extend(factor.evidence)
+    if not reasons:
+        return None
+    return Finding("MET-2", f"{use.describe()}; {', '.join(reasons)}", tuple(dict.fromkeys(evidence)))
+
+
+def _acid(ctx: RuleContext):
+    use = class_use(ctx.record, ACID_SUPPRESSANTS, ctx.as_of, "acid suppression (PPI/H2RA)")
+    note_stopped(ctx, use)
+    return use
+
+
+def acid_1(ctx: RuleContext) -> Finding | None:
+    """Active PPI or H2RA for at least 24 months."""
+    use = _acid(ctx)
+    if not use.active or use.exposure_days is None:
+        return None
+    if use.exposure_days < ctx.param("min_exposure_months") * DAYS_PER_MONTH:
+        return None
+    return Finding("ACID-1", use.describe(), use.evidence)
+
+
+def acid_2(ctx: RuleContext) -> Finding | None:
+    """Active PPI or H2RA for at least 12 months plus metformin, age ≥ 75 or another risk factor."""
+    use = _acid(ctx)
+    if not use.active or use.exposure_days is None:
+        return None
+    if use.exposure_days < ctx.param("min_exposure_months") * DAYS_PER_MONTH:
+        return None
+    reasons: list[str] = []
+    evidence = list(use.evidence)
+    age = ctx.record.age(ctx.as_of)
+    if age is not None and age >= ctx.param("age"):
+        reasons.append(f"age {age}")
+    exclude = {"acid-suppressant"} | ({"age"} if reasons else set())
+    for factor in risk_factors(ctx, exclude=frozenset(exclude)):
+        reasons.append(factor.label)
+        evidence.extend(factor.evidence)
+    if not reasons:
+        return None
+    return Finding("ACID-2", f"{use.describe()}; {', '.join(reasons)}", tuple(dict.fromkeys(evidence)))
+
+
+RULES = [
+    Rule(
+        id="MET-1", title="Metformin for more than 4 months", version="1.0.0", family="medication",
+        priority=Priority.LOW, window_months=36, evaluate=met_1,
+        basis="AAFP 2017; FDA metformin label §5.2 (B12 every 2-3 years); ADA Standards ('periodic' B12)",
+        params={"min_exposure_months": 4}, suggest_in=frozenset({"default"}),
+    ),
+    Rule(
+        id="MET-2", title="Metformin with long use, high dose, age or another risk factor", version="1.0.0",
+        family="medication", priority=Priority.MEDIUM, window_months=24, evaluate=met_2, replaces=("MET-1",),
+        basis="Ko 2014; Kim 2019; Ting 2006; Aroda 2016 (DPPOS); MHRA Drug Safety Update 2022",
+        params={"min_exposure_months": 4, "long_exposure_years": 4, "dose_mg_per_day": 1500, "age": 65},
+        suggest_in=frozenset({"default"}),
+    ),
+    Rule(
+        id="ACID-1", title="PPI or H2RA for 24 months or more", version="1.0.0", family="medication",
+        priority=Priority.LOW, window_months=36, evaluate=acid_1,
+        basis="Lam 2013 JAMA (≥ 2 years' supply, OR 1.65); Miller 2018",
+        params={"min_exposure_months": 24}, suggest_in=frozenset({"default"}),
+    ),
+    Rule(
+        id="ACID-2", title="PPI or H2RA for 12 months or more with another risk factor", version="1.0.0",
+        family="medication", priority=Priority.MEDIUM, window_months=24, evaluate=acid_2, replaces=("ACID-1",),
+        basis="MHRA (PPI as added risk factor); AAFP 2017 (> 12 months)",
+        params={"min_exposure_months": 12, "age": 75}, suggest_in=frozenset({"default"}),
+    ),
+]
+
+
+@hookimpl
+def b12screen_rules() -> list[Rule]:
+    return RULES

@@ -1,0 +1,109 @@
+"""Split entries by patient and reduce each patient's resources to a PatientRecord."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InputError
+from ..extract import (
+    PATIENT_SCOPED_TYPES,
+    UNDERSTOOD_TYPES,
+    Extractor,
+    ResourceProblem,
+    check_resource_type,
+    is_patient_reference,
+    normalize_reference,
+    patient_reference,
+    resource_ref,
+)
+from ..record import PatientRecord
+from .reader import Entry
+
+
+@dataclass
+class GroupedInput:
+    """Patient records built from some input, with every problem met on the way."""
+
+    records: dict[str, PatientRecord] = field(default_factory=dict)
+    errors: list[InputError] = field(default_factory=list)
+    resources_read: int = 0
+
+    def record(self, key: str) -> PatientRecord:
+        rec = self.records.get(key)
+        if rec is None:
+            rec = self.records[key] = PatientRecord(key)
+        return rec
+
+
+def _patient_key(resource: Mapping[str, Any], full_url: str | None) -> str | None:
+    rid = resource.get("id")
+    if isinstance(rid, str) and rid:
+        return f"Patient/{rid}"
+    return full_url
+
+
+def group_entries(items: Iterable[Entry | InputError], extractor: Extractor) -> GroupedInput:
+    """Group entries by patient (``Patient/x``, ``urn:uuid:`` fullUrls and absolute URLs all resolve to
+    the same key) and extract facts; Medications are pooled for medicationReference look-ups."""
+    out = GroupedInput()
+    entries: list[tuple[Entry, str]] = []
+    medications: dict[str, Mapping[str, Any]] = {}
+    full_urls: dict[str, str] = {}
+    for item in items:
+        if isinstance(item, InputError):
+            out.errors.append(item)
+            continue
+        try:
+            resource_type = check_resource_type(item.resource)
+        except ResourceProblem as exc:
+            out.errors.append(InputError(item.source, item.location, str(exc)))
+            continue
+        out.resources_read += 1
+        if resource_type == "Medication":
+            ref = resource_ref(item.resource, item.full_url)
+            for key in filter(None, (ref, item.full_url)):
+                medications[key] = item.resource
+            continue
+        if resource_type == "Patient":
+            key = _patient_key(item.resource, item.full_url)
+            if key is None:
+                out.errors.append(InputError(item.source, item.location, "Patient has neither id nor fullUrl"))
+                continue
+            if item.full_url:
+                full_urls[item.full_url] = key
+                full_urls[normalize_reference(item.full_url)] = key
+        entries.append((item, resource_type))
+
+    for item, resource_type in entries:
+        resource = item.resource
+        if resource_type == "Patient":
+            key = _patient_key(resource, item.full_url)
+        else:
+            raw = patient_reference(resource)
+            key = None
+            if raw and is_patient_reference(raw):
+                key = full_urls.get(raw) or normalize_reference(raw)
+            if key is None:
+                if resource_type in PATIENT_SCOPED_TYPES:
+                    out.errors.append(
+                        InputError(item.source, item.location, f"{resource_type} has no usable reference to a Patient")
+                    )
+                continue
+        assert key is not None
+        record = out.record(key)
+        record.resources += 1
+        if resource_type not in UNDERSTOOD_TYPES:
+            continue
+        ref = resource_ref(resource, item.full_url) or f"{resource_type} at {item.location}"
+        try:
+            fact = extractor.extract(resource, ref, medications)
+        except ResourceProblem as exc:
+            out.errors.append(InputError(item.source, item.location, str(exc)))
+            continue
+        if fact is not None:
+            record.add(fact)
+    for record in out.records.values():
+        record.sort()
+    return out

@@ -1,0 +1,127 @@
+"""Read FHIR JSON in every shape users have: Bundles of any type, single resources, JSON arrays and
+NDJSON (optionally gzip-compressed), from files or stdin. Yields entries and per-item errors; one bad
+item never stops the rest."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One resource read from the input, with where it came from."""
+
+    resource: Any
+    source: str
+    location: str
+    full_url: str | None = None
+
+
+def _join(prefix: str, part: str) -> str:
+    return f"{prefix} {part}" if prefix else part
+
+
+def read_value(value: Any, source: str, location: str = "") -> Iterator[Entry | InputError]:
+    """Entries of a parsed JSON value: a Bundle's entries (recursively), an array's items, a resource."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from read_value(item, source, _join(location, f"[{i}]"))
+        return
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        entries = value.get("entry") or []
+        if not isinstance(entries, list):
+            yield InputError(source, location or None, "Bundle.entry is not a list")
+            return
+        for i, entry in enumerate(entries):
+            where = _join(location, f"entry[{i}]")
+            if not isinstance(entry, dict):
+                yield InputError(source, where, "bundle entry is not a JSON object")
+                continue
+            resource = entry.get("resource")
+            if resource is None:
+                if "request" in entry or "response" in entry:
+                    continue  # a transaction/batch entry without a body (e.g. DELETE) carries no data
+                yield InputError(source, where, "bundle entry has no resource")
+                continue
+            full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+            if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+                yield from read_value(resource, source, where)
+            else:
+                yield Entry(resource, source, where, full_url)
+        return
+    yield Entry(value, source, location or "resource")
+
+
+def _is_ndjson_name(source: str) -> bool:
+    name = source.lower()
+    return name.endswith((".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz"))
+
+
+def _read_lines(data: bytes, source: str) -> Iterator[Entry | InputError]:
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield InputError(source, f"line {number}", f"malformed JSON ({_short(exc)})")
+            continue
+        yield from read_value(value, source, f"line {number}")
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split("\n")[0][:120]
+
+
+def read_bytes(data: bytes, source: str) -> Iterator[Entry | InputError]:
+    """Entries of one input's bytes. NDJSON is recognised by name or, failing whole-document JSON,
+    by having several lines; gzip by its magic number."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            yield InputError(source, None, f"unreadable gzip data ({_short(exc)})")
+            return
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if not data.strip():
+        return
+    if _is_ndjson_name(source):
+        yield from _read_lines(data, source)
+        return
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if data.strip().count(b"\n") >= 1:
+            yield from _read_lines(data, source)
+        else:
+            yield InputError(source, None, f"malformed JSON ({_short(exc)})")
+        return
+    yield from read_value(value, source)
+
+
+def read_path(path: Path) -> Iterator[Entry | InputError]:
+    """Entries of a file, or of every ``.json``/``.ndjson`` (and ``.gz``) file in a folder, sorted."""
+    if path.is_dir():
+        files = sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and p.name.lower().endswith((".json", ".ndjson", ".jsonl", ".json.gz", ".ndjson.gz"))
+        )
+        for file in files:
+            yield from read_path(file)
+        return
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        yield InputError(str(path), None, f"cannot read file ({exc.strerror or exc})")
+        return
+    yield from read_bytes(data, str(path))
