@@ -1,0 +1,5 @@
+"""``python -m b12screen``."""
+
+from .cli import main
+
+main()

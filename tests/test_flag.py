@@ -1,0 +1,93 @@
+"""The Flag: shape of interfaces.md, R4B and official-schema validity, stable identity."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import pytest
+from conftest import AS_OF, FIXTURES, SHARED_DATA
+from fhir.resources.R4B.flag import Flag
+
+from b12screen.outcome import REPORT_KEYS
+
+SCHEMA = SHARED_DATA / "fhir-r4-json-schema" / "fhir.schema.json"
+DEMO = FIXTURES / "examples" / "demo-bundle.json"
+
+
+def _demo_results(screener):
+    return {r.patient: r for r in screener.screen(json.loads(DEMO.read_text()), AS_OF)}
+
+
+def test_report_entry_has_exactly_the_specified_keys(screener) -> None:
+    for result in _demo_results(screener).values():
+        assert tuple(result.report()) == REPORT_KEYS
+
+
+def test_flag_shape(screener) -> None:
+    result = _demo_results(screener)["Patient/demo-metformin"]
+    flag = result.flag_json()
+    assert flag["status"] == "active"
+    assert flag["subject"] == {"reference": "Patient/demo-metformin"}
+    assert flag["period"] == {"start": "2026-11-24"}
+    assert flag["category"][0]["coding"][0]["code"] == "clinical"
+    assert flag["code"]["coding"][0]["code"] == "suggest-b12-test"
+    assert "2132-9" in flag["code"]["text"] and "MET-2" in flag["code"]["text"]
+    by_url: dict[str, list] = {}
+    for ext in flag["extension"]:
+        by_url.setdefault(ext["url"], []).append(ext)
+    [priority] = by_url["http://hl7.org/fhir/StructureDefinition/flag-priority"]
+    assert priority["valueCodeableConcept"]["coding"][0] == {
+        "system": "http://hl7.org/fhir/flag-priority-code", "code": "PM", "display": "Medium priority"}
+    details = [e["valueReference"]["reference"] for e in by_url["http://hl7.org/fhir/StructureDefinition/flag-detail"]]
+    assert details == result.evidence and "MedicationRequest/demo-met-2" in details
+    reasons = [e["valueCoding"]["code"] for e in by_url["https://b12screen.org/fhir/StructureDefinition/flag-reason"]]
+    assert "MET-2" in reasons
+    [test] = by_url["https://b12screen.org/fhir/StructureDefinition/recommended-test"]
+    assert test["valueCoding"]["code"] == "2132-9"
+    assert flag["author"]["reference"] == "#b12screen"
+
+
+def test_no_flag_without_a_suggestion(screener) -> None:
+    results = _demo_results(screener)
+    assert results["Patient/demo-child"].flag is None
+    assert results["Patient/demo-stopped"].flag is None
+
+
+def test_same_input_gives_same_flag_id_and_identifier(screener, make_screener) -> None:
+    first = _demo_results(screener)["Patient/demo-ppi"].flag_json()
+    again = _demo_results(make_screener())["Patient/demo-ppi"].flag_json()
+    assert first == again
+    later = make_screener().screen(json.loads(DEMO.read_text()), AS_OF.replace(day=25))
+    later_flag = {r.patient: r for r in later}["Patient/demo-ppi"].flag_json()
+    assert later_flag["identifier"] == first["identifier"]  # re-screening later keeps the identity
+
+
+def test_every_flag_validates_with_r4b(screener) -> None:
+    flags = [r.flag_json() for r in _demo_results(screener).values() if r.flag]
+    assert flags
+    for flag in flags:
+        Flag.model_validate(flag)
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SCHEMA.read_text())
+    return jsonschema.Draft6Validator(schema)
+
+
+@pytest.mark.skipif(not SCHEMA.exists(), reason="official FHIR R4 JSON schema not present (../shared/data)")
+def test_every_flag_and_bundle_validates_against_the_official_r4_schema(screener) -> None:
+    from click.testing import CliRunner
+
+    from b12screen.cli import cli
+
+    validator = _validator()
+    flags = [r.flag_json() for r in _demo_results(screener).values() if r.flag]
+    for flag in flags:
+        errors = sorted(validator.iter_errors(flag), key=lambda e: e.path)
+        assert not errors, [e.message for e in errors[:3]]
+    out = CliRunner().invoke(cli, ["screen", "--as-of", "2026-11-24", str(DEMO)])
+    bundle = json.loads(out.stdout)
+    assert not list(validator.iter_errors(bundle))
