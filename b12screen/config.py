@@ -29,6 +29,15 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "min_age": 18,  # MOD-AGE-MIN: younger patients are not evaluated
     "risk_factor_age": 65,  # "age >= 65" as a risk factor
     "evaluate_deceased": False,  # deceased patients are not evaluated unless this is true
+    "symptom_months": 12,  # look-back for symptoms and signs
+    "parenteral_months": 4,  # MOD-TX-IM: an injection within this many months counts as therapy
+    "high_dose_oral_ug": 1000,  # MOD-TX-ORAL-HI threshold, micrograms per day
+    "latest_b12_months": 12,  # MOD-LOW / MOD-INDET look at the latest B12 within this many months
+    "total_b12_deficient_ng_l": 180,
+    "total_b12_normal_ng_l": 350,
+    "active_b12_deficient_pmol_l": 25,
+    "active_b12_normal_pmol_l": 70,
+    "renal_egfr": 30,  # MOD-RENAL: eGFR below this makes MMA unreliable
 }
 
 #: The profiles of clinical-rules.md section 5.

@@ -14,23 +14,29 @@ from datetime import date
 from typing import Any
 
 from . import __version__
+from .clinical import breastfeeding, pregnancy
 from .config import PROFILES, Config
 from .errors import ConfigError, InputError
 from .extract import Extractor
 from .flag import build_flag
+from .labs import Band, Bands, latest_b12, latest_egfr, mma_after
 from .model import SINCE_ONSET, Finding, Priority, Rule, RuleContext
 from .outcome import (
+    DEFICIENCY_WITHOUT_TREATMENT,
     NO_SUGGESTION,
     NOT_EVALUATED,
     SUGGEST_B12_TEST,
+    SUGGEST_MMA,
     SUPPRESSED,
     TESTS,
+    UNACTIONED_LOW_B12,
     ScreeningResult,
 )
 from .plugins import PluginManager, collect_rules, collect_value_sets, get_plugin_manager
 from .record import PatientRecord
 from .sources import Entry, GroupedInput, group_entries, read_value
 from .terminology import Terminology, builtin_value_sets
+from .therapy import b12_therapy
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,15 @@ class _Decision:
     modifiers: dict[str, list[str]] = field(default_factory=dict)
     test: str | None = "total-b12"
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Candidate:
+    """A triggered rule on its way to the outcome, with its effective priority and window."""
+
+    finding: Finding
+    priority: Priority
+    window: float | None
 
 
 class Screener:
@@ -81,6 +96,10 @@ class Screener:
         self.terminology = Terminology(value_sets)
         self.extractor = Extractor(self.terminology)
         self.settings = self.config.setting_values()
+        self._bands = Bands(
+            float(self.settings["total_b12_deficient_ng_l"]), float(self.settings["total_b12_normal_ng_l"]),
+            float(self.settings["active_b12_deficient_pmol_l"]), float(self.settings["active_b12_normal_pmol_l"]),
+        )
         self.ruleset_version = self._ruleset_version()
         # Rules may read the findings of risk-factor rules of earlier stages only.
         self._earlier_risk_factors = {
@@ -152,6 +171,7 @@ class Screener:
                 record=record, as_of=as_of, terminology=self.terminology, rule=rule,
                 overrides=self.config.rules.get(rule.id, {}), findings=findings,
                 risk_factor_rules=self._earlier_risk_factors[rule.stage], modifiers=modifiers, settings=self.settings,
+                rules=self.rules_by_id,
             )
             try:
                 finding = rule.evaluate(ctx)
@@ -195,41 +215,109 @@ class Screener:
         return result
 
     def _decide(self, record: PatientRecord, as_of: date, triggered: Mapping[str, Finding]) -> _Decision:
+        """Section 4 of clinical-rules.md, step by step."""
+        settings = self.settings
         age = record.age(as_of)
-        if record.is_deceased(as_of) and not self.settings["evaluate_deceased"]:
+        # 1. MOD-AGE-MIN (and deceased patients)
+        if record.is_deceased(as_of) and not settings["evaluate_deceased"]:
             return _Decision(NOT_EVALUATED, modifiers={"MOD-DECEASED": []}, test=None)
-        if age is not None and age < self.settings["min_age"]:
+        if age is not None and age < settings["min_age"]:
             return _Decision(NOT_EVALUATED, modifiers={"MOD-AGE-MIN": []}, test=None)
-        suggesting = {
-            rid: f for rid, f in triggered.items()
-            if self.rules_by_id[rid].suggests_in(self.profile)
+        therapy = b12_therapy(record, as_of, settings["parenteral_months"], settings["high_dose_oral_ug"])
+        treated = {"MOD-TX-IM": therapy.parenteral, "MOD-TX-ORAL-HI": therapy.high_oral}
+        treated = {k: v for k, v in treated.items() if v}
+        # 2. MOD-DX
+        diagnoses = [c.ref for c in record.conditions_in(("b12-deficiency-dx",), as_of)]
+        if diagnoses:
+            if treated:
+                return _Decision(SUPPRESSED, modifiers={"MOD-DX": diagnoses, **treated}, test=None)
+            return _Decision(DEFICIENCY_WITHOUT_TREATMENT, Priority.HIGH, modifiers={"MOD-DX": diagnoses},
+                             test=None, notes=["Consider starting B12 replacement or recording the treatment given"])
+        # 3. MOD-TX-IM
+        if therapy.parenteral:
+            return _Decision(SUPPRESSED, modifiers={"MOD-TX-IM": therapy.parenteral}, test=None)
+        # 4. MOD-LOW
+        latest = latest_b12(record, as_of, settings["latest_b12_months"], self._bands)
+        if latest is not None and latest.band is Band.DEFICIENT and not therapy.any_after(latest.when):
+            return _Decision(UNACTIONED_LOW_B12, Priority.HIGH, modifiers={"MOD-LOW": [latest.ref]}, test=None,
+                             notes=[f"Latest B12 {latest.text} on {latest.when.isoformat()} is in the deficient "
+                                    "range with no diagnosis or treatment recorded after it"])
+        # 5. rules whose triggers are met (in this profile)
+        candidates = {
+            rid: _Candidate(f, self._priority(rid, f), self.window_of(self.rules_by_id[rid], f))
+            for rid, f in triggered.items() if self.rules_by_id[rid].suggests_in(self.profile)
         }
-        if not suggesting:
+        if not candidates:
             return _Decision(NO_SUGGESTION, test=None)
+        modifiers: dict[str, list[str]] = {}
+        # 6. oral therapy
+        for rid in list(candidates):
+            effect = self.rules_by_id[rid].oral_therapy
+            if therapy.high_oral and effect in ("suppress-high", "suppress-any"):
+                del candidates[rid]
+                modifiers["MOD-TX-ORAL-HI"] = therapy.high_oral
+            elif therapy.high_oral and effect == "reduce":
+                candidates[rid] = _Candidate(candidates[rid].finding, Priority.LOW, 12.0)
+                modifiers["MOD-TX-ORAL-HI"] = therapy.high_oral
+            elif therapy.low_oral and effect == "suppress-any":
+                del candidates[rid]
+                modifiers["MOD-TX-ORAL-LO"] = therapy.low_oral
+        if not candidates:
+            return _Decision(SUPPRESSED, modifiers=modifiers, test=None)
+        symptomatic = any(c.finding.symptomatic for c in candidates.values())
+        notes: list[str] = []
+        pregnant = pregnancy(record, as_of)
+        if pregnant:
+            modifiers["MOD-PREG"] = pregnant
+        # 7. MOD-INDET
+        if latest is not None and latest.band is Band.INDETERMINATE and not mma_after(record, latest.when, as_of):
+            modifiers["MOD-INDET"] = [latest.ref]
+            priority = Priority.HIGH if symptomatic else max((c.priority for c in candidates.values()),
+                                                               key=lambda p: p.rank)
+            notes.append(f"Latest B12 {latest.text} on {latest.when.isoformat()} is indeterminate; "
+                         "MMA tells whether it is functionally low")
+            egfr = latest_egfr(record, as_of)
+            if egfr is not None and egfr.value is not None and egfr.value < settings["renal_egfr"]:
+                modifiers["MOD-RENAL"] = [egfr.ref]
+                notes.append(f"eGFR {egfr.value:g} (< {settings['renal_egfr']}): MMA may be falsely high")
+            return _Decision(SUGGEST_MMA, priority, sorted(candidates), modifiers, "mma", notes)
+        # 8. MOD-RECENT
         tests = record.b12_status_tests(as_of)
-        remaining: dict[str, Finding] = {}
+        remaining: dict[str, _Candidate] = {}
         satisfied_by: list[str] = []
-        for rid, finding in suggesting.items():
-            test = self._satisfying_test(self.rules_by_id[rid], finding, tests, as_of)
+        for rid, candidate in candidates.items():
+            test = self._satisfying_test(candidate, tests, as_of)
             if test is None:
-                remaining[rid] = finding
+                remaining[rid] = candidate
             else:
                 satisfied_by.append(test)
-        modifiers = {"MOD-RECENT": sorted(set(satisfied_by))} if satisfied_by else {}
+        if satisfied_by:
+            modifiers["MOD-RECENT"] = sorted(set(satisfied_by))
         if not remaining:
             return _Decision(SUPPRESSED, modifiers=modifiers, test=None)
-        priority = max((self._priority(rid, f) for rid, f in remaining.items()), key=lambda p: p.rank)
-        return _Decision(SUGGEST_B12_TEST, priority, sorted(remaining), modifiers)
+        priority = max((c.priority for c in remaining.values()), key=lambda p: p.rank)
+        test_key = "total-b12"
+        if any(c.finding.recommended_test for c in remaining.values()):
+            test_key = next(c.finding.recommended_test for c in remaining.values() if c.finding.recommended_test)
+            if test_key == "homocysteine":
+                notes.append("Nitrous oxide inactivates B12: serum B12 may be normal; homocysteine or MMA "
+                             "shows functional deficiency")
+        elif pregnant:
+            test_key = "active-b12"
+            notes.append("Pregnant: total B12 falls in pregnancy, so active B12 (holotranscobalamin) is suggested")
+        if "DIET-V" in remaining and breastfeeding(record, as_of):
+            notes.append("Breastfeeding on a vegan diet: the infant is at risk of B12 deficiency too")
+        return _Decision(SUGGEST_B12_TEST, priority, sorted(remaining), modifiers, test_key, notes)
 
     def _priority(self, rule_id: str, finding: Finding) -> Priority:
         priority = finding.priority or self.rules_by_id[rule_id].priority
         assert priority is not None
         return priority
 
-    def _satisfying_test(self, rule: Rule, finding: Finding, tests: list[tuple[date, str]],
-                         as_of: date) -> str | None:
+    @staticmethod
+    def _satisfying_test(candidate: _Candidate, tests: list[tuple[date, str]], as_of: date) -> str | None:
         """The reference of a B12 status test inside the rule's window (MOD-RECENT), if any."""
-        window = self.window_of(rule, finding)
+        window, finding = candidate.window, candidate.finding
         if window is None:
             return None
         for when, ref in reversed(tests):

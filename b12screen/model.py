@@ -66,6 +66,10 @@ class Rule:
     ``stage`` orders evaluation: rules of a later stage can read the findings of earlier ones
     (``ctx.findings``); within a stage rules run in id order. ``replaces`` lists rule ids this rule
     supersedes when both are triggered. ``params`` are the tunable thresholds with their defaults.
+    ``suggest_in`` names the profiles in which the rule may lead to a suggestion (None: all).
+    ``oral_therapy`` says what oral B12 does to it: ``keep``, ``suppress-high`` (high-dose oral
+    suppresses it), ``suppress-any`` (any oral B12 suppresses it) or ``reduce`` (high-dose oral makes
+    it LOW with a 12-month window).
     """
 
     id: str
@@ -82,6 +86,7 @@ class Rule:
     symptom_rule: bool = False
     params: Mapping[str, Any] = field(default_factory=dict)
     suggest_in: frozenset[str] | None = None
+    oral_therapy: str = "keep"
 
     def suggests_in(self, profile: str) -> bool:
         """Whether this rule may lead to a suggestion under ``profile`` (else it is a risk factor only)."""
@@ -102,6 +107,8 @@ class Rule:
             "basis": self.basis,
             "replaces": list(self.replaces),
             "params": dict(self.params),
+            "oral_therapy": self.oral_therapy,
+            "profiles": sorted(self.suggest_in) if self.suggest_in is not None else "all",
         }
 
 
@@ -119,6 +126,7 @@ class RuleContext:
     risk_factor_rules: frozenset[str]
     modifiers: dict[str, list[str]] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    rules: Mapping[str, Rule] = field(default_factory=dict)
 
     def param(self, name: str) -> Any:
         """A rule parameter: the configured value, else the rule's default."""
@@ -141,6 +149,13 @@ class RuleContext:
         if not rule_ids:
             return list(self.findings.values())
         return [self.findings[r] for r in rule_ids if r in self.findings]
+
+    def prioritized_findings(self, exclude: frozenset[str] = frozenset()) -> list[Finding]:
+        """Findings so far of rules that carry a priority (not risk-factor-only rules)."""
+        return [
+            f for rid, f in sorted(self.findings.items())
+            if rid not in exclude and (rule := self.rules.get(rid)) is not None and rule.priority is not None
+        ]
 
     def other_risk_factors(self, exclude: frozenset[str] = frozenset()) -> list[Finding]:
         """Findings of risk-factor rules of earlier stages, leaving out ``exclude``."""

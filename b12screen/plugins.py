@@ -24,7 +24,12 @@ ENV_STRICT = "B12SCREEN_STRICT_PLUGINS"
 
 #: Built-in rule plugins, registered before any third-party plugin.
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    "b12screen.rules.bariatric",
+    "b12screen.rules.combined",
+    "b12screen.rules.diet",
+    "b12screen.rules.malabsorption",
     "b12screen.rules.medication",
+    "b12screen.rules.symptomatic",
 )
 
 

@@ -94,7 +94,8 @@ def _check_value_set(vs: Any, origin: str) -> str:
     vs_id = vs.get("id")
     if not isinstance(vs_id, str) or not vs_id:
         raise PluginError(f"{origin}: ValueSet without an id")
-    includes = (vs.get("compose") or {}).get("include")
+    compose = vs.get("compose")
+    includes = (compose or {}).get("include", []) if compose is not None else []
     if not isinstance(includes, list):
         raise PluginError(f"{origin}: ValueSet {vs_id} has no compose.include list")
     for include in includes:
@@ -128,7 +129,7 @@ class Terminology:
             )
             self.sets[vs_id] = info
         info.contributors.append(origin)
-        for include in vs["compose"]["include"]:
+        for include in (vs.get("compose") or {}).get("include") or []:
             system = normalize_system(include["system"])
             codes = info.codes.setdefault(system, set())
             for concept in include.get("concept") or []:

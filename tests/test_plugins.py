@@ -161,7 +161,7 @@ def test_failing_plugin_is_reported_and_the_rest_load(installed_plugins) -> None
     rows = {row["name"]: row for row in describe_plugins(manager)}
     assert rows["broken"]["status"] == "failed"
     assert rows["good"]["hooks"] == ["b12screen_value_sets"]
-    assert rows["b12screen.rules.medication"]["rules"] == ["ACID-1", "ACID-2", "MET-1", "MET-2"]
+    assert rows["b12screen.rules.medication"]["rules"] == ["ACID-1", "ACID-2", "MET-1", "MET-2", "MET-3"]
 
 
 def test_strict_mode_makes_a_failing_plugin_fatal(installed_plugins) -> None:

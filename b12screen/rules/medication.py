@@ -1,4 +1,4 @@
-"""Medication rules: metformin (MET-1, MET-2) and acid suppression (ACID-1, ACID-2).
+"""Medication rules: metformin (MET-1, MET-2, MET-3) and acid suppression (ACID-1, ACID-2).
 
 MOD-STOPPED is applied here: a class that is not active at the as-of date never triggers (past use
 is history only).
@@ -6,6 +6,7 @@ is history only).
 
 from __future__ import annotations
 
+from ..clinical import symptoms
 from ..dates import DAYS_PER_MONTH, DAYS_PER_YEAR
 from ..hookspecs import hookimpl
 from ..model import Finding, Priority, Rule, RuleContext
@@ -53,6 +54,18 @@ def met_2(ctx: RuleContext) -> Finding | None:
     return Finding("MET-2", f"{use.describe()}; {', '.join(reasons)}", tuple(dict.fromkeys(evidence)))
 
 
+def met_3(ctx: RuleContext) -> Finding | None:
+    """Active metformin with a symptom or sign."""
+    use = _metformin(ctx)
+    if not use.active:
+        return None
+    found = symptoms(ctx.record, ctx.as_of, ctx.setting("symptom_months"))
+    if not found:
+        return None
+    return Finding("MET-3", f"{use.describe()}; {found.describe()}", use.evidence + found.evidence,
+                   test_after=found.first, symptomatic=True)
+
+
 def _acid(ctx: RuleContext):
     use = class_use(ctx.record, ACID_SUPPRESSANTS, ctx.as_of, "acid suppression (PPI/H2RA)")
     note_stopped(ctx, use)
@@ -95,26 +108,33 @@ RULES = [
         id="MET-1", title="Metformin for more than 4 months", version="1.0.0", family="medication",
         priority=Priority.LOW, window_months=36, evaluate=met_1,
         basis="AAFP 2017; FDA metformin label §5.2 (B12 every 2-3 years); ADA Standards ('periodic' B12)",
-        params={"min_exposure_months": 4}, suggest_in=frozenset({"default"}),
+        params={"min_exposure_months": 4}, suggest_in=frozenset({"default"}), oral_therapy="suppress-high",
     ),
     Rule(
         id="MET-2", title="Metformin with long use, high dose, age or another risk factor", version="1.0.0",
         family="medication", priority=Priority.MEDIUM, window_months=24, evaluate=met_2, replaces=("MET-1",),
         basis="Ko 2014; Kim 2019; Ting 2006; Aroda 2016 (DPPOS); MHRA Drug Safety Update 2022",
         params={"min_exposure_months": 4, "long_exposure_years": 4, "dose_mg_per_day": 1500, "age": 65},
-        suggest_in=frozenset({"default"}),
+        suggest_in=frozenset({"default"}), oral_therapy="suppress-high",
+    ),
+    Rule(
+        id="MET-3", title="Metformin with a symptom or sign of B12 deficiency", version="1.0.0",
+        family="medication", priority=Priority.HIGH, window_months=12, evaluate=met_3, replaces=("MET-1", "MET-2"),
+        symptom_rule=True,
+        basis="ADA Standards of Care (anaemia, peripheral neuropathy); MHRA 2022 ('new-onset neuropathy')",
     ),
     Rule(
         id="ACID-1", title="PPI or H2RA for 24 months or more", version="1.0.0", family="medication",
         priority=Priority.LOW, window_months=36, evaluate=acid_1,
         basis="Lam 2013 JAMA (≥ 2 years' supply, OR 1.65); Miller 2018",
-        params={"min_exposure_months": 24}, suggest_in=frozenset({"default"}),
+        params={"min_exposure_months": 24}, suggest_in=frozenset({"default"}), oral_therapy="suppress-high",
     ),
     Rule(
         id="ACID-2", title="PPI or H2RA for 12 months or more with another risk factor", version="1.0.0",
         family="medication", priority=Priority.MEDIUM, window_months=24, evaluate=acid_2, replaces=("ACID-1",),
         basis="MHRA (PPI as added risk factor); AAFP 2017 (> 12 months)",
         params={"min_exposure_months": 12, "age": 75}, suggest_in=frozenset({"default"}),
+        oral_therapy="suppress-high",
     ),
 ]
 

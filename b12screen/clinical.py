@@ -1,0 +1,98 @@
+"""Clinical states several rules share: symptoms and signs, pregnancy, breastfeeding, nitrous oxide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from .dates import months
+from .labs import high_mcv, low_haemoglobin
+from .record import PatientRecord
+
+SYMPTOM_SETS = (
+    "symptom-neuropathy",
+    "symptom-paraesthesia",
+    "symptom-ataxia",
+    "symptom-cognitive",
+    "symptom-glossitis",
+    "symptom-visual",
+    "symptom-depression-psychosis",
+)
+ANAEMIA = "anaemia"
+
+
+@dataclass(frozen=True)
+class Symptoms:
+    """Symptoms and signs within the look-back: labels, evidence and the first recording date."""
+
+    labels: tuple[str, ...]
+    evidence: tuple[str, ...]
+    first: date | None
+
+    def __bool__(self) -> bool:
+        return bool(self.evidence)
+
+    def describe(self) -> str:
+        return ", ".join(dict.fromkeys(self.labels))
+
+
+def symptoms(record: PatientRecord, as_of: date, within_months: float = 12) -> Symptoms:
+    """Countable symptom Conditions/Observations, anaemia, low haemoglobin or MCV > 100 fL dated within
+    ``within_months`` before ``as_of`` (undated active Conditions count)."""
+    since = as_of - months(within_months)
+    found: list[tuple[date | None, str, str]] = []
+    for cond in record.conditions_in((*SYMPTOM_SETS, ANAEMIA), as_of):
+        if cond.onset is None or cond.onset >= since:
+            found.append((cond.onset, cond.ref, cond.label or "symptom"))
+    for obs in record.observations_in(SYMPTOM_SETS, as_of) + record.observations_in(SYMPTOM_SETS, as_of, True):
+        if obs.effective is not None and obs.effective >= since:
+            found.append((obs.effective, obs.ref, obs.label or "symptom"))
+    gender = record.patient.gender if record.patient else None
+    for obs in record.observations_in(("haemoglobin",), as_of):
+        if obs.effective is not None and obs.effective >= since and low_haemoglobin(obs, gender):
+            found.append((obs.effective, obs.ref, "low haemoglobin"))
+    for obs in record.observations_in(("mcv",), as_of):
+        if obs.effective is not None and obs.effective >= since and high_mcv(obs):
+            found.append((obs.effective, obs.ref, "MCV > 100 fL"))
+    found.sort(key=lambda f: (f[0] or date.min, f[1]))
+    dates = [d for d, _, _ in found if d is not None]
+    return Symptoms(
+        labels=tuple(label for _, _, label in found),
+        evidence=tuple(dict.fromkeys(ref for _, ref, _ in found)),
+        first=min(dates) if dates else None,
+    )
+
+
+def _status_observations(record: PatientRecord, concept: str, as_of: date, since: date) -> list[str]:
+    """Observations coded with ``concept`` whose value is a positive answer of the same value set."""
+    return [
+        o.ref for o in record.observations_in((concept,), as_of)
+        if concept in o.value_concepts and (o.effective is None or o.effective >= since)
+    ]
+
+
+def pregnancy(record: PatientRecord, as_of: date) -> list[str]:
+    """Evidence of a current pregnancy (Condition within 10 months, or a positive pregnancy status)."""
+    since = as_of - months(10)
+    refs = [c.ref for c in record.conditions_in(("pregnancy",), as_of) if c.onset is None or c.onset >= since]
+    refs += _status_observations(record, "pregnancy-status", as_of, since)
+    return refs
+
+
+def breastfeeding(record: PatientRecord, as_of: date) -> list[str]:
+    """Evidence of current breastfeeding (Condition within 24 months, or a positive status)."""
+    since = as_of - months(24)
+    refs = [c.ref for c in record.conditions_in(("breastfeeding",), as_of) if c.onset is None or c.onset >= since]
+    refs += _status_observations(record, "breastfeeding-status", as_of, since)
+    return refs
+
+
+def nitrous_oxide_use(record: PatientRecord, as_of: date) -> list[str]:
+    """Recreational nitrous oxide use: a countable Condition, or an Observation within 12 months."""
+    since = as_of - months(12)
+    refs = [c.ref for c in record.conditions_in(("nitrous-oxide",), as_of)]
+    for obs in record.observations_in(("nitrous-oxide",), as_of) + record.observations_in(
+            ("nitrous-oxide",), as_of, True):
+        if obs.effective is None or obs.effective >= since:
+            refs.append(obs.ref)
+    return list(dict.fromkeys(refs))

@@ -1,0 +1,165 @@
+"""Laboratory logic: B12 result bands with unit conversion, haemoglobin and MCV signs, eGFR."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from enum import Enum
+
+from .dates import months
+from .facts import ObservationFact
+from .record import PatientRecord
+
+PMOL_PER_NG = 0.738  # 1 pg/mL = 1 ng/L = 0.738 pmol/L (cobalamin)
+LOW_INTERPRETATIONS = frozenset({"L", "LL", "low", "critical low", "<"})
+NORMAL_INTERPRETATIONS = frozenset({"N", "normal", "H", "HH", "high"})
+
+_MASS_UNITS = {"pg/ml": 1.0, "ng/l": 1.0, "ng/ml": 1000.0, "pg/l": 0.001}
+_MOLAR_UNITS = {"pmol/l": 1.0, "nmol/l": 1000.0, "pmol/ml": 1000.0}
+
+
+class Band(Enum):
+    DEFICIENT = "deficient"
+    INDETERMINATE = "indeterminate"
+    NORMAL = "normal"
+
+
+@dataclass(frozen=True)
+class B12Result:
+    ref: str
+    when: date
+    band: Band
+    kind: str  # "b12-total" or "b12-active"
+    text: str
+
+
+@dataclass(frozen=True)
+class Bands:
+    """Band limits (clinical-rules.md section 1), configurable through settings."""
+
+    total_deficient_ng_l: float = 180.0
+    total_normal_ng_l: float = 350.0
+    active_deficient_pmol_l: float = 25.0
+    active_normal_pmol_l: float = 70.0
+
+
+def _unit(unit: str | None) -> str:
+    return (unit or "").strip().lower().replace("µ", "u")
+
+
+def total_b12_ng_l(value: float, unit: str | None) -> float | None:
+    """A total B12 value in ng/L (= pg/mL); pmol/L converted; None for an unknown unit."""
+    u = _unit(unit)
+    if u in _MASS_UNITS:
+        return value * _MASS_UNITS[u]
+    if u in _MOLAR_UNITS:
+        return value * _MOLAR_UNITS[u] / PMOL_PER_NG
+    return None
+
+
+def active_b12_pmol_l(value: float, unit: str | None) -> float | None:
+    u = _unit(unit)
+    if u in _MOLAR_UNITS:
+        return value * _MOLAR_UNITS[u]
+    if u in _MASS_UNITS:
+        return value * _MASS_UNITS[u] * PMOL_PER_NG
+    return None
+
+
+def _band_from_number(value: float, low: float, high: float, comparator: str | None) -> Band:
+    if value < low or (comparator in ("<", "<=") and value <= low):
+        return Band.DEFICIENT
+    if value > high or (comparator in (">", ">=") and value >= high):
+        return Band.NORMAL
+    return Band.INDETERMINATE
+
+
+def band_of(obs: ObservationFact, kind: str, bands: Bands = Bands()) -> Band | None:
+    """The band of one total/active B12 result: number with units first, then the reference range,
+    then the interpretation code."""
+    if obs.value is not None:
+        if kind == "b12-total":
+            value = total_b12_ng_l(obs.value, obs.unit)
+            if value is None and not obs.unit:
+                value = obs.value  # 2132-9 is reported in pg/mL (= ng/L)
+            limits = (bands.total_deficient_ng_l, bands.total_normal_ng_l)
+        else:
+            value = active_b12_pmol_l(obs.value, obs.unit)
+            if value is None and not obs.unit:
+                value = obs.value
+            limits = (bands.active_deficient_pmol_l, bands.active_normal_pmol_l)
+        if value is not None:
+            return _band_from_number(value, *limits, obs.comparator)
+        if obs.ref_low is not None and obs.value < obs.ref_low:
+            return Band.DEFICIENT
+        if obs.ref_low is not None:
+            return Band.INDETERMINATE if obs.ref_high is None or obs.value <= obs.ref_high else Band.NORMAL
+    if obs.interpretation & LOW_INTERPRETATIONS:
+        return Band.DEFICIENT
+    if obs.interpretation & NORMAL_INTERPRETATIONS:
+        return Band.NORMAL
+    return None
+
+
+def latest_b12(record: PatientRecord, as_of: date, within_months: float = 12,
+               bands: Bands = Bands()) -> B12Result | None:
+    """The latest total or active B12 result with a band, dated within ``within_months``."""
+    since = as_of - months(within_months)
+    candidates: list[tuple[date, str, B12Result]] = []
+    for kind in ("b12-total", "b12-active"):
+        for obs in record.observations_in((kind,), as_of):
+            if obs.effective is None or obs.effective < since:
+                continue
+            band = band_of(obs, kind, bands)
+            if band is None:
+                continue
+            shown = f"{obs.value:g} {obs.unit or ''}".strip() if obs.value is not None else "low"
+            candidates.append((obs.effective, obs.ref, B12Result(obs.ref, obs.effective, band, kind, shown)))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (c[0], c[1]))[2]
+
+
+def mma_after(record: PatientRecord, when: date, as_of: date) -> list[str]:
+    """MMA results dated on or after ``when``."""
+    return [o.ref for o in record.observations_in(("mma",), as_of) if o.effective and o.effective >= when]
+
+
+def _g_dl(value: float, unit: str | None) -> float | None:
+    u = _unit(unit)
+    if u in ("g/dl", "g/100ml"):
+        return value
+    if u == "g/l":
+        return value / 10
+    if u == "mmol/l":
+        return value * 1.611
+    return None
+
+
+def low_haemoglobin(obs: ObservationFact, gender: str | None) -> bool:
+    """Haemoglobin below its reference range (or flagged low; WHO limits when no range is given)."""
+    if obs.interpretation & LOW_INTERPRETATIONS:
+        return True
+    if obs.value is None:
+        return False
+    if obs.ref_low is not None:
+        return obs.value < obs.ref_low
+    g_dl = _g_dl(obs.value, obs.unit)
+    if g_dl is None:
+        return False
+    return g_dl < (13.0 if gender == "male" else 12.0)
+
+
+def high_mcv(obs: ObservationFact, limit_fl: float = 100.0) -> bool:
+    """MCV above ``limit_fl`` femtolitres."""
+    if obs.value is None:
+        return False
+    u = _unit(obs.unit)
+    if u not in ("fl", "um3", "", "fl/cell"):
+        return False
+    return obs.value > limit_fl
+
+
+def latest_egfr(record: PatientRecord, as_of: date) -> ObservationFact | None:
+    values = [o for o in record.observations_in(("egfr",), as_of) if o.value is not None and o.effective]
+    return max(values, key=lambda o: (o.effective, o.ref)) if values else None

@@ -1,0 +1,62 @@
+"""B12 therapy (clinical-rules.md section 1): parenteral, high-dose oral, low-dose oral."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from .dates import months
+from .facts import MedicationUse
+from .record import PatientRecord
+
+B12_SETS = ("b12-parenteral", "b12-ingredient", "b12-oral", "multivitamin")
+_INJECTION_WORDS = ("inject", "intramuscular", "subcutaneous", "parenteral", "ampoule", "vial", " im ", "i.m.",
+                    "deep im")
+
+
+@dataclass
+class Therapy:
+    """The patient's B12 therapy at the as-of date, as evidence references per kind."""
+
+    parenteral: list[str] = field(default_factory=list)
+    high_oral: list[str] = field(default_factory=list)
+    low_oral: list[str] = field(default_factory=list)
+    starts: list[tuple[date, str]] = field(default_factory=list)
+
+    def any_after(self, when: date) -> list[str]:
+        """Therapy started or given on or after ``when``."""
+        return [ref for start, ref in self.starts if start >= when]
+
+
+def is_parenteral(use: MedicationUse) -> bool:
+    if "b12-parenteral" in use.concepts:
+        return True
+    if "b12-ingredient" not in use.concepts:
+        return False
+    route = f" {use.route} "
+    return any(word in route for word in _INJECTION_WORDS)
+
+
+def b12_therapy(record: PatientRecord, as_of: date, parenteral_months: float = 4,
+                high_dose_ug: float = 1000) -> Therapy:
+    therapy = Therapy()
+    recent = as_of - months(parenteral_months)
+    for use in record.uses(B12_SETS, as_of):
+        active = record.is_active(use, as_of)
+        when = use.end or use.start
+        if use.start is not None:
+            therapy.starts.append((use.start, use.ref))
+        if is_parenteral(use):
+            if active or (when is not None and when >= recent):
+                therapy.parenteral.append(use.ref)
+            continue
+        if not active:
+            continue
+        dose_mg = record.daily_dose_mg(use, "b12-ingredient") if use.concepts & {"b12-ingredient", "b12-oral"} else None
+        if dose_mg is None and "b12-oral" in use.concepts:
+            dose_mg = record.daily_dose_mg(use, "b12-oral")
+        if dose_mg is not None and dose_mg * 1000 >= high_dose_ug:
+            therapy.high_oral.append(use.ref)
+        else:
+            therapy.low_oral.append(use.ref)
+    return therapy
