@@ -231,6 +231,10 @@ def plugins(as_json: bool, strict: bool) -> None:
             _echo_err(f"warning: plugin {failure.name!r} failed to load ({failure.error})")
 
 
+# Further commands live in their own modules and are attached here.
+# (batch: b12screen/cli_batch.py; serve and fetch: b12screen/cli_service.py)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="b12screen")
