@@ -67,8 +67,9 @@ class ScreeningResult:
     flag: Flag | None = None
 
     def report(self) -> dict[str, Any]:
-        """The report entry of interfaces.md (exactly its keys)."""
-        return {
+        """The report entry of interfaces.md (exactly its keys; plus ``errors`` only when a rule failed
+        for this patient, so a failure is never silent)."""
+        entry = {
             "patient": self.patient,
             "outcome": self.outcome,
             "priority": self.priority,
@@ -81,6 +82,9 @@ class ScreeningResult:
             "profile": self.profile,
             "ruleset_version": self.ruleset_version,
         }
+        if self.rule_errors:
+            entry["errors"] = [dict(e) for e in self.rule_errors]
+        return entry
 
     def flag_json(self) -> dict[str, Any] | None:
         """The Flag as a JSON-ready dict, or None."""
