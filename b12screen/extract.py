@@ -216,7 +216,11 @@ class Extractor:
         if self.validate:
             validate_resource(resource)
         if not strengths and code:
-            strengths.extend(strengths_from_name(label, concepts, terminology))
+            names = [label] + [c.get("display") for c in code.get("coding") or [] if isinstance(c, Mapping)]
+            for name in names:
+                strengths.extend(strengths_from_name(name or "", concepts, terminology))
+                if strengths:
+                    break
         return self._medication_fact(resource, ref, concepts, label, strengths)
 
     @staticmethod
@@ -265,6 +269,7 @@ class Extractor:
             route=" ".join(p for p in route_parts if p).lower(),
             label=label,
             intent=resource.get("intent"),
+            period="effectivePeriod" in resource,
         )
 
     def _condition(self, resource: Mapping[str, Any], ref: str) -> ConditionFact | None:

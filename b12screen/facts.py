@@ -66,6 +66,7 @@ class MedicationUse:
     route: str
     label: str
     intent: str | None = None
+    period: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +191,7 @@ def per_day_of(timing: Any) -> float | None:
         return None
     repeat = timing.get("repeat")
     if isinstance(repeat, Mapping) and repeat.get("period") and repeat.get("periodUnit") in _PERIOD_DAYS:
-        frequency = repeat.get("frequencyMax") or repeat.get("frequency") or 1
+        frequency = repeat.get("frequency") or 1  # the usual frequency; frequencyMax is an upper bound
         try:
             days = float(repeat["period"]) * _PERIOD_DAYS[repeat["periodUnit"]]
             return float(frequency) / days if days > 0 else None

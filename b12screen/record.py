@@ -112,7 +112,8 @@ class PatientRecord:
                 return False
             if status in ACTIVE_STATEMENT:
                 return True
-            return use.start is not None and use.start <= as_of
+            # no active status: only an effective period that covers the date makes it active
+            return use.period and use.start is not None and use.start <= as_of
         if use.resource_type == "MedicationRequest":
             return status in ACTIVE_REQUEST
         # Dispense / Administration: the supply reaches to within 90 days of the as-of date.
