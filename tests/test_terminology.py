@@ -59,3 +59,11 @@ def test_text_matches_whole_words_only_when_no_code_matches() -> None:
 def test_a_longer_text_term_also_matches_the_terms_inside_it() -> None:
     t = _terminology()
     assert t.match_text("Hydroxocobalamin injection 1 mg/mL") >= {"b12-parenteral", "b12-ingredient"}
+
+
+def test_value_set_readme_lists_every_shipped_set() -> None:
+    from conftest import ROOT
+
+    readme = (ROOT / "b12screen" / "valuesets" / "README.md").read_text()
+    for vs in builtin_value_sets():
+        assert f"| `{vs['id']}` |" in readme, vs["id"]
