@@ -242,37 +242,41 @@ class Screener:
             return _Decision(UNACTIONED_LOW_B12, Priority.HIGH, modifiers={"MOD-LOW": [latest.ref]}, test=None,
                              notes=[f"Latest B12 {latest.text} on {latest.when.isoformat()} is in the deficient "
                                     "range with no diagnosis or treatment recorded after it"])
-        # 5. rules whose triggers are met (in this profile)
-        candidates = {
+        # 5. rules whose triggers are met; the profile decides which may suggest a new test
+        triggered_rules = {
             rid: _Candidate(f, self._priority(rid, f), self.window_of(self.rules_by_id[rid], f))
-            for rid, f in triggered.items() if self.rules_by_id[rid].suggests_in(self.profile)
+            for rid, f in triggered.items() if self.rules_by_id[rid].priority is not None
         }
-        if not candidates:
-            return _Decision(NO_SUGGESTION, test=None)
         modifiers: dict[str, list[str]] = {}
+        history = [c.ref for c in record.condition_history(("b12-deficiency-dx",), as_of)]
+        if history:
+            modifiers["MOD-DX-HIST"] = history
+        if not triggered_rules:
+            return _Decision(NO_SUGGESTION, modifiers=modifiers, test=None)
         # 6. oral therapy
-        for rid in list(candidates):
+        for rid in list(triggered_rules):
             effect = self.rules_by_id[rid].oral_therapy
             if therapy.high_oral and effect in ("suppress-high", "suppress-any"):
-                del candidates[rid]
-                modifiers["MOD-TX-ORAL-HI"] = therapy.high_oral
-            elif therapy.high_oral and effect == "reduce":
-                candidates[rid] = _Candidate(candidates[rid].finding, Priority.LOW, 12.0)
+                del triggered_rules[rid]
                 modifiers["MOD-TX-ORAL-HI"] = therapy.high_oral
             elif therapy.low_oral and effect == "suppress-any":
-                del candidates[rid]
+                del triggered_rules[rid]
                 modifiers["MOD-TX-ORAL-LO"] = therapy.low_oral
-        if not candidates:
+            elif therapy.high_oral and effect == "reduce":
+                triggered_rules[rid] = _Candidate(triggered_rules[rid].finding, Priority.LOW, 12.0)
+                modifiers["MOD-TX-ORAL-HI"] = therapy.high_oral
+        if not triggered_rules:
             return _Decision(SUPPRESSED, modifiers=modifiers, test=None)
-        symptomatic = any(c.finding.symptomatic for c in candidates.values())
+        candidates = {rid: c for rid, c in triggered_rules.items() if self.rules_by_id[rid].suggests_in(self.profile)}
         notes: list[str] = []
         pregnant = pregnancy(record, as_of)
         if pregnant:
             modifiers["MOD-PREG"] = pregnant
-        # 7. MOD-INDET
+        # 7. MOD-INDET (as in the default profile whatever the profile: any triggered rule counts)
         if latest is not None and latest.band is Band.INDETERMINATE and not mma_after(record, latest.when, as_of):
             modifiers["MOD-INDET"] = [latest.ref]
-            priority = Priority.HIGH if symptomatic else max((c.priority for c in candidates.values()),
+            symptomatic = any(c.finding.symptomatic for c in triggered_rules.values())
+            priority = Priority.HIGH if symptomatic else max((c.priority for c in triggered_rules.values()),
                                                                key=lambda p: p.rank)
             notes.append(f"Latest B12 {latest.text} on {latest.when.isoformat()} is indeterminate; "
                          "MMA tells whether it is functionally low")
@@ -280,7 +284,9 @@ class Screener:
             if egfr is not None and egfr.value is not None and egfr.value < settings["renal_egfr"]:
                 modifiers["MOD-RENAL"] = [egfr.ref]
                 notes.append(f"eGFR {egfr.value:g} (< {settings['renal_egfr']}): MMA may be falsely high")
-            return _Decision(SUGGEST_MMA, priority, sorted(candidates), modifiers, "mma", notes)
+            return _Decision(SUGGEST_MMA, priority, sorted(triggered_rules), modifiers, "mma", notes)
+        if not candidates:
+            return _Decision(NO_SUGGESTION, modifiers=modifiers, test=None)
         # 8. MOD-RECENT
         tests = record.b12_status_tests(as_of)
         remaining: dict[str, _Candidate] = {}

@@ -41,8 +41,11 @@ Fact = PatientFact | MedicationUse | ConditionFact | ProcedureFact | Observation
 
 #: Resource types b12screen reads; every other valid R4 type is counted and skipped.
 UNDERSTOOD_TYPES = frozenset(
-    {"Patient", "Medication", "Condition", "Procedure", "Observation", "Flag", "Encounter", *MEDICATION_TYPES}
+    {"Patient", "Medication", "Condition", "Procedure", "Observation", "Flag", "Encounter", "FamilyMemberHistory",
+     *MEDICATION_TYPES}
 )
+#: Value sets whose presence in a relative's condition means a family history of B12 deficiency.
+FAMILY_HISTORY_SOURCES = frozenset({"b12-deficiency-dx", "family-history-b12"})
 #: Understood types that must name their patient.
 PATIENT_SCOPED_TYPES = UNDERSTOOD_TYPES - {"Patient", "Medication"}
 
@@ -140,6 +143,8 @@ class Extractor:
                 return self._flag(resource, ref)
             if resource_type == "Encounter":
                 return self._encounter_diet(resource, ref)
+            if resource_type == "FamilyMemberHistory":
+                return self._family_history(resource, ref)
         except ResourceProblem:
             raise
         except (TypeError, AttributeError, KeyError, ValueError):
@@ -281,6 +286,9 @@ class Extractor:
         onset, _ = effective_dates(resource, "onset")
         abatement, _ = effective_dates(resource, "abatement")
         label = concept_label(resource.get("code"))
+        if "atrophic-gastritis" in concepts:
+            # codes cannot tell autoimmune from other atrophic gastritis; the text can (a MOD-DX diagnosis)
+            concepts |= self.terminology.match_text(label) & {"b12-deficiency-dx"}
         return ConditionFact(
             ref=ref,
             resource_type="Condition",
@@ -333,6 +341,29 @@ class Extractor:
             onset=start,
             abatement=None,
             label="diet preference",
+        )
+
+    def _family_history(self, resource: Mapping[str, Any], ref: str) -> ConditionFact | None:
+        """A relative's B12 deficiency or pernicious anaemia, as a ``family-history-b12`` fact."""
+        labels = []
+        for condition in resource.get("condition") or []:
+            if isinstance(condition, Mapping) and self.terminology.match_concept(condition.get("code")) & (
+                    FAMILY_HISTORY_SOURCES):
+                labels.append(concept_label(condition.get("code")))
+        if not labels:
+            return None
+        if self.validate:
+            validate_resource(resource)
+        status = resource.get("status")
+        return ConditionFact(
+            ref=ref,
+            resource_type="FamilyMemberHistory",
+            concepts=frozenset({"family-history-b12"}),
+            clinical_status=None,
+            verification_status="entered-in-error" if status == "entered-in-error" else None,
+            onset=parse_date(resource.get("date")),
+            abatement=None,
+            label=f"family history of {labels[0] or 'B12 deficiency'}",
         )
 
     def _procedure(self, resource: Mapping[str, Any], ref: str) -> ProcedureFact | None:

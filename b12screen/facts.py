@@ -155,19 +155,14 @@ _LENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*(cm|centimet(?:er|re)s?|mm|m)\b", re.IG
 
 
 def length_in_cm(*texts: str | None) -> float | None:
-    """A resection length written in free text ("40 cm of terminal ileum"), in cm."""
+    """A resection length written in free text ("40 cm of terminal ileum"), in cm; the largest one
+    when several are written ("3 cm anastomosis; 40 cm resected")."""
+    found: list[float] = []
     for text in texts:
-        if not text:
-            continue
-        m = _LENGTH.search(text)
-        if m:
+        for m in _LENGTH.finditer(text or ""):
             value, unit = float(m.group(1)), m.group(2).lower()
-            if unit == "mm":
-                return value / 10
-            if unit == "m":
-                return value * 100
-            return value
-    return None
+            found.append(value / 10 if unit == "mm" else value * 100 if unit == "m" else value)
+    return max(found) if found else None
 
 
 def notes_text(resource: Mapping[str, Any]) -> str:

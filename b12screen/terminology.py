@@ -154,12 +154,8 @@ class Terminology:
                 term_sets.setdefault(term, set()).add(info.id)
         self._exact = {k: frozenset(v) for k, v in exact.items()}
         self._prefix = {k: frozenset(v) for k, v in prefix.items()}
-        # A longer term that contains a shorter one ("hydroxocobalamin injection" ⊃ "hydroxocobalamin")
-        # also carries the shorter term's value sets: the regex reports only the longest match.
-        for term in term_sets:
-            for other in term_sets:
-                if other != term and other in term and re.search(rf"(?<![\w-]){re.escape(other)}(?![\w])", term):
-                    term_sets[term] |= term_sets[other]
+        # The longest term wins where terms overlap: "family history of pernicious anaemia" is family
+        # history, not pernicious anaemia; "hydroxocobalamin injection" is the parenteral form.
         self._term_sets = {k: frozenset(v) for k, v in term_sets.items()}
         self._prefix_lengths = sorted({len(code) for _, code in self._prefix})
         if term_sets:

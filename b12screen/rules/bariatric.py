@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..dates import months
+from ..dates import DAYS_PER_MONTH
 from ..facts import ProcedureFact
 from ..hookspecs import hookimpl
 from ..model import Finding, Priority, Rule, RuleContext
@@ -24,8 +24,8 @@ def _describe(p: ProcedureFact) -> str:
 def bar_1(ctx: RuleContext) -> Finding | None:
     """Bypass, sleeve, BPD/DS, OAGB or SADI less than 12 months ago."""
     surgery, _ = _procedures(ctx)
-    recent_since = ctx.as_of - months(ctx.param("recent_months"))
-    recent = [p for p in surgery if p.performed is not None and p.performed > recent_since]
+    limit = ctx.param("recent_months") * DAYS_PER_MONTH
+    recent = [p for p in surgery if p.performed is not None and (ctx.as_of - p.performed).days < limit]
     if not recent:
         return None
     return Finding("BAR-1", "; ".join(_describe(p) for p in recent), tuple(p.ref for p in recent))
@@ -34,8 +34,8 @@ def bar_1(ctx: RuleContext) -> Finding | None:
 def bar_2(ctx: RuleContext) -> Finding | None:
     """The same procedures 12 months ago or more, or bariatric surgery status with no date."""
     surgery, bands = _procedures(ctx)
-    recent_since = ctx.as_of - months(ctx.param("recent_months"))
-    older = [p for p in surgery if p.performed is None or p.performed <= recent_since]
+    limit = ctx.param("recent_months") * DAYS_PER_MONTH
+    older = [p for p in surgery if p.performed is None or (ctx.as_of - p.performed).days >= limit]
     reasons = [_describe(p) for p in older]
     evidence = [p.ref for p in older]
     if not surgery and not (bands and not older):
@@ -47,7 +47,10 @@ def bar_2(ctx: RuleContext) -> Finding | None:
     if not evidence:
         return None
     therapy = b12_therapy(ctx.record, ctx.as_of, ctx.setting("parenteral_months"), ctx.setting("high_dose_oral_ug"))
-    priority = Priority.MEDIUM if therapy.high_oral else None
+    priority = None
+    if therapy.high_oral:
+        priority = Priority.MEDIUM
+        ctx.note_modifier("MOD-TX-ORAL-HI", *therapy.high_oral)
     return Finding("BAR-2", "; ".join(reasons), tuple(dict.fromkeys(evidence)), priority=priority)
 
 

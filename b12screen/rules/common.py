@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from ..clinical import nitrous_oxide_use
 from ..dates import DAYS_PER_MONTH, DAYS_PER_YEAR
 from ..model import RuleContext
 from ..record import PatientRecord
@@ -120,6 +121,9 @@ def fact_risk_factors(record: PatientRecord, as_of: date) -> list[RiskFactor]:
     if autoimmune:
         found.append(RiskFactor("autoimmune", autoimmune[0].label or "autoimmune disease",
                                 tuple(c.ref for c in autoimmune)))
+    n2o = nitrous_oxide_use(record, as_of)
+    if n2o:
+        found.append(RiskFactor("nitrous-oxide", "recreational nitrous oxide use", tuple(n2o)))
     history = record.condition_history(("b12-deficiency-dx",), as_of)
     if history:
         found.append(RiskFactor("MOD-DX-HIST", "past B12 deficiency", tuple(c.ref for c in history)))
