@@ -33,7 +33,8 @@ class Symptoms:
         return bool(self.evidence)
 
     def describe(self) -> str:
-        return ", ".join(dict.fromkeys(self.labels))
+        text = ", ".join(dict.fromkeys(self.labels))
+        return f"{text} (first recorded {self.first.isoformat()})" if self.first else text
 
 
 def symptoms(record: PatientRecord, as_of: date, within_months: float = 12) -> Symptoms:

@@ -227,12 +227,17 @@ class Screener:
         treated = {"MOD-TX-IM": therapy.parenteral, "MOD-TX-ORAL-HI": therapy.high_oral}
         treated = {k: v for k, v in treated.items() if v}
         # 2. MOD-DX
-        diagnoses = [c.ref for c in record.conditions_in(("b12-deficiency-dx",), as_of)]
+        conditions = record.conditions_in(("b12-deficiency-dx",), as_of)
+        diagnoses = [c.ref for c in conditions]
         if diagnoses:
             if treated:
                 return _Decision(SUPPRESSED, modifiers={"MOD-DX": diagnoses, **treated}, test=None)
+            recorded = "; ".join(
+                (c.label or "B12 deficiency") + (f" (recorded {c.onset.isoformat()})" if c.onset else "")
+                for c in conditions)
             return _Decision(DEFICIENCY_WITHOUT_TREATMENT, Priority.HIGH, modifiers={"MOD-DX": diagnoses},
-                             test=None, notes=["Consider starting B12 replacement or recording the treatment given"])
+                             test=None, notes=[f"Diagnosis: {recorded}; no parenteral or high-dose oral B12 "
+                                               "is recorded: consider starting replacement or recording it"])
         # 3. MOD-TX-IM
         if therapy.parenteral:
             return _Decision(SUPPRESSED, modifiers={"MOD-TX-IM": therapy.parenteral}, test=None)
