@@ -16,7 +16,7 @@ from .config import PROFILES, Config, parse_param_option
 from .dates import parse_as_of
 from .engine import Screener, ScreeningResults
 from .errors import B12ScreenError, InputError
-from .plugins import describe_plugins, get_plugin_manager
+from .plugins import REPORTED_BY_CLI, describe_plugins, get_plugin_manager
 from .sources import Entry, read_bytes, read_path
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
@@ -90,7 +90,14 @@ def cli(verbose: int) -> None:
     b12screen suggests checks for a clinician to consider; it does not diagnose.
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="b12screen: %(levelname)s: %(name)s: %(message)s", stream=sys.stderr)
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig, plus a filter
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("b12screen: %(levelname)s: %(name)s: %(message)s"))
+        if verbose == 0:  # plugin load failures are printed by the commands themselves, once
+            handler.addFilter(lambda record: not getattr(record, REPORTED_BY_CLI, False))
+        root.addHandler(handler)
+        root.setLevel(level)
 
 
 def _inputs(paths: tuple[str, ...]) -> list[Entry | InputError]:
@@ -173,11 +180,12 @@ def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path:
 @click.option("--disable", multiple=True, metavar="RULE")
 @click.option("--enable", multiple=True, metavar="RULE")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--strict-plugins", is_flag=True, help="Fail when a plugin cannot be loaded.")
 def rules(profile: str, config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...],
-          as_json: bool) -> None:
+          as_json: bool, strict_plugins: bool) -> None:
     """List the loaded rules with their status in the chosen profile."""
     try:
-        screener = _screener(profile, _config(config_path, disable, enable, ()), False)
+        screener = _screener(profile, _config(config_path, disable, enable, ()), strict_plugins)
     except B12ScreenError as exc:
         _echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
@@ -208,7 +216,8 @@ def rules(profile: str, config_path: str | None, disable: tuple[str, ...], enabl
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--strict", is_flag=True, help="Fail (exit 1) when a plugin cannot be loaded.")
+@click.option("--strict", "--strict-plugins", "strict", is_flag=True,
+              help="Fail (exit 1) when a plugin cannot be loaded.")
 def plugins(as_json: bool, strict: bool) -> None:
     """List the loaded plugins: name, version, hooks and rule ids (and any that failed to load)."""
     try:
@@ -221,18 +230,26 @@ def plugins(as_json: bool, strict: bool) -> None:
         click.echo(_dumps(rows))
     else:
         for row in rows:
-            if row["status"] == "failed":
-                click.echo(f"{row['name']:<32} FAILED: {row['error']}")
+            if row["status"] != "loaded":
+                dist = f"{row['distribution']} {row['version']}  " if row["distribution"] else ""
+                click.echo(f"{row['name']:<32} {dist}{row['status'].upper()}: {row['error']}")
             else:
                 click.echo(f"{row['name']:<32} {row['distribution'] or ''} {row['version'] or ''}  "
                            f"hooks: {', '.join(row['hooks'])}  rules: {', '.join(row['rules']) or '—'}")
-    if manager.failures:
-        for failure in manager.failures:
-            _echo_err(f"warning: plugin {failure.name!r} failed to load ({failure.error})")
+    for failure in manager.failures:
+        _echo_err(f"warning: plugin {failure.name!r} failed to load ({failure.error})")
+    broken = [row for row in rows if row["status"] == "error"]
+    for row in broken:
+        _echo_err(f"error: {row['error']}")
+    if broken:
+        sys.exit(EXIT_PARTIAL)
 
 
 # Further commands live in their own modules and are attached here.
 # (batch: b12screen/cli_batch.py; serve and fetch: b12screen/cli_service.py)
+
+
+
 
 
 def main() -> None:

@@ -137,6 +137,7 @@ def _fake_entry_points(monkeypatch: pytest.MonkeyPatch, *eps: metadata.EntryPoin
 @pytest.fixture
 def installed_plugins(monkeypatch: pytest.MonkeyPatch):
     """Two entry points: one importable module, one that raises on import."""
+    monkeypatch.delenv("B12SCREEN_LOAD_PLUGINS", raising=False)
     good = types.ModuleType("b12screen_test_good_plugin")
     exec(
         "from b12screen import hookimpl\n"
