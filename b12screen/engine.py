@@ -176,7 +176,7 @@ class Screener:
             try:
                 finding = rule.evaluate(ctx)
             except Exception as exc:  # a faulty rule must not sink the patient or the batch
-                log.warning("rule %s raised %s for one patient", rule.id, type(exc).__name__)
+                log.info("rule %s raised %s for one patient", rule.id, type(exc).__name__)
                 errors.append({"rule": rule.id, "error": f"{type(exc).__name__}: {exc}"})
                 continue
             if finding is not None:
