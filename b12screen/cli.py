@@ -247,7 +247,11 @@ def plugins(as_json: bool, strict: bool) -> None:
 
 # Further commands live in their own modules and are attached here.
 # (batch: b12screen/cli_batch.py; serve and fetch: b12screen/cli_service.py)
+from .cli_service import fetch as _fetch_command  # noqa: E402
+from .cli_service import serve as _serve_command  # noqa: E402
 
+cli.add_command(_serve_command)
+cli.add_command(_fetch_command)
 
 
 

@@ -1,0 +1,338 @@
+"""The Starlette app: routes, JWT checks, size and time bounds, OperationOutcome errors, CORS, access log.
+
+Routes: ``GET /cds-services`` (discovery), ``POST /cds-services/{id}`` (a service call),
+``POST /cds-services/{id}/feedback``, ``GET /health`` (no data, no auth: for probes and as the
+benchmark's baseline). Every non-2xx answer is an OperationOutcome without a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import date
+from typing import Any
+
+import anyio
+import orjson
+from anyio import to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..config import Config
+from ..engine import Screener
+from .config import ServiceConfig
+from .declarations import SERVICES, ServiceDecl, discovery, services_by_id
+from .handler import (
+    CardRegistry,
+    FeedbackRecorder,
+    HookHandler,
+    Outcome,
+    Problem,
+    check_content_type,
+    operation_outcome,
+    parse_json,
+    validate_feedback,
+)
+from .prefetch import NeedsIo
+from .security import ANONYMOUS, AuthError, Caller, JwtVerifier
+
+log = logging.getLogger("b12screen.cdshooks")
+
+NO_STORE = {"Cache-Control": "no-store"}
+_SAFE_LOG = re.compile(r"[^A-Za-z0-9._:\-]")
+_STATUS_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
+
+
+def _safe(value: str | None, limit: int = 64) -> str:
+    """A client-supplied id made safe for a log line (no PHI-shaped free text, no injection)."""
+    return _SAFE_LOG.sub("", value or "-")[:limit] or "-"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    media = "application/fhir+json" if isinstance(body, dict) and body.get("resourceType") else "application/json"
+    return Response(orjson.dumps(body), status_code=status, media_type=media, headers={**NO_STORE, **(headers or {})})
+
+
+def problem_response(problem: Problem) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+    return json_response(operation_outcome(problem.code, problem.diagnostics), problem.status, headers)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class CorsMiddleware:
+    """CORS on every route and on errors; preflight answers with the methods and headers CDS Hooks needs."""
+
+    def __init__(self, app: ASGIApp, origins: tuple[str, ...]) -> None:
+        self.app = app
+        self.origins = frozenset(origins)
+        self.any = "*" in self.origins
+
+    def _allowed(self, origin: str | None) -> str | None:
+        if not origin:
+            return None
+        if self.any:
+            return "*"
+        return origin if origin in self.origins else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        allow = self._allowed(headers.get("origin"))
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            if allow is None:
+                response = json_response(operation_outcome("forbidden", "origin not allowed"), 403)
+            else:
+                response = Response(status_code=204, headers={
+                    "Access-Control-Allow-Origin": allow,
+                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                    "Access-Control-Max-Age": "600",
+                    "Vary": "Origin",
+                })
+            await response(scope, receive, send)
+            return
+        if allow is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [(b"access-control-allow-origin", allow.encode("latin-1")), (b"vary", b"Origin")]
+                message = {**message, "headers": list(message.get("headers", [])) + extra}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+class CdsApp:
+    """Holds the service state; its methods are the Starlette endpoints."""
+
+    def __init__(self, config: ServiceConfig, screener: Screener, today: Callable[[], date],
+                 verifier: JwtVerifier | None = None, services: tuple[ServiceDecl, ...] = SERVICES) -> None:
+        self.config = config
+        self.screener = screener
+        self.services = services_by_id(services)
+        self.verifier = None if config.insecure_no_auth else (verifier or JwtVerifier(config))
+        self.executor = ThreadPoolExecutor(max_workers=config.fetch_workers, thread_name_prefix="b12-fetch")
+        self.registry = CardRegistry()
+        self.handler = HookHandler(config, screener, today, self.executor, self.registry)
+        self.feedback_recorder = FeedbackRecorder(config.feedback_log, self.registry)
+        self.discovery_body = orjson.dumps(discovery(screener.terminology, services))
+        self.cpu_limiter = anyio.CapacityLimiter(4)
+        self.io_limiter = anyio.CapacityLimiter(max(4, config.fetch_workers * 4))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def endpoint_url(self, request: Request, path: str) -> str:
+        base = self.config.public_base_url
+        if not base:
+            base = f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}"
+        return base.rstrip("/") + path
+
+    def authenticate(self, request: Request, path: str, allow_io: bool = True) -> Caller:
+        if self.verifier is None:
+            return ANONYMOUS
+        try:
+            return self.verifier.verify(request.headers.get("authorization"), self.endpoint_url(request, path),
+                                        allow_io)
+        except AuthError as exc:
+            log.info("401 on %s: %s", path.rsplit("/", 1)[-1] or "discovery", exc.reason)
+            raise Problem(401, "login") from None
+
+    async def _run(self, work: Callable[[bool], Any]) -> Any:
+        """``work`` in a worker thread under the hard time budget (a late result is dropped; waiting for a
+        thread counts too, so an overloaded service sheds load with 503 instead of queueing without end).
+
+        First ``work(allow_io=False)`` under the CPU limiter (a few threads: screening is CPU-bound and the
+        GIL serialises it anyway, so more would only contend; ``workers`` adds cores). If it needs network
+        I/O (a JWK Set or FHIR fetch) it raises ``NeedsIo`` before any, and ``work(allow_io=True)`` runs
+        under the I/O limiter, so slow FHIR servers never hold up requests that came with their prefetch."""
+        try:
+            with anyio.fail_after(self.config.time_budget_seconds):
+                try:
+                    return await to_thread.run_sync(work, False, abandon_on_cancel=True, limiter=self.cpu_limiter)
+                except NeedsIo:
+                    return await to_thread.run_sync(work, True, abandon_on_cancel=True, limiter=self.io_limiter)
+        except TimeoutError:
+            raise Problem(503, "timeout", "the service ran out of time") from None
+
+    def _access_log(self, what: str, status: int, started: float, caller: Caller | None = None,
+                    hook_instance: str | None = None, outcome: Outcome | None = None) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        caller = caller or ANONYMOUS
+        log.info("%s status=%d ms=%.1f hookInstance=%s iss=%s tenant=%s jti=%s cards=%s fetched=%s",
+                 what, status, (time.perf_counter() - started) * 1000, _safe(hook_instance), _safe(caller.iss, 120),
+                 _safe(caller.tenant), _safe(caller.jti), outcome.cards if outcome else "-",
+                 ",".join(outcome.fetched) if outcome and outcome.fetched else "-")
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json", headers=NO_STORE)
+
+    async def discovery(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            if not self.config.public_discovery:
+                await self._run(lambda allow_io: self.authenticate(request, "/cds-services", allow_io))
+        except Problem as problem:
+            self._access_log("discovery", problem.status, started)
+            return problem_response(problem)
+        self._access_log("discovery", 200, started)
+        return Response(self.discovery_body, media_type="application/json", headers=NO_STORE)
+
+    async def service(self, request: Request) -> Response:
+        started = time.perf_counter()
+        service_id = request.path_params["service_id"]
+        service = self.services.get(service_id)
+        what = f"service {_safe(service_id)}"
+        if service is None:
+            self._access_log(what, 404, started)
+            return problem_response(Problem(404, "not-found", "no such CDS service"))
+        caller: Caller | None = None
+        hook_instance: str | None = None
+        try:
+            body = await read_limited(request, self.config.max_request_bytes)
+            deadline = time.monotonic() + self.config.time_budget_seconds - 0.5
+            content_type = request.headers.get("content-type")
+
+            def work(allow_io: bool) -> Outcome:
+                nonlocal caller, hook_instance
+                if caller is None:  # authenticate once: a retry in a thread must not replay the jti
+                    caller = self.authenticate(request, f"/cds-services/{service_id}", allow_io)
+                check_content_type(content_type)
+                payload = parse_json(body)
+                hook_instance = payload.get("hookInstance") if isinstance(payload.get("hookInstance"), str) else None
+                return self.handler.call(service, payload, caller, deadline, allow_io)
+
+            outcome = await self._run(work)
+        except _TooLarge:
+            problem = Problem(413, "too-costly", f"the request body exceeds {self.config.max_request_bytes} bytes")
+            self._access_log(what, 413, started)
+            return problem_response(problem)
+        except Problem as problem:
+            self._access_log(what, problem.status, started, caller, hook_instance)
+            return problem_response(problem)
+        except Exception as exc:  # never a stack trace or patient data in the answer or the log
+            log.error("internal error in %s (%s)", what, type(exc).__name__)
+            self._access_log(what, 500, started, caller, hook_instance)
+            return problem_response(Problem(500, "exception", "internal error"))
+        assert isinstance(outcome, Outcome)
+        self._access_log(what, 200, started, caller, hook_instance, outcome)
+        return json_response(outcome.body)
+
+    async def feedback(self, request: Request) -> Response:
+        started = time.perf_counter()
+        service_id = request.path_params["service_id"]
+        what = f"feedback {_safe(service_id)}"
+        if service_id not in self.services:
+            self._access_log(what, 404, started)
+            return problem_response(Problem(404, "not-found", "no such CDS service"))
+        caller: Caller | None = None
+        try:
+            body = await read_limited(request, min(self.config.max_request_bytes, 1_000_000))
+            content_type = request.headers.get("content-type")
+
+            def work(allow_io: bool) -> Outcome:
+                nonlocal caller
+                if caller is None:
+                    caller = self.authenticate(request, f"/cds-services/{service_id}/feedback", allow_io)
+                check_content_type(content_type)
+                items = validate_feedback(parse_json(body))
+                if self.feedback_recorder.path and not allow_io:
+                    raise NeedsIo  # file writes happen in a worker thread
+                self.feedback_recorder.record(service_id, items)
+                return Outcome({"received": len(items)})
+
+            outcome = await self._run(work)
+        except _TooLarge:
+            self._access_log(what, 413, started)
+            return problem_response(Problem(413, "too-costly", "the feedback body is too large"))
+        except Problem as problem:
+            self._access_log(what, problem.status, started, caller)
+            return problem_response(problem)
+        except Exception as exc:
+            log.error("internal error in %s (%s)", what, type(exc).__name__)
+            self._access_log(what, 500, started, caller)
+            return problem_response(Problem(500, "exception", "internal error"))
+        assert isinstance(outcome, Outcome)
+        self._access_log(what, 200, started, caller)
+        return json_response(outcome.body)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    diagnostics = {404: "not found", 405: "method not allowed"}.get(status, "request failed")
+    return json_response(operation_outcome(_STATUS_CODES.get(status, "processing"), diagnostics), status, headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("internal error (%s)", type(exc).__name__)
+    return json_response(operation_outcome("exception", "internal error"), 500)
+
+
+def create_app(config: ServiceConfig, screener: Screener | None = None,
+               today: Callable[[], date] = date.today, verifier: JwtVerifier | None = None) -> Starlette:
+    """The ASGI app. ``today`` is the as-of clock (the engine itself never reads the clock)."""
+    if screener is None:
+        rules = Config.from_file(config.rules_config) if config.rules_config else None
+        screener = Screener(profile=config.profile, config=rules)
+        screener.extractor.validate = config.validate_resources
+    state = CdsApp(config, screener, today, verifier)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        yield
+        state.close()
+
+    routes = [
+        Route("/health", state.health, methods=["GET"]),
+        Route("/cds-services", state.discovery, methods=["GET"]),
+        Route("/cds-services/{service_id}", state.service, methods=["POST"]),
+        Route("/cds-services/{service_id}/feedback", state.feedback, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error},
+                    middleware=[Middleware(CorsMiddleware, origins=config.allowed_origins())], lifespan=lifespan)
+    app.state.cds = state
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """uvicorn factory for ``--workers`` > 1: the settings travel as JSON in ``B12SCREEN__SERVE_CONFIG``."""
+    raw = os.environ.get("B12SCREEN__SERVE_CONFIG")
+    config = ServiceConfig.from_mapping(orjson.loads(raw), "B12SCREEN__SERVE_CONFIG") if raw else ServiceConfig.load()
+    return create_app(config)

@@ -1,0 +1,222 @@
+"""Cards (CDS Hooks 2.0) from screening results: one card per flagged result, never a "no risk" card.
+
+Every optional field without a value is omitted (the spec forbids ``null``, ``""``, ``[]`` and ``{}``);
+:func:`prune` enforces it on whole responses.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from .. import __version__
+from ..flag import BASE, OUTCOME_SYSTEM, flag_dict, flag_identifier
+from ..model import Rule
+from ..outcome import (
+    DEFICIENCY_WITHOUT_TREATMENT,
+    OUTCOME_DISPLAY,
+    SUGGEST_MMA,
+    UNACTIONED_LOW_B12,
+    ScreeningResult,
+)
+from ..record import PatientRecord
+
+OVERRIDE_SYSTEM = f"{BASE}/CodeSystem/override-reason"
+OVERRIDE_REASONS = (
+    ("already-tested", "Already tested elsewhere"),
+    ("on-b12-therapy", "Already on B12 therapy"),
+    ("patient-declined", "Patient declined"),
+    ("not-clinically-relevant", "Not clinically relevant"),
+)
+#: Stable namespace for card and suggestion uuids (uuid5 of hookInstance + Flag identifier).
+UUID_NAMESPACE = uuid.UUID("5b0c7a52-1f3e-4c8e-9a57-b12b12b12b12")
+MAX_SUMMARY = 139
+_TEST_NAMES = {"2132-9": "vitamin B12", "72160-5": "active B12 (holotranscobalamin)",
+               "13964-2": "methylmalonic acid (MMA)", "13965-9": "homocysteine"}
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~])")
+
+
+def md(text: str) -> str:
+    """EHR-supplied text made inert in Markdown (no links, images, HTML or emphasis)."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def prune(value: Any) -> Any:
+    """Drop ``None``, ``""``, ``[]`` and ``{}`` everywhere (recursively)."""
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            v = prune(v)
+            if v is None or v == "" or v == [] or v == {}:
+                continue
+            out[k] = v
+        return out
+    if isinstance(value, list):
+        items = [prune(v) for v in value]
+        return [v for v in items if not (v is None or v == "" or v == [] or v == {})]
+    return value
+
+
+def _shorten(text: str, limit: int = MAX_SUMMARY) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + "…"
+
+
+def _main_rule(result: ScreeningResult, rules: Mapping[str, Rule]) -> str | None:
+    def rank(rid: str) -> tuple[int, str]:
+        rule = rules.get(rid)
+        return (-(rule.priority.rank if rule is not None and rule.priority is not None else 0), rid)
+
+    return min(result.rules, key=rank) if result.rules else None
+
+
+def summary(result: ScreeningResult, rules: Mapping[str, Rule]) -> str:
+    """One sentence under 140 characters naming the suggestion and the main reason."""
+    if result.outcome == UNACTIONED_LOW_B12:
+        return "Low vitamin B12 result with no recorded diagnosis or treatment: please review"
+    if result.outcome == DEFICIENCY_WITHOUT_TREATMENT:
+        return "Vitamin B12 deficiency recorded without B12 treatment: please review"
+    test = result.recommended_test or {}
+    name = _TEST_NAMES.get(test.get("code", ""), test.get("display", "vitamin B12"))
+    main = _main_rule(result, rules)
+    reason = rules[main].title if main in rules else (main or "risk factors")
+    reason = reason[0].lower() + reason[1:] if reason[:2].isalpha() and not reason[:2].isupper() else reason
+    more = len(result.rules) - 1
+    extra = f" (+{more} more)" if more > 0 else ""
+    if result.outcome == SUGGEST_MMA:
+        head = "Consider an MMA test (last B12 indeterminate)"
+    else:
+        head = f"Consider a {name} test"
+    return _shorten(f"{head}: {reason}{extra}")
+
+
+def _evidence_index(record: PatientRecord | None) -> dict[str, str]:
+    index: dict[str, str] = {}
+    if record is None:
+        return index
+    for fact in record.medications:
+        index[fact.ref] = _describe(fact.label, fact.start, fact.status)
+    for c in record.conditions:
+        index[c.ref] = _describe(c.label, c.onset, c.clinical_status)
+    for p in record.procedures:
+        index[p.ref] = _describe(p.label, p.performed, p.status)
+    for o in record.observations:
+        value = f"{o.value:g} {o.unit or ''}".strip() if o.value is not None else None
+        index[o.ref] = _describe(o.label, o.effective, value)
+    return index
+
+
+def _describe(label: str | None, when: date | None, extra: str | None) -> str:
+    parts = [md(label) if label else None, when.isoformat() if when else None, md(extra) if extra else None]
+    return ", ".join(p for p in parts if p)
+
+
+def detail(result: ScreeningResult, rules: Mapping[str, Rule], record: PatientRecord | None,
+           unavailable: list[str], incomplete: list[str]) -> str:
+    """GitHub-flavoured Markdown: reasons with their basis, evidence, test, notes and data gaps."""
+    lines = [f"**{md(OUTCOME_DISPLAY[result.outcome])}** (priority {result.priority})", ""]
+    if result.rules:
+        lines.append("**Why**")
+        lines.append("")
+        for rid in result.rules:
+            rule = rules.get(rid)
+            title = md(rule.title) if rule else rid
+            reason = result.reasons.get(rid)
+            lines.append(f"- **{md(rid)}** {title}" + (f": {md(reason)}" if reason else ""))
+            if rule is not None and rule.basis:
+                lines.append(f"  - Basis: {md(rule.basis)}")
+        lines.append("")
+    if result.evidence:
+        index = _evidence_index(record)
+        lines.append("**Evidence**")
+        lines.append("")
+        for ref in result.evidence:
+            about = index.get(ref)
+            lines.append(f"- `{ref.replace('`', '')}`" + (f" ({about})" if about else ""))
+        lines.append("")
+    test = result.recommended_test
+    if test:
+        lines.append(f"**Suggested test:** {md(test['display'])} (LOINC {md(test['code'])})")
+        lines.append("")
+    for note in result.notes:
+        lines.append(f"- {md(note)}")
+    if result.notes:
+        lines.append("")
+    if unavailable:
+        lines.append(f"**Not available to this screen:** {md('; '.join(unavailable))}.")
+    if incomplete:
+        lines.append(f"**Possibly incomplete:** {md('; '.join(incomplete))}.")
+    lines.append(f"Screened as of {result.as_of.isoformat()} by b12screen {__version__} "
+                 f"(ruleset {md(result.ruleset_version)}). Decision support, not a diagnosis.")
+    return "\n".join(lines).strip()
+
+
+def service_request(result: ScreeningResult, patient_id: str) -> dict[str, Any] | None:
+    test = result.recommended_test
+    if not test:
+        return None
+    return {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": "order",
+        "code": {"coding": [dict(test)], "text": test["display"]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "reasonCode": [{"text": f"Vitamin B12 deficiency risk (b12screen: {', '.join(result.rules)})"
+                        if result.rules else "Vitamin B12 deficiency risk (b12screen)"}],
+    }
+
+
+def flag_resource(result: ScreeningResult, rules: Mapping[str, Rule]) -> dict[str, Any]:
+    """The Flag batch mode writes (``flag_dict``: the JSON ``result.flag`` was validated from, without
+    re-serialising the model), without ``id``: a create must not carry one."""
+    return {k: v for k, v in flag_dict(result, rules).items() if k != "id"}
+
+
+def card(result: ScreeningResult, rules: Mapping[str, Rule], *, hook_instance: str, patient_id: str,
+         record: PatientRecord | None, unavailable: list[str], incomplete: list[str], source_label: str,
+         source_url: str | None) -> dict[str, Any]:
+    ident = flag_identifier(result)
+    card_uuid = uuid.uuid5(UUID_NAMESPACE, f"{hook_instance}|{ident}")
+    suggestions = []
+    order = service_request(result, patient_id)
+    test = result.recommended_test
+    if order is not None and test:
+        suggestions.append({
+            "label": f"Order {_TEST_NAMES.get(test['code'], 'the suggested')} test (LOINC {test['code']})",
+            "uuid": str(uuid.uuid5(card_uuid, "order-test")),
+            "isRecommended": True,
+            "actions": [{"type": "create", "description": f"Draft order: {test['display']}", "resource": order}],
+        })
+    suggestions.append({
+        "label": "Record B12 risk flag",
+        "uuid": str(uuid.uuid5(card_uuid, "record-flag")),
+        "isRecommended": order is None,
+        "actions": [{"type": "create", "description": "Record a Flag: vitamin B12 deficiency risk",
+                     "resource": flag_resource(result, rules)}],
+    })
+    return prune({
+        "uuid": str(card_uuid),
+        "summary": summary(result, rules),
+        "detail": detail(result, rules, record, unavailable, incomplete),
+        "indicator": "warning" if result.priority == "high" else "info",
+        "source": {
+            "label": source_label,
+            "url": source_url,
+            "topic": {"system": OUTCOME_SYSTEM, "code": result.outcome, "display": OUTCOME_DISPLAY[result.outcome]},
+        },
+        "suggestions": suggestions,
+        "selectionBehavior": "any",
+        "overrideReasons": [{"system": OVERRIDE_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS],
+    })
+
+
+def system_actions(results: list[ScreeningResult], rules: Mapping[str, Rule]) -> list[dict[str, Any]]:
+    """The opt-in ``auto_write_flag`` systemActions: create each Flag."""
+    return [{"type": "create", "description": "Record a Flag: vitamin B12 deficiency risk",
+             "resource": flag_resource(r, rules)} for r in results if r.flag is not None]

@@ -1,0 +1,286 @@
+"""Service settings: defaults, then a TOML or JSON file, then ``B12SCREEN_CDS_*`` environment variables,
+then command-line options (each overriding the one before).
+
+A file looks like::
+
+    public_base_url = "https://cds.example.org/b12"
+    fhir_servers = ["https://ehr.example.org/fhir"]
+    cors_origins = ["https://ehr.example.org"]
+
+    [[issuers]]
+    iss = "https://ehr.example.org"
+    jwks_url = "https://ehr.example.org/.well-known/jwks.json"
+    jku = ["https://ehr.example.org/.well-known/jwks.json"]
+    tenants = ["org-1"]
+    fhir_servers = ["https://ehr.example.org/fhir"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+
+ENV_PREFIX = "B12SCREEN_CDS_"
+#: Never accepted, whatever the configuration says (CDS Hooks 2.0: no ``none``, no symmetric algorithms).
+FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
+SUPPORTED_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+FAILURE_MODES = ("fetch", "fail", "omit")
+#: The CDS Hooks sandbox (its private key is public): trusted only with ``dev = true`` on loopback.
+SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
+SANDBOX_JWKS = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    """A trusted CDS client (EHR): where its keys are and what it may ask for."""
+
+    iss: str
+    jwks: Mapping[str, Any] | None = None  # inline JWK Set (public keys)
+    jwks_url: str | None = None  # JWK Set URL used when the JWT has no ``jku``
+    jku: tuple[str, ...] = ()  # ``jku`` header values accepted for this issuer
+    tenants: tuple[str, ...] = ()  # when set, the ``tenant`` claim must be one of these
+    fhir_servers: tuple[str, ...] = ()  # extra fhirServer bases this issuer's requests may name
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], origin: str) -> IssuerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"{origin}: unknown issuer key(s) {', '.join(sorted(unknown))}")
+        iss = data.get("iss")
+        if not isinstance(iss, str) or not iss:
+            raise ConfigError(f"{origin}: every issuer needs an 'iss'")
+        jwks = data.get("jwks")
+        if jwks is not None and not (isinstance(jwks, Mapping) and isinstance(jwks.get("keys"), list)):
+            raise ConfigError(f"{origin}: issuer {iss}: 'jwks' must be a JWK Set object with a 'keys' list")
+        for key in ("jku", "tenants", "fhir_servers"):
+            value = data.get(key, ())
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{origin}: issuer {iss}: {key!r} must be a list of strings")
+        if jwks is None and not data.get("jwks_url") and not data.get("jku"):
+            raise ConfigError(f"{origin}: issuer {iss} needs 'jwks', 'jwks_url' or 'jku' to find its keys")
+        return cls(
+            iss=iss,
+            jwks=dict(jwks) if jwks is not None else None,
+            jwks_url=data.get("jwks_url") or None,
+            jku=tuple(data.get("jku", ())),
+            tenants=tuple(data.get("tenants", ())),
+            fhir_servers=tuple(s.rstrip("/") for s in data.get("fhir_servers", ())),
+        )
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything ``b12screen serve`` can be told. Documented in the README ("CDS Hooks service")."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    public_base_url: str | None = None  # externally visible base URL (JWT ``aud``); else taken from the request
+    insecure_no_auth: bool = False  # accept calls without a JWT (loopback only)
+    test_mode: bool = False  # allow http://127.0.0.1 FHIR servers and JWKS URLs (loopback only)
+    dev: bool = False  # trust the CDS Hooks sandbox issuer and origin (loopback only)
+    issuers: tuple[IssuerConfig, ...] = ()
+    algorithms: tuple[str, ...] = ("ES384", "RS384")
+    clock_skew_seconds: int = 60
+    max_token_lifetime_seconds: int = 3600
+    jwks_cache_seconds: int = 300
+    jwks_refetch_min_seconds: int = 30
+    replay_cache_size: int = 100_000
+    public_discovery: bool = False  # answer discovery without a JWT even when authentication is on
+    fhir_servers: tuple[str, ...] = ()  # fhirServer bases the service may fetch from (all issuers)
+    fetch_timeout_seconds: float = 3.0
+    time_budget_seconds: float = 8.0
+    max_request_bytes: int = 5_000_000
+    max_pages: int = 10
+    max_resources_per_key: int = 5_000
+    max_medication_reads: int = 50
+    fetch_workers: int = 8
+    prefetch_failure_mode: str = "fetch"  # what an OperationOutcome in prefetch means: fetch | fail | omit
+    cors_origins: tuple[str, ...] = ()
+    profile: str = "default"
+    rules_config: str | None = None  # rule switches and parameters (the file ``--config`` takes elsewhere)
+    validate_resources: bool = True  # false: trust the EHR's resources, skip R4B model validation (~3x faster)
+    feedback_log: str | None = None  # NDJSON file for feedback records (no PHI); off when unset
+    auto_write_flag: bool = False  # also return the Flag as a systemAction
+    source_label: str = "b12screen"
+    source_url: str | None = None
+    log_level: str = "info"
+
+    # -- loading ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], origin: str = "config") -> ServiceConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"{origin}: unknown key(s) {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            raw = data[f.name]
+            if f.name == "issuers":
+                if not isinstance(raw, list):
+                    raise ConfigError(f"{origin}: 'issuers' must be a list of tables")
+                values["issuers"] = tuple(IssuerConfig.from_dict(i, origin) for i in raw)
+            else:
+                values[f.name] = _coerce(f, raw, origin)
+        return cls(**values).checked(origin)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, environ: Mapping[str, str] | None = None,
+             **overrides: Any) -> ServiceConfig:
+        """Defaults < file < environment < ``overrides`` (None values in ``overrides`` are ignored)."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            data.update(_read_file(Path(path)))
+        data.update(_from_environment(os.environ if environ is None else environ))
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_mapping(data, str(path) if path else "settings")
+
+    def checked(self, origin: str = "config") -> ServiceConfig:
+        """Reject inconsistent or unsafe settings."""
+        bad = [a for a in self.algorithms if a in FORBIDDEN_ALGORITHMS or a.startswith("HS")]
+        if bad:
+            raise ConfigError(f"{origin}: algorithms {', '.join(bad)} are forbidden by CDS Hooks (no none, no HMAC)")
+        unknown = [a for a in self.algorithms if a not in SUPPORTED_ALGORITHMS]
+        if unknown:
+            raise ConfigError(f"{origin}: unsupported algorithm(s) {', '.join(unknown)}")
+        if self.prefetch_failure_mode not in FAILURE_MODES:
+            raise ConfigError(f"{origin}: prefetch_failure_mode must be one of {', '.join(FAILURE_MODES)}")
+        if not 0 <= self.clock_skew_seconds <= 300:
+            raise ConfigError(f"{origin}: clock_skew_seconds must be between 0 and 300")
+        if self.public_base_url is not None:
+            parts = urlsplit(self.public_base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+                raise ConfigError(f"{origin}: public_base_url must be an absolute http(s) URL without query")
+        for name in ("max_request_bytes", "max_pages", "max_resources_per_key", "fetch_workers", "port",
+                     "replay_cache_size", "workers"):
+            if getattr(self, name) < (0 if name == "port" else 1):
+                raise ConfigError(f"{origin}: {name} must be positive")
+        if self.time_budget_seconds <= 0 or self.fetch_timeout_seconds <= 0:
+            raise ConfigError(f"{origin}: time_budget_seconds and fetch_timeout_seconds must be positive")
+        return self
+
+    def check_bind(self) -> None:
+        """Refuse the loopback-only switches on any other address, and authentication without issuers."""
+        if not is_loopback_host(self.host):
+            for name in ("insecure_no_auth", "test_mode", "dev"):
+                if getattr(self, name):
+                    raise ConfigError(f"{name} is refused on the non-loopback address {self.host!r}; "
+                                      "it is for local testing only")
+        if not self.insecure_no_auth and not self.trusted_issuers():
+            raise ConfigError("authentication is on but no issuers are configured: add [[issuers]] to the config "
+                              "file (or B12SCREEN_CDS_ISSUERS), or use --insecure-no-auth on a loopback address")
+
+    # -- derived ----------------------------------------------------------------------------
+
+    def trusted_issuers(self) -> dict[str, IssuerConfig]:
+        issuers = {i.iss: i for i in self.issuers}
+        if self.dev and SANDBOX_ISSUER not in issuers:
+            issuers[SANDBOX_ISSUER] = IssuerConfig(SANDBOX_ISSUER, jku=(SANDBOX_JWKS,), jwks_url=SANDBOX_JWKS)
+        return issuers
+
+    def allowed_origins(self) -> tuple[str, ...]:
+        origins = tuple(self.cors_origins)
+        if self.dev and SANDBOX_ORIGIN not in origins:
+            origins += (SANDBOX_ORIGIN,)
+        return origins
+
+    def replace(self, **changes: Any) -> ServiceConfig:
+        return dataclasses.replace(self, **changes).checked()
+
+    def as_json(self) -> str:
+        """JSON that :meth:`from_mapping` reads back (used to hand settings to uvicorn worker processes)."""
+        data = dataclasses.asdict(self)
+        data["issuers"] = [{k: v for k, v in i.items() if v not in (None, (), [])} for i in data["issuers"]]
+        return json.dumps(data, default=list)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read service config ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'} ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the service config must be a table/object")
+    return data
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``B12SCREEN_CDS_<FIELD>`` for every field; lists are comma-separated, ``B12SCREEN_CDS_ISSUERS`` is JSON."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(ServiceConfig):
+        raw = environ.get(env_name(f.name))
+        if raw is None:
+            continue
+        if f.name == "issuers":
+            try:
+                out["issuers"] = json.loads(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{env_name(f.name)}: not valid JSON ({exc})") from None
+        else:
+            out[f.name] = raw
+    return out
+
+
+def _coerce(f: dataclasses.Field[Any], raw: Any, origin: str) -> Any:
+    kind = str(f.type)
+    name = f.name
+    try:
+        if kind.startswith("bool"):
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(raw, str) and raw.strip().lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"expected true/false, got {raw!r}")
+        if kind.startswith("int"):
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("tuple"):
+            if isinstance(raw, str):
+                raw = [part.strip() for part in raw.split(",") if part.strip()]
+            if not isinstance(raw, list | tuple) or not all(isinstance(v, str) for v in raw):
+                raise ValueError("expected a list of strings")
+            return tuple(v.rstrip("/") if name in ("fhir_servers", "cors_origins") else v for v in raw)
+        if raw is None or raw == "":
+            return None if "None" in kind else raw
+        if not isinstance(raw, str):
+            raise ValueError("expected a string")
+        return raw
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: {name}: {exc}") from None

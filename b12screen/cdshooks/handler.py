@@ -1,0 +1,294 @@
+"""What a CDS Hooks call does, without HTTP: validate, gather the data, screen, make cards.
+
+Runs in a worker thread (it may block on fallback fetches). Problems are raised as :class:`Problem`
+carrying the HTTP status and an OperationOutcome issue; the app turns them into responses.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import orjson
+
+from ..engine import Screener
+from ..extract import PATIENT_SCOPED_TYPES
+from ..sources import read_value
+from . import cards as cardlib
+from .config import ServiceConfig
+from .declarations import ServiceDecl
+from .orders import analyse_drafts
+from .prefetch import FhirAccess, Gatherer, MissingData, fhir_access, is_valid_id
+from .security import Caller
+
+log = logging.getLogger("b12screen.cdshooks")
+
+JSON_TYPES = ("application/json", "application/fhir+json")
+FEEDBACK_OUTCOMES = ("accepted", "overridden")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+class Problem(Exception):
+    """An HTTP error with an OperationOutcome issue (``code`` from the FHIR issue-type value set)."""
+
+    def __init__(self, status: int, code: str, diagnostics: str | None = None) -> None:
+        super().__init__(diagnostics or code)
+        self.status = status
+        self.code = code
+        self.diagnostics = diagnostics
+
+
+def operation_outcome(code: str, diagnostics: str | None = None, severity: str = "error") -> dict[str, Any]:
+    issue: dict[str, Any] = {"severity": severity, "code": code}
+    if diagnostics:
+        issue["diagnostics"] = diagnostics
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+def check_content_type(content_type: str | None) -> None:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media not in JSON_TYPES and not media.endswith("+json"):
+        raise Problem(415, "not-supported", "the request body must be JSON (Content-Type: application/json)")
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Problem(400, "structure", "the request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise Problem(400, "structure", "the request body must be a JSON object")
+    return value
+
+
+@dataclass
+class Outcome:
+    """A successful call: the response body and what the access log may say about it."""
+
+    body: dict[str, Any]
+    cards: int = 0
+    fetched: list[str] = field(default_factory=list)
+
+
+def patient_id_of(value: str) -> str:
+    """``123`` from ``123``, ``Patient/123`` or an absolute Patient URL (seen in real requests)."""
+    pid = value.strip()
+    if "/" in pid:
+        head, _, tail = pid.rstrip("/").rpartition("/")
+        if not head.endswith("Patient"):
+            raise Problem(400, "value", "context.patientId is not a Patient id")
+        pid = tail
+    if not is_valid_id(pid):
+        raise Problem(400, "value", "context.patientId is not a valid FHIR id")
+    return pid
+
+
+def validate(body: Mapping[str, Any], service: ServiceDecl) -> tuple[str, dict[str, Any]]:
+    """(patient id, context) of a well-formed request for ``service``; :class:`Problem` 400 otherwise."""
+    for name in ("hook", "hookInstance"):
+        if not isinstance(body.get(name), str) or not body[name].strip():
+            raise Problem(400, "required", f"{name} is required (a string)")
+    if body["hook"] != service.hook:
+        raise Problem(400, "value", f"this service answers the {service.hook} hook, not {body['hook'][:40]!r}")
+    context = body.get("context")
+    if not isinstance(context, dict):
+        raise Problem(400, "required", "context is required (an object)")
+    for name in service.required_context():
+        value = context.get(name)
+        if name == "draftOrders":
+            if not isinstance(value, dict):
+                raise Problem(400, "required", "context.draftOrders is required (a Bundle)")
+        elif not isinstance(value, str) or not value.strip():
+            raise Problem(400, "required", f"context.{name} is required (a string)")
+    server = body.get("fhirServer")
+    if server is not None and not isinstance(server, str):
+        raise Problem(400, "value", "fhirServer must be a URL string")
+    authorization = body.get("fhirAuthorization")
+    if authorization is not None:
+        if not server:
+            raise Problem(400, "required", "fhirServer is required when fhirAuthorization is given")
+        if not isinstance(authorization, dict) or not isinstance(authorization.get("access_token"), str) \
+                or not authorization["access_token"]:
+            raise Problem(400, "value", "fhirAuthorization.access_token is required")
+        token_type = authorization.get("token_type", "Bearer")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise Problem(400, "value", "fhirAuthorization.token_type must be Bearer")
+    prefetch = body.get("prefetch")
+    if prefetch is not None and not isinstance(prefetch, dict):
+        raise Problem(400, "value", "prefetch must be an object")
+    pid = patient_id_of(context["patientId"])
+    return pid, {**context, "patientId": pid}
+
+
+def _normalise(resources: list[dict[str, Any]], pid: str) -> list[dict[str, Any]]:
+    """Untyped or missing patient references made ``Patient/{pid}``; duplicates (type/id) dropped."""
+    out: dict[Any, dict[str, Any]] = {}
+    for n, resource in enumerate(resources):
+        kind = resource.get("resourceType")
+        if kind == "Patient" and not resource.get("id"):
+            resource = {**resource, "id": pid}
+        elif kind in PATIENT_SCOPED_TYPES:
+            key = "patient" if "patient" in resource and "subject" not in resource else "subject"
+            ref = resource.get(key)
+            target = ref.get("reference") if isinstance(ref, Mapping) else None
+            if not isinstance(target, str) or not target:
+                resource = {**resource, key: {**(ref if isinstance(ref, Mapping) else {}),
+                                              "reference": f"Patient/{pid}"}}
+            elif "/" not in target and not target.startswith(("urn:", "#")):
+                resource = {**resource, key: {**ref, "reference": f"Patient/{target}"}}
+        rid = resource.get("id")
+        out[(kind, rid) if isinstance(rid, str) and rid else n] = resource
+    return list(out.values())
+
+
+class CardRegistry:
+    """Recent card uuid → rule ids (bounded), so feedback records can name the rules without PHI."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._items: OrderedDict[str, list[str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, card_uuid: str, rules: list[str]) -> None:
+        with self._lock:
+            self._items[card_uuid] = rules
+            self._items.move_to_end(card_uuid)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def rules(self, card_uuid: str) -> list[str] | None:
+        with self._lock:
+            return self._items.get(card_uuid)
+
+
+class HookHandler:
+    """Answers service calls for the services it is given."""
+
+    def __init__(self, config: ServiceConfig, screener: Screener, today: Callable[[], date], executor: Executor,
+                 registry: CardRegistry) -> None:
+        self.config = config
+        self.screener = screener
+        self.today = today
+        self.executor = executor
+        self.registry = registry
+
+    def call(self, service: ServiceDecl, body: Mapping[str, Any], caller: Caller, deadline: float,
+             allow_io: bool = True) -> Outcome:
+        """Answer one call. With ``allow_io`` False (on the event loop) a needed fetch raises
+        :class:`~b12screen.cdshooks.prefetch.NeedsIo` before anything is fetched."""
+        pid, context = validate(body, service)
+        as_of = self.today()
+        drafts = None
+        if service.hook == "order-sign":
+            drafts = analyse_drafts(context["draftOrders"], self.screener.terminology, pid, as_of)
+            if drafts.suppress:
+                log.info("order-sign: no card (%s)", drafts.suppress)
+                return Outcome({"cards": []})
+        server = body.get("fhirServer")
+
+        def access() -> FhirAccess:
+            if not server:
+                return FhirAccess(None, "no fhirServer in the request")
+            return fhir_access(body, self.config, caller.fhir_servers, deadline)
+
+        gatherer = Gatherer(service, self.screener.terminology, self.config, self.executor)
+        try:
+            gathered = gatherer.gather(body.get("prefetch") or {}, context, access,
+                                       server.rstrip("/") if isinstance(server, str) else None, allow_io)
+        except MissingData as exc:
+            raise Problem(412, "processing", f"required data unavailable: prefetch key '{exc.key}' "
+                                             f"({exc.reason})") from None
+        resources = gathered.resources + (drafts.resources if drafts else [])
+        grouped = self.screener.read(read_value(_normalise(resources, pid), "request"))
+        if grouped.errors:
+            log.info("%d resource(s) in the request could not be read and were skipped", len(grouped.errors))
+        record = grouped.records.get(f"Patient/{pid}")
+        if record is None:
+            return Outcome({"cards": []}, fetched=gathered.fetched)
+        result = self.screener.evaluate(record, as_of)
+        if result.rule_errors:
+            log.warning("%d rule error(s) while screening", len(result.rule_errors))
+        if result.flag is None:
+            return Outcome({"cards": []}, fetched=gathered.fetched)
+        card = cardlib.card(
+            result, self.screener.rules_by_id, hook_instance=body["hookInstance"], patient_id=pid, record=record,
+            unavailable=gathered.unavailable, incomplete=gathered.incomplete,
+            source_label=self.config.source_label, source_url=self.config.source_url,
+        )
+        self.registry.add(card["uuid"], list(result.rules))
+        response: dict[str, Any] = {"cards": [card]}
+        if self.config.auto_write_flag:
+            response["systemActions"] = cardlib.system_actions([result], self.screener.rules_by_id)
+        return Outcome(response, cards=1, fetched=gathered.fetched)
+
+
+def validate_feedback(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The feedback items of a ``/feedback`` body; :class:`Problem` 400 when malformed."""
+    items = body.get("feedback")
+    if not isinstance(items, list) or not items:
+        raise Problem(400, "required", "feedback must be a non-empty array")
+    for n, item in enumerate(items):
+        where = f"feedback[{n}]"
+        if not isinstance(item, dict):
+            raise Problem(400, "structure", f"{where} must be an object")
+        if not isinstance(item.get("card"), str) or not item["card"]:
+            raise Problem(400, "required", f"{where}.card is required (the card uuid)")
+        if item.get("outcome") not in FEEDBACK_OUTCOMES:
+            raise Problem(400, "value", f"{where}.outcome must be accepted or overridden")
+        stamp = item.get("outcomeTimestamp")
+        if not isinstance(stamp, str) or not _RFC3339.match(stamp):
+            raise Problem(400, "value", f"{where}.outcomeTimestamp must be an RFC 3339 date-time")
+        accepted = item.get("acceptedSuggestions")
+        well_formed = isinstance(accepted, list) and bool(accepted) and all(
+            isinstance(a, dict) and isinstance(a.get("id"), str) for a in accepted)
+        if item["outcome"] == "accepted" and not well_formed:
+            raise Problem(400, "required", f"{where}.acceptedSuggestions is required when accepted")
+        override = item.get("overrideReason")
+        if override is not None and not isinstance(override, dict):
+            raise Problem(400, "value", f"{where}.overrideReason must be an object")
+    return items
+
+
+class FeedbackRecorder:
+    """Appends feedback to an NDJSON file without PHI (card uuid, outcome, reason code, time, rules);
+    repeated feedback for the same card, outcome and time is written once."""
+
+    def __init__(self, path: str | None, registry: CardRegistry, size: int = 50_000) -> None:
+        self.path = path
+        self.registry = registry
+        self._seen: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def record(self, service_id: str, items: list[dict[str, Any]]) -> int:
+        if not self.path:
+            return 0
+        lines = []
+        with self._lock:
+            for item in items:
+                key = (service_id, item["card"], item["outcome"], item["outcomeTimestamp"])
+                if key in self._seen:
+                    continue
+                self._seen[key] = None
+                if len(self._seen) > self._size:
+                    self._seen.popitem(last=False)
+                reason = (item.get("overrideReason") or {}).get("reason") or {}
+                entry = {
+                    "service": service_id, "card": item["card"][:64], "outcome": item["outcome"],
+                    "outcomeTimestamp": item["outcomeTimestamp"],
+                    "acceptedSuggestions": [a["id"][:64] for a in item.get("acceptedSuggestions") or []],
+                    "overrideReason": {k: reason[k] for k in ("system", "code") if isinstance(reason.get(k), str)},
+                    "rules": self.registry.rules(item["card"]),
+                }
+                lines.append(orjson.dumps(cardlib.prune(entry)) + b"\n")
+            if lines:
+                with open(self.path, "ab") as fh:
+                    fh.writelines(lines)
+        return len(lines)

@@ -1,0 +1,293 @@
+"""The prefetch contract and the fallback fetch from the CDS client's FHIR server.
+
+Per declared key (CDS Hooks 2.0, "Prefetch Template"):
+
+- present: used as is (the legacy ``{"response": ..., "resource": ...}`` wrapper is unwrapped); a
+  searchset with a ``next`` link is continued from ``fhirServer``;
+- ``null``: the client has no data: known-empty, **not** fetched;
+- absent: fetched from ``fhirServer``;
+- an OperationOutcome (or a Bundle of only OperationOutcomes): per ``prefetch_failure_mode`` fetched
+  (``fetch``, the default), a 412 (``fail``), or left out (``omit``).
+
+Fetches go only to an allow-listed ``fhirServer`` over https (http on loopback in test mode), with the
+``fhirAuthorization`` token until its ``expires_in`` runs out, and never to another host. Required keys
+that cannot be had raise :class:`MissingData` (HTTP 412); optional ones are listed as unavailable.
+``medicationReference`` targets that are neither contained nor in the data are read from the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..fhirclient import BearerToken, FhirClient, FhirError, SearchResult, check_url, next_link
+from ..terminology import Terminology
+from .config import ServiceConfig
+from .declarations import PrefetchDecl, ServiceDecl, fill_tokens
+
+log = logging.getLogger(__name__)
+
+MEDICATION_USERS = ("MedicationRequest", "MedicationStatement", "MedicationDispense", "MedicationAdministration")
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,256}$")
+
+
+class NeedsIo(Exception):
+    """The request needs network I/O: process it again in a worker thread."""
+
+
+class MissingData(Exception):
+    """Required data could not be obtained: the service answers 412 naming ``key``."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass
+class Gathered:
+    """The data found for one request, and what was missing or incomplete (for the card's detail)."""
+
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FhirAccess:
+    """Whether and how this request may read from its ``fhirServer``."""
+
+    client: FhirClient | None
+    reason: str | None = None  # why not, when ``client`` is None
+
+
+def fhir_access(body: Mapping[str, Any], config: ServiceConfig, issuer_servers: tuple[str, ...],
+                deadline: float, clock: Callable[[], float] = time.monotonic) -> FhirAccess:
+    server = body.get("fhirServer")
+    if not isinstance(server, str) or not server:
+        return FhirAccess(None, "no fhirServer in the request")
+    server = server.rstrip("/")
+    try:
+        check_url(server, allow_http_loopback=config.test_mode)
+    except FhirError:
+        return FhirAccess(None, "fhirServer is not https")
+    allowed = tuple(config.fhir_servers) + tuple(issuer_servers)
+    if not any(server == a.rstrip("/") or server.startswith(a.rstrip("/") + "/") for a in allowed):
+        log.info("fhirServer host %s is not allow-listed; no fallback fetch", urlsplit(server).hostname)
+        return FhirAccess(None, "fhirServer is not allow-listed")
+    auth = None
+    authorization = body.get("fhirAuthorization")
+    if isinstance(authorization, Mapping):
+        expires_in = authorization.get("expires_in")
+        auth = BearerToken(authorization["access_token"],
+                           float(expires_in) if isinstance(expires_in, int | float) else None, clock=clock)
+    client = FhirClient(server, auth=auth, timeout=(min(2.0, config.fetch_timeout_seconds),
+                                                   config.fetch_timeout_seconds),
+                        retries=1, backoff=0.2, max_retry_after=1.0, max_pages=config.max_pages,
+                        max_resources=config.max_resources_per_key, deadline=deadline,
+                        allow_http_loopback=config.test_mode, clock=clock)
+    return FhirAccess(client)
+
+
+def unwrap(value: Any) -> Any:
+    """The legacy pre-1.0 ``{"response": {...}, "resource": {...}}`` prefetch wrapper, unwrapped."""
+    if isinstance(value, Mapping) and "resourceType" not in value and "resource" in value:
+        return value["resource"]
+    return value
+
+
+def _is_outcome(value: Mapping[str, Any]) -> bool:
+    if value.get("resourceType") == "OperationOutcome":
+        return True
+    if value.get("resourceType") == "Bundle":
+        entries = [e.get("resource") for e in value.get("entry") or [] if isinstance(e, Mapping)]
+        return bool(entries) and all(isinstance(r, Mapping) and r.get("resourceType") == "OperationOutcome"
+                                     for r in entries)
+    return False
+
+
+def _resources_of(value: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if value.get("resourceType") != "Bundle":
+        return [dict(value)]
+    out = []
+    for entry in value.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if isinstance(resource, dict) and resource.get("resourceType") != "OperationOutcome":
+            out.append(resource)
+    return out
+
+
+class Gatherer:
+    """Collects the data of one request for a service's declared keys."""
+
+    def __init__(self, service: ServiceDecl, terminology: Terminology, config: ServiceConfig, executor: Executor):
+        self.service = service
+        self.terminology = terminology
+        self.config = config
+        self.executor = executor
+
+    def gather(self, prefetch: Mapping[str, Any], context: Mapping[str, Any], access: Callable[[], FhirAccess],
+               server: str | None = None, allow_io: bool = True) -> Gathered:
+        """The request's data. ``access`` is called only when something must be fetched; with
+        ``allow_io`` False, :class:`NeedsIo` is raised instead of fetching (the caller retries in a thread)."""
+        out = Gathered()
+        to_fetch: list[PrefetchDecl] = []
+        to_continue: list[tuple[PrefetchDecl, str]] = []
+        for decl in self.service.prefetch:
+            state, value = self._classify(prefetch, decl.key)
+            if state == "present":
+                out.resources.extend(_resources_of(value))
+                link = next_link(value) if value.get("resourceType") == "Bundle" else None
+                if link is not None:
+                    to_continue.append((decl, link))
+                continue
+            if state == "null":
+                continue
+            if state == "outcome":
+                mode = self.config.prefetch_failure_mode
+                if mode == "fail":
+                    raise MissingData(decl.key, "the CDS client reported an error prefetching it")
+                if mode == "omit":
+                    self._unavailable(decl, out, "the CDS client reported an error prefetching it")
+                    continue
+            to_fetch.append(decl)
+        medications = medication_ids_to_read(out.resources, server)
+        if not (to_fetch or to_continue or medications):
+            return out
+        if not allow_io:
+            raise NeedsIo
+        fhir = access()
+        if fhir.client is None:
+            for decl in to_fetch:
+                self._unavailable(decl, out, f"not prefetched and {fhir.reason}")
+            out.incomplete.extend(decl.label for decl, _ in to_continue)
+            if medications:
+                out.unavailable.append("referenced Medication resources")
+            return out
+        self._fetch_all(fhir.client, to_fetch, to_continue, context, out)
+        out.resources.extend(self._medications(out.resources, fhir, out))
+        return out
+
+    def _fetch_all(self, client: FhirClient, to_fetch: list[PrefetchDecl], to_continue: list[tuple[PrefetchDecl, str]],
+                   context: Mapping[str, Any], out: Gathered) -> None:
+        """Fetch absent keys and further pages in parallel (under the client's deadline)."""
+        continued = [(decl, self.executor.submit(client.search_url, link, 1)) for decl, link in to_continue]
+        pending = [(decl, self.executor.submit(self._fetch, client, decl, context)) for decl in to_fetch]
+        for decl, future in continued:
+            try:
+                result = future.result()
+            except FhirError as exc:
+                log.warning("prefetch %s: next page failed (%s)", decl.key, exc)
+                out.incomplete.append(decl.label)
+                continue
+            out.resources.extend(result.resources)
+            if not result.complete:
+                out.incomplete.append(decl.label)
+        for decl, fetch in pending:
+            try:
+                fetched = fetch.result()
+            except FhirError as exc:
+                log.warning("prefetch %s: fetch failed (%s)", decl.key, exc)
+                self._unavailable(decl, out, "the FHIR server did not provide it")
+                continue
+            out.fetched.append(decl.key)
+            if isinstance(fetched, SearchResult):
+                out.resources.extend(fetched.resources)
+                if not fetched.complete:
+                    out.incomplete.append(decl.label)
+            elif fetched is not None:
+                out.resources.append(fetched)
+
+    @staticmethod
+    def _classify(prefetch: Mapping[str, Any], key: str) -> tuple[str, Any]:
+        if key not in prefetch:
+            return "absent", None
+        value = unwrap(prefetch[key])
+        if value is None:
+            return "null", None
+        if not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
+            return "outcome", None  # unusable: treated like a failed prefetch
+        if _is_outcome(value):
+            return "outcome", None
+        return "present", value
+
+    @staticmethod
+    def _unavailable(decl: PrefetchDecl, out: Gathered, reason: str) -> None:
+        if decl.required:
+            raise MissingData(decl.key, reason)
+        out.unavailable.append(decl.label)
+
+    def _fetch(self, client: FhirClient, decl: PrefetchDecl, context: Mapping[str, Any]
+               ) -> SearchResult | dict[str, Any] | None:
+        path, params = decl.parts(self.terminology)
+        if decl.is_read:
+            resource_type, _, rid = fill_tokens(path, context).partition("/")
+            return client.read(resource_type, rid)
+        return client.search(path, [(name, fill_tokens(value, context)) for name, value in params])
+
+    def _medications(self, resources: list[dict[str, Any]], access: FhirAccess, out: Gathered
+                     ) -> list[dict[str, Any]]:
+        """Read ``Medication/{id}`` targets of medicationReference that the data does not hold."""
+        wanted = medication_ids_to_read(resources, access.client.base_url if access.client else None)
+        if not wanted:
+            return []
+        if access.client is None:
+            out.unavailable.append("referenced Medication resources")
+            return []
+        limit = self.config.max_medication_reads
+        if len(wanted) > limit:
+            out.incomplete.append("referenced Medication resources")
+            wanted = wanted[:limit]
+        client = access.client
+        futures = [self.executor.submit(client.read, "Medication", mid) for mid in wanted]
+        found: list[dict[str, Any]] = []
+        for future in futures:
+            try:
+                medication = future.result()
+            except FhirError as exc:
+                log.warning("Medication read failed (%s)", exc)
+                medication = None
+            if medication is None:
+                if "referenced Medication resources" not in out.incomplete:
+                    out.incomplete.append("referenced Medication resources")
+                continue
+            found.append(medication)
+        return found
+
+
+def medication_ids_to_read(resources: list[dict[str, Any]], base_url: str | None) -> list[str]:
+    """Ids of Medications that medicationReference points to (relatively, or absolutely on ``base_url``)
+    and that ``resources`` do not hold; contained (``#x``) references need nothing."""
+    have = {f"Medication/{r.get('id')}" for r in resources if r.get("resourceType") == "Medication"}
+    wanted: list[str] = []
+    for resource in resources:
+        if resource.get("resourceType") not in MEDICATION_USERS:
+            continue
+        reference = resource.get("medicationReference")
+        target = reference.get("reference") if isinstance(reference, Mapping) else None
+        if not isinstance(target, str) or target.startswith("#"):
+            continue
+        local = _local_medication_id(target, base_url)
+        if local is not None and f"Medication/{local}" not in have and local not in wanted:
+            wanted.append(local)
+    return wanted
+
+
+def _local_medication_id(target: str, base_url: str | None) -> str | None:
+    """The Medication id of a relative reference, or of an absolute one on ``base_url``."""
+    for prefix in ("Medication/", f"{base_url}/Medication/" if base_url else None):
+        if prefix and target.startswith(prefix):
+            rid = target[len(prefix):].split("/_history", 1)[0]
+            return rid if _ID.match(rid) else None
+    return None
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(_ID.match(value))

@@ -1,0 +1,257 @@
+"""``b12screen serve`` (the CDS Hooks service under uvicorn) and ``b12screen fetch`` (FHIR REST client)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from .cdshooks.config import ServiceConfig
+from .cdshooks.declarations import RECORD_PREFETCH, fill_tokens
+from .cdshooks.prefetch import is_valid_id, medication_ids_to_read
+from .config import PROFILES
+from .errors import B12ScreenError
+from .fhirclient import Auth, BearerToken, FhirClient, FhirError, SmartBackendAuth
+from .flag import IDENTIFIER_SYSTEM, flag_identifier
+from .sources import read_value
+from .terminology import Terminology
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+TOKEN_ENV = "B12SCREEN_FHIR_TOKEN"
+
+
+def _err(message: str) -> None:
+    click.echo(f"b12screen: {message}", err=True)
+
+
+# -- serve ------------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
+              help="Service config file (TOML or JSON); B12SCREEN_CDS_* environment variables override it.")
+@click.option("--host", help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default 8080; 0 picks a free one).")
+@click.option("--workers", type=int, help="uvicorn worker processes (default 1).")
+@click.option("--public-base-url", help="Externally visible base URL; JWT aud = this + /cds-services[/id].")
+@click.option("--insecure-no-auth", is_flag=True, default=None,
+              help="Accept calls without a JWT. Refused unless bound to a loopback address.")
+@click.option("--test-mode", is_flag=True, default=None,
+              help="Allow http://127.0.0.1 FHIR servers and JWKS URLs (loopback only).")
+@click.option("--dev", is_flag=True, default=None,
+              help="Trust the CDS Hooks sandbox issuer and origin (loopback only; its private key is public).")
+@click.option("--profile", type=click.Choice(PROFILES), help="Clinical profile (default: default).")
+@click.option("--rules-config", type=click.Path(dir_okay=False, exists=True),
+              help="Rule switches and parameters (the file `screen --config` takes).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
+def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None,
+          public_base_url: str | None, insecure_no_auth: bool | None, test_mode: bool | None, dev: bool | None,
+          profile: str | None, rules_config: str | None, log_level: str | None) -> None:
+    """Run the CDS Hooks 2.0 service (discovery, patient-view, order-sign, feedback) with uvicorn."""
+    import uvicorn
+
+    from .cdshooks.app import create_app
+
+    try:
+        config = ServiceConfig.load(
+            config_path, host=host, port=port, workers=workers, public_base_url=public_base_url,
+            insecure_no_auth=insecure_no_auth, test_mode=test_mode, dev=dev, profile=profile,
+            rules_config=rules_config, log_level=log_level,
+        )
+        config.check_bind()
+    except B12ScreenError as exc:
+        _err(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
+    logging.getLogger("b12screen").setLevel(config.log_level.upper())
+    if config.insecure_no_auth:
+        _err("warning: JWT verification is OFF (--insecure-no-auth); loopback testing only")
+    common: dict[str, Any] = {"host": config.host, "port": config.port, "access_log": False,
+                              "log_level": config.log_level, "server_header": False, "timeout_keep_alive": 5}
+    try:
+        app = create_app(config)  # also checks the rules config and profile before any worker starts
+    except B12ScreenError as exc:
+        _err(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
+    if config.workers > 1:
+        os.environ["B12SCREEN__SERVE_CONFIG"] = config.as_json()
+        uvicorn.run("b12screen.cdshooks.app:app_from_environment", factory=True, workers=config.workers, **common)
+        return
+    uvicorn.run(app, **common)
+
+
+# -- fetch ------------------------------------------------------------------------------------------
+
+
+def _load_private_key(path: str) -> Any:
+    """A PEM private key, or a private JWK (JSON) as PyJWT accepts it."""
+    import jwt
+
+    raw = Path(path).read_bytes()
+    if raw.lstrip().startswith(b"{"):
+        return jwt.PyJWK(json.loads(raw)).key
+    return raw
+
+
+def _auth(token_file: str | None, client_id: str | None, private_key: str | None, key_id: str | None,
+          alg: str, token_url: str | None, scope: str) -> Auth | None:
+    token = Path(token_file).read_text(encoding="utf-8").strip() if token_file else os.environ.get(TOKEN_ENV)
+    if client_id or private_key:
+        if not (client_id and private_key):
+            raise click.UsageError("SMART Backend Services needs both --client-id and --private-key")
+        if token_file:
+            raise click.UsageError("give either a bearer token or SMART Backend Services credentials, not both")
+        return SmartBackendAuth(client_id, _load_private_key(private_key), algorithm=alg, kid=key_id,
+                                token_url=token_url, scope=scope)
+    return BearerToken(token) if token else None
+
+
+def _default_scope(write_back: bool) -> str:
+    types = sorted({d.resource_type for d in RECORD_PREFETCH} | {"Medication"})
+    scopes = [f"system/{t}.read" for t in types]
+    if write_back:
+        scopes.append("system/Flag.write")
+    return " ".join(scopes)
+
+
+def read_patient(client: FhirClient, patient_id: str, terminology: Terminology
+                 ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Everything the rules read about one patient (the CDS Hooks prefetch declarations, run as FHIR
+    searches), plus the Medications that medicationReference points to. Returns (resources, problems);
+    raises :class:`FhirError` when required data cannot be read."""
+    context = {"patientId": patient_id}
+    resources: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for decl in RECORD_PREFETCH:
+        try:
+            if decl.is_read:
+                found = client.read(decl.resource_type, patient_id)
+                if found is None:
+                    raise FhirError(f"{decl.resource_type} {patient_id} not found", 404)
+                resources.append(found)
+                continue
+            _, params = decl.parts(terminology)
+            result = client.search(decl.resource_type, [(n, fill_tokens(v, context)) for n, v in params])
+        except FhirError as exc:
+            if decl.required:
+                raise
+            problems.append(f"{decl.label}: {exc}")
+            continue
+        resources.extend(result.resources)
+        if not result.complete:
+            problems.append(f"{decl.label}: incomplete ({result.reason})")
+    for mid in medication_ids_to_read(resources, client.base_url):
+        try:
+            medication = client.read("Medication", mid)
+        except FhirError as exc:
+            problems.append(f"Medication: {exc}")
+            continue
+        if medication is None:
+            problems.append("a referenced Medication was not found")
+        else:
+            resources.append(medication)
+    return resources, problems
+
+
+@click.command()
+@click.option("--fhir-server", required=True, metavar="URL", help="FHIR R4 base URL (https; http only on loopback).")
+@click.option("--patient", "patient_id", required=True, metavar="ID", help="Patient.id to screen.")
+@click.option("--write-back", is_flag=True, help="Create the Flag on the server (conditional create: idempotent).")
+@click.option("--token-file", type=click.Path(dir_okay=False, exists=True),
+              help=f"File holding a bearer token (default: the {TOKEN_ENV} environment variable).")
+@click.option("--client-id", help="SMART Backend Services client id (with --private-key).")
+@click.option("--private-key", type=click.Path(dir_okay=False, exists=True),
+              help="Private key (PEM or JWK JSON) that signs the client assertion.")
+@click.option("--key-id", help="kid of the registered public key.")
+@click.option("--alg", type=click.Choice(["RS384", "ES384"]), default="RS384", show_default=True)
+@click.option("--token-url", help="Token endpoint (default: from .well-known/smart-configuration).")
+@click.option("--scope", help="Scopes to request (default: system/<type>.read for each type read).")
+@click.option("--timeout", type=float, default=20.0, show_default=True, help="Read timeout per request (s).")
+@click.option("--retries", type=int, default=3, show_default=True, help="Retries on 429/5xx/timeouts.")
+@click.option("--max-pages", type=int, default=50, show_default=True, help="Pages per search at most.")
+@click.option("--format", "fmt", type=click.Choice(["report", "bundle", "ndjson"]), default="report",
+              show_default=True, help="Report entry, Bundle of the Flag, or NDJSON Flag.")
+@click.option("--as-of", "as_of", metavar="DATE", help="Evaluation date (YYYY-MM-DD); default today.")
+@click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Rule config file (TOML or JSON).")
+@click.option("--disable", multiple=True, metavar="RULE", help="Switch a rule off (repeatable).")
+@click.option("--enable", multiple=True, metavar="RULE", help="Switch a rule back on (repeatable).")
+@click.option("--set", "settings", multiple=True, metavar="RULE.PARAM=VALUE", help="Set a rule parameter.")
+@click.option("--strict-plugins", is_flag=True, help="Fail when a plugin cannot be loaded.")
+def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str | None, client_id: str | None,
+          private_key: str | None, key_id: str | None, alg: str, token_url: str | None, scope: str | None,
+          timeout: float, retries: int, max_pages: int, fmt: str, as_of: str | None, profile: str,
+          config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...],
+          strict_plugins: bool) -> None:
+    """Read one patient from a FHIR REST server, screen it, print the result; optionally write the Flag back."""
+    from .cli import _as_of, _config, _screener
+
+    when: date = _as_of(as_of)
+    if not is_valid_id(patient_id):
+        raise click.BadParameter("not a FHIR id", param_hint="--patient")
+    try:
+        screener = _screener(profile, _config(config_path, disable, enable, settings), strict_plugins)
+        auth = _auth(token_file, client_id, private_key, key_id, alg, token_url, scope or _default_scope(write_back))
+        client = FhirClient(fhir_server, auth=auth, timeout=(5.0, timeout), retries=retries, max_pages=max_pages)
+    except B12ScreenError as exc:
+        _err(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
+    try:
+        resources, problems = read_patient(client, patient_id, screener.terminology)
+    except FhirError as exc:
+        _err(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
+    for problem in problems:
+        _err(f"warning: {problem}")
+    grouped = screener.read(read_value(resources, fhir_server))
+    for error in grouped.errors:
+        _err(f"error: {error}")
+    record = grouped.records.get(f"Patient/{patient_id}")
+    if record is None:
+        _err("error: the server returned no data for this patient")
+        sys.exit(EXIT_USAGE)
+    result = screener.evaluate(record, when)
+    _print(result, fmt)
+    _err(f"screened Patient/{patient_id} from {grouped.resources_read} resource(s) as of {when.isoformat()}: "
+         f"{result.outcome}")
+    if write_back:
+        _write_back(client, result)
+    if problems or grouped.errors or result.rule_errors:
+        sys.exit(EXIT_PARTIAL)
+
+
+def _print(result: Any, fmt: str) -> None:
+    if fmt == "report":
+        click.echo(orjson.dumps([result.report()], option=orjson.OPT_INDENT_2).decode())
+    elif fmt == "ndjson":
+        if result.flag is not None:
+            click.echo(orjson.dumps(result.flag_json()).decode())
+    else:
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "collection"}
+        if result.flag is not None:
+            bundle["entry"] = [{"resource": result.flag_json()}]
+        click.echo(orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode())
+
+
+def _write_back(client: FhirClient, result: Any) -> None:
+    flag = result.flag_json()
+    if flag is None:
+        _err("write-back: no Flag for this outcome; nothing written")
+        return
+    condition = f"identifier={IDENTIFIER_SYSTEM}|{flag_identifier(result)}"
+    try:
+        created = client.create(flag, if_none_exist=condition)
+    except FhirError as exc:
+        _err(f"error: write-back failed: {exc}")
+        sys.exit(EXIT_PARTIAL)
+    if created.created:
+        _err(f"write-back: Flag created (HTTP {created.status})" + (f" at {created.location}" if created.location
+                                                                     else ""))
+    else:
+        _err(f"write-back: the Flag already exists (HTTP {created.status}); not created again")

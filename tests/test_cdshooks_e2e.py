@@ -1,0 +1,145 @@
+"""End to end: the service under a real uvicorn on 127.0.0.1, called over HTTP with signed JWTs; the
+EHR's JWK Set and FHIR server are loopback HTTP servers too (test mode)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+import pytest
+import requests
+from cdshooks_helpers import (
+    AS_OF,
+    MockEhr,
+    empty_fields,
+    full_prefetch,
+    metformin_request,
+    request_body,
+    running_server,
+    searchset,
+    stub_http_server,
+)
+
+from b12screen import Screener
+from b12screen.cdshooks.app import create_app
+from b12screen.cdshooks.config import ServiceConfig
+from b12screen.plugins import get_plugin_manager
+
+PV = "/cds-services/b12screen-patient-view"
+OS = "/cds-services/b12screen-order-sign"
+
+
+@cache
+def ehr() -> MockEhr:
+    return MockEhr()
+
+
+@pytest.fixture(scope="module")
+def ehr_servers() -> Iterator[dict[str, Any]]:
+    """The EHR side: a JWKS endpoint and a FHIR server with one patient on metformin."""
+    fhir_routes = {
+        "/fhir/Patient/p1": {"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01"},
+        "/fhir/MedicationRequest": searchset(metformin_request("m1", "p1")),
+        "/fhir/Condition": searchset(), "/fhir/Procedure": searchset(), "/fhir/Observation": searchset(),
+        "/fhir/MedicationStatement": searchset(), "/fhir/MedicationDispense": searchset(),
+        "/fhir/MedicationAdministration": searchset(),
+    }
+    with stub_http_server({"/jwks.json": ehr().jwks(), **fhir_routes}) as (base, seen):
+        yield {"base": base, "jku": f"{base}/jwks.json", "fhir": f"{base}/fhir", "seen": seen}
+
+
+@pytest.fixture(scope="module")
+def service(ehr_servers: dict[str, Any]) -> Iterator[str]:
+    config = ServiceConfig(
+        test_mode=True, fhir_servers=(ehr_servers["fhir"],), cors_origins=("https://ehr.example.org",),
+        issuers=(ehr().issuer(jwks=None, jku=(ehr_servers["jku"],)),),
+    )
+    screener = Screener(plugin_manager=get_plugin_manager(load_entry_points=False))
+    with running_server(create_app(config, screener=screener, today=lambda: AS_OF)) as base:
+        yield base
+
+
+def call(service: str, path: str, body: Any, jku: str) -> requests.Response:
+    headers = ehr().auth(service + path, jku=jku)
+    return requests.post(service + path, json=body, headers=headers, timeout=10)
+
+
+def test_discovery_over_http(service: str, ehr_servers: dict[str, Any]) -> None:
+    headers = ehr().auth(service + "/cds-services", jku=ehr_servers["jku"], alg="RS384")
+    response = requests.get(service + "/cds-services", headers=headers, timeout=10)
+    assert response.status_code == 200
+    assert len(response.json()["services"]) == 2
+    assert requests.get(service + "/cds-services", timeout=10).status_code == 401
+
+
+def test_patient_view_with_fallback_fetch_over_http(service: str, ehr_servers: dict[str, Any]) -> None:
+    seen = ehr_servers["seen"]
+    seen.clear()
+    body = request_body(fhirServer=ehr_servers["fhir"], fhirAuthorization={
+        "access_token": "loopback-token", "token_type": "Bearer", "expires_in": 60, "scope": "user/*.read",
+        "subject": "b12screen"})
+    response = call(service, PV, body, ehr_servers["jku"])
+    assert response.status_code == 200, response.text
+    [card] = response.json()["cards"]
+    assert len(card["summary"]) < 140 and not empty_fields(response.json())
+    fhir_calls = [s for s in seen if s["path"].startswith("/fhir/")]
+    assert len(fhir_calls) == 10
+    assert all(s["authorization"] == "Bearer loopback-token" for s in fhir_calls)
+    replay = requests.post(service + PV, json=body, headers={"Authorization": response.request.headers[
+        "Authorization"]}, timeout=10)
+    assert replay.status_code == 401 and "diagnostics" not in replay.text
+
+
+def test_order_sign_over_http(service: str, ehr_servers: dict[str, Any]) -> None:
+    prefetch = full_prefetch(medicationRequests=searchset(metformin_request("m1", "p1")))
+    response = call(service, OS, request_body("order-sign", prefetch=prefetch), ehr_servers["jku"])
+    assert response.status_code == 200 and len(response.json()["cards"]) == 1
+    draft_test = {"resourceType": "Bundle", "entry": [{"resource": {
+        "resourceType": "ServiceRequest", "status": "draft", "intent": "order",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2132-9"}]},
+        "subject": {"reference": "Patient/p1"}}}]}
+    response = call(service, OS, request_body("order-sign", prefetch=prefetch, draft_orders=draft_test),
+                    ehr_servers["jku"])
+    assert response.json() == {"cards": []}
+
+
+def test_feedback_and_cors_over_http(service: str, ehr_servers: dict[str, Any]) -> None:
+    feedback = {"feedback": [{"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-24T10:00:00Z",
+                              "acceptedSuggestions": [{"id": "s"}]}]}
+    assert call(service, PV + "/feedback", feedback, ehr_servers["jku"]).status_code == 200
+    preflight = requests.options(service + PV, headers={"Origin": "https://ehr.example.org",
+                                                        "Access-Control-Request-Method": "POST"}, timeout=10)
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST, OPTIONS"
+
+
+def test_b12screen_serve_runs_uvicorn(tmp_path: Any) -> None:
+    """``b12screen serve`` for real, in a subprocess on a loopback port, stopped by the test."""
+    import subprocess
+    import sys
+    import time
+
+    from cdshooks_helpers import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "b12screen", "serve", "--insecure-no-auth", "--port", str(port),
+         "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if requests.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("b12screen serve did not start")
+        prefetch = full_prefetch(medicationRequests=searchset(metformin_request("m1", "p1")))
+        response = requests.post(base + PV, json=request_body(prefetch=prefetch), timeout=10)
+        assert response.status_code == 200 and len(response.json()["cards"]) == 1
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert b"Traceback" not in process.stderr.read()
