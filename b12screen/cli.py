@@ -253,7 +253,9 @@ from .cli_service import serve as _serve_command  # noqa: E402
 cli.add_command(_serve_command)
 cli.add_command(_fetch_command)
 
+from .cli_batch import batch  # noqa: E402
 
+cli.add_command(batch)
 
 
 def main() -> None:

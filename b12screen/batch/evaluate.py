@@ -1,0 +1,189 @@
+"""Merge the partial facts of each patient and screen them.
+
+Pure functions shared by the local and the Spark engine, so both give byte-identical outputs: facts are
+put in a canonical order, ``urn:uuid:x`` merges into ``Patient/x``, medication uses waiting for the
+Medication pool are extracted, and evidence is validated with fhir.resources (an invalid evidence
+resource is reported and the patient screened again without it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import orjson
+
+from ..engine import Screener
+from ..extract import Extractor, Fact, ResourceProblem, resource_ref, validate_resource
+from ..record import PatientRecord
+from .stream import LINE_MARK, Partial, Pos
+
+_DUMP = orjson.OPT_NON_STR_KEYS
+
+
+@dataclass
+class EvalContext:
+    """What evaluation needs besides the facts."""
+
+    screener: Screener
+    as_of: date
+    files: Sequence[str]
+    pool: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    line_bases: Mapping[tuple[int, int], int] = field(default_factory=dict)
+    extractor: Extractor = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Facts come from the raw JSON; fhir.resources validates only the resources that become evidence.
+        self.extractor = Extractor(self.screener.terminology, validate=False)
+
+    def error(self, pos: Pos, reason: str) -> dict[str, Any]:
+        """An errors.ndjson row for an input problem at ``pos``."""
+        file_id, piece, rel, location = pos
+        line = None if rel is None else self.line_bases.get((file_id, piece), 0) + rel
+        return {"file": self.files[file_id], "line": line, "location": location, "reason": reason}
+
+    def line_of(self, pos: Pos) -> int | None:
+        return None if pos[2] is None else self.line_bases.get((pos[0], pos[1]), 0) + pos[2]
+
+
+@dataclass(frozen=True, slots=True)
+class PatientOutput:
+    """One patient's lines of report.ndjson and flags.ndjson, with counts and any errors."""
+
+    key: str
+    report: bytes
+    flag: bytes | None
+    outcome: str
+    rules: tuple[str, ...]
+    rule_errors: tuple[bytes, ...] = ()
+    input_errors: tuple[dict[str, Any], ...] = ()
+
+
+def bare_id(key: str) -> str:
+    """The id part shared by ``Patient/x`` and ``urn:uuid:x``."""
+    if key.startswith("Patient/"):
+        return key[8:]
+    if key.startswith("urn:uuid:"):
+        return key[9:]
+    return key
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """A stable partition (never Python's salted hash): ``Patient/x`` and ``urn:uuid:x`` share one."""
+    return zlib.crc32(bare_id(key).encode("utf-8", "surrogatepass")) % partitions
+
+
+def merge_keys(partials: Mapping[str, list[Partial]]) -> dict[str, list[Partial]]:
+    """``urn:uuid:x`` joins ``Patient/x`` when that patient is known; other keys stay as they are."""
+    merged: dict[str, list[Partial]] = {}
+    for key in sorted(partials):
+        target = key
+        if key.startswith("urn:uuid:") and f"Patient/{key[9:]}" in partials:
+            target = f"Patient/{key[9:]}"
+        merged.setdefault(target, []).extend(partials[key])
+    return merged
+
+
+def _norm(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__, tuple(_norm(getattr(value, f.name)) for f in dataclasses.fields(value)))
+    if isinstance(value, (frozenset, set)):
+        return tuple(sorted(repr(_norm(v)) for v in value))
+    if isinstance(value, (tuple, list)):
+        return tuple(_norm(v) for v in value)
+    return value
+
+
+def canonical(value: Any) -> str:
+    """A text that orders facts by content alone (frozensets sorted), identical in every process."""
+    return repr(_norm(value))
+
+
+def _position(item: tuple[Fact, bytes, Pos]) -> tuple[int, int, int, str]:
+    file_id, piece, rel, location = item[2]
+    return (file_id, piece, rel or 0, location or "")
+
+
+def _validation_problem(raw: bytes) -> str | None:
+    try:
+        validate_resource(orjson.loads(raw))
+    except ResourceProblem as exc:
+        return str(exc)
+    except orjson.JSONDecodeError as exc:  # pragma: no cover - raw JSON was parsed before
+        return f"malformed JSON ({exc})"
+    return None
+
+
+def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> PatientOutput:
+    """Screen one patient from the partial facts of every unit that saw it."""
+    screener = ctx.screener
+    resources = 0
+    patients = []
+    facts: list[tuple[Fact, bytes, Pos]] = []
+    errors: list[dict[str, Any]] = []
+    for part in parts:
+        resources += part.resources
+        patients.extend(part.patients)
+        facts.extend(part.facts)
+        for raw, pos in part.lines:
+            resource = orjson.loads(raw)
+            ref = resource_ref(resource, None) or f"{resource['resourceType']} at line {ctx.line_of(pos)}"
+            try:
+                fact = ctx.extractor.extract(resource, ref, ctx.pool)
+            except ResourceProblem as exc:
+                errors.append(ctx.error(pos, str(exc)))
+                continue
+            if fact is not None:
+                facts.append((fact, raw, pos))
+    for i, (fact, raw, pos) in enumerate(facts):
+        if LINE_MARK in fact.ref:
+            fact = dataclasses.replace(fact, ref=fact.ref.replace(LINE_MARK, f"line {ctx.line_of(pos)}"))
+            facts[i] = (fact, raw, pos)
+    facts.sort(key=_position)  # input order, whatever the chunking or the order units finished in
+    patient = min(patients, key=canonical) if len(patients) > 1 else patients[0] if patients else None
+    valid: set[int] = set()  # ids of raw JSON already validated
+    while True:
+        record = PatientRecord(key, patient=patient, resources=resources)
+        for fact, _raw, _pos in facts:
+            record.add(fact)
+        record.sort()
+        result = screener.evaluate(record, ctx.as_of)
+        evidence = set(result.evidence)
+        bad: set[int] = set()
+        for i, (fact, raw, pos) in enumerate(facts):
+            if fact.ref not in evidence or id(raw) in valid:
+                continue
+            problem = _validation_problem(raw)
+            if problem is None:
+                valid.add(id(raw))
+            else:
+                bad.add(i)
+                errors.append(ctx.error(pos, problem))
+        if not bad:
+            break
+        facts = [item for i, item in enumerate(facts) if i not in bad]
+    flag = result.flag_json()
+    rule_errors = tuple(
+        orjson.dumps({"patient": key, "rule": e.get("rule"), "reason": e.get("error")}, option=_DUMP)
+        for e in result.rule_errors
+    )
+    errors.sort(key=lambda e: (e["file"], e["line"] or 0, e["location"] or "", e["reason"]))
+    return PatientOutput(
+        key=key,
+        report=orjson.dumps(result.report(), option=_DUMP),
+        flag=None if flag is None else orjson.dumps(flag, option=_DUMP),
+        outcome=result.outcome,
+        rules=tuple(result.rules),
+        rule_errors=rule_errors,
+        input_errors=tuple(errors),
+    )
+
+
+def evaluate_partials(ctx: EvalContext, partials: Mapping[str, list[Partial]]) -> list[PatientOutput]:
+    """Screen every patient of a group of keys, sorted by patient key."""
+    merged = merge_keys(partials)
+    return [evaluate_patient(ctx, key, merged[key]) for key in sorted(merged)]

@@ -1,0 +1,165 @@
+"""Line readers: a byte range of a plain NDJSON file, or a whole gzip file member by member.
+
+Both yield batches (lists) of ``bytes`` lines (without the newline), where a :class:`Problem` stands for
+one unreadable line (too long, or where gzip data broke off). Memory stays bounded by the block size
+and the line limit.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+BLOCK = 1 << 20
+GZIP_BLOCK = 1 << 18
+GZIP_MAGIC = b"\x1f\x8b\x08"
+BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An unreadable line: its number is the position where it is yielded."""
+
+    reason: str
+
+
+class _Splitter:
+    """Split a stream of blocks into batches of lines, replacing lines over ``max_line`` bytes by a
+    Problem."""
+
+    def __init__(self, max_line: int, at_start: bool = True) -> None:
+        self.max_line = max_line
+        self.at_start = at_start  # a byte order mark may open the data
+        self.carry: list[bytes] = []
+        self.carry_len = 0
+        self.oversize = False
+
+    def _too_long(self) -> Problem:
+        return Problem(f"line longer than {self.max_line} bytes")
+
+    def feed(self, data: bytes) -> list[bytes | Problem]:
+        if self.at_start:
+            self.at_start = False
+            if data.startswith(BOM):
+                data = data[3:]
+        parts: list[bytes | Problem] = data.split(b"\n")  # type: ignore[assignment]
+        last: bytes = parts.pop()  # type: ignore[assignment]
+        if parts:
+            if len(data) > self.max_line:
+                parts = [self._too_long() if len(p) > self.max_line else p for p in parts]  # type: ignore[arg-type]
+            if self.carry or self.oversize:
+                parts[0] = self._finish(parts[0])  # type: ignore[arg-type]
+        if last:
+            if self.carry_len + len(last) > self.max_line:
+                self.oversize = True
+                self.carry, self.carry_len = [], 0
+            elif not self.oversize:
+                self.carry.append(last)
+                self.carry_len += len(last)
+        return parts
+
+    def _finish(self, tail: bytes | Problem) -> bytes | Problem:
+        oversize = self.oversize or isinstance(tail, Problem) or self.carry_len + len(tail) > self.max_line
+        line = b"" if oversize else b"".join([*self.carry, tail])  # type: ignore[list-item]
+        self.carry, self.carry_len, self.oversize = [], 0, False
+        return self._too_long() if oversize else line
+
+    def pending(self) -> bool:
+        return bool(self.carry) or self.oversize
+
+    def end(self) -> list[bytes | Problem]:
+        return [self._finish(b"")] if self.pending() else []
+
+    def drop(self) -> None:
+        self.carry, self.carry_len, self.oversize = [], 0, False
+
+
+def plain_lines(path: str, start: int, end: int, max_line: int) -> Iterator[list[bytes | Problem]]:
+    """Batches of lines of ``path[start:end]`` (the range starts at a line start and ends after a newline
+    or at the end of the file)."""
+    splitter = _Splitter(max_line, start == 0)
+    with open(path, "rb") as f:
+        f.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            data = f.read(min(BLOCK, remaining))
+            if not data:
+                break
+            remaining -= len(data)
+            yield splitter.feed(data)
+        yield splitter.end()
+
+
+def _find_magic(f: BinaryIO, offset: int) -> int | None:
+    """File offset of the next gzip header magic at or after ``offset``."""
+    f.seek(offset)
+    overlap = b""
+    base = offset
+    while True:
+        block = f.read(BLOCK)
+        if not block:
+            return None
+        data = overlap + block
+        at = data.find(GZIP_MAGIC)
+        if at >= 0:
+            return base - len(overlap) + at
+        overlap = data[-(len(GZIP_MAGIC) - 1):]
+        base += len(block)
+
+
+def gzip_lines(path: str, max_line: int) -> Iterator[list[bytes | Problem]]:
+    """Batches of lines of a gzip file of one or more members. A corrupt member is reported and reading resumes at
+    the next member; data cut short is reported where it stops."""
+    splitter = _Splitter(max_line)
+    members = 0  # members started
+    with open(path, "rb") as f:
+        decomp = zlib.decompressobj(31)
+        started = resyncing = produced = False
+        member_start = pending_at = 0
+        pending = b""  # compressed bytes not yet fed; pending_at is the file offset of pending[0]
+        while True:
+            if not started and pending[:1] == b"\x00":
+                stripped = pending.lstrip(b"\x00")  # NUL padding after a member
+                pending_at += len(pending) - len(stripped)
+                pending = stripped
+            if not pending:
+                pending_at = f.tell()
+                pending = f.read(GZIP_BLOCK)
+                if not pending:
+                    break
+                continue
+            if not started:
+                started, produced = True, False
+                members += 1
+                member_start = pending_at
+            try:
+                out = decomp.decompress(pending)
+            except zlib.error as exc:
+                if not resyncing or produced:
+                    splitter.drop()
+                    yield [Problem(f"corrupt gzip data in member {members} ({exc}); skipped to the next member")]
+                nxt = _find_magic(f, member_start + 1)
+                if nxt is None:
+                    return
+                f.seek(nxt)
+                pending, started, resyncing = b"", False, True
+                decomp = zlib.decompressobj(31)
+                continue
+            if out:
+                produced = True
+                yield splitter.feed(out)
+            if decomp.eof:
+                unused = decomp.unused_data
+                pending_at += len(pending) - len(unused)
+                pending = unused
+                decomp = zlib.decompressobj(31)
+                started = resyncing = False
+            else:
+                pending = b""
+        if started:
+            splitter.drop()
+            yield [Problem(f"gzip data ends in the middle of member {members} (truncated file)")]
+            return
+        yield splitter.end()

@@ -1,0 +1,136 @@
+"""The local engine: a pool of forked worker processes (or none, with one worker).
+
+Phase 1 streams units into spill files (one per unit, cut into partitions); phase 2 screens one
+partition per task and writes its patients sorted by key; the main process merges the sorted partitions.
+Workers get their context by fork, so they share the parent's Screener (and its plugins) as they are.
+"""
+
+from __future__ import annotations
+
+import heapq
+import multiprocessing
+import pickle
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .evaluate import EvalContext, PatientOutput, evaluate_partials
+from .progress import Progress
+from .scan import Unit
+from .spill import SpillIndex, read_outputs, read_partition, write_objects, write_spill
+from .stream import Pos, StreamContext, stream_unit
+
+
+@dataclass
+class UnitSummary:
+    """What the main process keeps of a streamed unit (the facts stay in the spill file)."""
+
+    unit: int
+    lines: list[tuple[int, int, int]]
+    resources: int
+    bytes: int
+    medications: list[tuple[str, dict[str, Any]]]
+    errors: int = 0
+    spill: SpillIndex = field(default_factory=list)
+
+
+@dataclass
+class PartitionSummary:
+    partition: int
+    patients: int
+    flagged: int
+
+
+@dataclass
+class _Job:
+    stream: StreamContext | None = None
+    evaluation: EvalContext | None = None
+    work: Path | None = None
+    partitions: int = 1
+    spills: list[tuple[Path, SpillIndex]] = field(default_factory=list)
+
+
+_JOB = _Job()
+
+
+def _stream_task(unit: Unit) -> UnitSummary:
+    job = _JOB
+    assert job.stream is not None and job.work is not None
+    out = stream_unit(job.stream, unit)
+    spill = write_spill(job.work / f"u{unit.id}.spill", out.partials, job.partitions)
+    if out.errors:
+        with open(job.work / f"u{unit.id}.err", "wb") as f:
+            pickle.dump(out.errors, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return UnitSummary(unit.id, out.lines, out.resources, out.bytes, out.medications, len(out.errors), spill)
+
+
+def _eval_task(partition: int) -> PartitionSummary:
+    job = _JOB
+    assert job.evaluation is not None and job.work is not None
+    outputs = evaluate_partials(job.evaluation, read_partition(job.spills, partition))
+    write_objects(job.work / f"p{partition}.out", outputs)
+    return PartitionSummary(partition, len(outputs), sum(1 for o in outputs if o.flag is not None))
+
+
+def _context() -> Any:
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" not in methods:  # pragma: no cover - Windows; macOS has fork
+        raise RuntimeError("the local engine needs the 'fork' start method for more than one worker")
+    return multiprocessing.get_context("fork")
+
+
+class LocalEngine:
+    """Runs the two phases on ``workers`` processes, spilling to ``work``."""
+
+    def __init__(self, workers: int, work: Path, partitions: int, progress: Progress) -> None:
+        self.workers = workers
+        self.work = work
+        self.partitions = partitions
+        self.progress = progress
+        self.summaries: dict[int, UnitSummary] = {}
+
+    def _map(self, func: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
+        if self.workers <= 1 or len(items) <= 1:
+            yield from map(func, items)
+            return
+        with _context().Pool(min(self.workers, len(items))) as pool:
+            yield from pool.imap_unordered(func, items, chunksize=1)
+
+    def stream(self, ctx: StreamContext, units: Sequence[Unit]) -> list[UnitSummary]:
+        """Phase 1 (units largest first, for balance)."""
+        _JOB.stream, _JOB.work, _JOB.partitions = ctx, self.work, self.partitions
+        done = []
+        try:
+            for summary in self._map(_stream_task, sorted(units, key=lambda u: (-u.size, u.id))):
+                self.summaries[summary.unit] = summary
+                done.append(summary)
+                self.progress.read(summary.bytes, summary.resources)
+        finally:
+            _JOB.stream = None
+        return sorted(done, key=lambda s: s.unit)
+
+    def unit_errors(self, unit: int) -> list[tuple[Pos, str]]:
+        summary = self.summaries.get(unit)
+        if summary is None or not summary.errors:
+            return []
+        with open(self.work / f"u{unit}.err", "rb") as f:
+            errors: list[tuple[Pos, str]] = pickle.load(f)
+        return errors
+
+    def evaluate(self, ctx: EvalContext) -> Iterator[PatientOutput]:
+        """Phase 2, then the patients of every partition merged in key order."""
+        _JOB.evaluation, _JOB.work = ctx, self.work
+        _JOB.spills = [(self.work / f"u{s.unit}.spill", s.spill) for s in sorted(self.summaries.values(),
+                                                                                  key=lambda s: s.unit)]
+        self.progress.screening(self.partitions)
+        try:
+            for part in self._map(_eval_task, list(range(self.partitions))):
+                self.progress.screened(part.patients, part.flagged)
+        finally:
+            _JOB.evaluation = None
+            _JOB.spills = []
+        for spill in self.work.glob("u*.spill"):
+            spill.unlink()
+        streams = [read_outputs(self.work / f"p{p}.out") for p in range(self.partitions)]
+        return heapq.merge(*streams, key=lambda o: o.key)

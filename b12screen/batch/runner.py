@@ -1,0 +1,299 @@
+"""``run_batch``: plan, stream, screen and write the outputs, with either engine."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from ..engine import Screener
+from ..errors import B12ScreenError, InputError
+from ..extract import Extractor, normalize_reference
+from ..outcome import OUTCOMES
+from ..sources import read_bytes
+from .evaluate import EvalContext, PatientOutput
+from .outputs import (
+    ERRORS,
+    FLAGS,
+    REPORT,
+    SUMMARY,
+    AtomicFile,
+    dump_summary,
+    error_key,
+    existing_outputs,
+    fsync_dir,
+    merged_errors,
+)
+from .progress import Progress
+from .scan import Plan, Unit, scan
+from .stream import MAX_LINE_BYTES, Pos, StreamContext, stream_unit
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("local", "spark")
+MIB = 1 << 20
+
+
+class OutputsExistError(B12ScreenError):
+    """The output folder already holds outputs and overwriting was not asked for."""
+
+
+@dataclass
+class BatchOptions:
+    """How to run a batch. ``workers`` None: the machine's cores; ``progress`` None: when stderr is a
+    terminal; ``unit_bytes`` None: chosen from the input size and worker count."""
+
+    as_of: date
+    workers: int | None = None
+    engine: str = "local"
+    overwrite: bool = False
+    progress: bool | None = None
+    unit_bytes: int | None = None
+    max_line_bytes: int = MAX_LINE_BYTES
+    spark_master: str | None = None
+    spark_conf: Mapping[str, str] = field(default_factory=dict)
+    screener_spec: Any = None  # what Spark executors rebuild the Screener from (spark engine only)
+
+
+@dataclass
+class BatchResult:
+    """The summary written to summary.json, with the error counts behind the exit code."""
+
+    summary: dict[str, Any]
+    input_errors: int
+    rule_errors: int
+    out: Path
+
+    @property
+    def exit_code(self) -> int:
+        """0 all screened; 1 some input unreadable or a rule failed; 2 nothing readable."""
+        if self.input_errors and self.summary["resources_read"] == 0:
+            return 2
+        return 1 if self.input_errors or self.rule_errors else 0
+
+
+class Engine(Protocol):
+    def stream(self, ctx: StreamContext, units: Sequence[Unit]) -> list[Any]: ...
+    def unit_errors(self, unit: int) -> list[tuple[Pos, str]]: ...
+    def evaluate(self, ctx: EvalContext) -> Iterator[PatientOutput]: ...
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _deleted(files: Sequence[str]) -> tuple[frozenset[str], list[InputError]]:
+    """``Type/id`` of every resource a Bulk Data ``deleted/`` Bundle lists (DELETE requests)."""
+    found: set[str] = set()
+    errors: list[InputError] = []
+    for name in files:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
+            continue
+        values: list[Any] = []
+        lines = data.splitlines() if name.lower().endswith((".ndjson", ".jsonl")) else [data]
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                values.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                for item in read_bytes(line, name):  # gzip or the reader's own error message
+                    if isinstance(item, InputError):
+                        errors.append(InputError(name, f"line {number}" if len(lines) > 1 else None, item.reason))
+                continue
+        for value in values:
+            for entry in (value.get("entry") or []) if isinstance(value, dict) else []:
+                request = entry.get("request") if isinstance(entry, dict) else None
+                if isinstance(request, dict) and request.get("method") == "DELETE" and isinstance(
+                        request.get("url"), str):
+                    found.add(normalize_reference(request["url"].split("?")[0]))
+    return frozenset(found), errors
+
+
+def _input_error_row(error: InputError) -> dict[str, Any]:
+    line = None
+    location = error.location
+    if location and location.startswith("line "):
+        head, _, rest = location[5:].partition(" ")
+        if head.isdigit():
+            line, location = int(head), rest or None
+    return {"file": error.source, "line": line, "location": location, "reason": error.reason}
+
+
+def _line_bases(summaries: Sequence[Any]) -> dict[tuple[int, int], int]:
+    counts = sorted((f, i, n) for s in summaries for f, i, n in s.lines)
+    bases: dict[tuple[int, int], int] = {}
+    running: dict[int, int] = {}
+    for file_id, index, lines in counts:
+        bases[(file_id, index)] = running.get(file_id, 0)
+        running[file_id] = running.get(file_id, 0) + lines
+    return bases
+
+
+def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: int, progress: Progress) -> Any:
+    if options.engine == "spark":
+        from .spark import SparkEngine
+
+        return SparkEngine(options, partitions, progress)
+    from .local import LocalEngine
+
+    return LocalEngine(workers, work, partitions, progress)
+
+
+def _warm_up(screener: Screener, as_of: date) -> None:
+    """Import the fhir.resources models evidence validation and Flags need, once, before workers fork."""
+    from ..extract import UNDERSTOOD_TYPES, ResourceProblem, validate_resource
+    from ..record import PatientRecord
+
+    for rtype in sorted(UNDERSTOOD_TYPES | {"Flag"}):
+        with contextlib.suppress(ResourceProblem):
+            validate_resource({"resourceType": rtype, "id": "warm-up", "subject": {"reference": "Patient/x"},
+                               "code": {"coding": [{"system": "http://loinc.org", "code": "1"}], "text": "x"}})
+    screener.evaluate(PatientRecord("Patient/warm-up"), as_of)
+
+
+def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options: BatchOptions) -> BatchResult:
+    """Screen the exports and Bundle folders at ``paths``, writing the four outputs into ``out``."""
+    started = time.perf_counter()
+    if options.engine not in ENGINES:
+        raise B12ScreenError(f"unknown engine {options.engine!r} (choose from {', '.join(ENGINES)})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    present = existing_outputs(out)
+    if present and not options.overwrite:
+        raise OutputsExistError(f"{out} already holds {', '.join(present)} (use --overwrite to replace them)")
+    workers = options.workers or default_workers()
+    progress = Progress(options.progress)
+    sizes = _input_size(paths)
+    unit_bytes = options.unit_bytes or min(16 * MIB, max(MIB, sizes // max(1, workers * 16)))
+    plan: Plan = scan(list(paths), unit_bytes)
+    log.info("batch: %d file(s), %d byte(s), %d unit(s), %d worker(s), engine %s",
+             len(plan.files), plan.total_bytes, len(plan.units), workers, options.engine)
+    partitions = min(1024, max(8 * workers, math.ceil(plan.total_bytes / (64 * MIB))))
+    log.info("batch: %d partition(s)", partitions)
+    deleted, deleted_errors = _deleted(plan.deleted_files)
+    ctx = StreamContext(Extractor(screener.terminology, validate=False), {}, deleted, options.max_line_bytes)
+    _warm_up(screener, options.as_of)
+    work = Path(tempfile.mkdtemp(prefix=".b12screen-work-", dir=out))
+    progress.reading(plan.total_bytes)
+    engine: Any = None
+    try:
+        # Medication files first: their resources form the pool medicationReference resolves against.
+        med_outputs = [stream_unit(ctx, unit) for unit in plan.medication_units]
+        pool: dict[str, Any] = {}
+        for med in med_outputs:
+            progress.read(med.bytes, med.resources)
+            for key, resource in med.medications:
+                pool.setdefault(key, resource)
+        ctx.pool = pool
+        engine = _make_engine(options, workers, work, partitions, progress)
+        summaries = engine.stream(ctx, plan.units)
+        full_pool = dict(pool)
+        for summary in summaries:
+            for key, resource in summary.medications:
+                full_pool.setdefault(key, resource)
+        evaluation = EvalContext(screener, options.as_of, plan.files, full_pool,
+                                 _line_bases([*summaries, *med_outputs]))
+        patients = engine.evaluate(evaluation)
+        resources = sum(s.resources for s in summaries) + sum(m.resources for m in med_outputs)
+        side_errors = sorted(
+            [_input_error_row(e) for e in plan.errors + deleted_errors]
+            + [evaluation.error(pos, reason) for m in med_outputs for pos, reason in m.errors],
+            key=error_key,
+        )
+
+        def unit_error_rows() -> Iterator[dict[str, Any]]:
+            for summary in summaries:
+                for pos, reason in engine.unit_errors(summary.unit):
+                    yield evaluation.error(pos, reason)
+
+        result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started)
+    finally:
+        progress.close()
+        if engine is not None and hasattr(engine, "close"):
+            engine.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _input_size(paths: Sequence[str]) -> int:
+    """Bytes under ``paths`` (a first estimate, to size the units of work)."""
+    total = 0
+    for raw in paths:
+        names = [raw] if os.path.isfile(raw) else [
+            os.path.join(root, name) for root, _dirs, files in os.walk(raw) for name in files]
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(name)
+    return total
+
+
+def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
+           unit_errors: Iterator[dict[str, Any]], resources: int, started: float) -> BatchResult:
+    files = {name: AtomicFile(out / name) for name in (FLAGS, REPORT, ERRORS)}
+    rule_tmp = AtomicFile(work / "rule-errors.ndjson")
+    try:
+        by_outcome: Counter[str] = Counter({o: 0 for o in OUTCOMES})
+        by_rule: Counter[str] = Counter()
+        late: list[dict[str, Any]] = []
+        count = flagged = rule_errors = 0
+        for patient in patients:
+            count += 1
+            files[REPORT].write(patient.report + b"\n")
+            if patient.flag is not None:
+                flagged += 1
+                files[FLAGS].write(patient.flag + b"\n")
+            by_outcome[patient.outcome] += 1
+            by_rule.update(patient.rules)
+            for line in patient.rule_errors:
+                rule_errors += 1
+                rule_tmp.write(line + b"\n")
+            late.extend(patient.input_errors)
+        late.sort(key=error_key)
+        input_errors = 0
+        for row in merged_errors([side_errors, unit_errors, late]):
+            input_errors += 1
+            files[ERRORS].write(orjson.dumps(row) + b"\n")
+        rule_tmp.close()
+        with open(rule_tmp.tmp, "rb") as f:
+            shutil.copyfileobj(f, files[ERRORS].handle)
+        summary = {
+            "patients": count,
+            "flagged": flagged,
+            "by_outcome": dict(sorted(by_outcome.items())),
+            "by_rule": dict(sorted(by_rule.items())),
+            "errors": input_errors + rule_errors,
+            "resources_read": resources,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        (out / SUMMARY).unlink(missing_ok=True)  # no summary: the set is incomplete until the end
+        for name in (FLAGS, REPORT, ERRORS):
+            files[name].commit()
+        summary_file = AtomicFile(out / SUMMARY)
+        summary_file.write(dump_summary(summary))
+        summary_file.commit()
+        fsync_dir(out)
+    except BaseException:
+        for handle in files.values():
+            handle.discard()
+        rule_tmp.discard()
+        raise
+    return BatchResult(summary, input_errors, rule_errors, out)

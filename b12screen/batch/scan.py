@@ -1,0 +1,189 @@
+"""Find the input files of a batch and cut them into units of work.
+
+Plain NDJSON files are split into byte ranges at newline boundaries, so that workers stay balanced even
+when one file dominates; gzip files and JSON documents (per-patient Bundles) are read whole. Small pieces
+are grouped into units of about ``unit_bytes`` so that many small files do not mean many tiny tasks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from ..fhirtypes import R4_RESOURCE_TYPES
+
+NDJSON_SUFFIXES = (".ndjson", ".jsonl")
+JSON_SUFFIXES = (".json",)
+#: Files of a Bulk Data export folder that hold no FHIR data: the export log and the manifest.
+METADATA_NAMES = frozenset({"log.ndjson", "manifest.json"})
+#: Bulk Data subfolder listing deleted resources (transaction Bundles of DELETE requests).
+DELETED_FOLDER = "deleted"
+
+PLAIN, GZIP, DOCUMENT = "ndjson", "ndjson.gz", "json"
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """A byte range of one file (``end`` -1: to the end). ``index`` numbers the pieces of a file."""
+
+    file_id: int
+    path: str
+    kind: str
+    start: int
+    end: int
+    index: int
+    file_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A task: consecutive pieces, in file order."""
+
+    id: int
+    pieces: tuple[Piece, ...]
+    size: int
+
+
+@dataclass
+class Plan:
+    """What a batch reads: units of work, the Medication files read first, deleted-resource lists."""
+
+    files: list[str] = field(default_factory=list)
+    units: list[Unit] = field(default_factory=list)
+    medication_units: list[Unit] = field(default_factory=list)
+    deleted_files: list[str] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
+    total_bytes: int = 0
+
+
+def _kind(name: str) -> str | None:
+    lower = name.lower()
+    if lower.endswith(tuple(s + ".gz" for s in NDJSON_SUFFIXES)):
+        return GZIP
+    if lower.endswith(NDJSON_SUFFIXES):
+        return PLAIN
+    if lower.endswith(JSON_SUFFIXES) or lower.endswith(tuple(s + ".gz" for s in JSON_SUFFIXES)):
+        return DOCUMENT
+    return None
+
+
+def file_type_of(name: str) -> str | None:
+    """The resource type a Bulk Data file name announces (``Patient.000.ndjson``, ``1.Patient.ndjson``)."""
+    parts = name.split(".")
+    for part in parts[:-1]:
+        if part in R4_RESOURCE_TYPES:
+            return part
+    return None
+
+
+def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(data files, deleted-resource files) under a folder."""
+    data: list[Path] = []
+    deleted: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        in_deleted = DELETED_FOLDER in Path(root).relative_to(folder).parts
+        for name in names:
+            if name.startswith(".") or _kind(name) is None:
+                continue
+            if name.lower() in METADATA_NAMES:
+                continue
+            (deleted if in_deleted else data).append(Path(root) / name)
+    return data, deleted
+
+
+def _split_plain(path: str, size: int, piece_bytes: int) -> list[tuple[int, int]]:
+    """Byte ranges of about ``piece_bytes`` ending just after a newline."""
+    if size <= piece_bytes:
+        return [(0, size)]
+    bounds = [0]
+    with open(path, "rb") as f:
+        target = piece_bytes
+        while target < size:
+            f.seek(target - 1)
+            f.readline()
+            end = f.tell()
+            if end >= size:
+                break
+            if end > bounds[-1]:
+                bounds.append(end)
+            target = max(end, target) + piece_bytes
+    bounds.append(size)
+    return list(itertools.pairwise(bounds))
+
+
+def scan(paths: list[str], unit_bytes: int) -> Plan:
+    """Plan the batch over ``paths`` (files or folders). Missing paths and empty folders are errors."""
+    plan = Plan()
+    chosen: dict[str, str] = {}  # real path -> displayed path
+    deleted: dict[str, str] = {}
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            data, dels = _folder_files(path)
+            if not data and not dels:
+                plan.errors.append(InputError(raw, None, "no .ndjson, .ndjson.gz or .json files in this folder"))
+            for file in data:
+                chosen.setdefault(os.path.realpath(file), str(file))
+            for file in dels:
+                deleted.setdefault(os.path.realpath(file), str(file))
+        elif path.is_file():
+            chosen.setdefault(os.path.realpath(path), raw)
+        else:
+            plan.errors.append(InputError(raw, None, "no such file or folder"))
+    plan.files = sorted(set(chosen.values()))
+    plan.deleted_files = sorted(set(deleted.values()))
+    pieces: list[Piece] = []
+    medication: list[Piece] = []
+    for file_id, name in enumerate(plan.files):
+        try:
+            size = os.path.getsize(name)
+        except OSError as exc:
+            plan.errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
+            continue
+        plan.total_bytes += size
+        kind = _kind(name) or DOCUMENT
+        base = os.path.basename(name)
+        ftype = file_type_of(base) if kind != DOCUMENT else None
+        if kind == PLAIN:
+            try:
+                ranges = _split_plain(name, size, unit_bytes)
+            except OSError as exc:
+                plan.errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
+                continue
+        else:
+            ranges = [(0, -1 if kind == GZIP else size)]
+        target = medication if ftype == "Medication" else pieces
+        for index, (start, end) in enumerate(ranges):
+            target.append(Piece(file_id, name, kind, start, end, index, ftype))
+    plan.units = _group(pieces, unit_bytes)
+    plan.medication_units = _group(medication, unit_bytes, first_id=len(plan.units))
+    return plan
+
+
+def _piece_size(piece: Piece) -> int:
+    if piece.end >= 0:
+        return piece.end - piece.start
+    try:
+        return os.path.getsize(piece.path)
+    except OSError:
+        return 0
+
+
+def _group(pieces: list[Piece], unit_bytes: int, first_id: int = 0) -> list[Unit]:
+    units: list[Unit] = []
+    current: list[Piece] = []
+    size = 0
+    for piece in pieces:
+        psize = _piece_size(piece)
+        if current and size + psize > unit_bytes:
+            units.append(Unit(first_id + len(units), tuple(current), size))
+            current, size = [], 0
+        current.append(piece)
+        size += psize
+    if current:
+        units.append(Unit(first_id + len(units), tuple(current), size))
+    return units

@@ -1,0 +1,153 @@
+"""The Spark engine: the same stream and evaluation functions, distributed by Apache Spark (pyspark).
+
+Units of work become an RDD; each executor streams its units into partial facts, which are grouped by
+patient id (``Patient/x`` and ``urn:uuid:x`` together), screened with a Screener rebuilt in each executor
+from the profile and configuration (plugins come from installed entry points), and collected on the
+driver in patient order. Executors read the input paths themselves: on a cluster they must be on a
+shared filesystem mounted at the same path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config
+from ..engine import Screener
+from ..extract import Extractor
+from .evaluate import EvalContext, PatientOutput, bare_id, evaluate_partials
+from .progress import Progress
+from .scan import Unit
+from .stream import Partial, Pos, StreamContext, UnitOutput, stream_unit
+
+_SCREENERS: dict[Any, Screener] = {}
+
+
+@dataclass(frozen=True)
+class ScreenerSpec:
+    """What an executor rebuilds its Screener from."""
+
+    profile: str = "default"
+    config: Config | None = None
+    strict: bool = False
+
+    def build(self) -> Screener:
+        key = (self.profile, repr(self.config.fingerprint() if self.config else None), self.strict)
+        screener = _SCREENERS.get(key)
+        if screener is None:
+            from ..plugins import get_plugin_manager
+
+            screener = Screener(profile=self.profile, config=self.config,
+                                plugin_manager=get_plugin_manager(strict=self.strict or None))
+            _SCREENERS[key] = screener
+        return screener
+
+
+@dataclass
+class SparkUnitSummary:
+    unit: int
+    lines: list[tuple[int, int, int]]
+    resources: int
+    bytes: int
+    medications: list[tuple[str, dict[str, Any]]]
+    errors: list[tuple[Pos, str]]
+
+
+def _stream(spec: ScreenerSpec, shared: Any, unit: Unit) -> UnitOutput:
+    pool, deleted, max_line = shared.value
+    ctx = StreamContext(Extractor(spec.build().terminology, validate=False), pool, deleted, max_line)
+    return stream_unit(ctx, unit)
+
+
+def _summary(out: UnitOutput) -> SparkUnitSummary:
+    return SparkUnitSummary(out.unit, out.lines, out.resources, out.bytes, out.medications, out.errors)
+
+
+def _evaluate(spec: ScreenerSpec, shared: Any, group: tuple[str, Any]) -> list[PatientOutput]:
+    as_of, files, pool, bases = shared.value
+    ctx = EvalContext(spec.build(), as_of, files, pool, bases)
+    partials: dict[str, list[Partial]] = {}
+    for key, partial in group[1]:
+        partials.setdefault(key, []).append(partial)
+    return evaluate_partials(ctx, partials)
+
+
+def spark_session(master: str, conf: dict[str, str]) -> Any:
+    """A SparkSession on ``master`` whose Python workers run this interpreter."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ImportError("the spark engine needs pyspark: pip install 'b12screen[spark]'") from exc
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (SparkSession.builder.master(master).appName("b12screen batch")
+               .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.pyspark.python", sys.executable))
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+class SparkEngine:
+    """The engine interface of :mod:`b12screen.batch.runner` on Spark."""
+
+    def __init__(self, options: Any, partitions: int, progress: Progress) -> None:
+        raw = options.screener_spec or {}
+        self.spec = raw if isinstance(raw, ScreenerSpec) else ScreenerSpec(**raw)
+        self.session = spark_session(options.spark_master or "local[*]", dict(options.spark_conf))
+        self.sc = self.session.sparkContext
+        self.partitions = partitions
+        self.progress = progress
+        self.max_line = options.max_line_bytes
+        self.errors: dict[int, list[tuple[Pos, str]]] = {}
+        self.results: Any = None
+        self.broadcasts: list[Any] = []
+
+    def _broadcast(self, value: Any) -> Any:
+        handle = self.sc.broadcast(value)
+        self.broadcasts.append(handle)
+        return handle
+
+    def stream(self, ctx: StreamContext, units: Sequence[Unit]) -> list[SparkUnitSummary]:
+        from pyspark import StorageLevel
+
+        if not units:
+            return []
+        spec, shared = self.spec, self._broadcast((dict(ctx.pool), ctx.deleted, ctx.max_line))
+        rdd = self.sc.parallelize(list(units), len(units))
+        self.results = rdd.map(lambda unit: _stream(spec, shared, unit)).persist(StorageLevel.MEMORY_AND_DISK)
+        summaries = sorted(self.results.map(_summary).collect(), key=lambda s: s.unit)
+        for summary in summaries:
+            self.errors[summary.unit] = summary.errors
+            self.progress.read(summary.bytes, summary.resources)
+        return summaries
+
+    def unit_errors(self, unit: int) -> list[tuple[Pos, str]]:
+        return self.errors.get(unit, [])
+
+    def evaluate(self, ctx: EvalContext) -> Iterator[PatientOutput]:
+        if self.results is None:
+            return iter(())
+        spec = self.spec
+        shared = self._broadcast((ctx.as_of, list(ctx.files), dict(ctx.pool), dict(ctx.line_bases)))
+        self.progress.screening(1)
+        outputs = (
+            self.results.flatMap(lambda out: [(bare_id(k), (k, p)) for k, p in out.partials.items()])
+            .groupByKey(self.partitions)
+            .flatMap(lambda group: _evaluate(spec, shared, group))
+            .sortBy(lambda o: o.key, numPartitions=self.partitions)
+        )
+        return outputs.toLocalIterator()
+
+    def close(self) -> None:
+        if self.results is not None:
+            self.results.unpersist()
+        for handle in self.broadcasts:
+            handle.unpersist()
+        self.session.stop()

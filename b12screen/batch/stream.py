@@ -1,0 +1,460 @@
+"""Stream one unit of input into compact per-patient facts.
+
+Each NDJSON line is decoded with msgspec into a small header (type, id, patient reference and the raw
+bytes of the few coded fields that decide relevance), so irrelevant resources never become Python
+objects. Only resources whose codes match a value set are parsed fully (orjson) and reduced to facts by
+:class:`b12screen.extract.Extractor`; their raw JSON is kept so the ones that become evidence can be
+validated with fhir.resources later (:mod:`b12screen.batch.evaluate`). Anything unusual (arrays,
+Bundles, bad types, bad JSON) falls back to the general path with ``screen``'s semantics.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..errors import InputError
+from ..extract import (
+    PATIENT_SCOPED_TYPES,
+    UNDERSTOOD_TYPES,
+    Extractor,
+    Fact,
+    ResourceProblem,
+    check_resource_type,
+    is_patient_reference,
+    normalize_reference,
+    patient_reference,
+    resource_ref,
+)
+from ..facts import MEDICATION_TYPES, PatientFact
+from ..fhirtypes import R4_RESOURCE_TYPES
+from ..sources import Entry, read_value
+from ..terminology import Terminology
+from .lines import Problem, gzip_lines, plain_lines
+from .scan import DOCUMENT, GZIP, Piece, Unit
+
+try:  # msgspec makes skipping irrelevant resources cheap; without it every line is parsed fully
+    import msgspec
+except ImportError:  # pragma: no cover
+    msgspec = None  # type: ignore[assignment]
+
+#: Where a fact or error came from: (file id, piece index, line within the piece or None, location).
+Pos = tuple[int, int, int | None, str | None]
+#: Stands for "line N" in evidence names of resources without id, until the line's number is known.
+LINE_MARK = "\x00line\x00"
+MAX_LINE_BYTES = 64 << 20
+BOM = b"\xef\xbb\xbf"
+_LONG_PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{65,})(?:/_history/[^/]+)?$")
+_FAST_TYPES = R4_RESOURCE_TYPES - {"Bundle"}
+_CACHE_LIMIT = 200_000
+_MISSING: Any = object()
+_MEDICATION_TYPES = frozenset(MEDICATION_TYPES)
+_SPECIAL_TYPES = frozenset({"Patient", "Medication"})
+
+
+@dataclass(slots=True)
+class Partial:
+    """What one unit knows about one patient: resource count, Patient facts, facts of Bundle entries
+    (with their raw JSON and position), and the raw NDJSON lines a rule may use, extracted at evaluation
+    time when the whole Medication pool is known (raw bytes pickle far faster than facts)."""
+
+    resources: int = 0
+    patients: list[PatientFact] = field(default_factory=list)
+    facts: list[tuple[Fact, bytes, Pos]] = field(default_factory=list)
+    lines: list[tuple[bytes, Pos]] = field(default_factory=list)
+
+
+@dataclass
+class UnitOutput:
+    """The result of streaming one unit."""
+
+    unit: int
+    partials: dict[str, Partial] = field(default_factory=dict)
+    errors: list[tuple[Pos, str]] = field(default_factory=list)
+    lines: list[tuple[int, int, int]] = field(default_factory=list)  # (file id, piece index, lines)
+    resources: int = 0
+    bytes: int = 0
+    medications: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass
+class StreamContext:
+    """What streaming needs: the extractor (no validation), the Medication pool read so far, the
+    deleted-resource list and the line limit."""
+
+    extractor: Extractor
+    pool: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    deleted: frozenset[str] = frozenset()
+    max_line: int = MAX_LINE_BYTES
+    concept_cache: dict[bytes, bool] = field(default_factory=dict)
+    key_cache: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def terminology(self) -> Terminology:
+        return self.extractor.terminology
+
+
+def patient_key(reference: str) -> str | None:
+    """``Patient/<id>`` (or the ``urn:uuid:``) a patient reference names; ids over 64 characters too."""
+    if is_patient_reference(reference):
+        return normalize_reference(reference)
+    m = _LONG_PATIENT.search(reference)
+    return m.group(1) if m else None
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split("\n")[0][:120]
+
+
+if msgspec is not None:
+    _Raw = msgspec.Raw
+    _EMPTY = msgspec.Raw(b"")
+
+    class _Head(msgspec.Struct):
+        """The fields that say whose a resource is and whether a rule can use it."""
+
+        resourceType: Any = None
+        id: Any = None
+        subject: Any = None
+        patient: Any = None
+        code: _Raw = _EMPTY
+        valueCodeableConcept: _Raw = _EMPTY
+        medicationCodeableConcept: _Raw = _EMPTY
+        medicationReference: _Raw = _EMPTY
+        hospitalization: _Raw = _EMPTY
+
+    _decode_head = msgspec.json.Decoder(_Head).decode
+    _HEAD_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, UnicodeDecodeError)
+else:  # pragma: no cover
+    _decode_head = None
+    _HEAD_ERRORS = ()
+
+
+class UnitReader:
+    """Streams the pieces of one unit into a :class:`UnitOutput`."""
+
+    def __init__(self, ctx: StreamContext, unit: Unit) -> None:
+        self.ctx = ctx
+        self.unit = unit
+        self.out = UnitOutput(unit.id)
+        self.piece: Piece = unit.pieces[0]
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _error(self, line: int | None, location: str | None, reason: str) -> None:
+        self.out.errors.append(((self.piece.file_id, self.piece.index, line, location), reason))
+
+    def _partial(self, key: str) -> Partial:
+        partial = self.out.partials.get(key)
+        if partial is None:
+            partial = self.out.partials[key] = Partial()
+        return partial
+
+    def _key(self, reference: str) -> str | None:
+        cache = self.ctx.key_cache
+        key = cache.get(reference, _MISSING)
+        if key is _MISSING:
+            key = patient_key(reference)
+            if len(cache) > _CACHE_LIMIT:
+                cache.clear()
+            cache[reference] = key
+        return key  # type: ignore[no-any-return]
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def run(self) -> UnitOutput:
+        self.out.bytes = self.unit.size
+        for piece in self.unit.pieces:
+            self.piece = piece
+            try:
+                if piece.kind == DOCUMENT:
+                    self._document()
+                    count = 0
+                else:
+                    count = self._lines()
+            except OSError as exc:
+                self._error(None, None, f"cannot read file ({exc.strerror or exc})")
+                count = 0
+            self.out.lines.append((piece.file_id, piece.index, count))
+        return self.out
+
+    def _line_source(self) -> Iterator[list[bytes | Problem]]:
+        piece = self.piece
+        if piece.kind == GZIP:
+            return gzip_lines(piece.path, self.ctx.max_line)
+        return plain_lines(piece.path, piece.start, piece.end, self.ctx.max_line)
+
+    def _lines(self, source: Iterable[list[bytes | Problem]] | None = None) -> int:
+        """Read every line of the current piece; returns the number of lines (for line numbering).
+
+        The common case (one resource per line) is inlined here: it runs once per resource."""
+        piece = self.piece
+        fid, pidx, ftype = piece.file_id, piece.index, piece.file_type
+        out, ctx = self.out, self.ctx
+        errors, partials, key_cache, deleted = out.errors, out.partials, ctx.key_cache, ctx.deleted
+        decode, head_errors, fast_types = _decode_head, _HEAD_ERRORS, _FAST_TYPES
+        understood, scoped, medication_types = UNDERSTOOD_TYPES, PATIENT_SCOPED_TYPES, _MEDICATION_TYPES
+        matches = self._matches
+        rel = resources = 0
+        special = _SPECIAL_TYPES
+        for batch in self._line_source() if source is None else source:
+            for rel, line in enumerate(batch, rel + 1):  # noqa: B020 - numbering goes on across batches
+                if line.__class__ is not bytes:
+                    errors.append(((fid, pidx, rel, None), line.reason))  # type: ignore[union-attr]
+                    continue
+                if not line:
+                    continue
+                if decode is None:  # pragma: no cover - without msgspec
+                    self._slow_line(line, rel)  # type: ignore[arg-type]
+                    continue
+                try:
+                    head = decode(line)
+                    if not line.isascii():  # type: ignore[union-attr]
+                        line.decode()  # type: ignore[union-attr]
+                except head_errors:
+                    self._slow_line(line, rel)  # type: ignore[arg-type]
+                    continue
+                rt = head.resourceType
+                if rt.__class__ is not str or rt not in fast_types:
+                    self._slow_line(line, rel)  # type: ignore[arg-type]
+                    continue
+                if ftype is not None and rt != ftype:
+                    errors.append(((fid, pidx, rel, None), f"a {rt} resource in a file of {ftype} resources"))
+                    continue
+                resources += 1
+                if deleted and head.id.__class__ is str and f"{rt}/{head.id}" in deleted:
+                    continue
+                if rt in special:
+                    value = self._loads(line, rel)  # type: ignore[arg-type]
+                    if value is not None:
+                        self._resource(value, rt, rel, None, None, None, line)  # type: ignore[arg-type]
+                    continue
+                holder = head.subject
+                reference = holder.get("reference") if holder.__class__ is dict else None
+                if reference.__class__ is not str:
+                    holder = head.patient
+                    reference = holder.get("reference") if holder.__class__ is dict else None
+                key = None
+                if reference.__class__ is str:
+                    key = key_cache.get(reference, _MISSING)
+                    if key is _MISSING:
+                        key = self._key(reference)
+                if key is None:
+                    if rt in scoped:
+                        errors.append(((fid, pidx, rel, None), f"{rt} has no usable reference to a Patient"))
+                    continue
+                partial = partials.get(key)
+                if partial is None:
+                    partial = partials[key] = Partial()
+                partial.resources += 1
+                if rt not in understood:
+                    continue
+                if rt in medication_types:
+                    relevant = bool(head.medicationReference) or matches(head.medicationCodeableConcept)
+                elif rt == "Observation":
+                    relevant = matches(head.code) or matches(head.valueCodeableConcept)
+                elif rt == "Encounter":
+                    relevant = bool(head.hospitalization) and b"dietPreference" in bytes(head.hospitalization)
+                else:
+                    relevant = matches(head.code)
+                if relevant:
+                    partial.lines.append((line, (fid, pidx, rel, None)))  # type: ignore[arg-type]
+        out.resources += resources
+        return rel
+
+    # -- one NDJSON line ---------------------------------------------------------------------
+
+    def _matches(self, raw: Any) -> bool:
+        if not raw:
+            return False
+        key = bytes(raw)
+        cache = self.ctx.concept_cache
+        hit = cache.get(key)
+        if hit is None:
+            try:
+                hit = bool(self.ctx.terminology.match_concept(orjson.loads(key)))
+            except orjson.JSONDecodeError:
+                hit = True  # let the full parse report it
+            if len(cache) > _CACHE_LIMIT:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
+    def _loads(self, line: bytes, rel: int) -> Any:
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            self._error(rel, None, f"malformed JSON ({_short(exc)})")
+            return None
+
+    def _slow_line(self, line: bytes, rel: int) -> None:
+        """The general path: any JSON value, with ``screen``'s semantics."""
+        if line.isspace():
+            return
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            self._error(rel, None, f"malformed JSON ({_short(exc)})")
+            return
+        ftype = self.piece.file_type
+        if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+            if ftype is not None and ftype != "Bundle":
+                self._error(rel, None, f"a Bundle resource in a file of {ftype} resources")
+                return
+            self._entries(read_value(value, self.piece.path), rel)
+            return
+        if isinstance(value, list):
+            self._entries(read_value(value, self.piece.path), rel)
+            return
+        try:
+            rt = check_resource_type(value)
+        except ResourceProblem as exc:
+            self._error(rel, None, str(exc))
+            return
+        if ftype is not None and rt != ftype:
+            self._error(rel, None, f"a {rt} resource in a file of {ftype} resources")
+            return
+        self.out.resources += 1
+        if self.ctx.deleted and resource_ref(value, None) in self.ctx.deleted:
+            return
+        self._resource(value, rt, rel, None, None, None, line)
+
+    # -- documents (per-patient Bundles and other JSON files) --------------------------------
+
+    def _document(self) -> None:
+        path = self.piece.path
+        with open(path, "rb") as f:
+            data = f.read()
+        if data[:2] == b"\x1f\x8b":
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError, zlib.error) as exc:
+                self._error(None, None, f"unreadable gzip data ({_short(exc)})")
+                return
+        if data.startswith(BOM):
+            data = data[3:]
+        if not data.strip():
+            return
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            if data.strip().count(b"\n") >= 1:
+                self._lines([data.split(b"\n")])
+            else:
+                self._error(None, None, f"malformed JSON ({_short(exc)})")
+            return
+        self._entries(read_value(value, path), None)
+
+    def _entries(self, items: Iterable[Entry | InputError], rel: int | None) -> None:
+        """A Bundle's (or array's) entries, grouped like :func:`b12screen.sources.group_entries`: a local
+        Medication pool and ``urn:uuid:`` fullUrls resolved through the bundle's Patients."""
+        entries: list[tuple[Entry, str]] = []
+        medications: dict[str, Mapping[str, Any]] = {}
+        full_urls: dict[str, str] = {}
+        deleted = self.ctx.deleted
+        for item in items:
+            if isinstance(item, InputError):
+                self._error(rel, item.location, item.reason)
+                continue
+            try:
+                rt = check_resource_type(item.resource)
+            except ResourceProblem as exc:
+                self._error(rel, item.location, str(exc))
+                continue
+            self.out.resources += 1
+            if deleted and resource_ref(item.resource, None) in deleted:
+                continue
+            if rt == "Medication":
+                ref = resource_ref(item.resource, item.full_url)
+                for key in filter(None, (ref, item.full_url)):
+                    medications[key] = item.resource
+                continue
+            if rt == "Patient":
+                key = _patient_resource_key(item.resource, item.full_url)
+                if key is None:
+                    self._error(rel, item.location, "Patient has neither id nor fullUrl")
+                    continue
+                if item.full_url:
+                    full_urls[item.full_url] = key
+                    full_urls[normalize_reference(item.full_url)] = key
+            entries.append((item, rt))
+        for item, rt in entries:
+            self._resource(item.resource, rt, rel, item.location, item.full_url, (medications, full_urls), None)
+
+    # -- one parsed resource -----------------------------------------------------------------
+
+    def _resource(self, resource: dict[str, Any], rt: str, rel: int | None, location: str | None,
+                  full_url: str | None, bundle: tuple[dict[str, Any], dict[str, str]] | None,
+                  raw: bytes | None) -> None:
+        """File a parsed resource under its patient. ``bundle`` is (Medication pool, fullUrl map) for
+        Bundle entries, None for a resource on its own NDJSON line."""
+        if rt == "Medication":  # only for resources outside Bundles: they join the global pool
+            ref = resource_ref(resource, None)
+            if ref:
+                self.out.medications.append((ref, resource))
+            return
+        if rt == "Patient":
+            key = _patient_resource_key(resource, full_url)
+            if key is None:
+                self._error(rel, location, "Patient has neither id nor fullUrl")
+                return
+        else:
+            reference = patient_reference(resource)
+            key = None
+            if reference:
+                key = self._key(reference)
+                if key is not None and bundle is not None:
+                    key = bundle[1].get(reference) or key
+            if key is None:
+                if rt in PATIENT_SCOPED_TYPES:
+                    self._error(rel, location, f"{rt} has no usable reference to a Patient")
+                return
+        partial = self._partial(key)
+        partial.resources += 1
+        if rt in UNDERSTOOD_TYPES:
+            self._extract(resource, rt, key, partial, rel, location, full_url, raw,
+                          bundle[0] if bundle is not None else None)
+
+    def _extract(self, resource: dict[str, Any], rt: str, key: str, partial: Partial, rel: int | None,
+                 location: str | None, full_url: str | None, raw: bytes | None,
+                 local_pool: Mapping[str, Mapping[str, Any]] | None) -> None:
+        ref = resource_ref(resource, full_url)
+        if ref is None:
+            where = location or ""
+            if rel is not None:
+                where = f"{LINE_MARK} {where}".rstrip()
+            ref = f"{rt} at {where}"
+        pos: Pos = (self.piece.file_id, self.piece.index, rel, location)
+        pool = self.ctx.pool if local_pool is None else local_pool
+        if local_pool is None and rt != "Patient":
+            partial.lines.append((raw if raw is not None else orjson.dumps(resource), pos))
+            return
+        try:
+            fact = self.ctx.extractor.extract(resource, ref, pool)
+        except ResourceProblem as exc:
+            self._error(rel, location, str(exc))
+            return
+        if fact is None:
+            return
+        if isinstance(fact, PatientFact):
+            partial.patients.append(fact)
+        else:
+            partial.facts.append((fact, raw if raw is not None else orjson.dumps(resource), pos))
+
+
+def _patient_resource_key(resource: Mapping[str, Any], full_url: str | None) -> str | None:
+    rid = resource.get("id")
+    if isinstance(rid, str) and rid:
+        return f"Patient/{rid}"
+    return full_url
+
+
+def stream_unit(ctx: StreamContext, unit: Unit) -> UnitOutput:
+    """Stream one unit."""
+    return UnitReader(ctx, unit).run()

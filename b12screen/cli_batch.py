@@ -1,0 +1,86 @@
+"""``b12screen batch``: screen Bulk Data exports and folders of per-patient Bundles into four files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from .batch import ENGINES, BatchOptions, OutputsExistError, run_batch
+from .cli import EXIT_USAGE, _as_of, _config, _echo_err, _report_plugin_failures, _RuleConfigOptions, _screener
+from .errors import B12ScreenError
+
+SPARK_MASTER_ENV = "B12SCREEN_SPARK_MASTER"
+
+
+def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
+    conf = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint="--spark-conf")
+        conf[key.strip()] = setting.strip()
+    return conf
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Folder for flags.ndjson, report.ndjson, errors.ndjson and summary.json.")
+@_RuleConfigOptions.apply
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes (local engine); default: the machine's cores.")
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+              help="local: processes on this machine; spark: Apache Spark through pyspark.")
+@click.option("--spark-master", default=None, metavar="URL",
+              help=f"Spark master (default ${SPARK_MASTER_ENV}, else local[*]).")
+@click.option("--spark-conf", multiple=True, metavar="KEY=VALUE", help="Extra Spark setting (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Replace outputs already in --out (default: refuse).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--unit-mb", type=click.FloatRange(min=0.001), default=None, hidden=True,
+              help="Size of a unit of work in MiB (tuning and tests).")
+def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, config_path: str | None,
+          disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...], strict_plugins: bool,
+          workers: int | None, engine: str, spark_master: str | None, spark_conf: tuple[str, ...],
+          overwrite: bool, progress: bool | None, unit_mb: float | None) -> None:
+    """Screen FHIR Bulk Data exports (folders of NDJSON, .ndjson.gz too) and/or folders of per-patient
+    Bundles; write flags.ndjson, report.ndjson, errors.ndjson and summary.json into --out.
+
+    Exit code 0: everything screened; 1: some input unreadable or a rule failed (all reported in
+    errors.ndjson); 2: usage error, outputs already present without --overwrite, or nothing readable.
+    """
+    when = _as_of(as_of)
+    try:
+        config = _config(config_path, disable, enable, settings)
+        screener = _screener(profile, config, strict_plugins)
+    except B12ScreenError as exc:
+        _echo_err(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
+    _report_plugin_failures(screener)
+    options = BatchOptions(
+        as_of=when, workers=workers, engine=engine, overwrite=overwrite, progress=progress,
+        unit_bytes=int(unit_mb * (1 << 20)) if unit_mb else None,
+        spark_master=spark_master or os.environ.get(SPARK_MASTER_ENV) or "local[*]",
+        spark_conf=_spark_conf(spark_conf),
+        screener_spec={"profile": profile, "config": config, "strict": strict_plugins},
+    )
+    try:
+        result = run_batch(list(paths), out, screener, options)
+    except OutputsExistError as exc:
+        _echo_err(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
+    except ImportError as exc:
+        _echo_err(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
+    s: dict[str, Any] = result.summary
+    _echo_err(
+        f"batch: {s['patients']:,} patient(s) from {s['resources_read']:,} resource(s) as of {when.isoformat()}: "
+        f"{s['flagged']:,} flagged, {result.input_errors:,} input error(s), {result.rule_errors:,} rule error(s) "
+        f"in {s['seconds']:.1f} s -> {result.out}"
+        + (f" (see {result.out / 'errors.ndjson'})" if s["errors"] else "")
+    )
+    if result.exit_code:
+        sys.exit(result.exit_code)

@@ -1,0 +1,45 @@
+"""The Spark engine gives the local engine's outputs byte for byte (local[2]; skipped without pyspark or
+Java)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from batch_helpers import BATCH, batch, outputs, summary, write_ndjson
+from conftest import metformin_request, patient
+
+from b12screen import Screener
+from b12screen.plugins import get_plugin_manager
+
+
+def _java() -> bool:
+    java = shutil.which("java")
+    if java is None:
+        return False
+    return subprocess.run([java, "-version"], capture_output=True, timeout=60).returncode == 0
+
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("pyspark") is None or not _java(),
+                                reason="pyspark or Java not installed")
+
+
+def test_spark_outputs_match_the_local_engine(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    shutil.copytree(BATCH / "export", export)
+    write_ndjson(export / "MedicationRequest.002.ndjson", [metformin_request(f"r{i}", f"s{i % 7}", "2016-01-01")
+                                                          for i in range(60)] + ["{broken"])
+    write_ndjson(export / "Patient.002.ndjson.gz", [patient(f"s{i}", f"19{45 + i}-01-01") for i in range(7)], gz=True)
+    # Executors rebuild the Screener from installed plugins: the local run uses the same ones.
+    screener = Screener(plugin_manager=get_plugin_manager())
+    paths = [export, BATCH / "bundles"]
+    local = batch(screener, paths, tmp_path / "local", workers=2, unit_bytes=2000)
+    spark = batch(screener, paths, tmp_path / "spark", engine="spark", spark_master="local[2]", unit_bytes=2000,
+                  screener_spec={"profile": "default", "config": None, "strict": False})
+    assert local.exit_code == spark.exit_code == 1
+    assert outputs(tmp_path / "spark") == outputs(tmp_path / "local")
+    assert summary(tmp_path / "spark") == summary(tmp_path / "local")
+    assert summary(tmp_path / "local")["patients"] == 13
