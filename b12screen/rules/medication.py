@@ -10,31 +10,33 @@ from ..clinical import symptoms
 from ..dates import DAYS_PER_MONTH, DAYS_PER_YEAR
 from ..hookspecs import hookimpl
 from ..model import Finding, Priority, Rule, RuleContext
-from .common import ACID_SUPPRESSANTS, METFORMIN, class_use, max_daily_dose_mg, note_stopped, risk_factors
+from .common import ACID_SUPPRESSANTS, METFORMIN, ClassUse, class_use, max_daily_dose_mg, note_stopped, risk_factors
 
 
-def _metformin(ctx: RuleContext):
+def _metformin(ctx: RuleContext) -> ClassUse:
     use = class_use(ctx.record, METFORMIN, ctx.as_of, "metformin")
     note_stopped(ctx, use)
     return use
 
 
+def _exposed(ctx: RuleContext, use: ClassUse, inclusive: bool) -> bool:
+    """Active with an exposure beyond the rule's ``min_exposure_months`` (``>=`` when ``inclusive``)."""
+    if not use.active or use.exposure_days is None:
+        return False
+    limit = ctx.param("min_exposure_months") * DAYS_PER_MONTH
+    return use.exposure_days >= limit if inclusive else use.exposure_days > limit
+
+
 def met_1(ctx: RuleContext) -> Finding | None:
     """Active metformin with exposure > 4 months."""
     use = _metformin(ctx)
-    if not use.active or use.exposure_days is None:
-        return None
-    if use.exposure_days <= ctx.param("min_exposure_months") * DAYS_PER_MONTH:
-        return None
-    return Finding("MET-1", use.describe(), use.evidence)
+    return Finding("MET-1", use.describe(), use.evidence) if _exposed(ctx, use, inclusive=False) else None
 
 
 def met_2(ctx: RuleContext) -> Finding | None:
     """MET-1 plus long exposure, high dose, older age or another risk factor."""
     use = _metformin(ctx)
-    if not use.active or use.exposure_days is None:
-        return None
-    if use.exposure_days <= ctx.param("min_exposure_months") * DAYS_PER_MONTH:
+    if not _exposed(ctx, use, inclusive=False) or use.exposure_days is None:
         return None
     reasons: list[str] = []
     evidence = list(use.evidence)
@@ -66,7 +68,7 @@ def met_3(ctx: RuleContext) -> Finding | None:
                    test_after=found.first, symptomatic=True)
 
 
-def _acid(ctx: RuleContext):
+def _acid(ctx: RuleContext) -> ClassUse:
     use = class_use(ctx.record, ACID_SUPPRESSANTS, ctx.as_of, "acid suppression (PPI/H2RA)")
     note_stopped(ctx, use)
     return use
@@ -75,19 +77,13 @@ def _acid(ctx: RuleContext):
 def acid_1(ctx: RuleContext) -> Finding | None:
     """Active PPI or H2RA for at least 24 months."""
     use = _acid(ctx)
-    if not use.active or use.exposure_days is None:
-        return None
-    if use.exposure_days < ctx.param("min_exposure_months") * DAYS_PER_MONTH:
-        return None
-    return Finding("ACID-1", use.describe(), use.evidence)
+    return Finding("ACID-1", use.describe(), use.evidence) if _exposed(ctx, use, inclusive=True) else None
 
 
 def acid_2(ctx: RuleContext) -> Finding | None:
     """Active PPI or H2RA for at least 12 months plus metformin, age ≥ 75 or another risk factor."""
     use = _acid(ctx)
-    if not use.active or use.exposure_days is None:
-        return None
-    if use.exposure_days < ctx.param("min_exposure_months") * DAYS_PER_MONTH:
+    if not _exposed(ctx, use, inclusive=True):
         return None
     reasons: list[str] = []
     evidence = list(use.evidence)
