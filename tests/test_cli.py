@@ -24,14 +24,14 @@ def test_bundle_is_the_default_format() -> None:
     result = json.loads(out.stdout)
     assert result["resourceType"] == "Bundle" and result["type"] == "collection"
     assert {e["resource"]["resourceType"] for e in result["entry"]} == {"Flag"}
-    assert "screened 5 patient(s)" in out.stderr
+    assert "screened 8 patient(s)" in out.stderr
 
 
 def test_ndjson_and_report_formats() -> None:
     ndjson = run("screen", "--as-of", "2026-11-24", "--format", "ndjson", DEMO)
     flags = [json.loads(line) for line in ndjson.stdout.splitlines()]
     report = json.loads(run("screen", "--as-of", "2026-11-24", "--format", "report", DEMO).stdout)
-    assert len(report) == 5
+    assert len(report) == 8
     assert len(flags) == sum(1 for r in report if r["priority"]) > 0
 
 
