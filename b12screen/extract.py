@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from .dates import parse_date
@@ -23,6 +24,7 @@ from .facts import (
     ObservationFact,
     PatientFact,
     ProcedureFact,
+    Strength,
     concept_label,
     dose_of,
     effective_dates,
@@ -122,6 +124,7 @@ class Extractor:
     def __init__(self, terminology: Terminology, validate: bool = True) -> None:
         self.terminology = terminology
         self.validate = validate
+        self._drug_cache: dict[bytes, tuple[frozenset[str], str, tuple[Strength, ...]]] = {}
 
     def extract(
         self, resource: Mapping[str, Any], ref: str, medications: Mapping[str, Mapping[str, Any]]
@@ -197,9 +200,29 @@ class Extractor:
     def _medication_use(
         self, resource: Mapping[str, Any], ref: str, medications: Mapping[str, Mapping[str, Any]]
     ) -> MedicationUse | None:
-        terminology = self.terminology
         code = resource.get("medicationCodeableConcept")
-        medication, display = self._resolve_medication(resource, medications)
+        if code is not None and "medicationReference" not in resource:
+            # refills repeat one drug many times: resolve each distinct coded drug once
+            key = orjson.dumps(code, option=orjson.OPT_SORT_KEYS)
+            drug = self._drug_cache.get(key)
+            if drug is None:
+                drug = self._drug(code, None, "")
+                if len(self._drug_cache) < 100_000:
+                    self._drug_cache[key] = drug
+        else:
+            medication, display = self._resolve_medication(resource, medications)
+            drug = self._drug(code, medication, display)
+        concepts, label, strengths = drug
+        if not concepts:
+            return None
+        if self.validate:
+            validate_resource(resource)
+        return self._medication_fact(resource, ref, concepts, label, list(strengths))
+
+    def _drug(self, code: Any, medication: Mapping[str, Any] | None,
+              display: str) -> tuple[frozenset[str], str, tuple[Strength, ...]]:
+        """(value sets, label, strengths) of a drug named by a CodeableConcept and/or a Medication."""
+        terminology = self.terminology
         concepts: frozenset[str] = terminology.match_concept(code) if code else frozenset()
         label = concept_label(code)
         strengths = []
@@ -216,17 +239,13 @@ class Extractor:
         elif display:
             concepts |= terminology.match_text(display)
             label = label or display
-        if not concepts:
-            return None
-        if self.validate:
-            validate_resource(resource)
-        if not strengths and code:
+        if concepts and not strengths and isinstance(code, Mapping):
             names = [label] + [c.get("display") for c in code.get("coding") or [] if isinstance(c, Mapping)]
             for name in names:
                 strengths.extend(strengths_from_name(name or "", concepts, terminology))
                 if strengths:
                     break
-        return self._medication_fact(resource, ref, concepts, label, strengths)
+        return concepts, label, tuple(strengths)
 
     @staticmethod
     def _medication_fact(
