@@ -91,3 +91,23 @@ def test_every_flag_and_bundle_validates_against_the_official_r4_schema(screener
     out = CliRunner().invoke(cli, ["screen", "--as-of", "2026-11-24", str(DEMO)])
     bundle = json.loads(out.stdout)
     assert not list(validator.iter_errors(bundle))
+
+
+@pytest.mark.skipif(not SCHEMA.exists(), reason="official FHIR R4 JSON schema not present (../shared/data)")
+def test_flags_of_every_outcome_validate_against_the_official_schema(screener) -> None:
+    from b12screen.sources import read_path
+
+    validator = _validator()
+    seen: set[tuple[str, str | None]] = set()
+    for folder in ("medication", "clinical"):
+        grouped = screener.read(read_path(FIXTURES / folder))
+        for result in screener.screen_records(grouped.records.values(), AS_OF):
+            if result.flag is None or (result.outcome, result.priority) in seen:
+                continue
+            seen.add((result.outcome, result.priority))
+            flag = result.flag_json()
+            Flag.model_validate(flag)
+            errors = [e.message for e in validator.iter_errors(flag)]
+            assert not errors, (result.patient, errors[:3])
+    assert {o for o, _ in seen} == {"suggest-b12-test", "suggest-mma", "unactioned-low-b12",
+                                     "deficiency-without-treatment"}
