@@ -40,7 +40,7 @@ def _screener(profile: str) -> Screener:
 
 @functools.cache
 def _screened(name: str) -> tuple[list[str], dict[str, Any]]:
-    """(input errors, {patient: ScreeningResult}) of one fixture, screened once per test session."""
+    """(input errors, {patient: ScreeningResult}) of one fixture, screened once per test run."""
     entry = EXPECTED[name]
     screener = _screener(entry["profile"])
     grouped = screener.read(read_path(FIXTURES / name))
