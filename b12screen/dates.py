@@ -45,11 +45,6 @@ def years(n: float) -> timedelta:
     return timedelta(days=n * DAYS_PER_YEAR)
 
 
-def months_between(start: date, end: date) -> float:
-    """Months from ``start`` to ``end`` (may be negative)."""
-    return (end - start).days / DAYS_PER_MONTH
-
-
 def age_in_years(birth: date, as_of: date) -> int:
     """Whole years from ``birth`` to ``as_of``."""
     had_birthday = (as_of.month, as_of.day) >= (birth.month, birth.day)

@@ -21,9 +21,6 @@ class InputError(B12ScreenError):
         where = f"{source}: {location}" if location else source
         super().__init__(f"{where}: {reason}")
 
-    def as_dict(self) -> dict[str, str | None]:
-        return {"file": self.source, "location": self.location, "reason": self.reason}
-
 
 class PluginError(B12ScreenError):
     """A plugin could not be loaded or registered something invalid."""
@@ -35,13 +32,3 @@ class DuplicateRuleError(PluginError):
 
 class ConfigError(B12ScreenError):
     """A configuration value, profile name or option is invalid."""
-
-
-class RuleError(B12ScreenError):
-    """A rule raised while evaluating one patient."""
-
-    def __init__(self, rule_id: str, patient: str, reason: str) -> None:
-        self.rule_id = rule_id
-        self.patient = patient
-        self.reason = reason
-        super().__init__(f"rule {rule_id} failed for {patient}: {reason}")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from fhir.resources.R4B.flag import Flag
 
 from . import __version__
+from .model import Priority
 from .outcome import FLAGGED_OUTCOMES, OUTCOME_DISPLAY
 
 if TYPE_CHECKING:
@@ -69,11 +70,11 @@ def flag_dict(result: ScreeningResult, rules: Mapping[str, Rule]) -> dict[str, A
     """The Flag as FHIR JSON."""
     assert result.priority is not None
     ident = flag_identifier(result)
-    code = {"high": "PH", "medium": "PM", "low": "PL"}[result.priority]
-    display = {"PH": "High priority", "PM": "Medium priority", "PL": "Low priority"}[code]
+    priority = Priority(result.priority)
     extensions: list[dict[str, Any]] = [{
         "url": PRIORITY_EXTENSION,
-        "valueCodeableConcept": {"coding": [{"system": PRIORITY_SYSTEM, "code": code, "display": display}]},
+        "valueCodeableConcept": {"coding": [{"system": PRIORITY_SYSTEM, "code": priority.flag_code,
+                                            "display": priority.flag_display}]},
     }]
     for ref in result.evidence:
         extensions.append({"url": DETAIL_EXTENSION, "valueReference": _evidence_reference(ref)})

@@ -83,7 +83,6 @@ class Rule:
     stage: int = 1
     replaces: tuple[str, ...] = ()
     is_risk_factor: bool = True
-    symptom_rule: bool = False
     params: Mapping[str, Any] = field(default_factory=dict)
     suggest_in: frozenset[str] | None = None
     oral_therapy: str = "keep"

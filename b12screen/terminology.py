@@ -27,7 +27,6 @@ ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 ATC = "http://www.whocc.no/atc"
 CPT = "http://www.ama-assn.org/go/cpt"
-UCUM = "http://unitsofmeasure.org"
 
 #: Other spellings of the same code systems seen in real data (OIDs, http/https variants).
 SYSTEM_ALIASES: dict[str, str] = {
@@ -215,16 +214,6 @@ class Terminology:
             found |= self.match_text(text)
         return frozenset(found)
 
-    def match_coding(self, coding: Any) -> frozenset[str]:
-        """Value set ids matched by a raw Coding dict (code, then display)."""
-        if not isinstance(coding, Mapping):
-            return frozenset()
-        hit = self.match_code(coding.get("system"), coding.get("code"))
-        return hit or self.match_text(coding.get("display"))
-
     def title(self, vs_id: str) -> str:
         info = self.sets.get(vs_id)
         return info.title if info else vs_id
-
-    def ids(self) -> list[str]:
-        return sorted(self.sets)

@@ -66,13 +66,6 @@ def merged_errors(sorted_streams: Iterable[Iterable[dict[str, Any]]]) -> Iterato
     return heapq.merge(*sorted_streams, key=error_key)
 
 
-def write_ndjson_rows(target: AtomicFile, rows: Iterable[dict[str, Any]]) -> int:
-    count = 0
-    for row in rows:
-        target.write(orjson.dumps(row, option=_DUMP) + b"\n")
-        count += 1
-    return count
-
 
 def fsync_dir(folder: Path) -> None:
     try:

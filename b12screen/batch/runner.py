@@ -148,7 +148,7 @@ def _line_bases(summaries: Sequence[Any]) -> dict[tuple[int, int], int]:
     return bases
 
 
-def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: int, progress: Progress) -> Any:
+def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: int, progress: Progress) -> Engine:
     if options.engine == "spark":
         from .spark import SparkEngine
 

@@ -22,7 +22,6 @@ from ..terminology import Terminology
 
 B12_TEST_SETS = frozenset({"b12-total", "b12-active", "mma"})
 B12_THERAPY_SETS = frozenset({"b12-parenteral", "b12-ingredient", "b12-oral"})
-ORDER_TYPES = ("MedicationRequest", "ServiceRequest")
 
 
 @dataclass

@@ -25,12 +25,6 @@ class ClassUse:
     past_evidence: tuple[str, ...]
     label: str
 
-    def exposure_months(self) -> float | None:
-        return None if self.exposure_days is None else self.exposure_days / DAYS_PER_MONTH
-
-    def exposure_years(self) -> float | None:
-        return None if self.exposure_days is None else self.exposure_days / DAYS_PER_YEAR
-
     def describe(self) -> str:
         if self.exposure_days is None or self.start is None:
             return f"{self.label} (active, start unknown)"

@@ -116,7 +116,6 @@ RULES = [
     Rule(
         id="MET-3", title="Metformin with a symptom or sign of B12 deficiency", version="1.0.0",
         family="medication", priority=Priority.HIGH, window_months=12, evaluate=met_3, replaces=("MET-1", "MET-2"),
-        symptom_rule=True,
         basis="ADA Standards of Care (anaemia, peripheral neuropathy); MHRA 2022 ('new-onset neuropathy')",
     ),
     Rule(
