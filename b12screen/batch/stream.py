@@ -10,9 +10,7 @@ Bundles, bad types, bad JSON) falls back to the general path with ``screen``'s s
 
 from __future__ import annotations
 
-import gzip
 import re
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +33,8 @@ from ..extract import (
 from ..facts import MEDICATION_TYPES, PatientFact
 from ..fhirtypes import R4_RESOURCE_TYPES
 from ..sources import Entry, read_value
+from ..sources.grouping import BundleIndex, patient_resource_key
+from ..sources.reader import short_reason, unwrap
 from ..terminology import Terminology
 from .lines import Problem, gzip_lines, plain_lines
 from .scan import DOCUMENT, GZIP, Piece, Unit
@@ -49,7 +49,6 @@ Pos = tuple[int, int, int | None, str | None]
 #: Stands for "line N" in evidence names of resources without id, until the line's number is known.
 LINE_MARK = "\x00line\x00"
 MAX_LINE_BYTES = 64 << 20
-BOM = b"\xef\xbb\xbf"
 _LONG_PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{65,})(?:/_history/[^/]+)?$")
 _FAST_TYPES = R4_RESOURCE_TYPES - {"Bundle"}
 _CACHE_LIMIT = 200_000
@@ -106,10 +105,6 @@ def patient_key(reference: str) -> str | None:
         return normalize_reference(reference)
     m = _LONG_PATIENT.search(reference)
     return m.group(1) if m else None
-
-
-def _short(exc: Exception) -> str:
-    return str(exc).split("\n")[0][:120]
 
 
 if msgspec is not None:
@@ -290,7 +285,7 @@ class UnitReader:
         try:
             return orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            self._error(rel, None, f"malformed JSON ({_short(exc)})")
+            self._error(rel, None, f"malformed JSON ({short_reason(exc)})")
             return None
 
     def _slow_line(self, line: bytes, rel: int) -> None:
@@ -300,7 +295,7 @@ class UnitReader:
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            self._error(rel, None, f"malformed JSON ({_short(exc)})")
+            self._error(rel, None, f"malformed JSON ({short_reason(exc)})")
             return
         ftype = self.piece.file_type
         if isinstance(value, dict) and value.get("resourceType") == "Bundle":
@@ -331,14 +326,11 @@ class UnitReader:
         path = self.piece.path
         with open(path, "rb") as f:
             data = f.read()
-        if data[:2] == b"\x1f\x8b":
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError, zlib.error) as exc:
-                self._error(None, None, f"unreadable gzip data ({_short(exc)})")
-                return
-        if data.startswith(BOM):
-            data = data[3:]
+        try:
+            data = unwrap(data, path)
+        except InputError as error:
+            self._error(None, None, error.reason)
+            return
         if not data.strip():
             return
         try:
@@ -347,7 +339,7 @@ class UnitReader:
             if data.strip().count(b"\n") >= 1:
                 self._lines([data.split(b"\n")])
             else:
-                self._error(None, None, f"malformed JSON ({_short(exc)})")
+                self._error(None, None, f"malformed JSON ({short_reason(exc)})")
             return
         self._entries(read_value(value, path), None)
 
@@ -355,8 +347,7 @@ class UnitReader:
         """A Bundle's (or array's) entries, grouped like :func:`b12screen.sources.group_entries`: a local
         Medication pool and ``urn:uuid:`` fullUrls resolved through the bundle's Patients."""
         entries: list[tuple[Entry, str]] = []
-        medications: dict[str, Mapping[str, Any]] = {}
-        full_urls: dict[str, str] = {}
+        index = BundleIndex()
         deleted = self.ctx.deleted
         for item in items:
             if isinstance(item, InputError):
@@ -364,43 +355,29 @@ class UnitReader:
                 continue
             try:
                 rt = check_resource_type(item.resource)
+                self.out.resources += 1
+                if deleted and resource_ref(item.resource, None) in deleted:
+                    continue
+                if index.add(item.resource, rt, item.full_url):
+                    entries.append((item, rt))
             except ResourceProblem as exc:
                 self._error(rel, item.location, str(exc))
-                continue
-            self.out.resources += 1
-            if deleted and resource_ref(item.resource, None) in deleted:
-                continue
-            if rt == "Medication":
-                ref = resource_ref(item.resource, item.full_url)
-                for key in filter(None, (ref, item.full_url)):
-                    medications[key] = item.resource
-                continue
-            if rt == "Patient":
-                key = _patient_resource_key(item.resource, item.full_url)
-                if key is None:
-                    self._error(rel, item.location, "Patient has neither id nor fullUrl")
-                    continue
-                if item.full_url:
-                    full_urls[item.full_url] = key
-                    full_urls[normalize_reference(item.full_url)] = key
-            entries.append((item, rt))
         for item, rt in entries:
-            self._resource(item.resource, rt, rel, item.location, item.full_url, (medications, full_urls), None)
+            self._resource(item.resource, rt, rel, item.location, item.full_url, index, None)
 
     # -- one parsed resource -----------------------------------------------------------------
 
     def _resource(self, resource: dict[str, Any], rt: str, rel: int | None, location: str | None,
-                  full_url: str | None, bundle: tuple[dict[str, Any], dict[str, str]] | None,
-                  raw: bytes | None) -> None:
-        """File a parsed resource under its patient. ``bundle`` is (Medication pool, fullUrl map) for
-        Bundle entries, None for a resource on its own NDJSON line."""
+                  full_url: str | None, bundle: BundleIndex | None, raw: bytes | None) -> None:
+        """File a parsed resource under its patient. ``bundle`` indexes the entries of a Bundle; None for
+        a resource on its own NDJSON line."""
         if rt == "Medication":  # only for resources outside Bundles: they join the global pool
             ref = resource_ref(resource, None)
             if ref:
                 self.out.medications.append((ref, resource))
             return
         if rt == "Patient":
-            key = _patient_resource_key(resource, full_url)
+            key = patient_resource_key(resource, full_url)
             if key is None:
                 self._error(rel, location, "Patient has neither id nor fullUrl")
                 return
@@ -410,7 +387,7 @@ class UnitReader:
             if reference:
                 key = self._key(reference)
                 if key is not None and bundle is not None:
-                    key = bundle[1].get(reference) or key
+                    key = bundle.full_urls.get(reference) or key
             if key is None:
                 if rt in PATIENT_SCOPED_TYPES:
                     self._error(rel, location, f"{rt} has no usable reference to a Patient")
@@ -419,7 +396,7 @@ class UnitReader:
         partial.resources += 1
         if rt in UNDERSTOOD_TYPES:
             self._extract(resource, rt, key, partial, rel, location, full_url, raw,
-                          bundle[0] if bundle is not None else None)
+                          bundle.medications if bundle is not None else None)
 
     def _extract(self, resource: dict[str, Any], rt: str, key: str, partial: Partial, rel: int | None,
                  location: str | None, full_url: str | None, raw: bytes | None,
@@ -446,13 +423,6 @@ class UnitReader:
             partial.patients.append(fact)
         else:
             partial.facts.append((fact, raw if raw is not None else orjson.dumps(resource), pos))
-
-
-def _patient_resource_key(resource: Mapping[str, Any], full_url: str | None) -> str | None:
-    rid = resource.get("id")
-    if isinstance(rid, str) and rid:
-        return f"Patient/{rid}"
-    return full_url
 
 
 def stream_unit(ctx: StreamContext, unit: Unit) -> UnitOutput:

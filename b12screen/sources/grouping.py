@@ -37,11 +37,38 @@ class GroupedInput:
         return rec
 
 
-def _patient_key(resource: Mapping[str, Any], full_url: str | None) -> str | None:
+def patient_resource_key(resource: Mapping[str, Any], full_url: str | None) -> str | None:
+    """The key of a Patient resource: ``Patient/<id>``, else its fullUrl."""
     rid = resource.get("id")
     if isinstance(rid, str) and rid:
         return f"Patient/{rid}"
     return full_url
+
+
+@dataclass
+class BundleIndex:
+    """What the other entries of one input need: its Medications (for medicationReference) and the
+    fullUrls of its Patients (for ``urn:uuid:`` references)."""
+
+    medications: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    full_urls: dict[str, str] = field(default_factory=dict)
+
+    def add(self, resource: Mapping[str, Any], resource_type: str, full_url: str | None) -> bool:
+        """Index one resource; True when it is still to be filed under its patient. A Patient with
+        neither id nor fullUrl is a :class:`ResourceProblem`."""
+        if resource_type == "Medication":
+            ref = resource_ref(resource, full_url)
+            for key in filter(None, (ref, full_url)):
+                self.medications[key] = resource
+            return False
+        if resource_type == "Patient":
+            key = patient_resource_key(resource, full_url)
+            if key is None:
+                raise ResourceProblem("Patient has neither id nor fullUrl")
+            if full_url:
+                self.full_urls[full_url] = key
+                self.full_urls[normalize_reference(full_url)] = key
+        return True
 
 
 def group_entries(items: Iterable[Entry | InputError], extractor: Extractor) -> GroupedInput:
@@ -49,42 +76,28 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor) -> 
     the same key) and extract facts; Medications are pooled for medicationReference look-ups."""
     out = GroupedInput()
     entries: list[tuple[Entry, str]] = []
-    medications: dict[str, Mapping[str, Any]] = {}
-    full_urls: dict[str, str] = {}
+    index = BundleIndex()
     for item in items:
         if isinstance(item, InputError):
             out.errors.append(item)
             continue
         try:
             resource_type = check_resource_type(item.resource)
+            out.resources_read += 1
+            if index.add(item.resource, resource_type, item.full_url):
+                entries.append((item, resource_type))
         except ResourceProblem as exc:
             out.errors.append(InputError(item.source, item.location, str(exc)))
-            continue
-        out.resources_read += 1
-        if resource_type == "Medication":
-            ref = resource_ref(item.resource, item.full_url)
-            for key in filter(None, (ref, item.full_url)):
-                medications[key] = item.resource
-            continue
-        if resource_type == "Patient":
-            key = _patient_key(item.resource, item.full_url)
-            if key is None:
-                out.errors.append(InputError(item.source, item.location, "Patient has neither id nor fullUrl"))
-                continue
-            if item.full_url:
-                full_urls[item.full_url] = key
-                full_urls[normalize_reference(item.full_url)] = key
-        entries.append((item, resource_type))
 
     for item, resource_type in entries:
         resource = item.resource
         if resource_type == "Patient":
-            key = _patient_key(resource, item.full_url)
+            key = patient_resource_key(resource, item.full_url)
         else:
             raw = patient_reference(resource)
             key = None
             if raw and is_patient_reference(raw):
-                key = full_urls.get(raw) or normalize_reference(raw)
+                key = index.full_urls.get(raw) or normalize_reference(raw)
             if key is None:
                 if resource_type in PATIENT_SCOPED_TYPES:
                     out.errors.append(
@@ -98,7 +111,7 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor) -> 
             continue
         ref = resource_ref(resource, item.full_url) or f"{resource_type} at {item.location}"
         try:
-            fact = extractor.extract(resource, ref, medications)
+            fact = extractor.extract(resource, ref, index.medications)
         except ResourceProblem as exc:
             out.errors.append(InputError(item.source, item.location, str(exc)))
             continue

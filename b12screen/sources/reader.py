@@ -73,26 +73,34 @@ def _read_lines(data: bytes, source: str) -> Iterator[Entry | InputError]:
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            yield InputError(source, f"line {number}", f"malformed JSON ({_short(exc)})")
+            yield InputError(source, f"line {number}", f"malformed JSON ({short_reason(exc)})")
             continue
         yield from read_value(value, source, f"line {number}")
 
 
-def _short(exc: Exception) -> str:
+def short_reason(exc: Exception) -> str:
+    """The first line of an exception's message, bounded (no input data follows it)."""
     return str(exc).split("\n")[0][:120]
 
 
-def read_bytes(data: bytes, source: str) -> Iterator[Entry | InputError]:
-    """Entries of one input's bytes. NDJSON is recognised by name or, failing whole-document JSON,
-    by having several lines; gzip by its magic number."""
+def unwrap(data: bytes, source: str) -> bytes:
+    """An input's bytes with gzip (recognised by its magic number) undone and a UTF-8 BOM dropped."""
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
-            yield InputError(source, None, f"unreadable gzip data ({_short(exc)})")
-            return
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+            raise InputError(source, None, f"unreadable gzip data ({short_reason(exc)})") from None
+    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+
+
+def read_bytes(data: bytes, source: str) -> Iterator[Entry | InputError]:
+    """Entries of one input's bytes. NDJSON is recognised by name or, failing whole-document JSON,
+    by having several lines."""
+    try:
+        data = unwrap(data, source)
+    except InputError as error:
+        yield error
+        return
     if not data.strip():
         return
     if _is_ndjson_name(source):
@@ -104,7 +112,7 @@ def read_bytes(data: bytes, source: str) -> Iterator[Entry | InputError]:
         if data.strip().count(b"\n") >= 1:
             yield from _read_lines(data, source)
         else:
-            yield InputError(source, None, f"malformed JSON ({_short(exc)})")
+            yield InputError(source, None, f"malformed JSON ({short_reason(exc)})")
         return
     yield from read_value(value, source)
 
