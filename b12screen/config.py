@@ -73,16 +73,7 @@ class Config:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Config:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
-        try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-        except (ValueError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({exc})") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_config_file(path, "config"), str(path))
 
     def with_changes(
         self,
@@ -107,6 +98,24 @@ class Config:
             sort_keys=True, default=str,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def read_config_file(path: str | Path, what: str) -> dict[str, Any]:
+    """A TOML (or, by its ``.json`` suffix, JSON) file's top-level table; :class:`ConfigError` naming the
+    file and the problem otherwise. ``what`` names the kind of file in messages."""
+    path = Path(path)
+    is_json = path.suffix.lower() == ".json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(text) if is_json else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if is_json else 'TOML'} ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the {what} must be a table/object")
+    return data
 
 
 def parse_param_option(option: str) -> tuple[str, str, Any]:

@@ -82,6 +82,10 @@ def test_config_file(tmp_path) -> None:
     broken.write_text("disabled_rules = [")
     failed = run("screen", "--config", str(broken), DEMO)
     assert failed.exit_code == 2 and "broken.toml" in failed.stderr
+    not_a_table = tmp_path / "list.json"
+    not_a_table.write_text('["ACID-1"]')
+    refused = run("screen", "--config", str(not_a_table), DEMO)
+    assert refused.exit_code == 2 and "list.json: the config must be a table/object" in refused.stderr
 
 
 def test_no_patient_data_in_stderr() -> None:

@@ -21,13 +21,13 @@ import dataclasses
 import ipaddress
 import json
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..config import read_config_file
 from ..errors import ConfigError
 
 ENV_PREFIX = "B12SCREEN_CDS_"
@@ -145,7 +145,7 @@ class ServiceConfig:
         """Defaults < file < environment < ``overrides`` (None values in ``overrides`` are ignored)."""
         data: dict[str, Any] = {}
         if path is not None:
-            data.update(_read_file(Path(path)))
+            data.update(read_config_file(path, "service config"))
         data.update(_from_environment(os.environ if environ is None else environ))
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_mapping(data, str(path) if path else "settings")
@@ -216,20 +216,6 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read service config ({exc.strerror or exc})") from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'} ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the service config must be a table/object")
-    return data
 
 
 def env_name(field_name: str) -> str:
