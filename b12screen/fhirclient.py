@@ -199,12 +199,7 @@ class SmartBackendAuth:
         }
         response = client.send("POST", token_url, data=form, use_auth=False, idempotent=True,
                                headers={"Accept": "application/json"})
-        if response.status_code != 200:
-            raise FhirError(f"token request refused (HTTP {response.status_code})", response.status_code)
-        body = client.parse_json(response, "token response")
-        token = body.get("access_token") if isinstance(body, Mapping) else None
-        if not isinstance(token, str) or not token:
-            raise FhirError("token response has no access_token")
+        body, token = client.json_field(response, "token response", "access_token")
         expires_in = body.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else 300.0
         self._token = token
@@ -350,18 +345,23 @@ class FhirClient:
         except orjson.JSONDecodeError:
             raise FhirError(f"{what}: malformed JSON from the server", response.status_code) from None
 
+    @classmethod
+    def json_field(cls, response: requests.Response, what: str, name: str) -> tuple[Mapping[str, Any], str]:
+        """(JSON body, its non-empty string ``name``) of a 200 response; :class:`FhirError` otherwise."""
+        if response.status_code != 200:
+            raise FhirError(f"{what}: HTTP {response.status_code}", response.status_code)
+        body = cls.parse_json(response, what)
+        value = body.get(name) if isinstance(body, Mapping) else None
+        if not isinstance(value, str) or not value:
+            raise FhirError(f"{what} has no {name}")
+        return body, value
+
     # -- FHIR interactions ---------------------------------------------------------------------
 
     def discover_token_endpoint(self) -> str:
         url = f"{self.base_url}/.well-known/smart-configuration"
         response = self.send("GET", url, use_auth=False, headers={"Accept": "application/json"})
-        if response.status_code != 200:
-            raise FhirError(f"smart-configuration: HTTP {response.status_code}", response.status_code)
-        body = self.parse_json(response, "smart-configuration")
-        endpoint = body.get("token_endpoint") if isinstance(body, Mapping) else None
-        if not isinstance(endpoint, str) or not endpoint:
-            raise FhirError("smart-configuration has no token_endpoint")
-        return endpoint
+        return self.json_field(response, "smart-configuration", "token_endpoint")[1]
 
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
         """The resource, or None when the server says 404/410."""
