@@ -5,15 +5,44 @@ Not a diagnostic device: it suggests checks for a clinician to consider.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING, Any
 
-from .config import Config
-from .engine import Screener, ScreeningResults, screen
+from ._version import __version__
 from .errors import B12ScreenError, ConfigError, DuplicateRuleError, InputError, PluginError
-from .hookspecs import hookimpl
-from .model import Finding, Priority, Rule, RuleContext
-from .outcome import ScreeningResult
-from .record import PatientRecord
+
+if TYPE_CHECKING:
+    from .core.config import Config
+    from .core.engine import Screener, ScreeningResults, screen
+    from .core.model import Finding, Priority, Rule, RuleContext
+    from .core.outcome import ScreeningResult
+    from .core.record import PatientRecord
+    from .hookspecs import hookimpl
+
+#: Public names and the module each one lives in; they load on first use (PEP 562), so that
+#: ``import b12screen`` (and so ``b12screen --help``) does not pay for the engine and its models.
+_LAZY = {
+    "Config": "core.config",
+    "Screener": "core.engine", "ScreeningResults": "core.engine", "screen": "core.engine",
+    "Finding": "core.model", "Priority": "core.model", "Rule": "core.model", "RuleContext": "core.model",
+    "ScreeningResult": "core.outcome",
+    "PatientRecord": "core.record",
+    "hookimpl": "hookspecs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "B12ScreenError",

@@ -6,7 +6,7 @@ from typing import Any
 
 import pluggy
 
-from .model import Rule
+from .core.model import Rule
 
 PROJECT_NAME = "b12screen"
 

@@ -14,8 +14,8 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .core.model import Rule
 from .errors import DuplicateRuleError, PluginError
-from .model import Rule
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def describe_plugins(manager: PluginManager) -> list[dict[str, Any]]:
             errors[impl.plugin_name] = str(exc)
             continue
         rules_by_plugin[impl.plugin_name] = sorted(r.id for r in rules if isinstance(r, Rule))
-    from . import __version__
+    from ._version import __version__
 
     out: list[dict[str, Any]] = []
     for name, plugin in sorted(manager.pm.list_name_plugin(), key=lambda np: np[0]):

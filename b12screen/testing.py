@@ -21,14 +21,14 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
-from .config import Config
-from .engine import Screener, ScreeningResults
+from .core.config import Config
+from .core.engine import Screener, ScreeningResults
+from .core.model import Finding, Rule, RuleContext
+from .core.record import PatientRecord
+from .core.terminology import ATC, ICD10CM, LOINC, RXNORM, SNOMED
 from .errors import InputError
-from .model import Finding, Rule, RuleContext
 from .plugins import DEFAULT_PLUGINS, PluginManager, builtin_plugin_manager
-from .record import PatientRecord
 from .sources import Entry, read_value
-from .terminology import ATC, ICD10CM, LOINC, RXNORM, SNOMED
 
 __all__ = [
     "ATC",

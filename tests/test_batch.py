@@ -16,6 +16,7 @@ from b12screen import Finding, Rule, Screener, hookimpl
 from b12screen.batch import OutputsExistError
 from b12screen.batch.outputs import OUTPUT_NAMES
 from b12screen.cli import cli
+from b12screen.sinks.flag import flag_json
 from b12screen.sources import read_path
 
 SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "errors", "resources_read", "seconds"}
@@ -267,4 +268,4 @@ def test_synthea_export_matches_screen(screener: Screener, tmp_path: Path) -> No
     items = [item for f in files for item in read_path(f)]
     results = screener.screen_records(screener.read(items).records.values(), AS_OF)
     assert rows(tmp_path / "out" / "report.ndjson") == [r.report() for r in results]
-    assert rows(tmp_path / "out" / "flags.ndjson") == [r.flag_json() for r in results if r.flag is not None]
+    assert rows(tmp_path / "out" / "flags.ndjson") == [flag_json(r) for r in results if r.flagged]

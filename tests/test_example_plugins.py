@@ -13,8 +13,8 @@ import tomllib
 import pytest
 from conftest import AS_OF, ROOT
 
+from b12screen.core.terminology import SOURCE_EXTENSION
 from b12screen.plugins import ENTRY_POINT_GROUP, HOOK_NAMES
-from b12screen.terminology import SOURCE_EXTENSION
 from b12screen.testing import fresh_plugin_manager, screen_resources
 
 HOOKS = ROOT / "hooks"
@@ -73,7 +73,7 @@ def test_example_fixture_outcomes_with_and_without_the_plugin(folder: str, monke
            for r in results}
     assert got == expected["patients"]
     without = {r.patient: (r.outcome, r.rules) for r in screen_resources(data, as_of=AS_OF)}
-    changed = [r.patient for r in results if r.flag is not None and without[r.patient] != (r.outcome, r.rules)]
+    changed = [r.patient for r in results if r.flagged and without[r.patient] != (r.outcome, r.rules)]
     assert changed, "the plugin changes no flagged outcome of its own fixture"
 
 

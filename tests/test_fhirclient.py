@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from b12screen.cli import cli
-from b12screen.fhirclient import (
+from b12screen.sources.fhirclient import (
     ASSERTION_TYPE,
     BearerToken,
     FhirClient,

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from b12screen import Screener
-from b12screen.outcome import OUTCOMES
+from b12screen.core.outcome import OUTCOMES
+from b12screen.core.terminology import builtin_value_sets
 from b12screen.plugins import get_plugin_manager
 from b12screen.sources import read_path
-from b12screen.terminology import builtin_value_sets
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EXPECTED_PATH = FIXTURES / "expected.json"

@@ -9,7 +9,8 @@ import pytest
 from conftest import AS_OF, FIXTURES, SHARED_DATA
 from fhir.resources.R4B.flag import Flag
 
-from b12screen.outcome import REPORT_KEYS
+from b12screen.core.outcome import REPORT_KEYS
+from b12screen.sinks.flag import flag_json
 
 SCHEMA = SHARED_DATA / "fhir-r4-json-schema" / "fhir.schema.json"
 DEMO = FIXTURES / "examples" / "demo-bundle.json"
@@ -26,7 +27,7 @@ def test_report_entry_has_exactly_the_specified_keys(screener) -> None:
 
 def test_flag_shape(screener) -> None:
     result = _demo_results(screener)["Patient/demo-metformin"]
-    flag = result.flag_json()
+    flag = flag_json(result)
     assert flag["status"] == "active"
     assert flag["subject"] == {"reference": "Patient/demo-metformin"}
     assert flag["period"] == {"start": "2026-11-24"}
@@ -50,21 +51,21 @@ def test_flag_shape(screener) -> None:
 
 def test_no_flag_without_a_suggestion(screener) -> None:
     results = _demo_results(screener)
-    assert results["Patient/demo-child"].flag is None
-    assert results["Patient/demo-stopped"].flag is None
+    assert flag_json(results["Patient/demo-child"]) is None
+    assert flag_json(results["Patient/demo-stopped"]) is None
 
 
 def test_same_input_gives_same_flag_id_and_identifier(screener, make_screener) -> None:
-    first = _demo_results(screener)["Patient/demo-ppi"].flag_json()
-    again = _demo_results(make_screener())["Patient/demo-ppi"].flag_json()
+    first = flag_json(_demo_results(screener)["Patient/demo-ppi"])
+    again = flag_json(_demo_results(make_screener())["Patient/demo-ppi"])
     assert first == again
     later = make_screener().screen(json.loads(DEMO.read_text()), AS_OF.replace(day=25))
-    later_flag = {r.patient: r for r in later}["Patient/demo-ppi"].flag_json()
+    later_flag = flag_json({r.patient: r for r in later}["Patient/demo-ppi"])
     assert later_flag["identifier"] == first["identifier"]  # re-screening later keeps the identity
 
 
 def test_every_flag_validates_with_r4b(screener) -> None:
-    flags = [r.flag_json() for r in _demo_results(screener).values() if r.flag]
+    flags = [flag_json(r) for r in _demo_results(screener).values() if r.flagged]
     assert flags
     for flag in flags:
         Flag.model_validate(flag)
@@ -84,7 +85,7 @@ def test_every_flag_and_bundle_validates_against_the_official_r4_schema(screener
     from b12screen.cli import cli
 
     validator = _validator()
-    flags = [r.flag_json() for r in _demo_results(screener).values() if r.flag]
+    flags = [flag_json(r) for r in _demo_results(screener).values() if r.flagged]
     for flag in flags:
         errors = sorted(validator.iter_errors(flag), key=lambda e: e.path)
         assert not errors, [e.message for e in errors[:3]]
@@ -102,10 +103,10 @@ def test_flags_of_every_outcome_validate_against_the_official_schema(screener) -
     for folder in ("medication", "clinical"):
         grouped = screener.read(read_path(FIXTURES / folder))
         for result in screener.screen_records(grouped.records.values(), AS_OF):
-            if result.flag is None or (result.outcome, result.priority) in seen:
+            if not result.flagged or (result.outcome, result.priority) in seen:
                 continue
             seen.add((result.outcome, result.priority))
-            flag = result.flag_json()
+            flag = flag_json(result)
             Flag.model_validate(flag)
             errors = [e.message for e in validator.iter_errors(flag)]
             assert not errors, (result.patient, errors[:3])

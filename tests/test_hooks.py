@@ -16,6 +16,7 @@ from b12screen import Finding, Priority, Rule, RuleContext, Screener, hookimpl
 from b12screen.cli import cli
 from b12screen.errors import DuplicateRuleError, PluginError
 from b12screen.plugins import HOOK_NAMES, collect_rules, describe_plugins, get_plugin_manager
+from b12screen.sinks.flag import flag_json
 from b12screen.testing import fresh_plugin_manager, screen_resources
 
 SITE = "https://hospital.example.org/fhir/CodeSystem/formulary"
@@ -245,7 +246,7 @@ def test_screening_output_is_identical_whatever_the_registration_order() -> None
         for name, plugin in order:
             manager.register(plugin, name)
         results = Screener(plugin_manager=manager).screen(data, AS_OF)
-        return json.dumps([[r.report(), r.flag_json()] for r in results], sort_keys=True)
+        return json.dumps([[r.report(), flag_json(r)] for r in results], sort_keys=True)
 
     plugins = [("drug", drug), ("extra", extra), ("rules", rules)]
     assert run(plugins) == run(list(reversed(plugins))) == run([plugins[1], plugins[2], plugins[0]])

@@ -45,7 +45,7 @@ def test_long_term_metformin_patient_is_found(grouped) -> None:
     assert result.outcome == "suggest-b12-test"
     assert result.rules == ["MET-2"] and result.priority == "medium"
     assert any(ref.startswith("MedicationRequest/") for ref in result.evidence)
-    flagged = [r.patient for r in results.values() if r.flag is not None]
+    flagged = [r.patient for r in results.values() if r.flagged]
     assert flagged == [METFORMIN_PATIENT]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fhir.resources.R4B.valueset import ValueSet
 
-from b12screen.terminology import SOURCE_EXTENSION, Terminology, builtin_value_sets
+from b12screen.core.terminology import SOURCE_EXTENSION, Terminology, builtin_value_sets
 
 
 def _terminology() -> Terminology:

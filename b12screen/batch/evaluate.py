@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 
-from ..engine import Screener
-from ..extract import Extractor, Fact, ResourceProblem, resource_ref, validate_resource
-from ..record import PatientRecord
+from ..core.engine import Screener
+from ..core.record import PatientRecord
+from ..sinks.flag import flag_json
+from ..sources.extract import Extractor, Fact, ResourceProblem, resource_ref, validate_resource
 from .stream import LINE_MARK, Partial, Pos
 
 _DUMP = orjson.OPT_NON_STR_KEYS
@@ -166,7 +167,7 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
         if not bad:
             break
         facts = [item for i, item in enumerate(facts) if i not in bad]
-    flag = result.flag_json()
+    flag = flag_json(result)
     rule_errors = tuple(
         orjson.dumps({"patient": key, "rule": e.get("rule"), "reason": e.get("error")}, option=_DUMP)
         for e in result.rule_errors

@@ -18,11 +18,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..engine import Screener
+from ..core.engine import Screener
+from ..core.outcome import OUTCOMES
 from ..errors import B12ScreenError, InputError
-from ..extract import Extractor, normalize_reference
-from ..outcome import OUTCOMES
 from ..sources import read_bytes
+from ..sources.extract import Extractor, normalize_reference
 from .evaluate import EvalContext, PatientOutput
 from .outputs import (
     ERRORS,
@@ -160,8 +160,8 @@ def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: in
 
 def _warm_up(screener: Screener, as_of: date) -> None:
     """Import the fhir.resources models evidence validation and Flags need, once, before workers fork."""
-    from ..extract import UNDERSTOOD_TYPES, ResourceProblem, validate_resource
-    from ..record import PatientRecord
+    from ..core.record import PatientRecord
+    from ..sources.extract import UNDERSTOOD_TYPES, ResourceProblem, validate_resource
 
     for rtype in sorted(UNDERSTOOD_TYPES | {"Flag"}):
         with contextlib.suppress(ResourceProblem):

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
-from ..fhirtypes import R4_RESOURCE_TYPES
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 JSON_SUFFIXES = (".json",)

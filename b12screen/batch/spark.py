@@ -15,9 +15,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config
-from ..engine import Screener
-from ..extract import Extractor
+from ..core.config import Config
+from ..core.engine import Screener
+from ..sources.extract import Extractor
 from .evaluate import EvalContext, PatientOutput, bare_id, evaluate_partials
 from .progress import Progress
 from .scan import Unit

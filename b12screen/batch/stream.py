@@ -3,7 +3,7 @@
 Each NDJSON line is decoded with msgspec into a small header (type, id, patient reference and the raw
 bytes of the few coded fields that decide relevance), so irrelevant resources never become Python
 objects. Only resources whose codes match a value set are parsed fully (orjson) and reduced to facts by
-:class:`b12screen.extract.Extractor`; their raw JSON is kept so the ones that become evidence can be
+:class:`b12screen.sources.extract.Extractor`; their raw JSON is kept so the ones that become evidence can be
 validated with fhir.resources later (:mod:`b12screen.batch.evaluate`). Anything unusual (arrays,
 Bundles, bad types, bad JSON) falls back to the general path with ``screen``'s semantics.
 """
@@ -17,8 +17,12 @@ from typing import Any
 
 import orjson
 
+from ..core.facts import MEDICATION_TYPES, PatientFact
+from ..core.fhirtypes import R4_RESOURCE_TYPES
+from ..core.terminology import Terminology
 from ..errors import InputError
-from ..extract import (
+from ..sources import Entry, read_value
+from ..sources.extract import (
     PATIENT_SCOPED_TYPES,
     UNDERSTOOD_TYPES,
     Extractor,
@@ -30,12 +34,8 @@ from ..extract import (
     patient_reference,
     resource_ref,
 )
-from ..facts import MEDICATION_TYPES, PatientFact
-from ..fhirtypes import R4_RESOURCE_TYPES
-from ..sources import Entry, read_value
 from ..sources.grouping import BundleIndex, patient_resource_key
 from ..sources.reader import short_reason, unwrap
-from ..terminology import Terminology
 from .lines import Problem, gzip_lines, plain_lines
 from .scan import DOCUMENT, GZIP, Piece, Unit
 

@@ -28,8 +28,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import Config
-from ..engine import Screener
+from ..core.config import Config
+from ..core.engine import Screener
 from .config import ServiceConfig
 from .declarations import SERVICES, ServiceDecl, discovery, services_by_id
 from .handler import (

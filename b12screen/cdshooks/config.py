@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import read_config_file
+from ..core.config import read_config_file
 from ..errors import ConfigError
 
 ENV_PREFIX = "B12SCREEN_CDS_"

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..terminology import LOINC, Terminology
+from ..core.terminology import LOINC, Terminology
 
 SPEC_VERSION = "2.0"
 HOOK_VERSION = "1.0"

@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
-from ..engine import Screener
-from ..extract import PATIENT_SCOPED_TYPES
+from ..core.engine import Screener
+from ..sinks import cards as cardlib
 from ..sources import read_value
-from . import cards as cardlib
+from ..sources.extract import PATIENT_SCOPED_TYPES
 from .config import ServiceConfig
 from .declarations import ServiceDecl
 from .orders import analyse_drafts
@@ -215,7 +215,7 @@ class HookHandler:
         result = self.screener.evaluate(record, as_of)
         if result.rule_errors:
             log.warning("%d rule error(s) while screening", len(result.rule_errors))
-        if result.flag is None:
+        if not result.flagged:
             return Outcome({"cards": []}, fetched=gathered.fetched)
         card = cardlib.card(
             result, self.screener.rules_by_id, hook_instance=body["hookInstance"], patient_id=pid, record=record,

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from ..core.terminology import Terminology
 from ..sources import read_value
-from ..terminology import Terminology
 
 B12_TEST_SETS = frozenset({"b12-total", "b12-active", "mma"})
 B12_THERAPY_SETS = frozenset({"b12-parenteral", "b12-ingredient", "b12-oral"})

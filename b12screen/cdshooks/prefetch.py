@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..fhirclient import BearerToken, FhirClient, FhirError, SearchResult, check_url, next_link
-from ..terminology import Terminology
+from ..core.terminology import Terminology
+from ..sources.fhirclient import BearerToken, FhirClient, FhirError, SearchResult, check_url, next_link
 from .config import ServiceConfig
 from .declarations import PrefetchDecl, ServiceDecl, fill_tokens
 

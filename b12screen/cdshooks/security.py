@@ -24,7 +24,7 @@ import jwt
 import orjson
 import requests
 
-from ..fhirclient import check_url
+from ..sources.fhirclient import check_url
 from .config import FORBIDDEN_ALGORITHMS, IssuerConfig, ServiceConfig
 from .prefetch import NeedsIo
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..dates import DAYS_PER_MONTH
-from ..facts import ProcedureFact
+from ..core.dates import DAYS_PER_MONTH
+from ..core.facts import ProcedureFact
+from ..core.model import Finding, Priority, Rule, RuleContext
+from ..core.therapy import b12_therapy
 from ..hookspecs import hookimpl
-from ..model import Finding, Priority, Rule, RuleContext
-from ..therapy import b12_therapy
 
 
 def _procedures(ctx: RuleContext) -> tuple[list[ProcedureFact], list[ProcedureFact]]:

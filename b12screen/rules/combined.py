@@ -6,9 +6,9 @@ nothing else (COMBO included) fired.
 
 from __future__ import annotations
 
-from ..dates import DAYS_PER_MONTH
+from ..core.dates import DAYS_PER_MONTH
+from ..core.model import Finding, Priority, Rule, RuleContext
 from ..hookspecs import hookimpl
-from ..model import Finding, Priority, Rule, RuleContext
 from .common import ACID_SUPPRESSANTS, class_use, fact_risk_factors
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from ..clinical import nitrous_oxide_use
-from ..dates import DAYS_PER_MONTH, DAYS_PER_YEAR
-from ..model import RuleContext
-from ..record import PatientRecord
+from ..core.clinical import nitrous_oxide_use
+from ..core.dates import DAYS_PER_MONTH, DAYS_PER_YEAR
+from ..core.model import RuleContext
+from ..core.record import PatientRecord
 
 METFORMIN = ("metformin",)
 ACID_SUPPRESSANTS = ("ppi", "h2ra")

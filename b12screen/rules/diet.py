@@ -6,9 +6,9 @@ and from the FHIR ``diet`` CodeSystem (Encounter.hospitalization.dietPreference)
 
 from __future__ import annotations
 
-from ..clinical import breastfeeding, pregnancy
+from ..core.clinical import breastfeeding, pregnancy
+from ..core.model import Finding, Priority, Rule, RuleContext
 from ..hookspecs import hookimpl
-from ..model import Finding, Priority, Rule, RuleContext
 
 
 def _diet(ctx: RuleContext, concept: str) -> list[str]:

@@ -5,8 +5,8 @@ These are stage-0 rules: their findings are risk factors that later rules (MET-2
 
 from __future__ import annotations
 
+from ..core.model import Finding, Priority, Rule, RuleContext
 from ..hookspecs import hookimpl
-from ..model import Finding, Priority, Rule, RuleContext
 
 BARIATRIC_SETS = frozenset({"bariatric-surgery", "bariatric-band"})
 

@@ -6,10 +6,10 @@ is history only).
 
 from __future__ import annotations
 
-from ..clinical import symptoms
-from ..dates import DAYS_PER_MONTH, DAYS_PER_YEAR
+from ..core.clinical import symptoms
+from ..core.dates import DAYS_PER_MONTH, DAYS_PER_YEAR
+from ..core.model import Finding, Priority, Rule, RuleContext
 from ..hookspecs import hookimpl
-from ..model import Finding, Priority, Rule, RuleContext
 from .common import ACID_SUPPRESSANTS, METFORMIN, ClassUse, class_use, max_daily_dose_mg, note_stopped, risk_factors
 
 

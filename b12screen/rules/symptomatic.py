@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..clinical import nitrous_oxide_use, symptoms
+from ..core.clinical import nitrous_oxide_use, symptoms
+from ..core.model import SINCE_ONSET, Finding, Priority, Rule, RuleContext
 from ..hookspecs import hookimpl
-from ..model import SINCE_ONSET, Finding, Priority, Rule, RuleContext
 from .common import risk_factors
 
 

@@ -6,8 +6,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.record import PatientRecord
 from ..errors import InputError
-from ..extract import (
+from .extract import (
     PATIENT_SCOPED_TYPES,
     UNDERSTOOD_TYPES,
     Extractor,
@@ -18,7 +19,6 @@ from ..extract import (
     patient_reference,
     resource_ref,
 )
-from ..record import PatientRecord
 from .reader import Entry
 
 

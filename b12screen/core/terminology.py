@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .errors import PluginError
+from ..errors import PluginError
 
 TEXT_EXTENSION = "https://b12screen.org/fhir/StructureDefinition/valueset-match-text"
 SOURCE_EXTENSION = "https://b12screen.org/fhir/StructureDefinition/concept-source"

@@ -8,11 +8,18 @@ from typing import Any
 
 import click
 
-from .batch import ENGINES, BatchOptions, OutputsExistError, run_batch
-from .cli import EXIT_USAGE, _as_of, _config, _echo_err, _report_plugin_failures, _RuleConfigOptions, _screener
-from .errors import B12ScreenError
+from .common import (
+    EXIT_USAGE,
+    as_of_date,
+    echo_err,
+    make_screener,
+    report_plugin_failures,
+    rule_config,
+    rule_config_options,
+)
 
 SPARK_MASTER_ENV = "B12SCREEN_SPARK_MASTER"
+ENGINES = ("local", "spark")  # b12screen.batch.runner checks the same names
 
 
 def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
@@ -29,7 +36,7 @@ def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Folder for flags.ndjson, report.ndjson, errors.ndjson and summary.json.")
-@_RuleConfigOptions.apply
+@rule_config_options
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (local engine); default: the machine's cores.")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
@@ -52,14 +59,17 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     Exit code 0: everything screened; 1: some input unreadable or a rule failed (all reported in
     errors.ndjson); 2: usage error, outputs already present without --overwrite, or nothing readable.
     """
-    when = _as_of(as_of)
+    from ..batch import BatchOptions, OutputsExistError, run_batch
+    from ..errors import B12ScreenError
+
+    when = as_of_date(as_of)
     try:
-        config = _config(config_path, disable, enable, settings)
-        screener = _screener(profile, config, strict_plugins)
+        config = rule_config(config_path, disable, enable, settings)
+        screener = make_screener(profile, config, strict_plugins)
     except B12ScreenError as exc:
-        _echo_err(f"error: {exc}")
+        echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
-    _report_plugin_failures(screener)
+    report_plugin_failures(screener)
     options = BatchOptions(
         as_of=when, workers=workers, engine=engine, overwrite=overwrite, progress=progress,
         unit_bytes=int(unit_mb * (1 << 20)) if unit_mb else None,
@@ -70,13 +80,13 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     try:
         result = run_batch(list(paths), out, screener, options)
     except OutputsExistError as exc:
-        _echo_err(f"error: {exc}")
+        echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     except ImportError as exc:
-        _echo_err(f"error: {exc}")
+        echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     s: dict[str, Any] = result.summary
-    _echo_err(
+    echo_err(
         f"batch: {s['patients']:,} patient(s) from {s['resources_read']:,} resource(s) as of {when.isoformat()}: "
         f"{s['flagged']:,} flagged, {result.input_errors:,} input error(s), {result.rule_errors:,} rule error(s) "
         f"in {s['seconds']:.1f} s -> {result.out}"

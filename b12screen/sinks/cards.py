@@ -12,17 +12,17 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from .. import __version__
-from ..flag import BASE, OUTCOME_SYSTEM, flag_dict, flag_identifier
-from ..model import Rule
-from ..outcome import (
+from .._version import __version__
+from ..core.model import Rule
+from ..core.outcome import (
     DEFICIENCY_WITHOUT_TREATMENT,
     OUTCOME_DISPLAY,
     SUGGEST_MMA,
     UNACTIONED_LOW_B12,
     ScreeningResult,
 )
-from ..record import PatientRecord
+from ..core.record import PatientRecord
+from .flag import BASE, OUTCOME_SYSTEM, flag_dict, flag_identifier
 
 OVERRIDE_SYSTEM = f"{BASE}/CodeSystem/override-reason"
 OVERRIDE_REASONS = (
@@ -173,9 +173,9 @@ def service_request(result: ScreeningResult, patient_id: str) -> dict[str, Any] 
 
 
 def flag_resource(result: ScreeningResult, rules: Mapping[str, Rule]) -> dict[str, Any]:
-    """The Flag batch mode writes (``flag_dict``: the JSON ``result.flag`` was validated from, without
+    """The Flag batch mode writes (``flag_dict``, without
     re-serialising the model), without ``id``: a create must not carry one."""
-    return {k: v for k, v in flag_dict(result, rules).items() if k != "id"}
+    return {k: v for k, v in flag_dict(result).items() if k != "id"}
 
 
 def card(result: ScreeningResult, rules: Mapping[str, Rule], *, hook_instance: str, patient_id: str,
@@ -219,4 +219,4 @@ def card(result: ScreeningResult, rules: Mapping[str, Rule], *, hook_instance: s
 def system_actions(results: list[ScreeningResult], rules: Mapping[str, Rule]) -> list[dict[str, Any]]:
     """The opt-in ``auto_write_flag`` systemActions: create each Flag."""
     return [{"type": "create", "description": "Record a Flag: vitamin B12 deficiency risk",
-             "resource": flag_resource(r, rules)} for r in results if r.flag is not None]
+             "resource": flag_resource(r, rules)} for r in results if r.flagged]

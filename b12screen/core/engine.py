@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from . import __version__
+from .._version import __version__
+from ..errors import ConfigError, InputError
+from ..plugins import PluginManager, collect_rules, collect_value_sets, get_plugin_manager
+from ..sources import Entry, GroupedInput, group_entries, read_value
+from ..sources.extract import Extractor
 from .clinical import breastfeeding, pregnancy
 from .config import PROFILES, Config
-from .errors import ConfigError, InputError
-from .extract import Extractor
-from .flag import build_flag
 from .labs import Band, Bands, latest_b12, latest_egfr, mma_after
 from .model import SINCE_ONSET, Finding, Priority, Rule, RuleContext
 from .outcome import (
@@ -32,9 +33,7 @@ from .outcome import (
     UNACTIONED_LOW_B12,
     ScreeningResult,
 )
-from .plugins import PluginManager, collect_rules, collect_value_sets, get_plugin_manager
 from .record import PatientRecord
-from .sources import Entry, GroupedInput, group_entries, read_value
 from .terminology import Terminology, builtin_value_sets
 from .therapy import b12_therapy
 
@@ -210,8 +209,8 @@ class Screener:
             reasons={rid: f.reason for rid, f in sorted(triggered.items())},
             notes=decision.notes,
             rule_errors=rule_errors,
+            rule_titles={rid: self.rules_by_id[rid].title for rid in decision.rules},
         )
-        result.flag = build_flag(result, self.rules_by_id)
         return result
 
     def _decide(self, record: PatientRecord, as_of: date, triggered: Mapping[str, Finding]) -> _Decision:

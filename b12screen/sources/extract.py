@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from .dates import parse_date
-from .facts import (
+from ..core.dates import parse_date
+from ..core.facts import (
     MEDICATION_TYPES,
     ConditionFact,
     Dose,
@@ -34,8 +34,8 @@ from .facts import (
     strengths_from_medication,
     strengths_from_name,
 )
-from .fhirtypes import R4_RESOURCE_TYPES
-from .terminology import Terminology
+from ..core.fhirtypes import R4_RESOURCE_TYPES
+from ..core.terminology import Terminology
 
 log = logging.getLogger(__name__)
 

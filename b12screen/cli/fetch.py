@@ -1,92 +1,25 @@
-"""``b12screen serve`` (the CDS Hooks service under uvicorn) and ``b12screen fetch`` (FHIR REST client)."""
+"""``b12screen fetch``: read one patient from a FHIR REST server, screen it, optionally write the Flag back."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
-from .cdshooks.config import ServiceConfig
-from .cdshooks.declarations import RECORD_PREFETCH, fill_tokens
-from .cdshooks.prefetch import is_valid_id, medication_ids_to_read
-from .config import PROFILES
-from .errors import B12ScreenError
-from .fhirclient import Auth, BearerToken, FhirClient, FhirError, SmartBackendAuth
-from .flag import IDENTIFIER_SYSTEM, flag_identifier
-from .sources import read_value
-from .terminology import Terminology
+from ..core.config import PROFILES
+from .common import EXIT_PARTIAL, EXIT_USAGE, PROFILE_HELP, as_of_date, echo_err, make_screener, rule_config
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:
+    from ..core.terminology import Terminology
+    from ..sources.fhirclient import Auth, FhirClient
+
 TOKEN_ENV = "B12SCREEN_FHIR_TOKEN"
-
-
-def _err(message: str) -> None:
-    click.echo(f"b12screen: {message}", err=True)
-
-
-# -- serve ------------------------------------------------------------------------------------------
-
-
-@click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
-              help="Service config file (TOML or JSON); B12SCREEN_CDS_* environment variables override it.")
-@click.option("--host", help="Address to bind (default 127.0.0.1).")
-@click.option("--port", type=int, help="Port (default 8080; 0 picks a free one).")
-@click.option("--workers", type=int, help="uvicorn worker processes (default 1).")
-@click.option("--public-base-url", help="Externally visible base URL; JWT aud = this + /cds-services[/id].")
-@click.option("--insecure-no-auth", is_flag=True, default=None,
-              help="Accept calls without a JWT. Refused unless bound to a loopback address.")
-@click.option("--test-mode", is_flag=True, default=None,
-              help="Allow http://127.0.0.1 FHIR servers and JWKS URLs (loopback only).")
-@click.option("--dev", is_flag=True, default=None,
-              help="Trust the CDS Hooks sandbox issuer and origin (loopback only; its private key is public).")
-@click.option("--profile", type=click.Choice(PROFILES), help="Clinical profile (default: default).")
-@click.option("--rules-config", type=click.Path(dir_okay=False, exists=True),
-              help="Rule switches and parameters (the file `screen --config` takes).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
-def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None,
-          public_base_url: str | None, insecure_no_auth: bool | None, test_mode: bool | None, dev: bool | None,
-          profile: str | None, rules_config: str | None, log_level: str | None) -> None:
-    """Run the CDS Hooks 2.0 service (discovery, patient-view, order-sign, feedback) with uvicorn."""
-    import uvicorn
-
-    from .cdshooks.app import create_app
-
-    try:
-        config = ServiceConfig.load(
-            config_path, host=host, port=port, workers=workers, public_base_url=public_base_url,
-            insecure_no_auth=insecure_no_auth, test_mode=test_mode, dev=dev, profile=profile,
-            rules_config=rules_config, log_level=log_level,
-        )
-        config.check_bind()
-    except B12ScreenError as exc:
-        _err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
-    logging.getLogger("b12screen").setLevel(config.log_level.upper())
-    if config.insecure_no_auth:
-        _err("warning: JWT verification is OFF (--insecure-no-auth); loopback testing only")
-    common: dict[str, Any] = {"host": config.host, "port": config.port, "access_log": False,
-                              "log_level": config.log_level, "server_header": False, "timeout_keep_alive": 5}
-    try:
-        app = create_app(config)  # also checks the rules config and profile before any worker starts
-    except B12ScreenError as exc:
-        _err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
-    if config.workers > 1:
-        os.environ["B12SCREEN__SERVE_CONFIG"] = config.as_json()
-        uvicorn.run("b12screen.cdshooks.app:app_from_environment", factory=True, workers=config.workers, **common)
-        return
-    uvicorn.run(app, **common)
-
-
-# -- fetch ------------------------------------------------------------------------------------------
 
 
 def _load_private_key(path: str) -> Any:
@@ -101,6 +34,8 @@ def _load_private_key(path: str) -> Any:
 
 def _auth(token_file: str | None, client_id: str | None, private_key: str | None, key_id: str | None,
           alg: str, token_url: str | None, scope: str) -> Auth | None:
+    from ..sources.fhirclient import BearerToken, SmartBackendAuth
+
     token = Path(token_file).read_text(encoding="utf-8").strip() if token_file else os.environ.get(TOKEN_ENV)
     if client_id or private_key:
         if not (client_id and private_key):
@@ -113,6 +48,8 @@ def _auth(token_file: str | None, client_id: str | None, private_key: str | None
 
 
 def _default_scope(write_back: bool) -> str:
+    from ..cdshooks.declarations import RECORD_PREFETCH
+
     types = sorted({d.resource_type for d in RECORD_PREFETCH} | {"Medication"})
     scopes = [f"system/{t}.read" for t in types]
     if write_back:
@@ -125,6 +62,10 @@ def read_patient(client: FhirClient, patient_id: str, terminology: Terminology
     """Everything the rules read about one patient (the CDS Hooks prefetch declarations, run as FHIR
     searches), plus the Medications that medicationReference points to. Returns (resources, problems);
     raises :class:`FhirError` when required data cannot be read."""
+    from ..cdshooks.declarations import RECORD_PREFETCH, fill_tokens
+    from ..cdshooks.prefetch import medication_ids_to_read
+    from ..sources.fhirclient import FhirError
+
     context = {"patientId": patient_id}
     resources: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -178,7 +119,7 @@ def read_patient(client: FhirClient, patient_id: str, terminology: Terminology
 @click.option("--format", "fmt", type=click.Choice(["report", "bundle", "ndjson"]), default="report",
               show_default=True, help="Report entry, Bundle of the Flag, or NDJSON Flag.")
 @click.option("--as-of", "as_of", metavar="DATE", help="Evaluation date (YYYY-MM-DD); default today.")
-@click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True)
+@click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True, help=PROFILE_HELP)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Rule config file (TOML or JSON).")
 @click.option("--disable", multiple=True, metavar="RULE", help="Switch a rule off (repeatable).")
 @click.option("--enable", multiple=True, metavar="RULE", help="Switch a rule back on (repeatable).")
@@ -190,35 +131,38 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
           config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...],
           strict_plugins: bool) -> None:
     """Read one patient from a FHIR REST server, screen it, print the result; optionally write the Flag back."""
-    from .cli import _as_of, _config, _screener
+    from ..cdshooks.prefetch import is_valid_id
+    from ..errors import B12ScreenError
+    from ..sources import read_value
+    from ..sources.fhirclient import FhirClient, FhirError
 
-    when: date = _as_of(as_of)
+    when: date = as_of_date(as_of)
     if not is_valid_id(patient_id):
         raise click.BadParameter("not a FHIR id", param_hint="--patient")
     try:
-        screener = _screener(profile, _config(config_path, disable, enable, settings), strict_plugins)
+        screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict_plugins)
         auth = _auth(token_file, client_id, private_key, key_id, alg, token_url, scope or _default_scope(write_back))
         client = FhirClient(fhir_server, auth=auth, timeout=(5.0, timeout), retries=retries, max_pages=max_pages)
     except B12ScreenError as exc:
-        _err(f"error: {exc}")
+        echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     try:
         resources, problems = read_patient(client, patient_id, screener.terminology)
     except FhirError as exc:
-        _err(f"error: {exc}")
+        echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     for problem in problems:
-        _err(f"warning: {problem}")
+        echo_err(f"warning: {problem}")
     grouped = screener.read(read_value(resources, fhir_server))
     for error in grouped.errors:
-        _err(f"error: {error}")
+        echo_err(f"error: {error}")
     record = grouped.records.get(f"Patient/{patient_id}")
     if record is None:
-        _err("error: the server returned no data for this patient")
+        echo_err("error: the server returned no data for this patient")
         sys.exit(EXIT_USAGE)
     result = screener.evaluate(record, when)
     _print(result, fmt)
-    _err(f"screened Patient/{patient_id} from {grouped.resources_read} resource(s) as of {when.isoformat()}: "
+    echo_err(f"screened Patient/{patient_id} from {grouped.resources_read} resource(s) as of {when.isoformat()}: "
          f"{result.outcome}")
     if write_back:
         _write_back(client, result)
@@ -227,31 +171,36 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
 
 
 def _print(result: Any, fmt: str) -> None:
+    from ..sinks.flag import flag_json
+
     if fmt == "report":
         click.echo(orjson.dumps([result.report()], option=orjson.OPT_INDENT_2).decode())
     elif fmt == "ndjson":
-        if result.flag is not None:
-            click.echo(orjson.dumps(result.flag_json()).decode())
+        if result.flagged:
+            click.echo(orjson.dumps(flag_json(result)).decode())
     else:
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "collection"}
-        if result.flag is not None:
-            bundle["entry"] = [{"resource": result.flag_json()}]
+        if result.flagged:
+            bundle["entry"] = [{"resource": flag_json(result)}]
         click.echo(orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode())
 
 
 def _write_back(client: FhirClient, result: Any) -> None:
-    flag = result.flag_json()
+    from ..sinks.flag import IDENTIFIER_SYSTEM, flag_identifier, flag_json
+    from ..sources.fhirclient import FhirError
+
+    flag = flag_json(result)
     if flag is None:
-        _err("write-back: no Flag for this outcome; nothing written")
+        echo_err("write-back: no Flag for this outcome; nothing written")
         return
     condition = f"identifier={IDENTIFIER_SYSTEM}|{flag_identifier(result)}"
     try:
         created = client.create(flag, if_none_exist=condition)
     except FhirError as exc:
-        _err(f"error: write-back failed: {exc}")
+        echo_err(f"error: write-back failed: {exc}")
         sys.exit(EXIT_PARTIAL)
     if created.created:
-        _err(f"write-back: Flag created (HTTP {created.status})" + (f" at {created.location}" if created.location
+        echo_err(f"write-back: Flag created (HTTP {created.status})" + (f" at {created.location}" if created.location
                                                                      else ""))
     else:
-        _err(f"write-back: the Flag already exists (HTTP {created.status}); not created again")
+        echo_err(f"write-back: the Flag already exists (HTTP {created.status}); not created again")

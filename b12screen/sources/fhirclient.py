@@ -30,8 +30,8 @@ import jwt
 import orjson
 import requests
 
-from . import __version__
-from .errors import B12ScreenError
+from .._version import __version__
+from ..errors import B12ScreenError
 
 log = logging.getLogger(__name__)
 

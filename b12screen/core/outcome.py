@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from fhir.resources.R4B.flag import Flag
+from typing import Any
 
 SUGGEST_B12_TEST = "suggest-b12-test"
 SUGGEST_MMA = "suggest-mma"
@@ -64,7 +61,13 @@ class ScreeningResult:
     reasons: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     rule_errors: list[dict[str, str]] = field(default_factory=list)
-    flag: Flag | None = None
+    #: Titles of the rules in ``rules`` (the Flag names them); filled by the engine.
+    rule_titles: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> bool:
+        """True when the outcome produces a Flag (see :mod:`b12screen.sinks.flag`)."""
+        return self.outcome in FLAGGED_OUTCOMES and self.priority is not None
 
     def report(self) -> dict[str, Any]:
         """The report entry of interfaces.md (exactly its keys; plus ``errors`` only when a rule failed
@@ -85,7 +88,3 @@ class ScreeningResult:
         if self.rule_errors:
             entry["errors"] = [dict(e) for e in self.rule_errors]
         return entry
-
-    def flag_json(self) -> dict[str, Any] | None:
-        """The Flag as a JSON-ready dict, or None."""
-        return None if self.flag is None else self.flag.model_dump(mode="json", exclude_none=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: Screening-wide settings and their defaults (clinical-rules.md sections 1 and 3).
 DEFAULT_SETTINGS: dict[str, Any] = {

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fhir.resources.R4B.flag import Flag
-
-from . import __version__
-from .model import Priority
-from .outcome import FLAGGED_OUTCOMES, OUTCOME_DISPLAY
+from .._version import __version__
+from ..core.model import Priority
+from ..core.outcome import OUTCOME_DISPLAY
 
 if TYPE_CHECKING:
-    from .model import Rule
-    from .outcome import ScreeningResult
+    from fhir.resources.R4B.flag import Flag
+
+    from ..core.outcome import ScreeningResult
 
 BASE = "https://b12screen.org/fhir"
 OUTCOME_SYSTEM = f"{BASE}/CodeSystem/outcome"
@@ -46,7 +44,7 @@ def _evidence_reference(ref: str) -> dict[str, str]:
     return {"display": ref}
 
 
-def flag_text(result: ScreeningResult, rules: Mapping[str, Rule]) -> str:
+def flag_text(result: ScreeningResult) -> str:
     """The sentence a clinician reads: what to do, why, and which test."""
     test = result.recommended_test
     reasons = "; ".join(f"{result.reasons[r]} [{r}]" for r in result.rules if r in result.reasons)
@@ -66,8 +64,8 @@ def flag_text(result: ScreeningResult, rules: Mapping[str, Rule]) -> str:
     return ". ".join(p.rstrip(".") for p in parts) + "."
 
 
-def flag_dict(result: ScreeningResult, rules: Mapping[str, Rule]) -> dict[str, Any]:
-    """The Flag as FHIR JSON."""
+def flag_dict(result: ScreeningResult) -> dict[str, Any]:
+    """The Flag of a flagged result as FHIR JSON (plain dicts: no model is built)."""
     assert result.priority is not None
     ident = flag_identifier(result)
     priority = Priority(result.priority)
@@ -79,10 +77,10 @@ def flag_dict(result: ScreeningResult, rules: Mapping[str, Rule]) -> dict[str, A
     for ref in result.evidence:
         extensions.append({"url": DETAIL_EXTENSION, "valueReference": _evidence_reference(ref)})
     for rule_id in result.rules:
-        rule = rules.get(rule_id)
         coding = {"system": RULE_SYSTEM, "code": rule_id}
-        if rule is not None:
-            coding["display"] = rule.title
+        title = result.rule_titles.get(rule_id)
+        if title:
+            coding["display"] = title
         extensions.append({"url": REASON_EXTENSION, "valueCoding": coding})
     for modifier in result.modifiers:
         extensions.append({"url": REASON_EXTENSION, "valueCoding": {"system": RULE_SYSTEM, "code": modifier}})
@@ -105,7 +103,7 @@ def flag_dict(result: ScreeningResult, rules: Mapping[str, Rule]) -> dict[str, A
         "code": {
             "coding": [{"system": OUTCOME_SYSTEM, "code": result.outcome,
                         "display": OUTCOME_DISPLAY[result.outcome]}],
-            "text": flag_text(result, rules),
+            "text": flag_text(result),
         },
         "subject": _subject(result.patient),
         "period": {"start": result.as_of.isoformat()},
@@ -113,8 +111,14 @@ def flag_dict(result: ScreeningResult, rules: Mapping[str, Rule]) -> dict[str, A
     }
 
 
-def build_flag(result: ScreeningResult, rules: Mapping[str, Rule]) -> Flag | None:
-    """The validated R4B Flag for a flagged outcome, else None."""
-    if result.outcome not in FLAGGED_OUTCOMES or result.priority is None:
-        return None
-    return Flag.model_validate(flag_dict(result, rules))
+def flag_json(result: ScreeningResult) -> dict[str, Any] | None:
+    """The Flag of a result as FHIR JSON, or None when the outcome is not flagged."""
+    return flag_dict(result) if result.flagged else None
+
+
+def flag_model(result: ScreeningResult) -> Flag | None:
+    """The Flag as a validated fhir.resources R4B model (built on demand: it costs far more than the JSON)."""
+    from fhir.resources.R4B.flag import Flag  # imported here: the model classes take a while to load
+
+    data = flag_json(result)
+    return None if data is None else Flag.model_validate(data)

@@ -1,0 +1,95 @@
+"""``b12screen rules`` and ``b12screen plugins``: what is loaded and how it is configured."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..core.config import PROFILES
+from .common import (
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    PROFILE_HELP,
+    dumps,
+    echo_err,
+    make_screener,
+    report_plugin_failures,
+    rule_config,
+)
+
+
+@click.command()
+@click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True, help=PROFILE_HELP)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--disable", multiple=True, metavar="RULE")
+@click.option("--enable", multiple=True, metavar="RULE")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--strict-plugins", is_flag=True, help="Fail when a plugin cannot be loaded.")
+def rules(profile: str, config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...],
+          as_json: bool, strict_plugins: bool) -> None:
+    """List the loaded rules with their status in the chosen profile (docs/clinical-rules.md)."""
+    from ..errors import B12ScreenError
+
+    try:
+        screener = make_screener(profile, rule_config(config_path, disable, enable, ()), strict_plugins)
+    except B12ScreenError as exc:
+        echo_err(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
+    report_plugin_failures(screener)
+    rows = []
+    for rule in sorted(screener.rules, key=lambda r: r.id):
+        row = rule.describe()
+        row["plugin"] = screener.rule_owners[rule.id]
+        if not screener.enabled(rule):
+            row["status"] = "disabled"
+        elif rule.suggests_in(profile):
+            row["status"] = "suggests"
+        else:
+            row["status"] = "risk factor only"
+        row["enabled"] = screener.enabled(rule)
+        row["params"] = {**rule.params, **screener.config.rules.get(rule.id, {})}
+        rows.append(row)
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    click.echo(f"{'id':<10} {'priority':<8} {'window':<12} {'status':<17} title / basis")
+    for row in rows:
+        window = row["window_months"]
+        window_text = "—" if window is None else window if isinstance(window, str) else f"{window:g} mo"
+        click.echo(f"{row['id']:<10} {row['priority'] or '—':<8} {window_text:<12} {row['status']:<17} "
+                   f"{row['title']}\n{'':<49} basis: {row['basis']}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--strict", "--strict-plugins", "strict", is_flag=True,
+              help="Fail (exit 1) when a plugin cannot be loaded.")
+def plugins(as_json: bool, strict: bool) -> None:
+    """List the loaded plugins: name, version, hooks and rule ids (and any that failed to load)."""
+    from ..errors import B12ScreenError
+    from ..plugins import describe_plugins, get_plugin_manager
+
+    try:
+        manager = get_plugin_manager(strict=strict or None)
+        rows = describe_plugins(manager)
+    except B12ScreenError as exc:
+        echo_err(f"error: {exc}")
+        sys.exit(EXIT_PARTIAL)
+    if as_json:
+        click.echo(dumps(rows))
+    else:
+        for row in rows:
+            if row["status"] != "loaded":
+                dist = f"{row['distribution']} {row['version']}  " if row["distribution"] else ""
+                click.echo(f"{row['name']:<32} {dist}{row['status'].upper()}: {row['error']}")
+            else:
+                click.echo(f"{row['name']:<32} {row['distribution'] or ''} {row['version'] or ''}  "
+                           f"hooks: {', '.join(row['hooks'])}  rules: {', '.join(row['rules']) or '—'}")
+    for failure in manager.failures:
+        echo_err(f"warning: plugin {failure.name!r} failed to load ({failure.error})")
+    broken = [row for row in rows if row["status"] == "error"]
+    for row in broken:
+        echo_err(f"error: {row['error']}")
+    if broken:
+        sys.exit(EXIT_PARTIAL)

@@ -1,0 +1,104 @@
+"""``b12screen screen``: screen files, folders or stdin and print Flags or report entries."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .common import (
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    as_of_date,
+    dumps,
+    echo_err,
+    make_screener,
+    report_plugin_failures,
+    rule_config,
+    rule_config_options,
+)
+
+if TYPE_CHECKING:
+    from ..core.engine import ScreeningResults
+    from ..errors import InputError
+    from ..sources import Entry
+
+
+def read_inputs(paths: tuple[str, ...]) -> list[Entry | InputError]:
+    """Entries of every path (``-`` is stdin), with an error for each path that does not exist."""
+    from ..errors import InputError
+    from ..sources import read_bytes, read_path
+
+    items: list[Entry | InputError] = []
+    for raw in paths:
+        if raw == "-":
+            items.extend(read_bytes(sys.stdin.buffer.read(), "<stdin>"))
+            continue
+        path = Path(raw)
+        if not path.exists():
+            items.append(InputError(raw, None, "no such file or folder"))
+            continue
+        items.extend(read_path(path))
+    return items
+
+
+def write_results(results: ScreeningResults, fmt: str, out: Any) -> None:
+    """Write a Bundle of Flags, NDJSON Flags, or a JSON array of report entries."""
+    from ..sinks.flag import flag_json
+
+    if fmt == "report":
+        out.write(dumps([r.report() for r in results]) + "\n")
+    elif fmt == "ndjson":
+        for r in results:
+            if r.flagged:
+                out.write(dumps(flag_json(r), pretty=False) + "\n")
+    else:
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "collection"}
+        entries = [{"resource": flag_json(r)} for r in results if r.flagged]
+        if entries:
+            bundle["entry"] = entries
+        out.write(dumps(bundle) + "\n")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH... | -")
+@rule_config_options
+@click.option("--format", "fmt", type=click.Choice(["bundle", "ndjson", "report"]), default="bundle",
+              show_default=True, help="Bundle of Flags, NDJSON Flags, or a JSON array of report entries.")
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-",
+              help="Write the result here instead of stdout.")
+def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path: str | None,
+           disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...], strict_plugins: bool,
+           fmt: str, output: Any) -> None:
+    """Screen FHIR Bundles, resources, JSON arrays or NDJSON from files, folders or stdin (-)."""
+    from ..errors import B12ScreenError
+
+    when = as_of_date(as_of)
+    try:
+        screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict_plugins)
+    except B12ScreenError as exc:
+        echo_err(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
+    report_plugin_failures(screener)
+    grouped = screener.read(read_inputs(paths))
+    results = screener.screen_records(grouped.records.values(), when, grouped.errors, grouped.resources_read)
+    for error in results.errors:
+        echo_err(f"error: {error}")
+    rule_errors = 0
+    for result in results:
+        for err in result.rule_errors:
+            rule_errors += 1
+            echo_err(f"error: rule {err['rule']} failed for one patient ({err['error']})")
+    write_results(results, fmt, output)
+    flagged = sum(1 for r in results if r.flagged)
+    echo_err(
+        f"screened {len(results)} patient(s) from {results.resources_read} resource(s) as of {when.isoformat()}: "
+        f"{flagged} flagged, {len(results.errors)} input error(s)"
+        + (f", {rule_errors} rule error(s)" if rule_errors else "")
+    )
+    if results.errors and results.resources_read == 0:
+        sys.exit(EXIT_USAGE)
+    if results.errors or rule_errors:
+        sys.exit(EXIT_PARTIAL)

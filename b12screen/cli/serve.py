@@ -1,0 +1,64 @@
+"""``b12screen serve``: the CDS Hooks service under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import click
+
+from ..core.config import PROFILES
+from .common import fail
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
+              help="Service config file (TOML or JSON); B12SCREEN_CDS_* environment variables override it.")
+@click.option("--host", help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default 8080; 0 picks a free one).")
+@click.option("--workers", type=int, help="uvicorn worker processes (default 1).")
+@click.option("--public-base-url", help="Externally visible base URL; JWT aud = this + /cds-services[/id].")
+@click.option("--insecure-no-auth", is_flag=True, default=None,
+              help="Accept calls without a JWT. Refused unless bound to a loopback address.")
+@click.option("--test-mode", is_flag=True, default=None,
+              help="Allow http://127.0.0.1 FHIR servers and JWKS URLs (loopback only).")
+@click.option("--dev", is_flag=True, default=None,
+              help="Trust the CDS Hooks sandbox issuer and origin (loopback only; its private key is public).")
+@click.option("--profile", type=click.Choice(PROFILES), help="Clinical profile (default: default).")
+@click.option("--rules-config", type=click.Path(dir_okay=False, exists=True),
+              help="Rule switches and parameters (the file `screen --config` takes).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
+def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None,
+          public_base_url: str | None, insecure_no_auth: bool | None, test_mode: bool | None, dev: bool | None,
+          profile: str | None, rules_config: str | None, log_level: str | None) -> None:
+    """Run the CDS Hooks 2.0 service (discovery, patient-view, order-sign, feedback) with uvicorn."""
+    import uvicorn
+
+    from ..cdshooks.app import create_app
+    from ..cdshooks.config import ServiceConfig
+    from ..errors import B12ScreenError
+
+    try:
+        config = ServiceConfig.load(
+            config_path, host=host, port=port, workers=workers, public_base_url=public_base_url,
+            insecure_no_auth=insecure_no_auth, test_mode=test_mode, dev=dev, profile=profile,
+            rules_config=rules_config, log_level=log_level,
+        )
+        config.check_bind()
+    except B12ScreenError as exc:
+        fail(str(exc))
+    logging.getLogger("b12screen").setLevel(config.log_level.upper())
+    if config.insecure_no_auth:
+        click.echo("b12screen: warning: JWT verification is OFF (--insecure-no-auth); loopback testing only", err=True)
+    common: dict[str, Any] = {"host": config.host, "port": config.port, "access_log": False,
+                              "log_level": config.log_level, "server_header": False, "timeout_keep_alive": 5}
+    try:
+        app = create_app(config)  # also checks the rules config and profile before any worker starts
+    except B12ScreenError as exc:
+        fail(str(exc))
+    if config.workers > 1:
+        os.environ["B12SCREEN__SERVE_CONFIG"] = config.as_json()
+        uvicorn.run("b12screen.cdshooks.app:app_from_environment", factory=True, workers=config.workers, **common)
+        return
+    uvicorn.run(app, **common)
