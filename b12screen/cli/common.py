@@ -56,10 +56,14 @@ def rule_config(config_path: str | None, disable: tuple[str, ...], enable: tuple
 
     config = Config.from_file(config_path) if config_path else Config()
     params: dict[str, dict[str, Any]] = {}
+    values: dict[str, Any] = {}
     for option in settings:
         rule_id, name, value = parse_param_option(option)
-        params.setdefault(rule_id, {})[name] = value
-    return config.with_changes(disable=disable, enable=enable, params=params)
+        if rule_id is None:
+            values[name] = value
+        else:
+            params.setdefault(rule_id, {})[name] = value
+    return config.with_changes(disable=disable, enable=enable, params=params, settings=values)
 
 
 def make_screener(profile: str, config: Config, strict: bool) -> Screener:
@@ -93,7 +97,7 @@ def rule_config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--disable", multiple=True, metavar="RULE", help="Switch a rule off (repeatable)."),
         click.option("--enable", multiple=True, metavar="RULE", help="Switch a rule back on (repeatable)."),
         click.option("--set", "settings", multiple=True, metavar="RULE.PARAM=VALUE",
-                     help="Set a rule parameter, e.g. MET-2.window_months=12 (repeatable)."),
+                     help="Set a rule parameter or a setting, e.g. MET-2.window_months=12 or min_age=16 (repeatable)."),
         click.option("--strict-plugins", is_flag=True, help="Fail when a plugin cannot be loaded."),
     ]
     for option in reversed(options):

@@ -9,6 +9,8 @@ from datetime import date
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from .params import Param, as_param
+
 if TYPE_CHECKING:
     from .record import PatientRecord
     from .terminology import Terminology
@@ -105,7 +107,7 @@ class Rule:
             "window_months": window,
             "basis": self.basis,
             "replaces": list(self.replaces),
-            "params": dict(self.params),
+            "params": {name: as_param(value).describe() for name, value in self.params.items()},
             "oral_therapy": self.oral_therapy,
             "profiles": sorted(self.suggest_in) if self.suggest_in is not None else "all",
         }
@@ -132,7 +134,8 @@ class RuleContext:
         if name in self.overrides:
             return self.overrides[name]
         if name in self.rule.params:
-            return self.rule.params[name]
+            default = self.rule.params[name]
+            return default.default if isinstance(default, Param) else default
         raise KeyError(f"rule {self.rule.id} has no parameter {name!r}")
 
     def note_modifier(self, modifier_id: str, *evidence: str) -> None:
