@@ -59,6 +59,8 @@ class Config:
     disabled_rules: frozenset[str] = frozenset()
     rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: Rule ids switched back on (``--enable``): checked like every other name.
+    enabled_rules: frozenset[str] = frozenset()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], origin: str = "config") -> Config:
@@ -93,8 +95,8 @@ class Config:
         for rule_id, values in (params or {}).items():
             rules.setdefault(rule_id, {}).update(values)
         disabled = (set(self.disabled_rules) | set(disable)) - set(enable)
-        merged = check_settings({**self.settings, **(settings or {})}, "--set")
-        return Config(frozenset(disabled), rules, merged)
+        merged = check_settings({**self.settings, **(settings or {})}, "")
+        return Config(frozenset(disabled), rules, merged, self.enabled_rules | frozenset(enable))
 
     def setting_values(self) -> dict[str, Any]:
         return {**DEFAULT_SETTINGS, **self.settings}
@@ -114,7 +116,8 @@ def check_settings(values: Mapping[str, Any], where: str) -> dict[str, Any]:
     effective = {**DEFAULT_SETTINGS, **checked}
     for low, high in _BANDS:
         if effective[low] >= effective[high]:
-            raise ConfigError(f"{where}: {low}={effective[low]!r} must be below {high}={effective[high]!r}")
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(f"{prefix}{low}={effective[low]:g} must be below {high}={effective[high]:g}")
     return checked
 
 

@@ -112,7 +112,8 @@ class Screener:
     def _check_config(self) -> None:
         """Rule names, parameter names, types and ranges of the configuration, checked once at load."""
         known = set(self.rules_by_id)
-        for rule_id in sorted((set(self.config.disabled_rules) | set(self.config.rules)) - known):
+        named = set(self.config.disabled_rules) | self.config.enabled_rules | set(self.config.rules)
+        for rule_id in sorted(named - known):
             raise unknown_name("rule", rule_id, known, "configuration: ")
         self.rule_params: dict[str, dict[str, Any]] = {}
         for rule in self.rules:

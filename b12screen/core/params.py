@@ -47,9 +47,11 @@ class Param:
         kind = self.type
         text = {bool: "true or false", str: "a text", int: "a whole number", float: "a number"}.get(
             kind, "any value") if kind is not None else "any value"
-        if self.minimum is not None:
+        if self.minimum is not None and self.maximum is not None:
+            text += f" from {self.minimum:g} to {self.maximum:g}"
+        elif self.minimum is not None:
             text += f" >= {self.minimum:g}"
-        if self.maximum is not None:
+        elif self.maximum is not None:
             text += f" <= {self.maximum:g}"
         return text + (f" ({self.unit})" if self.unit else "")
 
