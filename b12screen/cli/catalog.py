@@ -16,18 +16,21 @@ from .common import (
     make_screener,
     report_plugin_failures,
     rule_config,
+    verbose_option,
 )
 
 
 @click.command()
 @click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True, help=PROFILE_HELP)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--rules-config", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="Rule configuration file to preview (--config is an alias).")
 @click.option("--disable", multiple=True, metavar="RULE")
 @click.option("--enable", multiple=True, metavar="RULE")
 @click.option("--set", "settings", multiple=True, metavar="RULE.PARAM=VALUE",
               help="Preview a rule parameter or setting, e.g. MET-2.window_months=12 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--strict-plugins", is_flag=True, help="Fail when a plugin cannot be loaded.")
+@verbose_option
 def rules(profile: str, config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...],
           settings: tuple[str, ...], as_json: bool, strict_plugins: bool) -> None:
     """List the loaded rules with their parameters and status as configured (docs/clinical-rules.md).
@@ -82,6 +85,7 @@ def rules(profile: str, config_path: str | None, disable: tuple[str, ...], enabl
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--strict", "--strict-plugins", "strict", is_flag=True,
               help="Fail (exit 1) when a plugin cannot be loaded.")
+@verbose_option
 def plugins(as_json: bool, strict: bool) -> None:
     """List the loaded plugins: name, version, hooks and rule ids (and any that failed to load)."""
     from ..errors import B12ScreenError

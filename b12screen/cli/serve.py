@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..core.config import PROFILES
-from .common import fail
+from .common import fail, verbose_option
 
 
 @click.command()
@@ -28,6 +28,7 @@ from .common import fail
 @click.option("--profile", type=click.Choice(PROFILES), help="Clinical profile (default: default).")
 @click.option("--rules-config", type=click.Path(dir_okay=False, exists=True),
               help="Rule switches and parameters (the file `screen --config` takes).")
+@verbose_option
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
 def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None,
           public_base_url: str | None, insecure_no_auth: bool | None, test_mode: bool | None, dev: bool | None,
