@@ -156,9 +156,10 @@ class Screener:
 
     # -- evaluation -------------------------------------------------------------------------
 
-    def run_rules(self, record: PatientRecord, as_of: date) -> tuple[dict[str, Finding], dict[str, list[str]],
-                                                                       list[dict[str, str]]]:
-        """Findings of every enabled rule, the modifiers rules noted, and rule errors."""
+    def run_rules(self, record: PatientRecord, as_of: date, trace: dict[str, list[str]] | None = None,
+                  ) -> tuple[dict[str, Finding], dict[str, list[str]], list[dict[str, str]]]:
+        """Findings of every enabled rule, the modifiers rules noted, and rule errors; with ``trace``, the
+        figures each rule noted (``ctx.note``) by rule id."""
         findings: dict[str, Finding] = {}
         modifiers: dict[str, list[str]] = {}
         errors: list[dict[str, str]] = []
@@ -169,7 +170,7 @@ class Screener:
                 record=record, as_of=as_of, terminology=self.terminology, rule=rule,
                 overrides=self.rule_params[rule.id], findings=findings,
                 risk_factor_rules=self._earlier_risk_factors[rule.stage], modifiers=modifiers, settings=self.settings,
-                rules=self.rules_by_id,
+                rules=self.rules_by_id, trace=None if trace is None else trace.setdefault(rule.id, []),
             )
             try:
                 finding = rule.evaluate(ctx)

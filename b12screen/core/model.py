@@ -128,6 +128,15 @@ class RuleContext:
     modifiers: dict[str, list[str]] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
     rules: Mapping[str, Rule] = field(default_factory=dict)
+    #: The figures the rule compared, kept only when an explanation is asked for (see :meth:`note`).
+    trace: list[str] | None = None
+
+    def note(self, text: str) -> None:
+        """Record a figure the rule compared ("metformin exposure 3.2 months, needs more than 4"), whether or
+        not it fires. Costs nothing unless ``b12screen explain`` (or :func:`b12screen.core.explain.explain`)
+        asked for a trace; plugins may call it freely."""
+        if self.trace is not None:
+            self.trace.append(text)
 
     def param(self, name: str) -> Any:
         """A rule parameter: the configured value, else the rule's default."""

@@ -28,8 +28,12 @@ def _metformin(ctx: RuleContext) -> ClassUse:
 def _exposed(ctx: RuleContext, use: ClassUse, inclusive: bool) -> bool:
     """Active with an exposure beyond the rule's ``min_exposure_months`` (``>=`` when ``inclusive``)."""
     if not use.active or use.exposure_days is None:
+        ctx.note(f"{use.label}: {'not active' if not use.active else 'active, start unknown'}")
         return False
-    limit = ctx.param("min_exposure_months") * DAYS_PER_MONTH
+    months = ctx.param("min_exposure_months")
+    limit = months * DAYS_PER_MONTH
+    needs = "at least" if inclusive else "more than"
+    ctx.note(f"{use.label} exposure {use.exposure_days / DAYS_PER_MONTH:.1f} months, needs {needs} {months:g}")
     return use.exposure_days >= limit if inclusive else use.exposure_days > limit
 
 
@@ -49,6 +53,8 @@ def met_2(ctx: RuleContext) -> Finding | None:
     if use.exposure_days >= ctx.param("long_exposure_years") * DAYS_PER_YEAR:
         reasons.append(f"≥ {ctx.param('long_exposure_years')} years of use")
     dose = max_daily_dose_mg(ctx.record, "metformin", ctx.as_of)
+    ctx.note(f"daily dose {'unknown' if dose is None else f'{dose:.0f} mg'}, needs {ctx.param('dose_mg_per_day'):g} "
+             "mg or more")
     if dose is not None and dose >= ctx.param("dose_mg_per_day"):
         reasons.append(f"{dose:.0f} mg/day")
     age = ctx.record.age(ctx.as_of)
