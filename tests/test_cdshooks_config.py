@@ -64,9 +64,11 @@ def test_bad_settings_are_refused(data: dict[str, object]) -> None:
         ServiceConfig.from_mapping(data)
 
 
-def test_validate_resources_switch() -> None:
-    assert ServiceConfig.from_mapping({"validate_resources": "false"}).validate_resources is False
-    assert ServiceConfig().validate_resources is True
+def test_validation_policy_setting() -> None:
+    assert ServiceConfig.from_mapping({"validate": "all"}).checked().validate == "all"
+    assert ServiceConfig().validate == "evidence"
+    with pytest.raises(ConfigError, match="validate must be one of evidence, all"):
+        ServiceConfig.from_mapping({"validate": "some"}).checked()
 
 
 def test_json_config_file(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..core.config import Config
 from ..core.engine import Screener
-from ..sources.extract import Extractor
+from ..sources.validation import extractor_for
 from .evaluate import EvalContext, PatientOutput, bare_id, evaluate_partials
 from .progress import Progress
 from .scan import Unit
@@ -57,8 +57,8 @@ class SparkUnitSummary:
 
 
 def _stream(spec: ScreenerSpec, shared: Any, unit: Unit) -> UnitOutput:
-    pool, deleted, max_line = shared.value
-    ctx = StreamContext(Extractor(spec.build().terminology, validate=False), pool, deleted, max_line)
+    pool, deleted, max_line, policy = shared.value
+    ctx = StreamContext(extractor_for(spec.build().terminology, policy), pool, deleted, max_line)
     return stream_unit(ctx, unit)
 
 
@@ -67,8 +67,8 @@ def _summary(out: UnitOutput) -> SparkUnitSummary:
 
 
 def _evaluate(spec: ScreenerSpec, shared: Any, group: tuple[str, Any]) -> list[PatientOutput]:
-    as_of, files, pool, bases = shared.value
-    ctx = EvalContext(spec.build(), as_of, files, pool, bases)
+    as_of, files, pool, bases, policy = shared.value
+    ctx = EvalContext(spec.build(), as_of, files, pool, bases, policy)
     partials: dict[str, list[Partial]] = {}
     for key, partial in group[1]:
         partials.setdefault(key, []).append(partial)
@@ -105,6 +105,7 @@ class SparkEngine:
         self.partitions = partitions
         self.progress = progress
         self.max_line = options.max_line_bytes
+        self.policy = options.validate
         self.errors: dict[int, list[tuple[Pos, str]]] = {}
         self.results: Any = None
         self.broadcasts: list[Any] = []
@@ -119,7 +120,7 @@ class SparkEngine:
 
         if not units:
             return []
-        spec, shared = self.spec, self._broadcast((dict(ctx.pool), ctx.deleted, ctx.max_line))
+        spec, shared = self.spec, self._broadcast((dict(ctx.pool), ctx.deleted, ctx.max_line, self.policy))
         rdd = self.sc.parallelize(list(units), len(units))
         self.results = rdd.map(lambda unit: _stream(spec, shared, unit)).persist(StorageLevel.MEMORY_AND_DISK)
         summaries = sorted(self.results.map(_summary).collect(), key=lambda s: s.unit)
@@ -135,7 +136,7 @@ class SparkEngine:
         if self.results is None:
             return iter(())
         spec = self.spec
-        shared = self._broadcast((ctx.as_of, list(ctx.files), dict(ctx.pool), dict(ctx.line_bases)))
+        shared = self._broadcast((ctx.as_of, list(ctx.files), dict(ctx.pool), dict(ctx.line_bases), ctx.policy))
         self.progress.screening(1)
         outputs = (
             self.results.flatMap(lambda out: [(bare_id(k), (k, p)) for k, p in out.partials.items()])

@@ -10,7 +10,6 @@ Bundles, bad types, bad JSON) falls back to the general path with ``screen``'s s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,15 +28,15 @@ from ..sources.extract import (
     Fact,
     ResourceProblem,
     check_resource_type,
-    is_patient_reference,
-    normalize_reference,
+    patient_key,
     patient_reference,
     resource_ref,
 )
+from ..sources.files import DOCUMENT, GZIP
 from ..sources.grouping import BundleIndex, patient_resource_key
-from ..sources.reader import short_reason, unwrap
+from ..sources.reader import EMPTY_FILE, short_reason, unwrap
 from .lines import Problem, gzip_lines, plain_lines
-from .scan import DOCUMENT, GZIP, Piece, Unit
+from .scan import Piece, Unit
 
 try:  # msgspec makes skipping irrelevant resources cheap; without it every line is parsed fully
     import msgspec
@@ -49,7 +48,6 @@ Pos = tuple[int, int, int | None, str | None]
 #: Stands for "line N" in evidence names of resources without id, until the line's number is known.
 LINE_MARK = "\x00line\x00"
 MAX_LINE_BYTES = 64 << 20
-_LONG_PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{65,})(?:/_history/[^/]+)?$")
 _FAST_TYPES = R4_RESOURCE_TYPES - {"Bundle"}
 _CACHE_LIMIT = 200_000
 _MISSING: Any = object()
@@ -97,14 +95,6 @@ class StreamContext:
     @property
     def terminology(self) -> Terminology:
         return self.extractor.terminology
-
-
-def patient_key(reference: str) -> str | None:
-    """``Patient/<id>`` (or the ``urn:uuid:``) a patient reference names; ids over 64 characters too."""
-    if is_patient_reference(reference):
-        return normalize_reference(reference)
-    m = _LONG_PATIENT.search(reference)
-    return m.group(1) if m else None
 
 
 if msgspec is not None:
@@ -332,6 +322,7 @@ class UnitReader:
             self._error(None, None, error.reason)
             return
         if not data.strip():
+            self._error(None, None, EMPTY_FILE)
             return
         try:
             value = orjson.loads(data)

@@ -311,7 +311,6 @@ def create_app(config: ServiceConfig, screener: Screener | None = None,
     if screener is None:
         rules = Config.from_file(config.rules_config) if config.rules_config else None
         screener = Screener(profile=config.profile, config=rules)
-        screener.extractor.validate = config.validate_resources
     state = CdsApp(config, screener, today, verifier)
 
     @asynccontextmanager

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from ..core.config import read_config_file
 from ..errors import ConfigError
+from ..sources.validation import POLICIES
 
 ENV_PREFIX = "B12SCREEN_CDS_"
 #: Never accepted, whatever the configuration says (CDS Hooks 2.0: no ``none``, no symmetric algorithms).
@@ -111,7 +112,7 @@ class ServiceConfig:
     cors_origins: tuple[str, ...] = ()
     profile: str = "default"
     rules_config: str | None = None  # rule switches and parameters (the file ``--config`` takes elsewhere)
-    validate_resources: bool = True  # false: trust the EHR's resources, skip R4B model validation (~3x faster)
+    validate: str = "evidence"  # validation policy: evidence (models for evidence only) | all (every relevant one)
     feedback_log: str | None = None  # NDJSON file for feedback records (no PHI); off when unset
     auto_write_flag: bool = False  # also return the Flag as a systemAction
     source_label: str = "b12screen"
@@ -160,6 +161,8 @@ class ServiceConfig:
             raise ConfigError(f"{origin}: unsupported algorithm(s) {', '.join(unknown)}")
         if self.prefetch_failure_mode not in FAILURE_MODES:
             raise ConfigError(f"{origin}: prefetch_failure_mode must be one of {', '.join(FAILURE_MODES)}")
+        if self.validate not in POLICIES:
+            raise ConfigError(f"{origin}: validate must be one of {', '.join(POLICIES)}")
         if not 0 <= self.clock_skew_seconds <= 300:
             raise ConfigError(f"{origin}: clock_skew_seconds must be between 0 and 300")
         if self.public_base_url is not None:

@@ -20,8 +20,9 @@ import orjson
 
 from ..core.engine import Screener
 from ..sinks import cards as cardlib
-from ..sources import read_value
+from ..sources import group_entries, read_value
 from ..sources.extract import PATIENT_SCOPED_TYPES
+from ..sources.validation import extractor_for, screen_one
 from .config import ServiceConfig
 from .declarations import ServiceDecl
 from .orders import analyse_drafts
@@ -206,13 +207,16 @@ class HookHandler:
             raise Problem(412, "processing", f"required data unavailable: prefetch key '{exc.key}' "
                                              f"({exc.reason})") from None
         resources = gathered.resources + (drafts.resources if drafts else [])
-        grouped = self.screener.read(read_value(_normalise(resources, pid), "request"))
-        if grouped.errors:
-            log.info("%d resource(s) in the request could not be read and were skipped", len(grouped.errors))
-        record = grouped.records.get(f"Patient/{pid}")
-        if record is None:
+        policy = self.config.validate
+        grouped = group_entries(read_value(_normalise(resources, pid), "request"),
+                                extractor_for(self.screener.terminology, policy))
+        checked = screen_one(self.screener, grouped, f"Patient/{pid}", as_of, policy)
+        skipped = len(grouped.errors) + (len(checked.problems) if checked else 0)
+        if skipped:
+            log.info("%d resource(s) in the request could not be read and were skipped", skipped)
+        if checked is None:
             return Outcome({"cards": []}, fetched=gathered.fetched)
-        result = self.screener.evaluate(record, as_of)
+        result, record = checked.result, checked.record
         if result.rule_errors:
             log.warning("%d rule error(s) while screening", len(result.rule_errors))
         if not result.flagged:

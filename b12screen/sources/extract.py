@@ -36,6 +36,7 @@ from ..core.facts import (
 )
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..core.terminology import Terminology
+from .limits import MAX_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,18 @@ def is_patient_reference(reference: str) -> bool:
     return bool(_PATIENT_REF.search(reference)) or reference.startswith("urn:uuid:")
 
 
+_LONG_PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{65,})(?:/_history/[^/]+)?$")
+
+
+def patient_key(reference: str) -> str | None:
+    """The patient key of a reference, the one rule of every door: ``Patient/<id>`` (ids over 64
+    characters too, so such a patient is screened rather than lost) or the ``urn:uuid:`` it names."""
+    if is_patient_reference(reference):
+        return normalize_reference(reference)
+    m = _LONG_PATIENT.search(reference)
+    return m.group(1) if m else None
+
+
 def resource_ref(resource: Mapping[str, Any], full_url: str | None) -> str | None:
     """How evidence names a resource: ``Type/id``, else its fullUrl, else None."""
     rid = resource.get("id")
@@ -94,7 +107,10 @@ def _model_class(resource_type: str) -> Any:
 
 
 def validate_resource(resource: Mapping[str, Any]) -> None:
-    """Validate with the fhir.resources R4B model; raise :class:`ResourceProblem` naming the fields."""
+    """Validate with the fhir.resources R4B model; raise :class:`ResourceProblem` naming the fields (or
+    the nesting depth, for a resource nested beyond :data:`~b12screen.sources.limits.MAX_DEPTH`)."""
+    if too_deep(resource):
+        raise ResourceProblem(f"{resource['resourceType']} is nested more than {MAX_DEPTH} levels deep")
     try:
         _model_class(resource["resourceType"]).model_validate(resource)
     except ValidationError as exc:
