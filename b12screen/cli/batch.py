@@ -62,7 +62,7 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     Exit code 0: everything screened; 1: some input unreadable or a rule failed (all reported in
     errors.ndjson); 2: usage error, outputs already present without --overwrite, or nothing readable.
     """
-    from ..batch import BatchOptions, MissingInputError, OutputsExistError, run_batch
+    from ..batch import BatchOptions, run_batch
     from ..errors import B12ScreenError
 
     when = as_of_date(as_of)
@@ -82,10 +82,7 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     )
     try:
         result = run_batch(list(paths), out, screener, options)
-    except (OutputsExistError, MissingInputError) as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
-    except ImportError as exc:
+    except (B12ScreenError, ImportError) as exc:  # outputs present, a missing input, Spark cannot start
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     s: dict[str, Any] = result.summary
