@@ -187,8 +187,9 @@ def serve_door(base: str, ids: list[str], prefetch: bool) -> dict[str, Any]:
     with running_server(create_app(config, screener=screener, today=lambda: date(2026, 11, 24))) as service:
         for pid in ids:
             if prefetch:  # the same patients as prefetch: each declared query answered by the FHIR server
-                keys = {p.key: requests.get(f"{base}/{fill_tokens(p.template(screener.terminology), {'patientId': pid})}",
-                                            timeout=10).json() for p in PATIENT_VIEW.prefetch}
+                queries = {p.key: fill_tokens(p.template(screener.terminology), {"patientId": pid})
+                           for p in PATIENT_VIEW.prefetch}
+                keys = {k: requests.get(f"{base}/{q}", timeout=10).json() for k, q in queries.items()}
                 body = request_body(pid=pid, prefetch=keys)
             else:
                 body = request_body(pid=pid, fhirServer=base)
