@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -156,10 +156,21 @@ def running_server(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def send_fhir_json(handler: Any, body: Any) -> None:
+    """Answer a request with ``body`` as FHIR JSON (200), or 404 with an OperationOutcome when None."""
+    payload = json.dumps(body if body is not None else {"resourceType": "OperationOutcome"}).encode()
+    handler.send_response(200 if body is not None else 404)
+    handler.send_header("Content-Type", "application/fhir+json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
 @contextmanager
-def stub_http_server(routes: dict[str, Any]) -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """A loopback HTTP server answering GET ``path`` (query ignored) with ``routes[path]`` as JSON;
-    yields (base URL, list of {path, authorization} seen)."""
+def stub_http_server(routes: dict[str, Any] | Callable[[str], Any]) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A loopback HTTP server answering GET ``path`` (query ignored) with ``routes[path]`` as JSON, or
+    with ``routes(path with query)`` when ``routes`` is a function (None: 404); yields (base URL, list of
+    {path, authorization} seen)."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     seen: list[dict[str, str]] = []
@@ -168,13 +179,7 @@ def stub_http_server(routes: dict[str, Any]) -> Iterator[tuple[str, list[dict[st
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             seen.append({"path": self.path, "authorization": self.headers.get("Authorization") or ""})
-            body = routes.get(path)
-            payload = json.dumps(body if body is not None else {"resourceType": "OperationOutcome"}).encode()
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Type", "application/fhir+json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            send_fhir_json(self, routes(self.path) if callable(routes) else routes.get(path))
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -10,11 +10,9 @@ import importlib.util
 import json
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -22,7 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 from batch_helpers import write_ndjson
-from cdshooks_helpers import request_body, running_server
+from cdshooks_helpers import request_body, running_server, stub_http_server
 from click.testing import CliRunner
 from conftest import metformin_request, patient
 
@@ -121,43 +119,25 @@ def _patient_of(resource: dict[str, Any]) -> str | None:
 
 @contextmanager
 def fhir_server(data: dict[str, list[dict[str, Any]]]) -> Iterator[str]:
-    """A small FHIR R4 server on 127.0.0.1: read ``Patient/<id>``, search ``<Type>?patient=|subject=``
+    """A small FHIR R4 server on 127.0.0.1: read ``<Type>/<id>``, search ``<Type>?patient=|subject=``
     (other parameters ignored: the rules filter), one page per search."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            parts = urlsplit(self.path)
-            segments = [s for s in parts.path.split("/") if s][1:]  # after /fhir
-            query = dict(parse_qsl(parts.query))
-            body: Any = None
-            if len(segments) == 2:
-                body = next((r for rs in data.values() for r in rs
-                             if r["resourceType"] == segments[0] and r["id"] == segments[1]), None)
-            elif len(segments) == 1:
-                pid = (query.get("patient") or query.get("subject") or "").removeprefix("Patient/")
-                found = [r for r in data.get(pid, []) if r["resourceType"] == segments[0] and _patient_of(r) == pid]
-                body = {"resourceType": "Bundle", "type": "searchset", "total": len(found),
-                        "entry": [{"resource": r} for r in found]}
-            payload = json.dumps(body or {"resourceType": "OperationOutcome", "issue": [
-                {"severity": "error", "code": "not-found"}]}).encode()
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Type", "application/fhir+json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def answer(path: str) -> Any:
+        parts = urlsplit(path)
+        segments = [s for s in parts.path.split("/") if s][1:]  # after /fhir
+        query = dict(parse_qsl(parts.query))
+        if len(segments) == 2:
+            return next((r for rs in data.values() for r in rs
+                         if r["resourceType"] == segments[0] and r["id"] == segments[1]), None)
+        if len(segments) == 1:
+            pid = (query.get("patient") or query.get("subject") or "").removeprefix("Patient/")
+            found = [r for r in data.get(pid, []) if r["resourceType"] == segments[0] and _patient_of(r) == pid]
+            return {"resourceType": "Bundle", "type": "searchset", "total": len(found),
+                    "entry": [{"resource": r} for r in found]}
+        return None
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/fhir"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with stub_http_server(answer) as (base, _seen):
+        yield f"{base}/fhir"
 
 
 def fetch_door(base: str, ids: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
