@@ -90,8 +90,14 @@ def test_an_empty_file_or_folder_is_nothing_readable(tmp_path: Path) -> None:
     (tmp_path / "empty.json").write_bytes(b"")
     result = run("screen", "--as-of", AS_OF, str(tmp_path / "empty.json"))
     assert result.exit_code == 2 and "empty.json: nothing readable (empty)" in result.stderr
-    (tmp_path / "gz.ndjson.gz").write_bytes(gzip.compress(b"\n\n"))
-    assert run("screen", "--as-of", AS_OF, str(tmp_path / "gz.ndjson.gz")).exit_code == 2
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "blank" / "gz.ndjson.gz").write_bytes(gzip.compress(b"\n\n"))
+    (tmp_path / "blank" / "plain.ndjson").write_bytes(b"\n \n")
+    assert run("screen", "--as-of", AS_OF, str(tmp_path / "blank")).exit_code == 2
+    blank = batch(Screener(), [tmp_path / "blank"], tmp_path / "out")
+    assert blank.exit_code == 2
+    assert [(Path(e["file"]).name, e["reason"]) for e in rows(tmp_path / "out" / "errors.ndjson")] == [
+        ("gz.ndjson.gz", "nothing readable (empty)"), ("plain.ndjson", "nothing readable (empty)")]
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "notes.txt").write_text("x")
     folder = run("screen", "--as-of", AS_OF, str(tmp_path / "folder"))

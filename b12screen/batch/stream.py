@@ -10,6 +10,7 @@ Bundles, bad types, bad JSON) falls back to the general path with ``screen``'s s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,12 +163,19 @@ class UnitReader:
                     self._document()
                     count = 0
                 else:
+                    before = (len(self.out.errors), self.out.resources)
                     count = self._lines()
+                    if (len(self.out.errors), self.out.resources) == before and self._whole_file():
+                        self._error(None, None, EMPTY_FILE)  # only blank lines: nothing readable
             except OSError as exc:
                 self._error(None, None, f"cannot read file ({exc.strerror or exc})")
                 count = 0
             self.out.lines.append((piece.file_id, piece.index, count))
         return self.out
+
+    def _whole_file(self) -> bool:
+        piece = self.piece
+        return piece.kind == GZIP or (piece.start == 0 and piece.end == os.path.getsize(piece.path))
 
     def _line_source(self) -> Iterator[list[bytes | Problem]]:
         piece = self.piece
