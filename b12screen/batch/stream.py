@@ -102,13 +102,19 @@ if msgspec is not None:
     _Raw = msgspec.Raw
     _EMPTY = msgspec.Raw(b"")
 
+    class _Ref(msgspec.Struct):
+        """A Reference, decoded only as far as its ``reference`` (a Struct decodes about twice as fast as
+        a dict; a subject that is not an object falls back to the general path)."""
+
+        reference: Any = None
+
     class _Head(msgspec.Struct):
         """The fields that say whose a resource is and whether a rule can use it."""
 
         resourceType: Any = None
         id: Any = None
-        subject: Any = None
-        patient: Any = None
+        subject: _Ref | None = None
+        patient: _Ref | None = None
         code: _Raw = _EMPTY
         valueCodeableConcept: _Raw = _EMPTY
         medicationCodeableConcept: _Raw = _EMPTY
@@ -229,10 +235,10 @@ class UnitReader:
                         self._resource(value, rt, rel, None, None, None, line)  # type: ignore[arg-type]
                     continue
                 holder = head.subject
-                reference = holder.get("reference") if holder.__class__ is dict else None
+                reference = holder.reference if holder is not None else None
                 if reference.__class__ is not str:
                     holder = head.patient
-                    reference = holder.get("reference") if holder.__class__ is dict else None
+                    reference = holder.reference if holder is not None else None
                 key = None
                 if reference.__class__ is str:
                     key = key_cache.get(reference, _MISSING)
