@@ -67,6 +67,7 @@ def test_bad_settings_are_refused(data: dict[str, object]) -> None:
 def test_validation_policy_setting() -> None:
     assert ServiceConfig.from_mapping({"validate": "all"}).checked().validate == "all"
     assert ServiceConfig().validate == "evidence"
+    assert ServiceConfig.load(environ={"B12SCREEN_CDS_VALIDATE": "all"}).checked().validate == "all"
     with pytest.raises(ConfigError, match="validate must be one of evidence, all"):
         ServiceConfig.from_mapping({"validate": "some"}).checked()
 
