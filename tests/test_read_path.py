@@ -204,3 +204,21 @@ def test_long_patient_ids_are_keyed_the_same_by_screen_and_batch(tmp_path: Path)
     [row] = rows(tmp_path / "out" / "report.ndjson")
     assert entry["patient"] == row["patient"] == f"Patient/{long_id}"
     assert entry["rules"] == row["rules"] == ["MET-2"]
+
+
+def test_relevance_is_decided_from_the_header_alone() -> None:
+    from b12screen.sources.relevance import ConceptMatcher, decode_head, is_relevant
+
+    matcher = ConceptMatcher(Screener().terminology)
+    metformin = json.dumps(metformin_request("m", "a", "2020-01-01")).encode()
+    other = metformin.replace(b'"861007"', b'"29046"').replace(b"metformin hydrochloride 500 MG", b"lisinopril")
+    assert is_relevant("MedicationRequest", decode_head(metformin), matcher)
+    assert not is_relevant("MedicationRequest", decode_head(other), matcher)
+    assert len(matcher.cache) == 2  # one look-up per distinct coded field
+    encounter = {"resourceType": "Encounter", "id": "e", "subject": {"reference": "Patient/a"},
+                 "hospitalization": {"dietPreference": [{"text": "vegan"}]}}
+    assert is_relevant("Encounter", decode_head(json.dumps(encounter).encode()), matcher)
+    encounter["hospitalization"] = {"admitSource": {"text": "x"}}
+    assert not is_relevant("Encounter", decode_head(json.dumps(encounter).encode()), matcher)
+    head = decode_head(b'{"resourceType":"Condition","subject":{"reference":"Patient/a","display":"x"}}')
+    assert head.subject.reference == "Patient/a" and head.patient is None

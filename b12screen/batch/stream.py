@@ -1,8 +1,8 @@
 """Stream one unit of input into compact per-patient facts.
 
-Each NDJSON line is decoded with msgspec into a small header (type, id, patient reference and the raw
-bytes of the few coded fields that decide relevance), so irrelevant resources never become Python
-objects. Only resources whose codes match a value set are parsed fully (orjson) and reduced to facts by
+Each NDJSON line is decoded into a small header and tested for relevance by
+:mod:`b12screen.sources.relevance` (the one place that decides it), so irrelevant resources never become
+Python objects. Only resources whose codes match a value set are parsed fully (orjson) and reduced to facts by
 :class:`b12screen.sources.extract.Extractor`; their raw JSON is kept so the ones that become evidence can be
 validated with fhir.resources later (:mod:`b12screen.batch.evaluate`). Anything unusual (arrays,
 Bundles, bad types, bad JSON) falls back to the general path with ``screen``'s semantics.
@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ..core.facts import MEDICATION_TYPES, PatientFact
+from ..core.facts import PatientFact
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..core.terminology import Terminology
 from ..errors import InputError
@@ -36,13 +36,9 @@ from ..sources.extract import (
 from ..sources.files import DOCUMENT, GZIP
 from ..sources.grouping import BundleIndex, patient_resource_key
 from ..sources.reader import EMPTY_FILE, short_reason, unwrap
+from ..sources.relevance import CACHE_LIMIT, HEAD_ERRORS, ConceptMatcher, decode_head, is_relevant
 from .lines import Problem, gzip_lines, plain_lines
 from .scan import Piece, Unit
-
-try:  # msgspec makes skipping irrelevant resources cheap; without it every line is parsed fully
-    import msgspec
-except ImportError:  # pragma: no cover
-    msgspec = None  # type: ignore[assignment]
 
 #: Where a fact or error came from: (file id, piece index, line within the piece or None, location).
 Pos = tuple[int, int, int | None, str | None]
@@ -50,9 +46,7 @@ Pos = tuple[int, int, int | None, str | None]
 LINE_MARK = "\x00line\x00"
 MAX_LINE_BYTES = 64 << 20
 _FAST_TYPES = R4_RESOURCE_TYPES - {"Bundle"}
-_CACHE_LIMIT = 200_000
 _MISSING: Any = object()
-_MEDICATION_TYPES = frozenset(MEDICATION_TYPES)
 _SPECIAL_TYPES = frozenset({"Patient", "Medication"})
 
 
@@ -90,42 +84,15 @@ class StreamContext:
     pool: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     deleted: frozenset[str] = frozenset()
     max_line: int = MAX_LINE_BYTES
-    concept_cache: dict[bytes, bool] = field(default_factory=dict)
+    matcher: ConceptMatcher = field(init=False)
     key_cache: dict[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.matcher = ConceptMatcher(self.extractor.terminology)
 
     @property
     def terminology(self) -> Terminology:
         return self.extractor.terminology
-
-
-if msgspec is not None:
-    _Raw = msgspec.Raw
-    _EMPTY = msgspec.Raw(b"")
-
-    class _Ref(msgspec.Struct):
-        """A Reference, decoded only as far as its ``reference`` (a Struct decodes about twice as fast as
-        a dict; a subject that is not an object falls back to the general path)."""
-
-        reference: Any = None
-
-    class _Head(msgspec.Struct):
-        """The fields that say whose a resource is and whether a rule can use it."""
-
-        resourceType: Any = None
-        id: Any = None
-        subject: _Ref | None = None
-        patient: _Ref | None = None
-        code: _Raw = _EMPTY
-        valueCodeableConcept: _Raw = _EMPTY
-        medicationCodeableConcept: _Raw = _EMPTY
-        medicationReference: _Raw = _EMPTY
-        hospitalization: _Raw = _EMPTY
-
-    _decode_head = msgspec.json.Decoder(_Head).decode
-    _HEAD_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, UnicodeDecodeError)
-else:  # pragma: no cover
-    _decode_head = None
-    _HEAD_ERRORS = ()
 
 
 class UnitReader:
@@ -153,7 +120,7 @@ class UnitReader:
         key = cache.get(reference, _MISSING)
         if key is _MISSING:
             key = patient_key(reference)
-            if len(cache) > _CACHE_LIMIT:
+            if len(cache) > CACHE_LIMIT:
                 cache.clear()
             cache[reference] = key
         return key  # type: ignore[no-any-return]
@@ -197,9 +164,9 @@ class UnitReader:
         fid, pidx, ftype = piece.file_id, piece.index, piece.file_type
         out, ctx = self.out, self.ctx
         errors, partials, key_cache, deleted = out.errors, out.partials, ctx.key_cache, ctx.deleted
-        decode, head_errors, fast_types = _decode_head, _HEAD_ERRORS, _FAST_TYPES
-        understood, scoped, medication_types = UNDERSTOOD_TYPES, PATIENT_SCOPED_TYPES, _MEDICATION_TYPES
-        matches = self._matches
+        decode, head_errors, fast_types = decode_head, HEAD_ERRORS, _FAST_TYPES
+        understood, scoped, relevant = UNDERSTOOD_TYPES, PATIENT_SCOPED_TYPES, is_relevant
+        matches = ctx.matcher
         rel = resources = 0
         special = _SPECIAL_TYPES
         for batch in self._line_source() if source is None else source:
@@ -254,36 +221,12 @@ class UnitReader:
                 partial.resources += 1
                 if rt not in understood:
                     continue
-                if rt in medication_types:
-                    relevant = bool(head.medicationReference) or matches(head.medicationCodeableConcept)
-                elif rt == "Observation":
-                    relevant = matches(head.code) or matches(head.valueCodeableConcept)
-                elif rt == "Encounter":
-                    relevant = bool(head.hospitalization) and b"dietPreference" in bytes(head.hospitalization)
-                else:
-                    relevant = matches(head.code)
-                if relevant:
+                if relevant(rt, head, matches):
                     partial.lines.append((line, (fid, pidx, rel, None)))  # type: ignore[arg-type]
         out.resources += resources
         return rel
 
     # -- one NDJSON line ---------------------------------------------------------------------
-
-    def _matches(self, raw: Any) -> bool:
-        if not raw:
-            return False
-        key = bytes(raw)
-        cache = self.ctx.concept_cache
-        hit = cache.get(key)
-        if hit is None:
-            try:
-                hit = bool(self.ctx.terminology.match_concept(orjson.loads(key)))
-            except orjson.JSONDecodeError:
-                hit = True  # let the full parse report it
-            if len(cache) > _CACHE_LIMIT:
-                cache.clear()
-            cache[key] = hit
-        return hit
 
     def _loads(self, line: bytes, rel: int) -> Any:
         try:
