@@ -29,12 +29,11 @@ from ..sources.extract import (
     Fact,
     ResourceProblem,
     check_resource_type,
-    patient_key,
     patient_reference,
     resource_ref,
 )
 from ..sources.files import DOCUMENT, GZIP
-from ..sources.grouping import BundleIndex, patient_resource_key
+from ..sources.grouping import BundleIndex, patient_key, patient_resource_key
 from ..sources.reader import EMPTY_FILE, short_reason, unwrap
 from ..sources.relevance import CACHE_LIMIT, HEAD_ERRORS, ConceptMatcher, decode_head, is_relevant
 from .lines import Problem, gzip_lines, plain_lines

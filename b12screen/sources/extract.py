@@ -79,18 +79,6 @@ def is_patient_reference(reference: str) -> bool:
     return bool(_PATIENT_REF.search(reference)) or reference.startswith("urn:uuid:")
 
 
-_LONG_PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{65,})(?:/_history/[^/]+)?$")
-
-
-def patient_key(reference: str) -> str | None:
-    """The patient key of a reference, the one rule of every door: ``Patient/<id>`` (ids over 64
-    characters too, so such a patient is screened rather than lost) or the ``urn:uuid:`` it names."""
-    if is_patient_reference(reference):
-        return normalize_reference(reference)
-    m = _LONG_PATIENT.search(reference)
-    return m.group(1) if m else None
-
-
 def resource_ref(resource: Mapping[str, Any], full_url: str | None) -> str | None:
     """How evidence names a resource: ``Type/id``, else its fullUrl, else None."""
     rid = resource.get("id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,12 +16,23 @@ from .extract import (
     Extractor,
     ResourceProblem,
     check_resource_type,
+    is_patient_reference,
     normalize_reference,
-    patient_key,
     patient_reference,
     resource_ref,
 )
 from .reader import Entry
+
+_LONG_PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{65,})(?:/_history/[^/]+)?$")
+
+
+def patient_key(reference: str) -> str | None:
+    """The patient key of a reference, the one rule of every door: ``Patient/<id>`` (ids over 64
+    characters too, so such a patient is screened rather than lost) or the ``urn:uuid:`` it names."""
+    if is_patient_reference(reference):
+        return normalize_reference(reference)
+    m = _LONG_PATIENT.search(reference)
+    return m.group(1) if m else None
 
 
 @dataclass
