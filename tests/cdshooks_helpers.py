@@ -156,10 +156,15 @@ def running_server(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+class Redirect(str):
+    """A ``stub_http_server`` route answering 302 to this URL prefix plus the request's path and query."""
+
+
 @contextmanager
-def stub_http_server(routes: dict[str, Any]) -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """A loopback HTTP server answering GET ``path`` (query ignored) with ``routes[path]`` as JSON;
-    yields (base URL, list of {path, authorization} seen)."""
+def stub_http_server(routes: dict[str, Any], redirect_all: Redirect | None = None,
+                     ) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A loopback HTTP server answering GET ``path`` (query ignored) with ``routes[path]`` as JSON, or
+    every GET with a 302 to ``redirect_all`` + path; yields (base URL, list of {path, authorization} seen)."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     seen: list[dict[str, str]] = []
@@ -168,6 +173,12 @@ def stub_http_server(routes: dict[str, Any]) -> Iterator[tuple[str, list[dict[st
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             seen.append({"path": self.path, "authorization": self.headers.get("Authorization") or ""})
+            if redirect_all is not None:
+                self.send_response(302)
+                self.send_header("Location", redirect_all + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = routes.get(path)
             payload = json.dumps(body if body is not None else {"resourceType": "OperationOutcome"}).encode()
             self.send_response(200 if body is not None else 404)

@@ -378,16 +378,21 @@ def test_expired_fhir_authorization_is_not_sent(client: TestClient) -> None:
         assert rs.calls and "Authorization" not in rs.calls[0].request.headers
 
 
-def test_a_redirect_to_another_host_does_not_get_the_token(client: TestClient) -> None:
+def test_a_redirect_is_followed_only_within_the_allow_list(client: TestClient) -> None:
     prefetch = metformin_patient()
     del prefetch["procedures"]
-    with responses.RequestsMock() as rs:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
         rs.add(responses.GET, f"{FHIR}/Procedure", status=307,
                headers={"Location": "https://files.example.net/Procedure?patient=p1"})
         rs.add(responses.GET, "https://files.example.net/Procedure", json=searchset())
+        response = post(client, PV, with_server(request_body(prefetch=prefetch)))
+        assert response.status_code == 200
+        assert [c.request.url.split("?")[0] for c in rs.calls] == [f"{FHIR}/Procedure"]
+    with responses.RequestsMock() as rs:
+        rs.add(responses.GET, f"{FHIR}/Procedure", status=302, headers={"Location": f"{FHIR}/moved/Procedure"})
+        rs.add(responses.GET, f"{FHIR}/moved/Procedure", json=searchset())
         assert post(client, PV, with_server(request_body(prefetch=prefetch))).status_code == 200
-        assert rs.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
-        assert "Authorization" not in rs.calls[1].request.headers
+        assert rs.calls[1].request.headers["Authorization"] == f"Bearer {TOKEN}"
 
 
 def test_medication_reference_is_resolved_from_the_fhir_server(client: TestClient) -> None:

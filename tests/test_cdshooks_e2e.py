@@ -12,6 +12,7 @@ import requests
 from cdshooks_helpers import (
     AS_OF,
     MockEhr,
+    Redirect,
     empty_fields,
     full_prefetch,
     metformin_request,
@@ -46,7 +47,8 @@ def ehr_servers() -> Iterator[dict[str, Any]]:
         "/fhir/MedicationAdministration": searchset(),
     }
     with stub_http_server({"/jwks.json": ehr().jwks(), **fhir_routes}) as (base, seen):
-        yield {"base": base, "jku": f"{base}/jwks.json", "fhir": f"{base}/fhir", "seen": seen}
+        yield {"base": base, "jku": f"{base}/jwks.json", "fhir": f"{base}/fhir", "seen": seen,
+               "routes": fhir_routes}
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +91,24 @@ def test_patient_view_with_fallback_fetch_over_http(service: str, ehr_servers: d
     replay = requests.post(service + PV, json=body, headers={"Authorization": response.request.headers[
         "Authorization"]}, timeout=10)
     assert replay.status_code == 401 and "diagnostics" not in replay.text
+
+
+def test_redirects_to_a_host_off_the_allow_list_send_nothing_there(ehr_servers: dict[str, Any]) -> None:
+    """A real allow-listed server answering 302 to a second listener: nothing reaches the second one."""
+    with stub_http_server(dict(ehr_servers["routes"])) as (other, other_seen), \
+            stub_http_server({}, redirect_all=Redirect(other)) as (redirecting, redirect_seen):
+        config = ServiceConfig(test_mode=True, fhir_servers=(f"{redirecting}/fhir",),
+                               issuers=(ehr().issuer(jwks=None, jku=(ehr_servers["jku"],)),))
+        screener = Screener(plugin_manager=get_plugin_manager(load_entry_points=False))
+        with running_server(create_app(config, screener=screener, today=lambda: AS_OF)) as service:
+            body = request_body(fhirServer=f"{redirecting}/fhir", fhirAuthorization={
+                "access_token": "loopback-token", "token_type": "Bearer", "expires_in": 60,
+                "scope": "user/*.read", "subject": "b12screen"})
+            response = call(service, PV, body, ehr_servers["jku"])
+    assert response.status_code == 412, response.text
+    assert "Patient" in response.text or "patient" in response.text
+    assert redirect_seen and all(s["path"].startswith("/fhir/") for s in redirect_seen)
+    assert other_seen == []
 
 
 def test_order_sign_over_http(service: str, ehr_servers: dict[str, Any]) -> None:
