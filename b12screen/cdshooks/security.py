@@ -199,7 +199,7 @@ class JwtVerifier:
         skew = self.config.clock_skew_seconds
         try:
             claims = jwt.decode(
-                token, key, algorithms=[alg], audience=[audience, audience + "/"], issuer=iss, leeway=skew,
+                token, key, algorithms=[alg], audience=audience, issuer=iss, leeway=skew,
                 options={"require": ["iss", "aud", "exp", "iat", "jti"], "verify_sub": False},
             )
         except jwt.PyJWTError as exc:
