@@ -135,10 +135,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(app: Any) -> Iterator[str]:
+def running_server(app: Any, **settings: Any) -> Iterator[str]:
     """Serve ``app`` with a real uvicorn on 127.0.0.1 in a thread; yields the base URL, then stops it."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on",
+                            **settings)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -335,4 +335,7 @@ def app_from_environment() -> Starlette:
     """uvicorn factory for ``--workers`` > 1: the settings travel as JSON in ``B12SCREEN__SERVE_CONFIG``."""
     raw = os.environ.get("B12SCREEN__SERVE_CONFIG")
     config = ServiceConfig.from_mapping(orjson.loads(raw), "B12SCREEN__SERVE_CONFIG") if raw else ServiceConfig.load()
+    from .protocol import BoundedH11Protocol
+
+    BoundedH11Protocol.configure(config.read_timeout_seconds, config.max_connections)
     return create_app(config)

@@ -103,6 +103,8 @@ class ServiceConfig:
     fetch_timeout_seconds: float = 3.0
     time_budget_seconds: float = 8.0
     max_request_bytes: int = 5_000_000
+    read_timeout_seconds: float = 15.0  # a request's headers and body must arrive within this, else closed
+    max_connections: int = 200  # open connections per worker; past that a new one is closed at once
     max_pages: int = 10
     max_resources_per_key: int = 5_000
     max_medication_reads: int = 50
@@ -170,6 +172,10 @@ class ServiceConfig:
                      "replay_cache_size", "workers"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ConfigError(f"{origin}: {name} must be positive")
+        if not 0 < self.read_timeout_seconds <= 15:
+            raise ConfigError(f"{origin}: read_timeout_seconds must be more than 0 and at most 15")
+        if self.max_connections < 1:
+            raise ConfigError(f"{origin}: max_connections must be positive")
         if self.time_budget_seconds <= 0 or self.fetch_timeout_seconds <= 0:
             raise ConfigError(f"{origin}: time_budget_seconds and fetch_timeout_seconds must be positive")
         return self

@@ -37,6 +37,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
 
     from ..cdshooks.app import create_app
     from ..cdshooks.config import ServiceConfig
+    from ..cdshooks.protocol import BoundedH11Protocol
     from ..errors import B12ScreenError
 
     try:
@@ -52,7 +53,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     if config.insecure_no_auth:
         click.echo("b12screen: warning: JWT verification is OFF (--insecure-no-auth); loopback testing only", err=True)
     common: dict[str, Any] = {"host": config.host, "port": config.port, "access_log": False,
-                              "log_level": config.log_level, "server_header": False, "timeout_keep_alive": 5}
+                              "log_level": config.log_level, "server_header": False, "timeout_keep_alive": 5,
+                              "http": BoundedH11Protocol, "h11_max_incomplete_event_size": 16_384}
+    BoundedH11Protocol.configure(config.read_timeout_seconds, config.max_connections)
     try:
         app = create_app(config)  # also checks the rules config and profile before any worker starts
     except B12ScreenError as exc:

@@ -1,0 +1,107 @@
+"""Slow or stalled clients on a real loopback uvicorn with :class:`BoundedH11Protocol`: a request whose
+headers or body do not arrive within the read timeout is cut off, and connections are bounded."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from cdshooks_helpers import running_server
+
+from b12screen.cdshooks.app import create_app
+from b12screen.cdshooks.config import ServiceConfig
+from b12screen.cdshooks.protocol import BoundedH11Protocol
+
+READ_TIMEOUT = 0.5
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[tuple[str, int]]:
+    before = (BoundedH11Protocol.read_timeout, BoundedH11Protocol.max_connections)
+    BoundedH11Protocol.configure(READ_TIMEOUT, 3)
+    try:
+        app = create_app(ServiceConfig(insecure_no_auth=True))
+        with running_server(app, http=BoundedH11Protocol) as url:
+            yield "127.0.0.1", int(url.rsplit(":", 1)[1])
+    finally:
+        BoundedH11Protocol.configure(*before)
+
+
+def connect(base: tuple[str, int]) -> socket.socket:
+    sock = socket.create_connection(base, timeout=10)
+    return sock
+
+
+def closed_by_server(sock: socket.socket, seen: list[bytes] | None = None) -> bool:
+    """True when the server closes the connection (recv gives EOF or a reset) before our 10 s timeout;
+    what arrived before is appended to ``seen``."""
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+            if seen is not None:
+                seen.append(data)
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_stalled_headers_are_cut_off(base: tuple[str, int]) -> None:
+    with connect(base) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finishes the headers
+        assert closed_by_server(sock)
+
+
+def test_a_body_that_never_arrives_is_cut_off(base: tuple[str, int]) -> None:
+    with connect(base) as sock:
+        sock.sendall(b"POST /cds-services/b12screen-patient-view HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"hook\"")
+        assert closed_by_server(sock)
+
+
+def test_complete_requests_are_answered_and_keep_alive_gets_a_fresh_deadline(base: tuple[str, int]) -> None:
+    with connect(base) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                chunk = sock.recv(65536)
+                assert chunk, "closed before the answer"
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200")
+        assert closed_by_server(sock)  # then idle: closed too
+
+
+def test_connections_past_the_bound_are_closed_at_once(base: tuple[str, int]) -> None:
+    held = [connect(base) for _ in range(3)]
+    try:
+        with connect(base) as extra:
+            extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            seen: list[bytes] = []
+            assert closed_by_server(extra, seen)
+            assert seen == []  # no answer: closed before any request was read
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_headers_dripping_one_byte_at_a_time_are_cut_off(base: tuple[str, int]) -> None:
+    """Each byte arriving does not extend the deadline: the whole request must arrive in time."""
+    import time
+
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n"
+    with connect(base) as sock:
+        cut = False
+        for byte in request:  # 0.05 s a byte: the request would need 10 s, 20x the read timeout
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                cut = True
+                break
+            time.sleep(0.05)
+        seen: list[bytes] = []
+        assert cut or closed_by_server(sock, seen)
+        assert seen == []  # never answered: the request was cut off, not served
