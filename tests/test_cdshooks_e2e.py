@@ -163,3 +163,18 @@ def test_b12screen_serve_runs_uvicorn(tmp_path: Any) -> None:
         process.terminate()
         process.wait(timeout=10)
     assert b"Traceback" not in process.stderr.read()
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "b12screen", "serve", "--insecure-no-auth", "--port", str(port)],
+                              capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.decode().strip() == f"b12screen: error: cannot bind 127.0.0.1:{port}: the port is in use"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from typing import Any
@@ -49,6 +50,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         config.check_bind()
     except B12ScreenError as exc:
         fail(str(exc))
+    port_in_use = _port_in_use(config.host, config.port)
+    if port_in_use:
+        fail(port_in_use)
     logging.getLogger("b12screen").setLevel(config.log_level.upper())
     if config.insecure_no_auth:
         click.echo("b12screen: warning: JWT verification is OFF (--insecure-no-auth); loopback testing only", err=True)
@@ -65,3 +69,24 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         uvicorn.run("b12screen.cdshooks.app:app_from_environment", factory=True, workers=config.workers, **common)
         return
     uvicorn.run(app, **common)
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """One clear line when ``host:port`` cannot be bound (in use, or not an address of this machine)."""
+    import socket
+
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return f"cannot bind {host}:{port}: unknown host"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            reason = "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or "refused")
+            return f"cannot bind {host}:{port}: {reason}"
+    return None
