@@ -105,3 +105,21 @@ def test_headers_dripping_one_byte_at_a_time_are_cut_off(base: tuple[str, int]) 
         seen: list[bytes] = []
         assert cut or closed_by_server(sock, seen)
         assert seen == []  # never answered: the request was cut off, not served
+
+
+def test_a_client_that_hangs_up_is_logged_at_info_not_as_an_error(base: tuple[str, int],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    caplog.set_level("INFO", logger="b12screen")
+    with connect(base) as sock:
+        sock.sendall(b"POST /cds-services/b12screen-patient-view HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"hook\"")
+        time.sleep(0.1)  # let the app start reading the body, then hang up
+    for _ in range(100):
+        if any("disconnected" in r.getMessage() for r in caplog.records):
+            break
+        time.sleep(0.05)
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("b12screen")]
+    assert ("INFO", "client disconnected during service b12screen-patient-view") in messages
+    assert not [m for level, m in messages if level in ("ERROR", "CRITICAL")]

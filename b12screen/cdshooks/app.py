@@ -23,7 +23,7 @@ from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -236,6 +236,8 @@ class CdsApp:
                 return self.handler.call(service, payload, caller, deadline, allow_io)
 
             outcome = await self._run(work)
+        except ClientDisconnect:
+            return self._disconnected(what, started)
         except _TooLarge:
             problem = Problem(413, "too-costly", f"the request body exceeds {self.config.max_request_bytes} bytes")
             self._access_log(what, 413, started)
@@ -275,6 +277,8 @@ class CdsApp:
                 return Outcome({"received": len(items)})
 
             outcome = await self._run(work)
+        except ClientDisconnect:
+            return self._disconnected(what, started)
         except _TooLarge:
             self._access_log(what, 413, started)
             return problem_response(Problem(413, "too-costly", "the feedback body is too large"))
@@ -288,6 +292,12 @@ class CdsApp:
         assert isinstance(outcome, Outcome)
         self._access_log(what, 200, started, caller)
         return json_response(outcome.body)
+
+    def _disconnected(self, what: str, started: float) -> Response:
+        """The client hung up before its request was read: not an error of ours (logged at info, 499)."""
+        log.info("client disconnected during %s", what)
+        self._access_log(what, 499, started)
+        return problem_response(Problem(400, "incomplete", "the client disconnected"))
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
