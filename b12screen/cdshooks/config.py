@@ -241,7 +241,7 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             except ValueError as exc:
                 raise ConfigError(f"{env_name(f.name)}: not valid JSON ({exc})") from None
         else:
-            out[f.name] = raw
+            out[f.name] = _coerce(f, raw, env_name(f.name))
     return out
 
 
@@ -258,11 +258,16 @@ def _coerce(f: dataclasses.Field[Any], raw: Any, origin: str) -> Any:
                 return False
             raise ValueError(f"expected true/false, got {raw!r}")
         if kind.startswith("int"):
-            if isinstance(raw, bool):
-                raise ValueError("expected an integer")
+            if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).strip().lstrip("-").isdigit():
+                raise ValueError(f"expected a whole number, got {raw!r}")
             return int(raw)
         if kind.startswith("float"):
-            return float(raw)
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise ValueError(f"expected a number, got {raw!r}")
+            try:
+                return float(raw)
+            except ValueError:
+                raise ValueError(f"expected a number, got {raw!r}") from None
         if kind.startswith("tuple"):
             if isinstance(raw, str):
                 raw = [part.strip() for part in raw.split(",") if part.strip()]
@@ -275,4 +280,5 @@ def _coerce(f: dataclasses.Field[Any], raw: Any, origin: str) -> Any:
             raise ValueError("expected a string")
         return raw
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{origin}: {name}: {exc}") from None
+        where = f"{origin} ({name})" if origin == env_name(name) else f"{origin}: {name} (environment {env_name(name)})"
+        raise ConfigError(f"{where}: {exc}") from None
