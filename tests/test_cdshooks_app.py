@@ -28,7 +28,7 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from b12screen import Screener
 from b12screen.cdshooks.app import create_app
-from b12screen.cdshooks.config import ServiceConfig
+from b12screen.cdshooks.config import IssuerConfig, ServiceConfig
 from b12screen.plugins import get_plugin_manager
 from b12screen.sinks.flag import flag_json
 
@@ -540,3 +540,22 @@ def test_the_card_flag_is_the_flag_screen_and_batch_produce(client: TestClient) 
     assert expected is not None
     del expected["id"]
     assert flag == expected
+
+
+def test_ready_needs_every_issuers_keys_and_the_startup_line_names_issuers_only() -> None:
+    client = make_client()
+    assert client.get("/ready").json() == {"status": "ready"}
+    state = client.app.state.cds  # type: ignore[attr-defined]
+    line = state.startup_line()
+    assert line.startswith("b12screen CDS service: issuers ") and "profile default" in line
+    assert f"{len(state.handler.screener.rules)} rule(s)" in line and "keys" not in line
+    unreachable = ServiceConfig(issuers=(IssuerConfig(iss="https://down.example", jwks_url="https://down.example/j"),))
+    from b12screen.cdshooks.security import JwksCache, JwtVerifier
+
+    def refuse(url: str) -> Any:
+        raise OSError("unreachable")
+
+    verifier = JwtVerifier(unreachable, jwks=JwksCache(fetch=refuse))
+    with TestClient(create_app(unreachable, screener=screener(), verifier=verifier)) as down:
+        response = down.get("/ready")
+    assert response.status_code == 503 and response.json()["resourceType"] == "OperationOutcome"

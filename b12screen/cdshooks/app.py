@@ -200,6 +200,24 @@ class CdsApp:
     async def health(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json", headers=NO_STORE)
 
+    async def ready(self, request: Request) -> Response:
+        """Readiness: the configuration is loaded and every issuer's keys are inline, cached or reachable."""
+        verifier = self.verifier
+        unready = [] if verifier is None else await anyio.to_thread.run_sync(verifier.unready_issuers,
+                                                                             limiter=self.io_limiter)
+        if unready:
+            log.warning("not ready: no keys for %d issuer(s)", len(unready))
+            return json_response(operation_outcome("transient", "the key sets of some issuers are unreachable"),
+                                 503)
+        return Response(b'{"status":"ready"}', media_type="application/json", headers=NO_STORE)
+
+    def startup_line(self) -> str:
+        """One line for the log at start-up: issuers (iss only), profile, plugin and rule counts."""
+        screener = self.handler.screener
+        issuers = ", ".join(self.verifier.issuers) if self.verifier is not None else "none (JWT verification off)"
+        return (f"b12screen CDS service: issuers {issuers}; profile {screener.profile}; "
+                f"{len(screener.plugin_manager.plugin_names())} plugin(s), {len(screener.rules)} rule(s)")
+
     async def discovery(self, request: Request) -> Response:
         started = time.perf_counter()
         try:
@@ -331,6 +349,7 @@ def create_app(config: ServiceConfig, screener: Screener | None = None,
 
     routes = [
         Route("/health", state.health, methods=["GET"]),
+        Route("/ready", state.ready, methods=["GET"]),
         Route("/cds-services", state.discovery, methods=["GET"]),
         Route("/cds-services/{service_id}", state.service, methods=["POST"]),
         Route("/cds-services/{service_id}/feedback", state.feedback, methods=["POST"]),

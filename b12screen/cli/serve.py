@@ -12,6 +12,28 @@ import click
 from ..core.config import PROFILES
 from .common import fail
 
+log = logging.getLogger("b12screen.serve")
+
+#: setting names (any level) whose values are never printed
+SECRET_WORDS = ("secret", "token", "password", "private")
+#: private members of a JWK: an inline JWK Set must hold public keys only, but never echo one that does not
+PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+def masked_settings(config: Any) -> str:
+    """The effective settings as indented JSON, with secrets and private key material masked."""
+    import json
+
+    def mask(value: Any, name: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: "***" if (k in PRIVATE_JWK_MEMBERS and "keys" in name) or any(w in k.lower()
+                    for w in SECRET_WORDS) else mask(v, f"{name}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [mask(v, name) for v in value]
+        return value
+
+    return json.dumps(mask(json.loads(config.as_json())), indent=2, sort_keys=True)
+
 
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
@@ -30,9 +52,11 @@ from .common import fail
 @click.option("--rules-config", type=click.Path(dir_okay=False, exists=True),
               help="Rule switches and parameters (the file `screen --config` takes).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
+@click.option("--check-config", is_flag=True,
+              help="Validate the settings, print the effective ones (secrets masked) as JSON and exit.")
 def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None,
           public_base_url: str | None, insecure_no_auth: bool | None, test_mode: bool | None, dev: bool | None,
-          profile: str | None, rules_config: str | None, log_level: str | None) -> None:
+          profile: str | None, rules_config: str | None, log_level: str | None, check_config: bool) -> None:
     """Run the CDS Hooks 2.0 service (discovery, patient-view, order-sign, feedback) with uvicorn."""
     import uvicorn
 
@@ -48,8 +72,13 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
             rules_config=rules_config, log_level=log_level,
         )
         config.check_bind()
+        if check_config:
+            create_app(config)  # also checks the rules config and profile
     except B12ScreenError as exc:
         fail(str(exc))
+    if check_config:
+        click.echo(masked_settings(config))
+        return
     port_in_use = _port_in_use(config.host, config.port)
     if port_in_use:
         fail(port_in_use)
@@ -64,6 +93,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         app = create_app(config)  # also checks the rules config and profile before any worker starts
     except B12ScreenError as exc:
         fail(str(exc))
+    log.info("%s", app.state.cds.startup_line())
     if config.workers > 1:
         os.environ["B12SCREEN__SERVE_CONFIG"] = config.as_json()
         uvicorn.run("b12screen.cdshooks.app:app_from_environment", factory=True, workers=config.workers, **common)
