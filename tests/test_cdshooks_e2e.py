@@ -178,3 +178,38 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2() -> None:
                               capture_output=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.decode().strip() == f"b12screen: error: cannot bind 127.0.0.1:{port}: the port is in use"
+
+
+def test_serve_log_format_json_writes_only_json_lines() -> None:
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from cdshooks_helpers import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "b12screen", "serve", "--insecure-no-auth", "--port", str(port),
+         "--log-format", "json"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if requests.get(base + "/ready", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("b12screen serve did not start")
+        prefetch = full_prefetch(medicationRequests=searchset(metformin_request("m1", "p1")))
+        assert requests.post(base + PV, json=request_body(prefetch=prefetch), timeout=10).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    lines = [json.loads(line) for line in process.stderr.read().decode().splitlines() if line.strip()
+             and not line.startswith("b12screen: warning: JWT verification is OFF")]
+    assert lines and all({"ts", "level", "event"} <= set(line) for line in lines)
+    assert any(str(line["event"]).startswith("b12screen CDS service: issuers none") for line in lines)
+    [call] = [line for line in lines if line.get("event") == "request" and line.get("service") != "unknown"]
+    assert call["status"] == 200 and call["service"] == "b12screen-patient-view"

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -43,6 +44,7 @@ from .handler import (
     parse_json,
     validate_feedback,
 )
+from .observe import FIELDS, Metrics, rejection_reason, use_log_format
 from .prefetch import NeedsIo
 from .security import ANONYMOUS, AuthError, Caller, JwtVerifier
 
@@ -141,6 +143,7 @@ class CdsApp:
         self.config = config
         self.screener = screener
         self.services = services_by_id(services)
+        self.metrics = Metrics()
         self.verifier = None if config.insecure_no_auth else (verifier or JwtVerifier(config))
         self.executor = ThreadPoolExecutor(max_workers=config.fetch_workers, thread_name_prefix="b12-fetch")
         self.registry = CardRegistry()
@@ -165,6 +168,7 @@ class CdsApp:
             return self.verifier.verify(request.headers.get("authorization"), self.endpoint_url(request, path),
                                         allow_io)
         except AuthError as exc:
+            self.metrics.jwt_rejections.labels(rejection_reason(exc.reason)).inc()
             log.info("401 on %s: %s", path.rsplit("/", 1)[-1] or "discovery", exc.reason)
             raise Problem(401, "login") from None
 
@@ -185,15 +189,36 @@ class CdsApp:
         except TimeoutError:
             raise Problem(503, "timeout", "the service ran out of time") from None
 
+    def _label(self, what: str) -> str:
+        """A bounded metric label for ``what``: a known service id (``/feedback``), discovery or unknown."""
+        kind, _, service_id = what.partition(" ")
+        if kind == "discovery":
+            return "discovery"
+        if service_id not in self.services:
+            return "unknown"
+        return service_id + ("/feedback" if kind == "feedback" else "")
+
     def _access_log(self, what: str, status: int, started: float, caller: Caller | None = None,
                     hook_instance: str | None = None, outcome: Outcome | None = None) -> None:
+        seconds = time.perf_counter() - started
+        label = self._label(what)
+        self.metrics.observe(label, status, seconds, outcome.cards if outcome and label in self.services else None,
+                             len(outcome.fetched) if outcome else 0)
         if not log.isEnabledFor(logging.INFO):
             return
         caller = caller or ANONYMOUS
+        fields = {"event": "request", "request_id": _safe(hook_instance) if hook_instance else uuid.uuid4().hex,
+                  "service": label, "status": status, "duration_ms": round(seconds * 1000, 1),
+                  "iss": caller.iss, "cards": outcome.cards if outcome else None,
+                  "fetched": len(outcome.fetched) if outcome else 0}
         log.info("%s status=%d ms=%.1f hookInstance=%s iss=%s tenant=%s jti=%s cards=%s fetched=%s",
-                 what, status, (time.perf_counter() - started) * 1000, _safe(hook_instance), _safe(caller.iss, 120),
+                 what, status, seconds * 1000, _safe(hook_instance), _safe(caller.iss, 120),
                  _safe(caller.tenant), _safe(caller.jti), outcome.cards if outcome else "-",
-                 ",".join(outcome.fetched) if outcome and outcome.fetched else "-")
+                 ",".join(outcome.fetched) if outcome and outcome.fetched else "-", extra={FIELDS: fields})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        body, content_type = self.metrics.exposition()
+        return Response(body, headers={"Content-Type": content_type, **NO_STORE})
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -350,6 +375,7 @@ def create_app(config: ServiceConfig, screener: Screener | None = None,
     routes = [
         Route("/health", state.health, methods=["GET"]),
         Route("/ready", state.ready, methods=["GET"]),
+        Route("/metrics", state.metrics_endpoint, methods=["GET"]),
         Route("/cds-services", state.discovery, methods=["GET"]),
         Route("/cds-services/{service_id}", state.service, methods=["POST"]),
         Route("/cds-services/{service_id}/feedback", state.feedback, methods=["POST"]),
@@ -366,5 +392,7 @@ def app_from_environment() -> Starlette:
     config = ServiceConfig.from_mapping(orjson.loads(raw), "B12SCREEN__SERVE_CONFIG") if raw else ServiceConfig.load()
     from .protocol import BoundedH11Protocol
 
+    use_log_format(config.log_format)
+    logging.getLogger("b12screen").setLevel(config.log_level.upper())
     BoundedH11Protocol.configure(config.read_timeout_seconds, config.max_connections)
     return create_app(config)

@@ -119,6 +119,7 @@ class ServiceConfig:
     source_label: str = "b12screen"
     source_url: str | None = None
     log_level: str = "info"
+    log_format: str = "text"  # text (key=value) or json (one object per line)
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -172,6 +173,8 @@ class ServiceConfig:
                      "replay_cache_size", "workers"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ConfigError(f"{origin}: {name} must be positive")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"{origin}: log_format must be text or json")
         if not 0 < self.read_timeout_seconds <= 15:
             raise ConfigError(f"{origin}: read_timeout_seconds must be more than 0 and at most 15")
         if self.max_connections < 1:

@@ -52,16 +52,20 @@ def masked_settings(config: Any) -> str:
 @click.option("--rules-config", type=click.Path(dir_okay=False, exists=True),
               help="Rule switches and parameters (the file `screen --config` takes).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              help="Log lines as text (default) or one JSON object per line.")
 @click.option("--check-config", is_flag=True,
               help="Validate the settings, print the effective ones (secrets masked) as JSON and exit.")
 def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None,
           public_base_url: str | None, insecure_no_auth: bool | None, test_mode: bool | None, dev: bool | None,
-          profile: str | None, rules_config: str | None, log_level: str | None, check_config: bool) -> None:
+          profile: str | None, rules_config: str | None, log_level: str | None, log_format: str | None,
+          check_config: bool) -> None:
     """Run the CDS Hooks 2.0 service (discovery, patient-view, order-sign, feedback) with uvicorn."""
     import uvicorn
 
     from ..cdshooks.app import create_app
     from ..cdshooks.config import ServiceConfig
+    from ..cdshooks.observe import use_log_format
     from ..cdshooks.protocol import BoundedH11Protocol
     from ..errors import B12ScreenError
 
@@ -69,7 +73,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         config = ServiceConfig.load(
             config_path, host=host, port=port, workers=workers, public_base_url=public_base_url,
             insecure_no_auth=insecure_no_auth, test_mode=test_mode, dev=dev, profile=profile,
-            rules_config=rules_config, log_level=log_level,
+            rules_config=rules_config, log_level=log_level, log_format=log_format,
         )
         config.check_bind()
         if check_config:
@@ -82,12 +86,15 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     port_in_use = _port_in_use(config.host, config.port)
     if port_in_use:
         fail(port_in_use)
+    use_log_format(config.log_format)
     logging.getLogger("b12screen").setLevel(config.log_level.upper())
     if config.insecure_no_auth:
         click.echo("b12screen: warning: JWT verification is OFF (--insecure-no-auth); loopback testing only", err=True)
     common: dict[str, Any] = {"host": config.host, "port": config.port, "access_log": False,
                               "log_level": config.log_level, "server_header": False, "timeout_keep_alive": 5,
                               "http": BoundedH11Protocol, "h11_max_incomplete_event_size": 16_384}
+    if config.log_format == "json":
+        common["log_config"] = None  # uvicorn's own lines go through the JSON handler too
     BoundedH11Protocol.configure(config.read_timeout_seconds, config.max_connections)
     try:
         app = create_app(config)  # also checks the rules config and profile before any worker starts
