@@ -123,3 +123,21 @@ def test_a_client_that_hangs_up_is_logged_at_info_not_as_an_error(base: tuple[st
     messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("b12screen")]
     assert ("INFO", "client disconnected during service b12screen-patient-view") in messages
     assert not [m for level, m in messages if level in ("ERROR", "CRITICAL")]
+
+
+@pytest.mark.parametrize("request_bytes", [
+    # never ends: past h11's 16 KiB limit for incomplete headers
+    b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000,
+    b"POST /cds-services/b12screen-patient-view HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n",
+], ids=["oversized headers", "bad Content-Length"])
+def test_requests_the_http_layer_refuses_get_an_operation_outcome(base: tuple[str, int],
+                                                                  request_bytes: bytes) -> None:
+    import json
+
+    with connect(base) as sock:
+        sock.sendall(request_bytes)
+        seen: list[bytes] = []
+        assert closed_by_server(sock, seen)
+    head, _, body = b"".join(seen).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"application/fhir+json" in head
+    assert json.loads(body)["resourceType"] == "OperationOutcome"

@@ -4,6 +4,7 @@ uvicorn alone times out only idle keep-alive connections: a client that sends it
 byte a second is held for ever. Here every request (headers and body) must arrive within
 ``read_timeout`` seconds of the connection opening or of the previous response; otherwise the
 connection is closed. A connection past ``max_connections`` open ones (per worker) is closed at once.
+A request h11 cannot parse is answered with a 400 OperationOutcome, not uvicorn's plain text.
 """
 
 from __future__ import annotations
@@ -66,6 +67,20 @@ class BoundedH11Protocol(H11Protocol):
         if not self.transport.is_closing():
             self._arm()  # the next request on this keep-alive connection gets its own deadline
             self._request_received()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request h11 cannot parse (oversized headers, a bad Content-Length): an OperationOutcome."""
+        body = (b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid",'
+                b'"diagnostics":"malformed HTTP request (bad or oversized headers)"}]}')
+        headers = [(b"content-type", b"application/fhir+json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        try:
+            self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request")))
+            self.transport.write(self.conn.send(h11.Data(data=body)))
+            self.transport.write(self.conn.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError:  # a response was already under way: just close
+            pass
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
