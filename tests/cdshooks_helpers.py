@@ -102,6 +102,11 @@ def request_body(hook: str = "patient-view", pid: str = "p1", prefetch: dict[str
     context: dict[str, Any] = {"userId": "Practitioner/u1", "patientId": pid}
     if hook == "order-sign":
         context["draftOrders"] = extra.pop("draft_orders", {"resourceType": "Bundle", "type": "collection"})
+    if hook == "order-select":  # by default a selected draft metformin order
+        draft = {**metformin_request("draft-met", pid), "status": "draft"}
+        context["selections"] = extra.pop("selections", ["MedicationRequest/draft-met"])
+        context["draftOrders"] = extra.pop("draft_orders", {"resourceType": "Bundle", "type": "collection",
+                                                            "entry": [{"resource": draft}]})
     body: dict[str, Any] = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context}
     if prefetch is not None:
         body["prefetch"] = prefetch

@@ -92,7 +92,7 @@ def test_discovery_requires_a_jwt_whose_aud_is_the_discovery_url(client: TestCli
     response = client.get("/cds-services", headers=ehr().auth(BASE + "/cds-services"))
     assert response.status_code == 200
     services = {s["id"]: s for s in response.json()["services"]}
-    assert set(services) == {"b12screen-patient-view", "b12screen-order-sign"}
+    assert set(services) == {"b12screen-patient-view", "b12screen-order-sign", "b12screen-order-select"}
     assert services["b12screen-order-sign"]["hook"] == "order-sign"
     for service in services.values():
         assert {"hook", "id", "title", "description", "usageRequirements", "prefetch", "version",

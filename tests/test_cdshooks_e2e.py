@@ -71,7 +71,7 @@ def test_discovery_over_http(service: str, ehr_servers: dict[str, Any]) -> None:
     headers = ehr().auth(service + "/cds-services", jku=ehr_servers["jku"], alg="RS384")
     response = requests.get(service + "/cds-services", headers=headers, timeout=10)
     assert response.status_code == 200
-    assert len(response.json()["services"]) == 2
+    assert len(response.json()["services"]) == 3
     assert requests.get(service + "/cds-services", timeout=10).status_code == 401
 
 
