@@ -141,3 +141,36 @@ def test_requests_the_http_layer_refuses_get_an_operation_outcome(base: tuple[st
     head, _, body = b"".join(seen).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400") and b"application/fhir+json" in head
     assert json.loads(body)["resourceType"] == "OperationOutcome"
+
+
+def test_connections_on_a_worker_style_socket_get_tcp_nodelay() -> None:
+    """uvicorn binds ``--workers`` sockets with proto 0, so asyncio skips TCP_NODELAY; the protocol sets it."""
+    import asyncio
+    import threading
+
+    import uvicorn
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # as uvicorn's Config.bind_socket: proto 0
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(create_app(ServiceConfig(insecure_no_auth=True)), http=BoundedH11Protocol,
+                            log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[listener])), daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.02)
+        with connect(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            [protocol] = list(server.server_state.connections)
+            accepted = protocol.transport.get_extra_info("socket")
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()

@@ -4,19 +4,32 @@ uvicorn alone times out only idle keep-alive connections: a client that sends it
 byte a second is held for ever. Here every request (headers and body) must arrive within
 ``read_timeout`` seconds of the connection opening or of the previous response; otherwise the
 connection is closed. A connection past ``max_connections`` open ones (per worker) is closed at once.
-A request h11 cannot parse is answered with a 400 OperationOutcome, not uvicorn's plain text.
+A request h11 cannot parse is answered with a 400 OperationOutcome, not uvicorn's plain text. Every
+accepted connection gets TCP_NODELAY, also under ``--workers`` (where uvicorn's shared socket loses it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from typing import ClassVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY on an accepted TCP socket. asyncio sets it only when the listening socket says
+    ``IPPROTO_TCP``; the socket uvicorn binds for ``--workers`` says 0, so without this every keep-alive
+    response waits on Nagle's algorithm and delayed ACKs (about 40 ms)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):  # the peer may already have gone
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class BoundedH11Protocol(H11Protocol):
@@ -32,6 +45,7 @@ class BoundedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._read_deadline: asyncio.TimerHandle | None = None
+        set_nodelay(transport)
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             log.warning("connection refused: more than %d open connections", self.max_connections)
