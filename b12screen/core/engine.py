@@ -183,7 +183,7 @@ class Screener:
         return findings, modifiers, errors
 
     def evaluate(self, record: PatientRecord, as_of: date) -> ScreeningResult:
-        """Screen one patient at ``as_of`` (clinical-rules.md section 4)."""
+        """Screen one patient at ``as_of`` (docs/clinical-rules.md section 4)."""
         findings, noted, rule_errors = self.run_rules(record, as_of)
         replaced = {old for rid in findings for old in self.rules_by_id[rid].replaces}
         triggered = {rid: f for rid, f in findings.items() if rid not in replaced}
@@ -214,7 +214,7 @@ class Screener:
         return result
 
     def _decide(self, record: PatientRecord, as_of: date, triggered: Mapping[str, Finding]) -> _Decision:
-        """Section 4 of clinical-rules.md, step by step."""
+        """Section 4 of docs/clinical-rules.md, step by step."""
         settings = self.settings
         age = record.age(as_of)
         # 1. MOD-AGE-MIN (and deceased patients)

@@ -24,11 +24,11 @@ OUTCOME_DISPLAY = {
     NOT_EVALUATED: "Not evaluated",
 }
 OUTCOMES = tuple(OUTCOME_DISPLAY)
-#: Outcomes that produce a FHIR Flag (clinical-rules.md section 4).
+#: Outcomes that produce a FHIR Flag (docs/clinical-rules.md section 4).
 FLAGGED_OUTCOMES = frozenset({SUGGEST_B12_TEST, SUGGEST_MMA, UNACTIONED_LOW_B12, DEFICIENCY_WITHOUT_TREATMENT})
 
 LOINC = "http://loinc.org"
-#: Recommended tests (LOINC), clinical-rules.md section 4 and terminology.md section 8.
+#: Recommended tests (LOINC), docs/clinical-rules.md section 4 and docs/terminology.md.
 TESTS: dict[str, dict[str, str]] = {
     "total-b12": {"system": LOINC, "code": "2132-9",
                   "display": "Cobalamin (Vitamin B12) [Mass/volume] in Serum or Plasma"},
@@ -70,7 +70,7 @@ class ScreeningResult:
         return self.outcome in FLAGGED_OUTCOMES and self.priority is not None
 
     def report(self) -> dict[str, Any]:
-        """The report entry of interfaces.md (exactly its keys; plus ``errors`` only when a rule failed
+        """The report entry of docs/interfaces.md (exactly its keys; plus ``errors`` only when a rule failed
         for this patient, so a failure is never silent)."""
         entry = {
             "patient": self.patient,
