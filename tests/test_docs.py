@@ -6,9 +6,9 @@ import ast
 import re
 from pathlib import Path
 
-from b12screen import Screener
-
 from conftest import ROOT
+
+from b12screen import Screener
 
 DOCS = ROOT / "docs"
 PACKAGE = ROOT / "b12screen"
