@@ -83,9 +83,6 @@ class PluginManager:
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)
 
-    def plugin_names(self) -> list[str]:
-        return sorted(n for n, p in self.pm.list_name_plugin() if p is not None and n != "b12screen.hookspecs")
-
 
 def hook_problems(plugin: object) -> list[str]:
     """What is wrong with a plugin's hook functions: unknown hook names marked ``@hookimpl`` (typos) and

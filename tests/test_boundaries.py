@@ -113,6 +113,6 @@ def test_acid2_starts_at_exactly_75(make_screener, birth: str, fires: bool) -> N
     screener = _acid_screener(make_screener)
     assert date(2026, 11, 24) == AS_OF  # 1951-11-24 is the 75th birthday
     result = screener.screen(bundle(patient("p", birth=birth), ppi_request("p", "2025-06-01")), AS_OF)[0]
-    assert ("ACID-2" in result.risk_factors) is fires
+    assert ("ACID-2" in result.triggered) is fires
     if fires:
         assert result.rules == ["ACID-2"] and "age 75" in result.reasons["ACID-2"]

@@ -148,7 +148,7 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
     patient = min(patients, key=canonical) if len(patients) > 1 else patients[0] if patients else None
     valid: set[int] = set()  # ids of raw JSON already validated
     while True:
-        record = PatientRecord(key, patient=patient, resources=resources)
+        record = PatientRecord(key, patient=patient, resource_count=resources)
         for fact, _raw, _pos in facts:
             record.add(fact)
         record.sort()

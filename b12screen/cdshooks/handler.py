@@ -20,7 +20,7 @@ import orjson
 
 from ..core.engine import Screener
 from ..sinks import cards as cardlib
-from ..sources import read_value
+from ..sources import group_entries, read_value
 from ..sources.extract import PATIENT_SCOPED_TYPES
 from .config import ServiceConfig
 from .declarations import ServiceDecl
@@ -206,7 +206,7 @@ class HookHandler:
             raise Problem(412, "processing", f"required data unavailable: prefetch key '{exc.key}' "
                                              f"({exc.reason})") from None
         resources = gathered.resources + (drafts.resources if drafts else [])
-        grouped = self.screener.read(read_value(_normalise(resources, pid), "request"))
+        grouped = group_entries(read_value(_normalise(resources, pid), "request"), self.screener.extractor)
         if grouped.errors:
             log.info("%d resource(s) in the request could not be read and were skipped", len(grouped.errors))
         record = grouped.records.get(f"Patient/{pid}")

@@ -133,7 +133,7 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
     """Read one patient from a FHIR REST server, screen it, print the result; optionally write the Flag back."""
     from ..cdshooks.prefetch import is_valid_id
     from ..errors import B12ScreenError
-    from ..sources import read_value
+    from ..sources import group_entries, read_value
     from ..sources.fhirclient import FhirClient, FhirError
 
     when: date = as_of_date(as_of)
@@ -153,7 +153,7 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
         sys.exit(EXIT_USAGE)
     for problem in problems:
         echo_err(f"warning: {problem}")
-    grouped = screener.read(read_value(resources, fhir_server))
+    grouped = group_entries(read_value(resources, fhir_server), screener.extractor)
     for error in grouped.errors:
         echo_err(f"error: {error}")
     record = grouped.records.get(f"Patient/{patient_id}")

@@ -74,6 +74,7 @@ def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path:
            fmt: str, output: Any) -> None:
     """Screen FHIR Bundles, resources, JSON arrays or NDJSON from files, folders or stdin (-)."""
     from ..errors import B12ScreenError
+    from ..sources import group_entries
 
     when = as_of_date(as_of)
     try:
@@ -82,7 +83,7 @@ def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path:
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     report_plugin_failures(screener)
-    grouped = screener.read(read_inputs(paths))
+    grouped = group_entries(read_inputs(paths), screener.extractor)
     results = screener.screen_records(grouped.records.values(), when, grouped.errors, grouped.resources_read)
     for error in results.errors:
         echo_err(f"error: {error}")

@@ -16,7 +16,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import ConfigError, InputError
 from ..plugins import PluginManager, collect_rules, collect_value_sets, get_plugin_manager
-from ..sources import Entry, GroupedInput, group_entries, read_value
+from ..sources import group_entries, read_value
 from ..sources.extract import Extractor
 from .clinical import breastfeeding, pregnancy
 from .config import PROFILES, Config
@@ -102,7 +102,7 @@ class Screener:
         self.ruleset_version = self._ruleset_version()
         # Rules may read the findings of risk-factor rules of earlier stages only.
         self._earlier_risk_factors = {
-            stage: frozenset(r.id for r in self.rules if r.is_risk_factor and r.stage < stage)
+            stage: frozenset(r.id for r in self.rules if r.counts_for_later_rules and r.stage < stage)
             for stage in {r.stage for r in self.rules}
         }
 
@@ -141,13 +141,11 @@ class Screener:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def read(self, items: Iterable[Entry | InputError]) -> GroupedInput:
-        """Group entries into patient records (see :func:`b12screen.sources.group_entries`)."""
-        return group_entries(items, self.extractor)
-
     def screen(self, data: Any, as_of: date, source: str = "<input>") -> ScreeningResults:
-        """Screen a Bundle, a resource or a list of resources (parsed JSON) at ``as_of``."""
-        grouped = self.read(read_value(data, source))
+        """Screen a Bundle, a resource or a list of resources (parsed JSON) at ``as_of``.
+
+        A convenience over :func:`b12screen.sources.group_entries` and :meth:`screen_records`."""
+        grouped = group_entries(read_value(data, source), self.extractor)
         return self.screen_records(grouped.records.values(), as_of, grouped.errors, grouped.resources_read)
 
     def screen_records(self, records: Iterable[PatientRecord], as_of: date,
@@ -199,7 +197,7 @@ class Screener:
             outcome=decision.outcome,
             priority=decision.priority.value if decision.priority else None,
             rules=decision.rules,
-            risk_factors=sorted(triggered),
+            triggered=sorted(triggered),
             modifiers=sorted(modifiers),
             recommended_test=dict(TESTS[decision.test]) if decision.test and decision.priority else None,
             evidence=sorted(set(evidence)),

@@ -51,7 +51,7 @@ class ScreeningResult:
     outcome: str
     priority: str | None
     rules: list[str]
-    risk_factors: list[str]
+    triggered: list[str]  # every rule whose trigger was met (the report's "risk_factors")
     modifiers: list[str]
     recommended_test: dict[str, str] | None
     evidence: list[str]
@@ -77,7 +77,7 @@ class ScreeningResult:
             "outcome": self.outcome,
             "priority": self.priority,
             "rules": list(self.rules),
-            "risk_factors": list(self.risk_factors),
+            "risk_factors": list(self.triggered),
             "modifiers": list(self.modifiers),
             "recommended_test": dict(self.recommended_test) if self.recommended_test else None,
             "evidence": list(self.evidence),

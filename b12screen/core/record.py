@@ -52,7 +52,7 @@ class PatientRecord:
     conditions: list[ConditionFact] = field(default_factory=list)
     procedures: list[ProcedureFact] = field(default_factory=list)
     observations: list[ObservationFact] = field(default_factory=list)
-    resources: int = 0
+    resource_count: int = 0  # how many resources were filed for this patient
 
     def add(self, fact: object) -> None:
         """File a fact under its kind."""

@@ -292,7 +292,6 @@ class Extractor:
             strengths=tuple(strengths),
             route=" ".join(p for p in route_parts if p).lower(),
             label=label,
-            intent=resource.get("intent"),
             period="effectivePeriod" in resource,
         )
 

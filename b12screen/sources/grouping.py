@@ -106,7 +106,7 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor) -> 
                 continue
         assert key is not None
         record = out.record(key)
-        record.resources += 1
+        record.resource_count += 1
         if resource_type not in UNDERSTOOD_TYPES:
             continue
         ref = resource_ref(resource, item.full_url) or f"{resource_type} at {item.location}"
