@@ -81,3 +81,33 @@ def test_architecture_names_every_package_folder() -> None:
     text = (DOCS / "architecture.md").read_text(encoding="utf-8")
     folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
     assert [f for f in folders if f"{f}/" not in text] == []
+
+
+def rule_rows(text: str) -> dict[str, list[str]]:
+    """The cells of each row of the rules table (section 2), by rule id."""
+    section = text.split("## 2. Rules", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if TABLE_ID.match(line):
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_documented_window_and_priority_match_each_rule() -> None:
+    rows = rule_rows((DOCS / "clinical-rules.md").read_text(encoding="utf-8"))
+    problems = []
+    for rule in Screener().rules:
+        _, _, window, priority, *_ = rows[rule.id]
+        want_priority = rule.priority.name if rule.priority else "risk factor only"
+        if not priority.startswith(want_priority):
+            problems.append(f"{rule.id}: priority {priority!r}, code {want_priority}")
+        if rule.window_months is None:
+            want_window = "—"
+        elif rule.window_months == float("inf"):
+            want_window = "since onset"
+        else:
+            want_window = f"{rule.window_months:g} mo"
+        if not window.startswith(want_window):
+            problems.append(f"{rule.id}: window {window!r}, code {want_window}")
+    assert problems == []
