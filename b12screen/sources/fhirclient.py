@@ -16,7 +16,6 @@ Log records name the method, resource type and status only: no URLs (they carry 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 import uuid
@@ -33,6 +32,7 @@ import requests
 
 from .._version import __version__
 from ..errors import B12ScreenError
+from .urls import UNSAFE_URL, is_safe_url, origin
 
 log = logging.getLogger(__name__)
 
@@ -67,30 +67,10 @@ class CreateResult:
     location: str | None
 
 
-def origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), port
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_url(url: str, allow_http_loopback: bool = True) -> None:
     """https, or http on a loopback address when allowed; anything else raises :class:`FhirError`."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and allow_http_loopback and is_loopback_url(url):
-        return
-    raise FhirError("the URL must use https (plain http only on a loopback address)")
+    if not is_safe_url(url, allow_http_loopback):
+        raise FhirError(UNSAFE_URL)
 
 
 def within(url: str, bases: Iterable[str]) -> bool:
