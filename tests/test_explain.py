@@ -16,7 +16,8 @@ from b12screen.core.explain import explain
 from b12screen.core.modifiers import MODIFIERS
 from b12screen.hookspecs import hookimpl
 from b12screen.plugins import get_plugin_manager
-from b12screen.sources import read_path, read_value
+from b12screen.sources import group_entries, read_path, read_value
+from b12screen.sources.validation import ALL, extractor_for
 
 DEMO = str(FIXTURES / "examples" / "demo-bundle.json")
 AS_OF = date(2026, 11, 24)
@@ -31,7 +32,8 @@ def b12_test(rid: str, pid: str, when: str, value: float) -> dict:
 
 def one(data: dict, screener: Screener | None = None) -> dict:
     screener = screener or Screener()
-    record = next(iter(screener.read(read_value(data, "t")).records.values()))
+    extractor = extractor_for(screener.terminology, ALL)
+    record = next(iter(group_entries(read_value(data, "t"), extractor).records.values()))
     return explain(screener, record, AS_OF)
 
 
@@ -101,7 +103,8 @@ def test_cli_json_is_the_python_explanation_and_text_names_the_step() -> None:
     out = runner.invoke(cli, ["explain", DEMO, "--patient", "demo-metformin", "--as-of", "2026-11-24", "--json"])
     assert out.exit_code == 0, out.stderr
     screener = Screener()
-    record = screener.read(read_path(Path(DEMO))).records["Patient/demo-metformin"]
+    extractor = extractor_for(screener.terminology, ALL)
+    record = group_entries(read_path(Path(DEMO)), extractor).records["Patient/demo-metformin"]
     assert json.loads(out.stdout) == explain(screener, record, AS_OF)
     text = runner.invoke(cli, ["explain", DEMO, "--patient", "Patient/demo-metformin", "--as-of", "2026-11-24"])
     assert "decided at step 8" in text.stdout and "MET-2      fired" in text.stdout

@@ -30,7 +30,8 @@ def explain(paths: tuple[str, ...], patient_id: str, as_of: str | None, profile:
     from ..core.explain import explain as explain_patient
     from ..core.explain import render
     from ..errors import B12ScreenError
-    from .screen import read_inputs
+    from ..sources import group_entries, read_inputs
+    from ..sources.validation import ALL, extractor_for
 
     when = as_of_date(as_of)
     try:
@@ -38,7 +39,10 @@ def explain(paths: tuple[str, ...], patient_id: str, as_of: str | None, profile:
     except B12ScreenError as exc:
         fail(str(exc))
     report_plugin_failures(screener)
-    grouped = screener.read(read_inputs(paths))
+    inputs = read_inputs(paths)
+    if inputs.found.missing:
+        fail("; ".join(str(e) for e in inputs.found.missing))
+    grouped = group_entries(inputs.items, extractor_for(screener.terminology, ALL), inputs.deleted)
     for error in grouped.errors:
         echo_err(f"error: {error}")
     key = patient_id if patient_id.startswith("Patient/") else f"Patient/{patient_id}"

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import ConfigError
 from .params import Param, check_values
 
-#: Screening-wide settings, declared once (clinical-rules.md sections 1 and 3).
+#: Screening-wide settings, declared once (docs/clinical-rules.md sections 1 and 3).
 SETTINGS: dict[str, Param] = {
     "min_age": Param(18, "years", "MOD-AGE-MIN: younger patients are not evaluated", 0, 130, int),
     "risk_factor_age": Param(65, "years", "age at or above which age is a risk factor", 0, 130, int),
@@ -48,7 +48,7 @@ WINDOW_PARAM = Param(0, "months", "MOD-RECENT: a B12 test within this many month
 _BANDS = (("total_b12_deficient_ng_l", "total_b12_normal_ng_l"),
           ("active_b12_deficient_pmol_l", "active_b12_normal_pmol_l"))
 
-#: The profiles of clinical-rules.md section 5.
+#: The profiles of docs/clinical-rules.md section 5.
 PROFILES = ("default", "nice")
 
 
