@@ -1,4 +1,4 @@
-"""The modifiers of clinical-rules.md section 4, in the order the outcome is decided.
+"""The modifiers of docs/clinical-rules.md section 4, in the order the outcome is decided.
 
 Each record names the modifier, the step of the outcome order it belongs to and its effect; the
 explanation (:mod:`b12screen.core.explain`) walks this list, so it reads as the outcome order.
