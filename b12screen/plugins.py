@@ -9,13 +9,16 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .core.model import Rule
 from .errors import DuplicateRuleError, PluginError
+
+if TYPE_CHECKING:
+    from .core.modifiers import Modifier
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +235,28 @@ def collect_rules(manager: PluginManager) -> list[tuple[str, Rule]]:
             rules.append((impl.plugin_name, rule))
     rules.sort(key=lambda pr: (pr[1].stage, pr[1].id))
     return rules
+
+
+def collect_modifiers(manager: PluginManager) -> list[tuple[str, Modifier]]:
+    """(plugin name, modifier) for every modifier plugins add, sorted by id; an id used twice (or a built-in
+    one) refused naming both owners, a step outside 1-8 or a modifier without ``apply`` refused."""
+    from .core.modifiers import MODIFIERS, STEPS, Modifier
+
+    owners = {m.id: "b12screen" for m in MODIFIERS}
+    found: list[tuple[str, Modifier]] = []
+    for impl in _impls(manager, "b12screen_modifiers"):
+        for modifier in _call(impl, "b12screen_modifiers"):
+            if not isinstance(modifier, Modifier):
+                raise PluginError(f"plugin {impl.plugin_name!r} returned {type(modifier).__name__}, not a Modifier")
+            if modifier.step not in STEPS or modifier.apply is None:
+                raise PluginError(f"plugin {impl.plugin_name!r}: modifier {modifier.id!r} needs a step 1-8 "
+                                  f"and an apply function (got step {modifier.step!r})")
+            if modifier.id in owners:
+                raise DuplicateRuleError(f"modifier id {modifier.id!r} is defined by both "
+                                         f"{owners[modifier.id]!r} and {impl.plugin_name!r}")
+            owners[modifier.id] = impl.plugin_name
+            found.append((impl.plugin_name, modifier))
+    return sorted(found, key=lambda pm: pm[1].id)
 
 
 def collect_value_sets(manager: PluginManager) -> list[tuple[str, dict[str, Any]]]:

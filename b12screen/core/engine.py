@@ -9,57 +9,26 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from .._version import __version__
 from ..errors import ConfigError, InputError
-from ..plugins import PluginManager, collect_rules, collect_value_sets, get_plugin_manager
+from ..plugins import PluginManager, collect_modifiers, collect_rules, collect_value_sets, get_plugin_manager
 from ..sources import group_entries, read_value
 from ..sources.extract import Extractor
 from ..sources.validation import ALL, EVIDENCE, extractor_for, screen_grouped
-from .clinical import breastfeeding, pregnancy
 from .config import PROFILES, WINDOW_PARAM, Config
-from .labs import Band, Bands, latest_b12, latest_egfr, mma_after
-from .model import SINCE_ONSET, Finding, Priority, Rule, RuleContext
-from .outcome import (
-    DEFICIENCY_WITHOUT_TREATMENT,
-    NO_SUGGESTION,
-    NOT_EVALUATED,
-    SUGGEST_B12_TEST,
-    SUGGEST_MMA,
-    SUPPRESSED,
-    TESTS,
-    UNACTIONED_LOW_B12,
-    ScreeningResult,
-    ScreeningResults,
-)
+from .decision import Candidate, Decision, DecisionContext
+from .labs import Bands
+from .model import Finding, Priority, Rule, RuleContext
+from .modifiers import Modifier, decide, in_order
+from .outcome import TESTS, ScreeningResult, ScreeningResults
 from .params import as_param, check_values, unknown_name
 from .record import PatientRecord
 from .terminology import Terminology, builtin_value_sets
-from .therapy import b12_therapy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Decision:
-    outcome: str
-    priority: Priority | None = None
-    rules: list[str] = field(default_factory=list)
-    modifiers: dict[str, list[str]] = field(default_factory=dict)
-    test: str | None = "total-b12"
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Candidate:
-    """A triggered rule on its way to the outcome, with its effective priority and window."""
-
-    finding: Finding
-    priority: Priority
-    window: float | None
 
 
 class Screener:
@@ -82,6 +51,8 @@ class Screener:
             self.rules.append(rule)
             self.rule_owners[rule.id] = plugin
         self.rules_by_id = {r.id: r for r in self.rules}
+        #: The modifiers of section 4 in outcome order, plugin ones (``b12screen_modifiers``) included.
+        self.modifiers: tuple[Modifier, ...] = in_order(m for _, m in collect_modifiers(self.plugin_manager))
         self._check_config()
         value_sets = [("b12screen", vs) for vs in builtin_value_sets()]
         value_sets += collect_value_sets(self.plugin_manager)
@@ -210,129 +181,19 @@ class Screener:
         )
         return result
 
-    def _decide(self, record: PatientRecord, as_of: date, triggered: Mapping[str, Finding]) -> _Decision:
-        """Section 4 of docs/clinical-rules.md, step by step."""
-        settings = self.settings
-        age = record.age(as_of)
-        # 1. MOD-AGE-MIN (and deceased patients)
-        if record.is_deceased(as_of) and not settings["evaluate_deceased"]:
-            return _Decision(NOT_EVALUATED, modifiers={"MOD-DECEASED": []}, test=None)
-        if age is not None and age < settings["min_age"]:
-            return _Decision(NOT_EVALUATED, modifiers={"MOD-AGE-MIN": []}, test=None)
-        therapy = b12_therapy(record, as_of, settings["parenteral_months"], settings["high_dose_oral_ug"])
-        treated = {"MOD-TX-IM": therapy.parenteral, "MOD-TX-ORAL-HI": therapy.high_oral}
-        treated = {k: v for k, v in treated.items() if v}
-        # 2. MOD-DX
-        conditions = record.conditions_in(("b12-deficiency-dx",), as_of)
-        diagnoses = [c.ref for c in conditions]
-        if diagnoses:
-            if treated:
-                return _Decision(SUPPRESSED, modifiers={"MOD-DX": diagnoses, **treated}, test=None)
-            recorded = "; ".join(
-                (c.label or "B12 deficiency") + (f" (recorded {c.onset.isoformat()})" if c.onset else "")
-                for c in conditions)
-            return _Decision(DEFICIENCY_WITHOUT_TREATMENT, Priority.HIGH, modifiers={"MOD-DX": diagnoses},
-                             test=None, notes=[f"Diagnosis: {recorded}; no parenteral or high-dose oral B12 "
-                                               "is recorded: consider starting replacement or recording it"])
-        # 3. MOD-TX-IM
-        if therapy.parenteral:
-            return _Decision(SUPPRESSED, modifiers={"MOD-TX-IM": therapy.parenteral}, test=None)
-        # 4. MOD-LOW
-        latest = latest_b12(record, as_of, settings["latest_b12_months"], self._bands)
-        if latest is not None and latest.band is Band.DEFICIENT and not therapy.any_after(latest.when):
-            return _Decision(UNACTIONED_LOW_B12, Priority.HIGH, modifiers={"MOD-LOW": [latest.ref]}, test=None,
-                             notes=[f"Latest B12 {latest.text} on {latest.when.isoformat()} is in the deficient "
-                                    "range with no diagnosis or treatment recorded after it"])
-        # 5. rules whose triggers are met; the profile decides which may suggest a new test
-        triggered_rules = {
-            rid: _Candidate(f, self._priority(rid, f), self.window_of(self.rules_by_id[rid], f))
+    def _decide(self, record: PatientRecord, as_of: date, triggered: Mapping[str, Finding]) -> Decision:
+        """Section 4 of docs/clinical-rules.md: the modifiers, in outcome order, over this patient."""
+        candidates = {
+            rid: Candidate(f, self._priority(rid, f), self.window_of(self.rules_by_id[rid], f))
             for rid, f in triggered.items() if self.rules_by_id[rid].priority is not None
         }
-        modifiers: dict[str, list[str]] = {}
-        history = [c.ref for c in record.condition_history(("b12-deficiency-dx",), as_of)]
-        if history:
-            modifiers["MOD-DX-HIST"] = history
-        if not triggered_rules:
-            return _Decision(NO_SUGGESTION, modifiers=modifiers, test=None)
-        # 6. oral therapy
-        for rid in list(triggered_rules):
-            effect = self.rules_by_id[rid].oral_therapy
-            if therapy.high_oral and effect in ("suppress-high", "suppress-any"):
-                del triggered_rules[rid]
-                modifiers["MOD-TX-ORAL-HI"] = therapy.high_oral
-            elif therapy.low_oral and effect == "suppress-any":
-                del triggered_rules[rid]
-                modifiers["MOD-TX-ORAL-LO"] = therapy.low_oral
-            elif therapy.high_oral and effect == "reduce":
-                triggered_rules[rid] = _Candidate(triggered_rules[rid].finding, Priority.LOW, 12.0)
-                modifiers["MOD-TX-ORAL-HI"] = therapy.high_oral
-        if not triggered_rules:
-            return _Decision(SUPPRESSED, modifiers=modifiers, test=None)
-        candidates = {rid: c for rid, c in triggered_rules.items() if self.rules_by_id[rid].suggests_in(self.profile)}
-        notes: list[str] = []
-        pregnant = pregnancy(record, as_of)
-        if pregnant:
-            modifiers["MOD-PREG"] = pregnant
-        # 7. MOD-INDET (as in the default profile whatever the profile: any triggered rule counts)
-        if latest is not None and latest.band is Band.INDETERMINATE and not mma_after(record, latest.when, as_of):
-            modifiers["MOD-INDET"] = [latest.ref]
-            symptomatic = any(c.finding.symptomatic for c in triggered_rules.values())
-            priority = Priority.HIGH if symptomatic else max((c.priority for c in triggered_rules.values()),
-                                                               key=lambda p: p.rank)
-            notes.append(f"Latest B12 {latest.text} on {latest.when.isoformat()} is indeterminate; "
-                         "MMA tells whether it is functionally low")
-            egfr = latest_egfr(record, as_of)
-            if egfr is not None and egfr.value is not None and egfr.value < settings["renal_egfr"]:
-                modifiers["MOD-RENAL"] = [egfr.ref]
-                notes.append(f"eGFR {egfr.value:g} (< {settings['renal_egfr']}): MMA may be falsely high")
-            return _Decision(SUGGEST_MMA, priority, sorted(triggered_rules), modifiers, "mma", notes)
-        if not candidates:
-            return _Decision(NO_SUGGESTION, modifiers=modifiers, test=None)
-        # 8. MOD-RECENT
-        tests = record.b12_status_tests(as_of)
-        remaining: dict[str, _Candidate] = {}
-        satisfied_by: list[str] = []
-        for rid, candidate in candidates.items():
-            test = self._satisfying_test(candidate, tests, as_of)
-            if test is None:
-                remaining[rid] = candidate
-            else:
-                satisfied_by.append(test)
-        if satisfied_by:
-            modifiers["MOD-RECENT"] = sorted(set(satisfied_by))
-        if not remaining:
-            return _Decision(SUPPRESSED, modifiers=modifiers, test=None)
-        priority = max((c.priority for c in remaining.values()), key=lambda p: p.rank)
-        test_key = "total-b12"
-        if any(c.finding.recommended_test for c in remaining.values()):
-            test_key = next(c.finding.recommended_test for c in remaining.values() if c.finding.recommended_test)
-            if test_key == "homocysteine":
-                notes.append("Nitrous oxide inactivates B12: serum B12 may be normal; homocysteine or MMA "
-                             "shows functional deficiency")
-        elif pregnant:
-            test_key = "active-b12"
-            notes.append("Pregnant: total B12 falls in pregnancy, so active B12 (holotranscobalamin) is suggested")
-        if "DIET-V" in remaining and breastfeeding(record, as_of):
-            notes.append("Breastfeeding on a vegan diet: the infant is at risk of B12 deficiency too")
-        return _Decision(SUGGEST_B12_TEST, priority, sorted(remaining), modifiers, test_key, notes)
+        ctx = DecisionContext(record, as_of, self.settings, self.profile, self._bands, self.rules_by_id, candidates)
+        return decide(ctx, self.modifiers)
 
     def _priority(self, rule_id: str, finding: Finding) -> Priority:
         priority = finding.priority or self.rules_by_id[rule_id].priority
         assert priority is not None
         return priority
-
-    @staticmethod
-    def _satisfying_test(candidate: _Candidate, tests: list[tuple[date, str]], as_of: date) -> str | None:
-        """The reference of a B12 status test inside the rule's window (MOD-RECENT), if any."""
-        window, finding = candidate.window, candidate.finding
-        if window is None:
-            return None
-        for when, ref in reversed(tests):
-            if finding.test_after is not None and when < finding.test_after:
-                continue
-            if window == SINCE_ONSET or (as_of - when).days <= window * 30.44:
-                return ref
-        return None
 
 
 def screen(data: Any, as_of: date, profile: str = "default", config: Config | None = None,

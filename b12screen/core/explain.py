@@ -8,7 +8,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from .dates import DAYS_PER_MONTH
-from .modifiers import MODIFIERS, STEPS
+from .modifiers import STEPS
 from .outcome import (
     DEFICIENCY_WITHOUT_TREATMENT,
     NO_SUGGESTION,
@@ -85,7 +85,7 @@ def explain(screener: Screener, record: PatientRecord, as_of: date) -> dict[str,
         rules.append(entry)
     step = deciding_step(result)
     modifiers = [{"id": m.id, "step": m.step, "effect": m.effect, "applied": m.id in result.modifiers}
-                 for m in MODIFIERS]
+                 for m in screener.modifiers]
     return {
         "patient": result.patient, "as_of": as_of.isoformat(), "profile": result.profile,
         "ruleset_version": result.ruleset_version, "outcome": result.outcome, "priority": result.priority,

@@ -1,37 +1,47 @@
 """The modifiers of docs/clinical-rules.md section 4, in the order the outcome is decided.
 
-Each record names the modifier, the step of the outcome order it belongs to and its effect; the
-explanation (:mod:`b12screen.core.explain`) walks this list, so it reads as the outcome order.
+Each record names the modifier, the step of the outcome order it belongs to, its effect in words and
+the function that applies it (:mod:`b12screen.core.decision`). :func:`decide` runs the list step by
+step, and the explanation (:mod:`b12screen.core.explain`) walks it, so both read as the outcome order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from . import decision as d
+from .decision import Decision, DecisionContext, Effect
 
 
 @dataclass(frozen=True)
 class Modifier:
-    """One modifier: ``id`` (``MOD-…``), ``step`` (1-8 of section 4) and its ``effect`` in words."""
+    """One modifier: ``id`` (``MOD-…``), ``step`` (1-8 of section 4), its ``effect`` in words and ``apply``,
+    which returns the :class:`Decision` when it decides the outcome, else ``None``. A modifier that rules
+    note themselves (``ctx.modifier``) has no ``apply``."""
 
     id: str
     step: int
     effect: str
+    apply: Effect | None = None
 
 
 MODIFIERS: tuple[Modifier, ...] = (
-    Modifier("MOD-DECEASED", 1, "deceased patient: not evaluated (unless evaluate_deceased)"),
-    Modifier("MOD-AGE-MIN", 1, "younger than min_age: not evaluated"),
-    Modifier("MOD-DX", 2, "B12 deficiency diagnosed: suppressed when treated, else deficiency without treatment"),
-    Modifier("MOD-TX-IM", 3, "parenteral B12 within parenteral_months: suppressed"),
-    Modifier("MOD-LOW", 4, "latest B12 deficient with nothing done after it: unactioned low B12"),
+    Modifier("MOD-DECEASED", 1, "deceased patient: not evaluated (unless evaluate_deceased)", d.deceased),
+    Modifier("MOD-AGE-MIN", 1, "younger than min_age: not evaluated", d.too_young),
+    Modifier("MOD-DX", 2, "B12 deficiency diagnosed: suppressed when treated, else deficiency without treatment",
+             d.diagnosed),
+    Modifier("MOD-TX-IM", 3, "parenteral B12 within parenteral_months: suppressed", d.parenteral),
+    Modifier("MOD-LOW", 4, "latest B12 deficient with nothing done after it: unactioned low B12", d.unactioned_low),
     Modifier("MOD-STOPPED", 5, "medication class stopped: its rules do not trigger"),
-    Modifier("MOD-DX-HIST", 5, "past B12 deficiency: a risk factor"),
-    Modifier("MOD-TX-ORAL-HI", 6, "high-dose oral B12: suppresses or reduces rules as each rule says"),
-    Modifier("MOD-TX-ORAL-LO", 6, "low-dose oral B12: suppresses rules marked suppress-any"),
-    Modifier("MOD-PREG", 6, "pregnant: active B12 is suggested instead of total B12"),
-    Modifier("MOD-INDET", 7, "latest B12 indeterminate without MMA after it: MMA suggested"),
-    Modifier("MOD-RENAL", 7, "eGFR below renal_egfr: MMA may be falsely high"),
-    Modifier("MOD-RECENT", 8, "a B12 test inside the rule's window: that rule is satisfied"),
+    Modifier("MOD-DX-HIST", 5, "past B12 deficiency: a risk factor", d.past_deficiency),
+    Modifier("MOD-TX-ORAL-HI", 6, "high-dose oral B12: suppresses or reduces rules as each rule says",
+             d.high_dose_oral),
+    Modifier("MOD-TX-ORAL-LO", 6, "low-dose oral B12: suppresses rules marked suppress-any", d.low_dose_oral),
+    Modifier("MOD-PREG", 6, "pregnant: active B12 is suggested instead of total B12", d.pregnant),
+    Modifier("MOD-INDET", 7, "latest B12 indeterminate without MMA after it: MMA suggested", d.indeterminate),
+    Modifier("MOD-RENAL", 7, "eGFR below renal_egfr: MMA may be falsely high", d.renal),
+    Modifier("MOD-RECENT", 8, "a B12 test inside the rule's window: that rule is satisfied", d.recent_test),
 )
 
 #: What each step of section 4 decides.
@@ -45,3 +55,25 @@ STEPS: dict[int, str] = {
     7: "indeterminate B12 (MOD-INDET)",
     8: "recent test (MOD-RECENT) and the suggestion",
 }
+
+
+def in_order(extra: Iterable[Modifier] = ()) -> tuple[Modifier, ...]:
+    """The built-in modifiers with ``extra`` (plugin modifiers, already sorted by id) at the end of their step."""
+    return tuple(sorted((*MODIFIERS, *extra), key=lambda m: m.step))
+
+
+def decide(ctx: DecisionContext, modifiers: Iterable[Modifier]) -> Decision:
+    """Run ``modifiers`` (in outcome order) over ``ctx``, each step closed by its check; the first decision wins."""
+    by_step: dict[int, list[Modifier]] = {step: [] for step in STEPS}
+    for modifier in modifiers:
+        by_step[modifier.step].append(modifier)
+    for step, members in by_step.items():
+        for modifier in members:
+            decided = modifier.apply(ctx) if modifier.apply is not None else None
+            if decided is not None:
+                return decided
+        end = d.STEP_ENDS.get(step)
+        decided = end(ctx) if end is not None else None
+        if decided is not None:
+            return decided
+    raise AssertionError("step 8 always decides")  # pragma: no cover
