@@ -1,5 +1,6 @@
-"""Each hook on its own (b12screen_rules, b12screen_value_sets), hook validation, install-order
-independence, entry-point loading and its controls, and rule failures through the CLI."""
+"""Each hook on its own (b12screen_rules, b12screen_value_sets; b12screen_modifiers is in
+test_hook_modifiers.py), hook validation, install-order independence, entry-point loading and its
+controls, and rule failures through the CLI."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def _site_drug_rule(ctx: RuleContext) -> Finding | None:
 
 
 def test_b12screen_rules_hook_is_specified_and_collected_sorted_by_stage_then_id() -> None:
-    assert {"b12screen_rules", "b12screen_value_sets"} == HOOK_NAMES
+    assert {"b12screen_rules", "b12screen_value_sets", "b12screen_modifiers"} == HOOK_NAMES
     manager = fresh_plugin_manager()
     manager.register(_rules_plugin(_rule("ZZ-B", stage=0), _rule("ZZ-A", stage=3), _rule("AA-Z", stage=1)), "site")
     collected = collect_rules(manager)

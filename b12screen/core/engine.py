@@ -52,7 +52,9 @@ class Screener:
             self.rule_owners[rule.id] = plugin
         self.rules_by_id = {r.id: r for r in self.rules}
         #: The modifiers of section 4 in outcome order, plugin ones (``b12screen_modifiers``) included.
-        self.modifiers: tuple[Modifier, ...] = in_order(m for _, m in collect_modifiers(self.plugin_manager))
+        plugin_modifiers = collect_modifiers(self.plugin_manager)
+        self.modifier_owners = {m.id: plugin for plugin, m in plugin_modifiers}
+        self.modifiers: tuple[Modifier, ...] = in_order(m for _, m in plugin_modifiers)
         self._check_config()
         value_sets = [("b12screen", vs) for vs in builtin_value_sets()]
         value_sets += collect_value_sets(self.plugin_manager)
@@ -85,11 +87,14 @@ class Screener:
             self.rule_params[rule.id] = check_values(specs, self.config.rules.get(rule.id, {}), "parameter", rule.id)
 
     def _ruleset_version(self) -> str:
-        blob = json.dumps({
+        parts: dict[str, Any] = {
             "rules": [(r.id, r.version, self.rule_owners[r.id]) for r in self.rules],
             "value_sets": [(i.id, i.version, i.concept_count(), len(i.terms)) for i in self.terminology.sets.values()],
             "config": self.config.fingerprint(),
-        }, sort_keys=True)
+        }
+        if self.modifier_owners:  # plugin modifiers change outcomes too
+            parts["modifiers"] = sorted(self.modifier_owners.items())
+        blob = json.dumps(parts, sort_keys=True)
         return f"{__version__}+{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
     def enabled(self, rule: Rule) -> bool:
