@@ -147,3 +147,15 @@ def test_b12screen_modifiers_malformed_is_a_plugin_error_naming_the_plugin(bad: 
     with pytest.raises(PluginError, match=message) as excinfo:
         Screener(plugin_manager=manager)
     assert "site-mods" in str(excinfo.value)
+
+
+def test_explain_names_the_step_a_plugin_modifier_decided_at() -> None:
+    def suppress(ctx: DecisionContext) -> Decision:
+        return ctx.done(SUPPRESSED)
+
+    screener, result = _screen(_plugin(Modifier("SITE-HOLD", 3, "hold", suppress)))
+    [record] = _records(screener)
+    assert result.outcome == SUPPRESSED
+    assert explain(screener, record, AS_OF)["decided_at"] == {"step": 3, "what": STEPS[3]}
+    plain = Screener(plugin_manager=fresh_plugin_manager())
+    assert explain(plain, record, AS_OF)["decided_at"]["step"] == 8

@@ -2,7 +2,7 @@
 
 An effect takes the :class:`DecisionContext` of one patient and either returns the :class:`Decision`
 (the outcome is decided) or records what it found (modifiers, notes, candidates) and returns ``None``.
-Each step of section 4 ends with its check (:data:`STEP_ENDS`). No I/O, no clock.
+A step may open with a check (:data:`STEP_STARTS`) and ends with one (:data:`STEP_ENDS`). No I/O, no clock.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from .clinical import breastfeeding, pregnancy
+from .dates import DAYS_PER_MONTH
 from .labs import B12Result, Band, Bands, latest_b12, latest_egfr, mma_after
 from .model import SINCE_ONSET, Finding, Priority, Rule
 from .outcome import (
@@ -39,6 +40,8 @@ class Decision:
     modifiers: dict[str, list[str]] = field(default_factory=dict)
     test: str | None = "total-b12"
     notes: list[str] = field(default_factory=list)
+    #: The step of section 4 that decided (set by :func:`b12screen.core.modifiers.decide`).
+    step: int = 0
 
 
 @dataclass
@@ -227,7 +230,7 @@ def satisfying_test(candidate: Candidate, tests: list[tuple[date, str]], as_of: 
     for when, ref in reversed(tests):
         if finding.test_after is not None and when < finding.test_after:
             continue
-        if window == SINCE_ONSET or (as_of - when).days <= window * 30.44:
+        if window == SINCE_ONSET or (as_of - when).days <= window * DAYS_PER_MONTH:
             return ref
     return None
 
@@ -258,6 +261,10 @@ def _after_oral(ctx: DecisionContext) -> Decision | None:
 def _after_indeterminate(ctx: DecisionContext) -> Decision | None:
     if ctx.mma_priority is not None:
         return ctx.done(SUGGEST_MMA, ctx.mma_priority, sorted(ctx.candidates), "mma")
+    return None
+
+
+def _profile_rules(ctx: DecisionContext) -> Decision | None:
     ctx.remaining = ctx.suggesting()
     return None if ctx.remaining else ctx.done(NO_SUGGESTION)
 
@@ -280,5 +287,7 @@ def _suggestion(ctx: DecisionContext) -> Decision:
     return ctx.done(SUGGEST_B12_TEST, _highest(remaining), sorted(remaining), test_key)
 
 
+#: What opens a step before its modifiers run: a decision, or ``None`` to go on.
+STEP_STARTS: dict[int, Effect] = {8: _profile_rules}
 #: What ends each step once its modifiers have run: a decision, or ``None`` to go on.
 STEP_ENDS: dict[int, Effect] = {5: _after_triggers, 6: _after_oral, 7: _after_indeterminate, 8: _suggestion}

@@ -158,9 +158,8 @@ class Screener:
     def evaluate(self, record: PatientRecord, as_of: date) -> ScreeningResult:
         """Screen one patient at ``as_of`` (docs/clinical-rules.md section 4)."""
         findings, noted, rule_errors = self.run_rules(record, as_of)
-        replaced = {old for rid in findings for old in self.rules_by_id[rid].replaces}
-        triggered = {rid: f for rid, f in findings.items() if rid not in replaced}
-        decision = self._decide(record, as_of, triggered)
+        triggered = self.triggered(findings)
+        decision = self.decide(record, as_of, triggered)
         modifiers = {**noted, **decision.modifiers}
         evidence: list[str] = []
         for rid in decision.rules:
@@ -186,7 +185,12 @@ class Screener:
         )
         return result
 
-    def _decide(self, record: PatientRecord, as_of: date, triggered: Mapping[str, Finding]) -> Decision:
+    def triggered(self, findings: Mapping[str, Finding]) -> dict[str, Finding]:
+        """The findings less those of rules replaced by another triggered rule."""
+        replaced = {old for rid in findings for old in self.rules_by_id[rid].replaces}
+        return {rid: f for rid, f in findings.items() if rid not in replaced}
+
+    def decide(self, record: PatientRecord, as_of: date, triggered: Mapping[str, Finding]) -> Decision:
         """Section 4 of docs/clinical-rules.md: the modifiers, in outcome order, over this patient."""
         candidates = {
             rid: Candidate(f, self._priority(rid, f), self.window_of(self.rules_by_id[rid], f))

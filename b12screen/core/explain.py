@@ -9,40 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from .dates import DAYS_PER_MONTH
 from .modifiers import STEPS
-from .outcome import (
-    DEFICIENCY_WITHOUT_TREATMENT,
-    NO_SUGGESTION,
-    NOT_EVALUATED,
-    SUGGEST_B12_TEST,
-    SUGGEST_MMA,
-    SUPPRESSED,
-    UNACTIONED_LOW_B12,
-    ScreeningResult,
-)
 
 if TYPE_CHECKING:
     from .engine import Screener
     from .record import PatientRecord
-
-
-def deciding_step(result: ScreeningResult) -> int:
-    """The step of section 4 that decided ``result`` (read from its outcome and modifiers)."""
-    mods = set(result.modifiers)
-    if result.outcome == NOT_EVALUATED:
-        return 1
-    if result.outcome == DEFICIENCY_WITHOUT_TREATMENT or (result.outcome == SUPPRESSED and "MOD-DX" in mods):
-        return 2
-    if result.outcome == SUPPRESSED and "MOD-TX-IM" in mods:
-        return 3
-    if result.outcome == UNACTIONED_LOW_B12:
-        return 4
-    if result.outcome == SUGGEST_MMA:
-        return 7
-    if result.outcome == SUPPRESSED and "MOD-RECENT" not in mods:
-        return 6
-    if result.outcome in (SUPPRESSED, SUGGEST_B12_TEST):
-        return 8
-    return 5 if result.outcome == NO_SUGGESTION else 8
 
 
 def window_figure(record: PatientRecord, as_of: date, window: float) -> str:
@@ -83,7 +53,7 @@ def explain(screener: Screener, record: PatientRecord, as_of: date) -> dict[str,
         else:
             entry["status"] = "not fired"
         rules.append(entry)
-    step = deciding_step(result)
+    step = screener.decide(record, as_of, screener.triggered(findings)).step
     modifiers = [{"id": m.id, "step": m.step, "effect": m.effect, "applied": m.id in result.modifiers}
                  for m in screener.modifiers]
     return {

@@ -63,17 +63,16 @@ def in_order(extra: Iterable[Modifier] = ()) -> tuple[Modifier, ...]:
 
 
 def decide(ctx: DecisionContext, modifiers: Iterable[Modifier]) -> Decision:
-    """Run ``modifiers`` (in outcome order) over ``ctx``, each step closed by its check; the first decision wins."""
+    """Run ``modifiers`` (in outcome order) over ``ctx``, each step between its opening and closing checks;
+    the first decision wins and carries its step."""
     by_step: dict[int, list[Modifier]] = {step: [] for step in STEPS}
     for modifier in modifiers:
         by_step[modifier.step].append(modifier)
     for step, members in by_step.items():
-        for modifier in members:
-            decided = modifier.apply(ctx) if modifier.apply is not None else None
+        effects = [d.STEP_STARTS.get(step), *(m.apply for m in members), d.STEP_ENDS.get(step)]
+        for effect in effects:
+            decided = effect(ctx) if effect is not None else None
             if decided is not None:
+                decided.step = step
                 return decided
-        end = d.STEP_ENDS.get(step)
-        decided = end(ctx) if end is not None else None
-        if decided is not None:
-            return decided
     raise AssertionError("step 8 always decides")  # pragma: no cover
