@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from .dates import months
-from .labs import high_mcv, low_haemoglobin
+from .labs import lab_signs
 from .record import PatientRecord
 
 SYMPTOM_SETS = (
@@ -38,8 +38,8 @@ class Symptoms:
 
 
 def symptoms(record: PatientRecord, as_of: date, within_months: float = 12) -> Symptoms:
-    """Countable symptom Conditions/Observations, anaemia, low haemoglobin or MCV > 100 fL dated within
-    ``within_months`` before ``as_of`` (undated active Conditions count)."""
+    """Countable symptom Conditions/Observations and anaemia dated within ``within_months`` before ``as_of``
+    (undated active Conditions count), and a low haemoglobin or raised MCV on the latest such result."""
     since = as_of - months(within_months)
     found: list[tuple[date | None, str, str]] = []
     for cond in record.conditions_in((*SYMPTOM_SETS, ANAEMIA), as_of):
@@ -48,13 +48,8 @@ def symptoms(record: PatientRecord, as_of: date, within_months: float = 12) -> S
     for obs in record.observations_in(SYMPTOM_SETS, as_of) + record.observations_in(SYMPTOM_SETS, as_of, True):
         if obs.effective is not None and obs.effective >= since:
             found.append((obs.effective, obs.ref, obs.label or "symptom"))
-    gender = record.patient.gender if record.patient else None
-    for obs in record.observations_in(("haemoglobin",), as_of):
-        if obs.effective is not None and obs.effective >= since and low_haemoglobin(obs, gender):
-            found.append((obs.effective, obs.ref, "low haemoglobin"))
-    for obs in record.observations_in(("mcv",), as_of):
-        if obs.effective is not None and obs.effective >= since and high_mcv(obs):
-            found.append((obs.effective, obs.ref, "MCV > 100 fL"))
+    for sign in lab_signs(record, as_of, since, pregnant=bool(pregnancy(record, as_of))):
+        found.append((sign.when, sign.ref, sign.text))
     found.sort(key=lambda f: (f[0] or date.min, f[1]))
     dates = [d for d, _, _ in found if d is not None]
     return Symptoms(
