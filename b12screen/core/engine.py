@@ -210,6 +210,7 @@ class Screener:
             notes=decision.notes,
             rule_errors=rule_errors,
             rule_titles={rid: self.rules_by_id[rid].title for rid in decision.rules},
+            latest_b12=on_file.report() if (on_file := latest_b12(record, as_of, None, self._bands)) else None,
         )
         return result
 

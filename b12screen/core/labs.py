@@ -31,6 +31,12 @@ class B12Result:
     band: Band
     kind: str  # "b12-total" or "b12-active"
     text: str
+    value: float | None = None
+    unit: str | None = None
+
+    def report(self) -> dict[str, object]:
+        """The report entry's ``latest_b12``: value, unit, date and band."""
+        return {"value": self.value, "unit": self.unit, "date": self.when.isoformat(), "band": self.band.value}
 
 
 @dataclass(frozen=True)
@@ -101,10 +107,10 @@ def band_of(obs: ObservationFact, kind: str, bands: Bands = Bands()) -> Band | N
     return None
 
 
-def latest_b12(record: PatientRecord, as_of: date, within_months: float = 12,
+def latest_b12(record: PatientRecord, as_of: date, within_months: float | None = 12,
                bands: Bands = Bands()) -> B12Result | None:
-    """The latest total or active B12 result with a band, dated within ``within_months``."""
-    since = as_of - months(within_months)
+    """The latest total or active B12 result with a band, dated within ``within_months`` (None: any date)."""
+    since = date.min if within_months is None else as_of - months(within_months)
     candidates: list[tuple[date, str, B12Result]] = []
     for kind in ("b12-total", "b12-active"):
         for obs in record.observations_in((kind,), as_of):
@@ -114,7 +120,8 @@ def latest_b12(record: PatientRecord, as_of: date, within_months: float = 12,
             if band is None:
                 continue
             shown = f"{obs.value:g} {obs.unit or ''}".strip() if obs.value is not None else "low"
-            candidates.append((obs.effective, obs.ref, B12Result(obs.ref, obs.effective, band, kind, shown)))
+            candidates.append((obs.effective, obs.ref, B12Result(obs.ref, obs.effective, band, kind, shown,
+                                                                 obs.value, obs.unit)))
     if not candidates:
         return None
     return max(candidates, key=lambda c: (c[0], c[1]))[2]

@@ -40,7 +40,7 @@ TESTS: dict[str, dict[str, str]] = {
 }
 
 REPORT_KEYS = ("patient", "outcome", "priority", "rules", "risk_factors", "modifiers", "recommended_test",
-               "evidence", "as_of", "profile", "ruleset_version")
+               "latest_b12", "evidence", "as_of", "profile", "ruleset_version")
 
 
 @dataclass
@@ -63,6 +63,8 @@ class ScreeningResult:
     rule_errors: list[dict[str, str]] = field(default_factory=list)
     #: Titles of the rules in ``rules`` (the Flag names them); filled by the engine.
     rule_titles: dict[str, str] = field(default_factory=dict)
+    #: The latest banded B12 result on file (value, unit, date, band), or None.
+    latest_b12: dict[str, Any] | None = None
 
     @property
     def flagged(self) -> bool:
@@ -80,6 +82,7 @@ class ScreeningResult:
             "risk_factors": list(self.risk_factors),
             "modifiers": list(self.modifiers),
             "recommended_test": dict(self.recommended_test) if self.recommended_test else None,
+            "latest_b12": dict(self.latest_b12) if self.latest_b12 else None,
             "evidence": list(self.evidence),
             "as_of": self.as_of.isoformat(),
             "profile": self.profile,
