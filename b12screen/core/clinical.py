@@ -34,7 +34,9 @@ class Symptoms:
 
     def describe(self) -> str:
         text = ", ".join(dict.fromkeys(self.labels))
-        return f"{text} (first recorded {self.first.isoformat()})" if self.first else text
+        if not self.first or self.first.isoformat() in text:
+            return text
+        return f"{text} (first recorded {self.first.isoformat()})"
 
 
 def symptoms(record: PatientRecord, as_of: date, within_months: float = 12) -> Symptoms:
