@@ -66,3 +66,12 @@ def test_card_grammar_and_capitalisation(screener) -> None:
     assert summary(crohn, screener.rules_by_id) == (
         "Consider a serum vitamin B12 test: Crohn's disease without significant ileal resection")
     assert "**B12 on file:** No vitamin B12 result on file." in detail(crohn, screener.rules_by_id, None, [], [])
+
+
+def test_a_stale_injection_order_is_named_in_flag_and_card(screener) -> None:
+    results = _results(screener, "mod-tx-im.json")
+    stale = results["Patient/im-order-1998"]
+    note = "An active B12 injection order from 1998-03-02 is on file: confirm that treatment is current."
+    assert note in flag_text(stale)
+    assert note.rstrip(".") in detail(stale, screener.rules_by_id, None, [], [])
+    assert "injection order" not in flag_text(results["Patient/im-6mo"])

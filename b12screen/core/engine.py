@@ -188,6 +188,9 @@ class Screener:
         replaced = {old for rid in findings for old in self.rules_by_id[rid].replaces}
         triggered = {rid: f for rid, f in findings.items() if rid not in replaced}
         decision = self._decide(record, as_of, triggered)
+        if decision.priority is not None:  # a stale injection order is named where the Flag is read (6.6)
+            decision.notes = [*decision.notes, *b12_therapy(
+                record, as_of, self.settings["parenteral_months"]).stale_notes()]
         modifiers = {**noted, **decision.modifiers}
         evidence: list[str] = []
         for rid in decision.rules:
