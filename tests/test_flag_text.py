@@ -1,4 +1,4 @@
-"""What the clinician reads in the Flag and the card (clinical-rules.md section 6 point 7)."""
+"""What the clinician reads in the Flag and the card (docs/clinical-rules.md section 6 point 7)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,17 @@ from conftest import AS_OF, FIXTURES
 from b12screen.core.outcome import TESTS, ScreeningResult
 from b12screen.sinks.cards import detail, summary
 from b12screen.sinks.flag import distinct_reasons, flag_text, with_article
-from b12screen.sources import read_path
+from b12screen.sources import group_entries, read_path
 
 
 def _results(screener, name: str) -> dict[str, ScreeningResult]:
-    grouped = screener.read(read_path(Path(FIXTURES / "clinical" / name)))
+    grouped = group_entries(read_path(Path(FIXTURES / "clinical" / name)), screener.extractor)
     return {r.patient: r for r in screener.screen_records(grouped.records.values(), AS_OF)}
 
 
 def _result(**extra: Any) -> ScreeningResult:
     base: dict[str, Any] = dict(patient="Patient/p", outcome="suggest-b12-test", priority="medium", rules=["MET-2"],
-                                risk_factors=["MET-2"], modifiers=[], recommended_test=dict(TESTS["total-b12"]),
+                                triggered=["MET-2"], modifiers=[], recommended_test=dict(TESTS["total-b12"]),
                                 evidence=[], as_of=date(2026, 11, 24), profile="default", ruleset_version="x",
                                 reasons={"MET-2": "metformin for 5 years"})
     return ScreeningResult(**{**base, **extra})

@@ -23,7 +23,7 @@ ANAEMIA = "anaemia"
 
 NEUROPATHY = "symptom-neuropathy"
 DEMENTIA = "dementia"
-#: A B12 test from this many months before a new dementia diagnosis counts (clinical-rules.md 6.3).
+#: A B12 test from this many months before a new dementia diagnosis counts (docs/clinical-rules.md 6.3).
 DEMENTIA_WORKUP_MONTHS = 6
 
 
@@ -52,7 +52,7 @@ def symptoms(record: PatientRecord, as_of: date, within_months: float = 12,
     """Countable symptom Conditions/Observations and anaemia dated within ``within_months`` before ``as_of``
     (undated active Conditions count), and a low haemoglobin or raised MCV on the latest such result.
 
-    ``neuropathy_any_onset`` (MET-3, clinical-rules.md 6.2): an active peripheral neuropathy Condition counts
+    ``neuropathy_any_onset`` (MET-3, docs/clinical-rules.md 6.2): an active peripheral neuropathy Condition counts
     whatever its onset, and then any test in the rule's window answers it. A new dementia diagnosis is
     answered by a test from 6 months before its onset (6.3)."""
     since = as_of - months(within_months)

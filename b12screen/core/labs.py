@@ -41,7 +41,7 @@ class B12Result:
 
 @dataclass(frozen=True)
 class Bands:
-    """Band limits (clinical-rules.md section 1), configurable through settings."""
+    """Band limits (docs/clinical-rules.md section 1), configurable through settings."""
 
     total_deficient_ng_l: float = 180.0
     total_normal_ng_l: float = 350.0
@@ -143,7 +143,7 @@ def _g_dl(value: float, unit: str | None) -> float | None:
     return None
 
 
-#: WHO haemoglobin limits in g/dL when a result carries no reference range (clinical-rules.md 6.5).
+#: WHO haemoglobin limits in g/dL when a result carries no reference range (docs/clinical-rules.md 6.5).
 WHO_HB_G_DL = {"male": 13.0, "other": 12.0, "pregnant": 11.0}
 
 
@@ -205,7 +205,7 @@ def high_mcv(obs: ObservationFact, limit_fl: float = 100.0) -> str | None:
 
 def lab_signs(record: PatientRecord, as_of: date, since: date, pregnant: bool = False) -> list[LabSign]:
     """Low haemoglobin and raised MCV, each judged on the latest result since ``since`` (a later normal
-    result cancels an earlier abnormal one; clinical-rules.md section 6 point 5)."""
+    result cancels an earlier abnormal one; docs/clinical-rules.md section 6 point 5)."""
     gender = record.patient.gender if record.patient else None
     signs = []
     hb = _latest(record.observations_in(("haemoglobin",), as_of), since)

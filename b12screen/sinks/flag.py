@@ -1,4 +1,4 @@
-"""Build the FHIR R4 Flag of a screening result (interfaces.md, "The Flag")."""
+"""Build the FHIR R4 Flag of a screening result (docs/interfaces.md, "The Flag")."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _evidence_reference(ref: str) -> dict[str, str]:
     return {"display": ref}
 
 
-#: Plain names of the recommended tests, as a clinician says them (clinical-rules.md section 6 point 7).
+#: Plain names of the recommended tests, as a clinician says them (docs/clinical-rules.md section 6 point 7).
 TEST_NAMES = {"2132-9": "serum vitamin B12", "72160-5": "active B12 (holotranscobalamin)",
               "13964-2": "methylmalonic acid (MMA)", "13965-9": "homocysteine"}
 _SAME = 20  # a shared stretch this long (characters) is one reason stated twice
