@@ -1,0 +1,206 @@
+"""The Bulk Data export client (``b12screen export``, ``batch --fhir-server``) against a loopback server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from batch_helpers import batch, write_ndjson
+from bulkserver import DELETED_PATIENT, EXPORT, TOKEN, BulkServer, Scenario, deleted_bundle
+from click.testing import CliRunner
+from conftest import AS_OF
+
+from b12screen import Screener
+from b12screen.cli import cli
+from b12screen.cli.export import export_types
+from b12screen.sources.bulkexport import BulkExporter, ExportLimits, ExportRequest
+from b12screen.sources.fhirclient import BearerToken, FhirClient
+
+ENV = {"B12SCREEN_FHIR_TOKEN": TOKEN}
+
+
+def run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, args, env=env if env is not None else ENV)
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+def test_export_follows_the_ig_and_sends_the_token_only_to_the_server(tmp_path: Path) -> None:
+    with BulkServer(Scenario(requires_token=True, deleted_file=True)) as server:
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--no-progress"])
+    assert code == 1, output  # the server's error file is reported
+    kick = server.log.kickoffs[0]
+    assert kick["method"] == "GET" and kick["path"] == "/fhir/$export" and kick["prefer"] == "respond-async"
+    assert kick["params"]["_outputFormat"] == "application/fhir+ndjson"
+    assert set(kick["params"]["_type"].split(",")) == set(export_types())
+    assert {"Patient", "MedicationRequest", "Observation", "Condition", "Medication"} <= set(export_types())
+    assert server.log.polls == 5  # 429, transient 500, two 202s (seconds and an HTTP-date), the manifest
+    folder = tmp_path / "export"
+    for name, data in server.files.items():
+        number = sorted(n for n in server.files if n.startswith(name.split(".")[0] + ".")).index(name)
+        assert (folder / f"{name.split('.')[0]}.{number:03d}.ndjson").read_bytes() == data
+    assert (folder / "deleted" / "Bundle.000.ndjson").read_bytes() == deleted_bundle()
+    assert json.loads((folder / "manifest.json").read_text())["requiresAccessToken"] is True
+    assert all(auth == f"Bearer {TOKEN}" for _, auth in server.log.downloads if "/redirect/" not in _)
+    assert server.log.other_downloads == [("/files/Patient.001.ndjson", None)]  # redirected: no token
+    errors = [json.loads(line) for line in (tmp_path / "errors.ndjson").read_text().splitlines()]
+    assert [e["reason"] for e in errors] == ["processing: Procedure export failed"]
+    assert server.log.deletes == ["/fhir/status/1"]  # the job is deleted once the files are in
+    assert "Bearer" not in output and TOKEN not in output
+
+
+def test_no_token_on_downloads_when_the_manifest_does_not_require_one(tmp_path: Path) -> None:
+    with BulkServer(Scenario(requires_token=False, error_file=False, inject_429=False, inject_500=False)) as server:
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--patient-level"])
+    assert code == 0, output
+    assert server.log.kickoffs[0]["path"] == "/fhir/Patient/$export"
+    assert server.log.downloads and all(auth is None for _, auth in server.log.downloads)
+    assert (tmp_path / "errors.ndjson").read_text() == ""
+
+
+def test_an_expired_file_is_requested_again_by_a_new_export(tmp_path: Path) -> None:
+    scenario = Scenario(error_file=False, expire="Patient.000.ndjson", inject_429=False, inject_500=False)
+    with BulkServer(scenario) as server:
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--group", "g1",
+                            "--since", "2026-11-01T00:00:00Z"])
+    assert code == 0, output
+    assert len(server.log.kickoffs) == 2 and "re-export" in output
+    assert server.log.kickoffs[1]["path"] == "/fhir/Group/g1/$export"
+    assert server.log.kickoffs[1]["params"]["_since"] == "2026-11-01T00:00:00Z"
+    assert (tmp_path / "export" / "Patient.000.ndjson").read_bytes() == server.files["Patient.000.ndjson"]
+
+
+def test_a_file_that_expires_twice_is_named_as_an_error(tmp_path: Path) -> None:
+    scenario = Scenario(error_file=False, expire="Patient.000.ndjson", expire_jobs=(1, 2), inject_429=False,
+                        inject_500=False)
+    with BulkServer(scenario) as server:
+        code, _ = run(["export", "--fhir-server", server.base, "--out", str(tmp_path)])
+    assert code == 1 and len(server.log.kickoffs) == 2
+    errors = [json.loads(line) for line in (tmp_path / "errors.ndjson").read_text().splitlines()]
+    assert errors == [{"file": "Patient.000.ndjson", "line": None, "location": None,
+                       "reason": "the file expired on the server before it was downloaded"}]
+
+
+def test_a_rerun_resumes_polling_and_skips_whole_files(tmp_path: Path) -> None:
+    scenario = Scenario(error_file=False, inject_429=False, inject_500=False, never_ready=True)
+    with BulkServer(scenario) as server:
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--max-wait", "1"])
+        assert code == 2 and "did not finish within the time allowed" in output
+        scenario.never_ready = False
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path)])
+        assert code == 0, output
+        assert len(server.log.kickoffs) == 1  # the job in progress was polled again, not started anew
+        downloads = len(server.log.downloads) + len(server.log.other_downloads)
+        # A file cut short is downloaded again; whole ones are skipped.
+        short = tmp_path / "export" / "MedicationRequest.000.ndjson"
+        short.write_bytes(short.read_bytes()[:-10])
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path)])
+    assert code == 0, output
+    assert len(server.log.kickoffs) == 1
+    assert len(server.log.downloads) + len(server.log.other_downloads) == downloads + 1
+    assert short.read_bytes() == server.files["MedicationRequest.000.ndjson"]
+
+
+def test_a_fatal_operation_outcome_is_one_clear_message(tmp_path: Path) -> None:
+    with BulkServer(Scenario(fatal_kickoff=True)) as server:
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--group", "g"])
+    assert code == 2
+    assert "error: export kick-off: HTTP 400: not-supported: Group export is not enabled on this server" in output
+    assert "Traceback" not in output
+
+
+def test_type_filter_posts_parameters_when_the_url_is_long(tmp_path: Path) -> None:
+    with BulkServer(Scenario(error_file=False, inject_429=False, inject_500=False)) as server:
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--type-filter"])
+    assert code == 0, output
+    kick = server.log.kickoffs[0]
+    assert kick["method"] == "POST"
+    filters = [v for n, v in kick["pairs"] if n == "_typeFilter"]
+    assert sorted(f.split("?")[0] for f in filters) == ["Condition", "Observation", "Procedure"]
+    assert "http://loinc.org|2132-9" in filters[1]  # B12 (total) from the value sets
+
+
+def test_type_filter_falls_back_when_the_server_does_not_declare_it(tmp_path: Path) -> None:
+    scenario = Scenario(error_file=False, inject_429=False, inject_500=False, declare_code_search=False)
+    with BulkServer(scenario) as server:
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--type-filter"])
+    assert code == 0, output
+    assert "does not declare search by code for Condition, Observation, Procedure" in output
+    kick = server.log.kickoffs[0]
+    assert kick["method"] == "GET" and "_typeFilter" not in kick["params"]
+
+
+def test_retry_after_is_honoured_and_capped(tmp_path: Path) -> None:
+    sleeps: list[float] = []
+    progress: list[str] = []
+    with BulkServer(Scenario(error_file=False, inject_500=False, polls_before_ready=3)) as server:
+        server.retry_after = {2: "7", 3: "3600"}
+        client = FhirClient(server.base, auth=BearerToken(TOKEN), sleep=sleeps.append)
+        exporter = BulkExporter(client, tmp_path, ExportLimits(max_poll_wait=50.0), on_progress=progress.append,
+                                sleep=sleeps.append)
+        result = exporter.run(ExportRequest(export_types()))
+    assert result.errors == []
+    # 429 "0" (the client's retry), 202 "7", 202 "3600" capped at 50, 202 with an HTTP-date in the past
+    assert sleeps == [0.0, 7.0, 50.0, 0.0]
+    assert progress == ["20% done", "30% done", "40% done"]
+
+
+def test_batch_from_a_fhir_server_matches_batch_from_files(tmp_path: Path, screener: Screener) -> None:
+    scenario = Scenario(error_file=False, deleted_file=True)
+    with BulkServer(scenario) as server:
+        code, output = run(["batch", "--fhir-server", server.base, "--out", str(tmp_path / "srv"),
+                            "--as-of", AS_OF.isoformat(), "--workers", "1", "--no-progress"])
+    assert code == 0, output
+    local = tmp_path / "local"
+    for name, data in server.files.items():
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(data)
+    write_ndjson(local / "deleted" / "del.ndjson", [json.loads(deleted_bundle())])
+    batch(screener, [local], tmp_path / "files")
+    for name in ("flags.ndjson", "report.ndjson"):
+        assert (tmp_path / "srv" / name).read_bytes() == (tmp_path / "files" / name).read_bytes()
+    reported = (tmp_path / "srv" / "report.ndjson").read_text()
+    assert "bx-met" in reported and f"Patient/{DELETED_PATIENT}\"" not in reported
+    assert EXPORT.is_dir()
+
+
+def test_smart_backend_services_token_from_the_well_known_endpoint(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    scenario = Scenario(error_file=False, inject_429=False, inject_500=False, smart_public_key=key.public_key(),
+                        token_lifetime=30)  # within the 30 s renewal margin at once: renewed before each use
+    with BulkServer(scenario) as server:
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path / "o"),
+                            "--client-id", "b12-client", "--private-key", str(pem), "--key-id", "k1"], env={})
+    assert code == 0, output
+    assert server.log.tokens_issued >= 3  # kick-off, polls, downloads: renewed as it nears expiry
+    assert all(k["authorization"] == f"Bearer {TOKEN}" for k in server.log.kickoffs)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_cancels_the_job_on_the_server(tmp_path: Path) -> None:
+    scenario = Scenario(error_file=False, inject_429=False, inject_500=False, never_ready=True)
+    with BulkServer(scenario) as server:
+        proc = subprocess.Popen([sys.executable, "-m", "b12screen", "export", "--fhir-server", server.base,
+                                 "--out", str(tmp_path)], env={**os.environ, **ENV},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(600):
+            if server.log.polls >= 1:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"the export job was cancelled on the server" in err and b"Traceback" not in err
+    assert server.log.deletes == ["/fhir/status/1"]
