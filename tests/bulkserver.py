@@ -63,6 +63,8 @@ class Scenario:
     smart_public_key: Any = None  # verifies client assertions when set
     token_lifetime: int = 300
     never_ready: bool = False
+    broken: str | None = None  # this file answers 500 (a server fault that outlasts the retries)
+    reject_type_filter: bool = False
 
 
 @dataclass
@@ -203,6 +205,8 @@ class BulkServer:
                     server.jobs[job] = 0
                 if not self.authorized():
                     return self.outcome(401, "login", "no token")
+                if server.scenario.reject_type_filter and "_typeFilter" in params:
+                    return self.outcome(400, "not-supported", "_typeFilter is not supported")
                 if server.scenario.fatal_kickoff:
                     return self.outcome(400, "not-supported", "Group export is not enabled on this server")
                 self.send(202, headers={"Content-Location": f"{server.base}/status/{job}"})
@@ -229,6 +233,8 @@ class BulkServer:
                 job, name = int(parts[3]), parts[-1]
                 if parts[4] == "redirect":
                     return self.send(302, headers={"Location": f"{server.other_base}/files/{name}"})
+                if name == server.scenario.broken:
+                    return self.outcome(500, "exception", "disk error")
                 if name == server.scenario.expire and job in server.scenario.expire_jobs:
                     return self.outcome(404, "not-found", "expired")
                 if name == "errors.ndjson":

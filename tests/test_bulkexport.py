@@ -88,23 +88,39 @@ def test_a_file_that_expires_twice_is_named_as_an_error(tmp_path: Path) -> None:
 
 
 def test_a_rerun_resumes_polling_and_skips_whole_files(tmp_path: Path) -> None:
-    scenario = Scenario(error_file=False, inject_429=False, inject_500=False, never_ready=True)
+    scenario = Scenario(error_file=False, inject_429=False, inject_500=False, never_ready=True,
+                        broken="Encounter.000.ndjson")
+    args = ["export", "--fhir-server", "", "--out", str(tmp_path)]
     with BulkServer(scenario) as server:
-        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--max-wait", "1"])
+        args[2] = server.base
+        code, output = run([*args, "--max-wait", "1"])
         assert code == 2 and "did not finish within the time allowed" in output
         scenario.never_ready = False
-        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path)])
-        assert code == 0, output
-        assert len(server.log.kickoffs) == 1  # the job in progress was polled again, not started anew
-        downloads = len(server.log.downloads) + len(server.log.other_downloads)
-        # A file cut short is downloaded again; whole ones are skipped.
+        code, output = run(args)  # the job in progress is polled again, not started anew
+        assert code == 1 and len(server.log.kickoffs) == 1
+        assert "Encounter.000.ndjson" in (tmp_path / "errors.ndjson").read_text()
+        assert server.log.deletes == []  # not every file is in: the job is kept
+        fetched = [p for p, _ in server.log.downloads]
+        assert fetched.count("/fhir/files/1/Encounter.000.ndjson") == 4  # retried 3 times
         short = tmp_path / "export" / "MedicationRequest.000.ndjson"
-        short.write_bytes(short.read_bytes()[:-10])
-        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path)])
+        short.write_bytes(short.read_bytes()[:-10])  # a file cut short is downloaded again
+        scenario.broken = None
+        before = len(server.log.downloads)
+        code, output = run(args)
     assert code == 0, output
     assert len(server.log.kickoffs) == 1
-    assert len(server.log.downloads) + len(server.log.other_downloads) == downloads + 1
+    assert sorted(p for p, _ in server.log.downloads[before:]) == [
+        "/fhir/files/1/Encounter.000.ndjson", "/fhir/files/1/MedicationRequest.000.ndjson"]
     assert short.read_bytes() == server.files["MedicationRequest.000.ndjson"]
+    assert server.log.deletes == ["/fhir/status/1"]
+
+
+def test_a_rerun_after_a_finished_export_starts_a_new_one(tmp_path: Path) -> None:
+    with BulkServer(Scenario(error_file=False, inject_429=False, inject_500=False)) as server:
+        for _ in range(2):
+            code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path)])
+            assert code == 0, output
+    assert len(server.log.kickoffs) == 2 and server.log.deletes == ["/fhir/status/1", "/fhir/status/2"]
 
 
 def test_a_fatal_operation_outcome_is_one_clear_message(tmp_path: Path) -> None:
@@ -124,6 +140,15 @@ def test_type_filter_posts_parameters_when_the_url_is_long(tmp_path: Path) -> No
     filters = [v for n, v in kick["pairs"] if n == "_typeFilter"]
     assert sorted(f.split("?")[0] for f in filters) == ["Condition", "Observation", "Procedure"]
     assert "http://loinc.org|2132-9" in filters[1]  # B12 (total) from the value sets
+
+
+def test_type_filter_refused_by_the_server_falls_back_to_an_unfiltered_export(tmp_path: Path) -> None:
+    scenario = Scenario(error_file=False, inject_429=False, inject_500=False, reject_type_filter=True)
+    with BulkServer(scenario) as server:
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--type-filter"])
+    assert code == 0, output
+    assert "the server refused _typeFilter; exporting those types unfiltered" in output
+    assert [("_typeFilter" in k["params"]) for k in server.log.kickoffs] == [True, False]
 
 
 def test_type_filter_falls_back_when_the_server_does_not_declare_it(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .common import EXIT_PARTIAL, EXIT_USAGE, dumps, echo_err, make_screener, rule_config, rule_config_options
+from .common import EXIT_PARTIAL, dumps, echo_err, fail, make_screener, rule_config, rule_config_options
 from .fetch import make_auth
 
 if TYPE_CHECKING:
@@ -82,8 +82,7 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
                          None, scope)
         client = FhirClient(fhir_server, auth=auth, timeout=(5.0, 60.0))
     except B12ScreenError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
+        fail(str(exc))
     filters: tuple[str, ...] = ()
     if opts["type_filter"]:
         filters = _filters(client, types, value_set_codes(screener), type_filters)
@@ -102,11 +101,9 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
                 return exporter.run(ExportRequest(types, level, opts["group"], opts["since"]))
             raise
     except FhirError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
+        fail(str(exc))
     except OSError as exc:
-        echo_err(f"error: cannot write to {out} ({exc.strerror or exc})")
-        sys.exit(EXIT_USAGE)
+        fail(f"cannot write to {out} ({exc.strerror or exc})")
     except KeyboardInterrupt:
         cancelled = exporter.cancel()
         echo_err("interrupted: " + ("the export job was cancelled on the server" if cancelled
@@ -175,8 +172,7 @@ def export(fhir_server: str, out: str, as_of: str | None, profile: str, config_p
     try:
         screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict_plugins)
     except B12ScreenError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
+        fail(str(exc))
     folder = Path(out)
     result = run_export(screener, fhir_server, folder / "export", opts)
     write_errors(folder / "errors.ndjson", result.errors)

@@ -23,7 +23,7 @@ from urllib.parse import urlencode, urljoin
 import orjson
 import requests
 
-from .fhirclient import REDIRECT_STATUSES, FhirClient, FhirError, retry_after_seconds
+from .fhirclient import REDIRECT_STATUSES, RETRY_STATUSES, FhirClient, FhirError, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ class BulkExporter:
             state = orjson.loads((self.out / STATE).read_bytes())
         except (OSError, orjson.JSONDecodeError):
             return {"key": key, "files": {}}
-        if not isinstance(state, dict) or state.get("key") != key:
+        # Another request, or a finished job (deleted on the server): start a new export.
+        if not isinstance(state, dict) or state.get("key") != key or state.get("deleted_job"):
             self._remove_files(state.get("files", {}) if isinstance(state, dict) else {})
             return {"key": key, "files": {}}
         return state
@@ -316,6 +317,16 @@ class BulkExporter:
             return False
 
     def _download_one(self, url: str, name: str, token: bool) -> tuple[int, int, int, str | None]:
+        """(HTTP status, lines, bytes, problem) of one download, retried with backoff on 429/5xx and
+        connection failures."""
+        for attempt in range(self.client.retries + 1):
+            status, lines, size, problem = self._download_once(url, name, token)
+            if problem is None or not (status in RETRY_STATUSES or status == 0) or attempt == self.client.retries:
+                break
+            self._sleep(min(self.client.backoff * (2 ** attempt), self.limits.max_poll_wait))
+        return status, lines, size, problem
+
+    def _download_once(self, url: str, name: str, token: bool) -> tuple[int, int, int, str | None]:
         """(HTTP status, lines, bytes, problem) of one streamed download into ``out/name``."""
         target = self.out / name
         target.parent.mkdir(parents=True, exist_ok=True)
