@@ -27,10 +27,10 @@ TOKEN = "test-access-token"
 DELETED_PATIENT = "bx-only"
 
 
-def fixture_files() -> dict[str, bytes]:
-    """name -> NDJSON bytes of the fixture export (gzip files served decompressed)."""
+def fixture_files(folder: Path = EXPORT) -> dict[str, bytes]:
+    """name -> NDJSON bytes of an export folder (gzip files served decompressed)."""
     files = {}
-    for path in sorted(EXPORT.iterdir()):
+    for path in sorted(folder.iterdir()):
         if path.name == "log.ndjson":
             continue
         data = path.read_bytes()
@@ -65,6 +65,7 @@ class Scenario:
     never_ready: bool = False
     broken: str | None = None  # this file answers 500 (a server fault that outlasts the retries)
     reject_type_filter: bool = False
+    wrong_count: str | None = None  # the manifest announces one resource more for this file
 
 
 @dataclass
@@ -78,10 +79,10 @@ class Log:
 
 
 class BulkServer:
-    def __init__(self, scenario: Scenario | None = None) -> None:
+    def __init__(self, scenario: Scenario | None = None, folder: Path = EXPORT) -> None:
         self.scenario = scenario or Scenario()
         self.log = Log()
-        self.files = fixture_files()
+        self.files = fixture_files(folder)
         self.lock = threading.Lock()
         self.jobs: dict[int, int] = {}  # job -> polls so far
         self.retry_after: dict[int, str] = {}  # poll number -> Retry-After to send instead of the default
@@ -113,7 +114,8 @@ class BulkServer:
         for name, data in self.files.items():
             host = f"{self.other_base}/files" if name == sc.redirect else f"{self.base}/files/{job}"
             url = f"{self.base}/files/{job}/redirect/{name}" if name == sc.redirect else f"{host}/{name}"
-            output.append({"type": name.split(".")[0], "url": url, "count": data.count(b"\n")})
+            count = data.count(b"\n") + (name == sc.wrong_count)
+            output.append({"type": name.split(".")[0], "url": url, "count": count})
         manifest: dict[str, Any] = {"transactionTime": "2026-11-24T00:00:00Z", "request": f"{self.base}/$export",
                                     "requiresAccessToken": sc.requires_token, "output": output, "error": []}
         if sc.error_file:

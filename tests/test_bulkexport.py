@@ -123,6 +123,23 @@ def test_a_rerun_after_a_finished_export_starts_a_new_one(tmp_path: Path) -> Non
     assert len(server.log.kickoffs) == 2 and server.log.deletes == ["/fhir/status/1", "/fhir/status/2"]
 
 
+def test_files_beyond_the_size_limit_or_short_of_the_count_are_errors(tmp_path: Path) -> None:
+    scenario = Scenario(error_file=False, inject_429=False, inject_500=False, wrong_count="Patient.000.ndjson")
+    with BulkServer(scenario) as server:
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path),
+                            "--max-file-mb", str(500 / (1 << 20))])  # 500 bytes
+    assert code == 1, output
+    errors = {e["file"]: e["reason"] for e in map(json.loads, (tmp_path / "errors.ndjson").read_text().splitlines())}
+    assert errors == {
+        "MedicationRequest.000.ndjson": "larger than the limit of 500 bytes",  # 578 bytes
+        "MedicationRequest.001.ndjson": "larger than the limit of 500 bytes",  # 581 bytes
+        "Patient.000.ndjson": "the manifest says 4 resource(s), the file has 3 line(s)",
+    }
+    assert not (tmp_path / "export" / "MedicationRequest.000.ndjson").exists()
+    assert not list((tmp_path / "export").glob(".*.part"))
+    assert (tmp_path / "export" / "Observation.000.ndjson").stat().st_size == 402  # under the limit: kept
+
+
 def test_a_fatal_operation_outcome_is_one_clear_message(tmp_path: Path) -> None:
     with BulkServer(Scenario(fatal_kickoff=True)) as server:
         code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--group", "g"])

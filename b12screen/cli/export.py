@@ -41,7 +41,7 @@ def export_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--alg", type=click.Choice(["RS384", "ES384"]), default="RS384", show_default=True),
         click.option("--parallel", type=click.IntRange(1, 16), default=4, show_default=True,
                      help="Files downloaded at once."),
-        click.option("--max-file-mb", type=click.FloatRange(min=0.001), default=10240.0, show_default=True,
+        click.option("--max-file-mb", type=click.FloatRange(min=0, min_open=True), default=10240.0, show_default=True,
                      help="Largest file accepted (MiB)."),
         click.option("--file-timeout", type=click.FloatRange(min=1), default=3600.0, show_default=True,
                      help="Seconds allowed per file download."),
@@ -88,7 +88,7 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
         filters = _filters(client, types, value_set_codes(screener), type_filters)
     level = "group" if opts["group"] else "patient" if opts["patient_level"] else "system"
     request = ExportRequest(types, level, opts["group"], opts["since"], filters)
-    limits = ExportLimits(parallel=opts["parallel"], max_file_bytes=int(opts["max_file_mb"] * (1 << 20)),
+    limits = ExportLimits(parallel=opts["parallel"], max_file_bytes=round(opts["max_file_mb"] * (1 << 20)),
                           file_seconds=opts["file_timeout"], max_export_seconds=opts["max_wait"])
     bar = _bar(opts["progress"])
     exporter = BulkExporter(client, out, limits, on_progress=lambda text: bar and bar.set_postfix_str(text))
