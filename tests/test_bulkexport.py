@@ -212,6 +212,20 @@ def test_batch_from_a_fhir_server_matches_batch_from_files(tmp_path: Path, scree
     assert EXPORT.is_dir()
 
 
+def test_batch_from_a_fhir_server_reports_the_servers_errors(tmp_path: Path) -> None:
+    with BulkServer(Scenario()) as server:
+        code, output = run(["batch", "--fhir-server", server.base, "--out", str(tmp_path), "--workers", "1",
+                            "--as-of", AS_OF.isoformat(), "--no-progress"])
+        assert code == 1, output
+        again, output = run(["batch", "--fhir-server", server.base, "--out", str(tmp_path)])
+    assert again == 2 and "already holds outputs" in output and len(server.log.kickoffs) == 1
+    errors = (tmp_path / "errors.ndjson").read_text().splitlines()
+    assert json.loads(errors[-1])["reason"] == "processing: Procedure export failed"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["errors"] == len(errors) and summary["export"]["files"] == 9
+    assert summary["export"]["errors"] == 1 and summary["patients"] == 5
+
+
 def test_smart_backend_services_token_from_the_well_known_endpoint(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa

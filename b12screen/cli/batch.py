@@ -19,7 +19,7 @@ from .common import (
     rule_config,
     rule_config_options,
 )
-from .export import describe, export_options, run_export, write_errors
+from .export import add_to_batch_outputs, describe, export_options, run_export
 
 SPARK_MASTER_ENV = "B12SCREEN_SPARK_MASTER"
 ENGINES = ("local", "spark")  # b12screen.batch.runner checks the same names
@@ -105,8 +105,8 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     except ImportError as exc:
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
-    if exported is not None and exported.errors:
-        write_errors(result.out / "errors.ndjson", exported.errors, append=True)
+    if exported is not None:
+        add_to_batch_outputs(result.out, result.summary, exported)
     s: dict[str, Any] = result.summary
     echo_err(
         f"batch: {s['patients']:,} patient(s) from {s['resources_read']:,} resource(s) as of {when.isoformat()}: "

@@ -138,11 +138,34 @@ def _bar(enabled: bool | None) -> Any:
     return tqdm.tqdm(file=sys.stderr, desc="export", bar_format="{desc}: {elapsed} {postfix}", leave=False)
 
 
-def write_errors(path: Path, rows: list[dict[str, Any]], append: bool = False) -> None:
+def write_errors(path: Path, rows: list[dict[str, Any]]) -> None:
     """Error rows as NDJSON (``errors.ndjson``)."""
-    with open(path, "a" if append else "w", encoding="utf-8") as f:
+    with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(dumps(row, pretty=False) + "\n")
+
+
+def add_to_batch_outputs(out: Path, summary: dict[str, Any], exported: ExportResult) -> None:
+    """Add the export's error rows to a batch's ``errors.ndjson`` and its figures to ``summary.json``
+    (``export``: files, bytes, errors, seconds waiting and downloading); both rewritten atomically."""
+    from ..batch.outputs import AtomicFile, dump_summary
+
+    if exported.errors:
+        errors = AtomicFile(out / "errors.ndjson")
+        try:
+            errors.write((out / "errors.ndjson").read_bytes())
+            errors.write(b"".join(dumps(row, pretty=False).encode() + b"\n" for row in exported.errors))
+            errors.commit()
+        except BaseException:
+            errors.discard()
+            raise
+    summary["errors"] = summary.get("errors", 0) + len(exported.errors)
+    summary["export"] = {"files": len(exported.files), "bytes": exported.bytes, "errors": len(exported.errors),
+                         "reexported": exported.reexported, "seconds_waiting": round(exported.seconds_waiting, 3),
+                         "seconds_downloading": round(exported.seconds_downloading, 3)}
+    final = AtomicFile(out / "summary.json")
+    final.write(dump_summary(summary))
+    final.commit()
 
 
 def describe(result: ExportResult) -> str:
