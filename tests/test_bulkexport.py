@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from batch_helpers import batch, write_ndjson
@@ -29,6 +30,18 @@ def run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
     result = CliRunner().invoke(cli, args, env=env if env is not None else ENV)
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.output
+
+
+def export_with(out: Path, scenario: Scenario, *extra: str) -> tuple[BulkServer, int, str]:
+    """Run ``b12screen export`` against a server playing ``scenario``: (server, exit code, output)."""
+    with BulkServer(scenario) as server:
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(out), *extra])
+    return server, code, output
+
+
+def quiet(**changes: Any) -> Scenario:
+    """A scenario without the injected 429, 500 and error file."""
+    return Scenario(**{"error_file": False, "inject_429": False, "inject_500": False, **changes})
 
 
 def test_export_follows_the_ig_and_sends_the_token_only_to_the_server(tmp_path: Path) -> None:
@@ -149,8 +162,7 @@ def test_a_fatal_operation_outcome_is_one_clear_message(tmp_path: Path) -> None:
 
 
 def test_type_filter_posts_parameters_when_the_url_is_long(tmp_path: Path) -> None:
-    with BulkServer(Scenario(error_file=False, inject_429=False, inject_500=False)) as server:
-        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--type-filter"])
+    server, code, output = export_with(tmp_path, quiet(), "--type-filter")
     assert code == 0, output
     kick = server.log.kickoffs[0]
     assert kick["method"] == "POST"
@@ -160,18 +172,14 @@ def test_type_filter_posts_parameters_when_the_url_is_long(tmp_path: Path) -> No
 
 
 def test_type_filter_refused_by_the_server_falls_back_to_an_unfiltered_export(tmp_path: Path) -> None:
-    scenario = Scenario(error_file=False, inject_429=False, inject_500=False, reject_type_filter=True)
-    with BulkServer(scenario) as server:
-        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--type-filter"])
+    server, code, output = export_with(tmp_path, quiet(reject_type_filter=True), "--type-filter")
     assert code == 0, output
     assert "the server refused _typeFilter; exporting those types unfiltered" in output
     assert [("_typeFilter" in k["params"]) for k in server.log.kickoffs] == [True, False]
 
 
 def test_type_filter_falls_back_when_the_server_does_not_declare_it(tmp_path: Path) -> None:
-    scenario = Scenario(error_file=False, inject_429=False, inject_500=False, declare_code_search=False)
-    with BulkServer(scenario) as server:
-        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--type-filter"])
+    server, code, output = export_with(tmp_path, quiet(declare_code_search=False), "--type-filter")
     assert code == 0, output
     assert "does not declare search by code for Condition, Observation, Procedure" in output
     kick = server.log.kickoffs[0]
