@@ -65,6 +65,7 @@ class Scenario:
     never_ready: bool = False
     broken: str | None = None  # this file answers 500 (a server fault that outlasts the retries)
     reject_type_filter: bool = False
+    insecure_url: bool = False  # one more output file, on plain http to a remote host
     wrong_count: str | None = None  # the manifest announces one resource more for this file
 
 
@@ -116,6 +117,8 @@ class BulkServer:
             url = f"{self.base}/files/{job}/redirect/{name}" if name == sc.redirect else f"{host}/{name}"
             count = data.count(b"\n") + (name == sc.wrong_count)
             output.append({"type": name.split(".")[0], "url": url, "count": count})
+        if sc.insecure_url:
+            output.append({"type": "Condition", "url": "http://files.example.org/Condition.ndjson"})
         manifest: dict[str, Any] = {"transactionTime": "2026-11-24T00:00:00Z", "request": f"{self.base}/$export",
                                     "requiresAccessToken": sc.requires_token, "output": output, "error": []}
         if sc.error_file:

@@ -153,6 +153,20 @@ def test_files_beyond_the_size_limit_or_short_of_the_count_are_errors(tmp_path: 
     assert (tmp_path / "export" / "Observation.000.ndjson").stat().st_size == 402  # under the limit: kept
 
 
+def test_a_file_url_on_plain_http_elsewhere_is_refused(tmp_path: Path) -> None:
+    server, code, output = export_with(tmp_path, quiet(insecure_url=True))
+    assert code == 1, output
+    errors = [json.loads(line) for line in (tmp_path / "errors.ndjson").read_text().splitlines()]
+    assert [(e["file"], e["reason"]) for e in errors] == [
+        ("Condition.001.ndjson", "download refused: the URL must use https (plain http only on a loopback address)")]
+    assert server.log.deletes == []  # a file is missing: the job is kept for a re-run
+
+
+def test_since_must_be_an_instant(tmp_path: Path) -> None:
+    server, code, output = export_with(tmp_path, quiet(), "--since", "yesterday")
+    assert code == 2 and "expected a FHIR instant" in output and server.log.kickoffs == []
+
+
 def test_a_fatal_operation_outcome_is_one_clear_message(tmp_path: Path) -> None:
     with BulkServer(Scenario(fatal_kickoff=True)) as server:
         code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--group", "g"])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from ..sources.bulkexport import ExportResult
 
 EXIT_INTERRUPTED = 130
+#: A FHIR instant: date, time to the second (fractions allowed) and a zone.
+INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 #: Resource types whose export ``--type-filter`` narrows by the codes of the value sets.
 FILTERED_TYPES = ("Condition", "Observation", "Procedure")
 
@@ -75,6 +78,8 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
 
     if opts["group"] and opts["patient_level"]:
         raise click.UsageError("give either --group or --patient-level, not both")
+    if opts["since"] and not INSTANT.fullmatch(opts["since"]):
+        raise click.BadParameter("expected a FHIR instant such as 2026-11-30T00:00:00Z", param_hint="--since")
     types = export_types()
     scope = " ".join(f"system/{t}.read" for t in types)
     try:

@@ -23,7 +23,14 @@ from urllib.parse import urlencode, urljoin
 import orjson
 import requests
 
-from .fhirclient import REDIRECT_STATUSES, RETRY_STATUSES, FhirClient, FhirError, retry_after_seconds
+from .fhirclient import (
+    REDIRECT_STATUSES,
+    RETRY_STATUSES,
+    FhirClient,
+    FhirError,
+    check_url,
+    retry_after_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +354,8 @@ class BulkExporter:
                             return 200, 0, size, f"took longer than {self.limits.file_seconds:.0f} s"
                         f.write(chunk)
             os.replace(part, target)
+        except FhirError as exc:
+            return -1, 0, size, f"download refused: {exc}"
         except requests.RequestException as exc:
             kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
             return 0, 0, size, f"download {kind}"
@@ -359,6 +368,7 @@ class BulkExporter:
     def _get_following(self, url: str, token: bool, deadline: float) -> requests.Response:
         """GET with redirects followed by hand: Authorization only to the FHIR server's origin."""
         for _hop in range(self.client.max_redirects + 1):
+            check_url(url, self.client.allow_http_loopback)
             headers = {"Accept": NDJSON}
             if token and self.client.auth is not None and self.client.same_origin(url):
                 authorization = self.client.auth.header(self.client)
