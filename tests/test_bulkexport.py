@@ -68,13 +68,18 @@ def test_export_follows_the_ig_and_sends_the_token_only_to_the_server(tmp_path: 
     assert "Bearer" not in output and TOKEN not in output
 
 
-def test_no_token_on_downloads_when_the_manifest_does_not_require_one(tmp_path: Path) -> None:
+def test_no_token_on_downloads_when_the_manifest_does_not_require_one(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))  # nor credentials from ~/.netrc
     with BulkServer(Scenario(requires_token=False, error_file=False, inject_429=False, inject_500=False)) as server:
-        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--patient-level"])
+        code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path / "o"), "--patient-level"])
     assert code == 0, output
     assert server.log.kickoffs[0]["path"] == "/fhir/Patient/$export"
     assert server.log.downloads and all(auth is None for _, auth in server.log.downloads)
-    assert (tmp_path / "errors.ndjson").read_text() == ""
+    assert (tmp_path / "o" / "errors.ndjson").read_text() == ""
 
 
 def test_an_expired_file_is_requested_again_by_a_new_export(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -137,6 +138,13 @@ class BulkExporter:
         self._clock = clock
         self.status_url: str | None = None
         self.state: dict[str, Any] = {}
+        self._local = threading.local()  # one requests.Session per download thread
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
 
     # -- state -------------------------------------------------------------------------------
 
@@ -375,14 +383,19 @@ class BulkExporter:
                 if authorization:
                     headers["Authorization"] = authorization
             remaining = max(0.1, deadline - time.monotonic())
-            response = self.client.session.get(url, headers=headers, stream=True, allow_redirects=False,
-                                               timeout=(min(10.0, remaining), min(60.0, remaining)))
+            # auth=_keep: no ~/.netrc credentials behind our back; Authorization is set above, per origin.
+            response = self._session().get(url, headers=headers, stream=True, allow_redirects=False, auth=_keep,
+                                           timeout=(min(10.0, remaining), min(60.0, remaining)))
             location = response.headers.get("Location")
             if response.status_code not in REDIRECT_STATUSES or not location:
                 return response
             response.close()
             url = urljoin(url, location)
         raise requests.TooManyRedirects("too many redirects")
+
+
+def _keep(request: Any) -> Any:
+    return request
 
 
 def _error_rows(path: Path) -> list[dict[str, Any]]:
