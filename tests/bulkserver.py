@@ -66,6 +66,7 @@ class Scenario:
     broken: str | None = None  # this file answers 500 (a server fault that outlasts the retries)
     reject_type_filter: bool = False
     insecure_url: bool = False  # one more output file, on plain http to a remote host
+    fatal_poll: bool = False  # the status request fails for good (a non-transient OperationOutcome)
     wrong_count: str | None = None  # the manifest announces one resource more for this file
 
 
@@ -222,6 +223,8 @@ class BulkServer:
                     server.jobs[job] += 1
                     n = server.jobs[job]
                 sc = server.scenario
+                if sc.fatal_poll:
+                    return self.outcome(500, "exception", "the export job failed")
                 if sc.inject_429 and n == 1:
                     return self.send(429, headers={"Retry-After": "0"})
                 if sc.inject_500 and n == 2:

@@ -180,6 +180,13 @@ def test_a_fatal_operation_outcome_is_one_clear_message(tmp_path: Path) -> None:
     assert "Traceback" not in output
 
 
+def test_a_job_that_fails_while_polled_is_one_clear_message(tmp_path: Path) -> None:
+    server, code, output = export_with(tmp_path, quiet(fatal_poll=True))
+    assert code == 2 and "Traceback" not in output
+    assert "error: export failed: HTTP 500: exception: the export job failed" in output
+    assert server.log.polls == 4  # the client's own retries of a 500, then no more: not transient
+
+
 def test_type_filter_posts_parameters_when_the_url_is_long(tmp_path: Path) -> None:
     server, code, output = export_with(tmp_path, quiet(), "--type-filter")
     assert code == 0, output
