@@ -50,7 +50,7 @@ def deleted_bundle() -> bytes:
 @dataclass
 class Scenario:
     requires_token: bool = True
-    polls_before_ready: int = 2
+    polls_before_ready: int = 1
     inject_429: bool = True
     inject_500: bool = True
     error_file: bool = True

@@ -45,7 +45,7 @@ def quiet(**changes: Any) -> Scenario:
 
 
 def test_export_follows_the_ig_and_sends_the_token_only_to_the_server(tmp_path: Path) -> None:
-    with BulkServer(Scenario(requires_token=True, deleted_file=True)) as server:
+    with BulkServer(Scenario(requires_token=True, deleted_file=True, polls_before_ready=2)) as server:
         code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--no-progress"])
     assert code == 1, output  # the server's error file is reported
     kick = server.log.kickoffs[0]
@@ -222,8 +222,9 @@ def test_retry_after_is_honoured_and_capped(tmp_path: Path) -> None:
                                 sleep=sleeps.append)
         result = exporter.run(ExportRequest(export_types()))
     assert result.errors == []
-    # 429 "0" (the client's retry), 202 "7", 202 "3600" capped at 50, 202 with an HTTP-date in the past
-    assert sleeps == [0.0, 7.0, 50.0, 0.0]
+    # 429 "0" (the client's own retry), 202 "7", 202 "3600" capped at 50, 202 with an HTTP-date in the past
+    # raised to the 1 s floor
+    assert sleeps == [0.0, 7.0, 50.0, 1.0]
     assert progress == ["20% done", "30% done", "40% done"]
 
 

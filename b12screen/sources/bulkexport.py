@@ -71,13 +71,15 @@ class ExportRequest:
 
 @dataclass
 class ExportLimits:
-    """Bounds: parallel downloads, bytes and seconds per file, the longest wait between polls, the
-    longest whole export, transient-error retries while polling."""
+    """Bounds: parallel downloads, bytes and seconds per file, the longest and shortest wait between
+    polls (a ``Retry-After`` of 0 does not make the client hammer the server), the longest whole export,
+    transient-error retries while polling."""
 
     parallel: int = 4
     max_file_bytes: int = 10 << 30
     file_seconds: float = 3600.0
     max_poll_wait: float = 120.0
+    min_poll_wait: float = 1.0
     max_export_seconds: float = 24 * 3600.0
     transient_retries: int = 5
 
@@ -208,7 +210,8 @@ class BulkExporter:
             if status == 202:
                 self.on_progress(response.headers.get("X-Progress", "in progress")[:100])
                 wait = retry_after_seconds(response.headers.get("Retry-After"))
-                self._sleep(min(wait if wait is not None else 2.0, self.limits.max_poll_wait))
+                wait = wait if wait is not None else 2.0
+                self._sleep(min(max(wait, self.limits.min_poll_wait), self.limits.max_poll_wait))
                 continue
             text, is_transient = outcome_text(response.content)
             if (status >= 500 or status == 429 or is_transient) and (is_transient or not text) \
