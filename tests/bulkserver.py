@@ -67,6 +67,7 @@ class Scenario:
     reject_type_filter: bool = False
     insecure_url: bool = False  # one more output file, on plain http to a remote host
     fatal_poll: bool = False  # the status request fails for good (a non-transient OperationOutcome)
+    slow: str | None = None  # this file trickles out a line every 0.1 s for a minute
     wrong_count: str | None = None  # the manifest announces one resource more for this file
 
 
@@ -241,6 +242,19 @@ class BulkServer:
                 job, name = int(parts[3]), parts[-1]
                 if parts[4] == "redirect":
                     return self.send(302, headers={"Location": f"{server.other_base}/files/{name}"})
+                if name == server.scenario.slow:
+                    line = server.files[name].splitlines(keepends=True)[0]
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(line) * 600))
+                    self.end_headers()
+                    for _ in range(600):
+                        try:
+                            self.wfile.write(line)
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(0.1)
+                    return
                 if name == server.scenario.broken:
                     return self.outcome(500, "exception", "disk error")
                 if name == server.scenario.expire and job in server.scenario.expire_jobs:

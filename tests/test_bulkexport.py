@@ -172,6 +172,23 @@ def test_since_must_be_an_instant(tmp_path: Path) -> None:
     assert code == 2 and "expected a FHIR instant" in output and server.log.kickoffs == []
 
 
+def test_an_unwritable_output_folder_is_one_clear_message(tmp_path: Path) -> None:
+    (tmp_path / "export").write_text("a file where the export folder should be")
+    server, code, output = export_with(tmp_path, quiet())
+    assert code == 2 and f"error: cannot write to {tmp_path / 'export'}" in output and "Traceback" not in output
+    assert server.log.kickoffs == []
+
+
+def test_a_file_that_takes_too_long_is_an_error(tmp_path: Path) -> None:
+    server, code, output = export_with(tmp_path, quiet(slow="Patient.001.ndjson", redirect=None),
+                                       "--file-timeout", "1")
+    assert code == 1, output
+    errors = [json.loads(line) for line in (tmp_path / "errors.ndjson").read_text().splitlines()]
+    assert [(e["file"], e["reason"]) for e in errors] == [("Patient.001.ndjson", "took longer than 1 s")]
+    assert (tmp_path / "export" / "Patient.000.ndjson").is_file()
+    assert server.log.deletes == []  # kept for a re-run
+
+
 def test_a_fatal_operation_outcome_is_one_clear_message(tmp_path: Path) -> None:
     with BulkServer(Scenario(fatal_kickoff=True)) as server:
         code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--group", "g"])
@@ -279,19 +296,29 @@ def test_smart_backend_services_token_from_the_well_known_endpoint(tmp_path: Pat
     assert all(k["authorization"] == f"Bearer {TOKEN}" for k in server.log.kickoffs)
 
 
+def interrupt(server: BulkServer, out: Path, started: Any) -> tuple[int, bytes]:
+    """Run ``b12screen export`` in a process, send it SIGINT once ``started()`` holds: (exit code, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "b12screen", "export", "--fhir-server", server.base,
+                             "--out", str(out)], env={**os.environ, **ENV},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for _ in range(600):
+        if started():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)  # a safety bound: the slow file alone would take a minute
+    return proc.returncode, err
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_cancels_the_job_on_the_server(tmp_path: Path) -> None:
-    scenario = Scenario(error_file=False, inject_429=False, inject_500=False, never_ready=True)
+@pytest.mark.parametrize("phase", ["polling", "downloading"])
+def test_ctrl_c_cancels_the_job_on_the_server(tmp_path: Path, phase: str) -> None:
+    scenario = quiet(never_ready=phase == "polling", slow="Patient.000.ndjson", redirect=None)
     with BulkServer(scenario) as server:
-        proc = subprocess.Popen([sys.executable, "-m", "b12screen", "export", "--fhir-server", server.base,
-                                 "--out", str(tmp_path)], env={**os.environ, **ENV},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(600):
-            if server.log.polls >= 1:
-                break
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+        started = (lambda: server.log.polls >= 1) if phase == "polling" else (
+            lambda: any(p.endswith("/Patient.000.ndjson") for p, _ in server.log.downloads))
+        code, err = interrupt(server, tmp_path, started)
+    assert code == 130, err
     assert b"the export job was cancelled on the server" in err and b"Traceback" not in err
     assert server.log.deletes == ["/fhir/status/1"]
+    assert not list((tmp_path / "export").glob(".*.part"))

@@ -141,6 +141,7 @@ class BulkExporter:
         self.status_url: str | None = None
         self.state: dict[str, Any] = {}
         self._local = threading.local()  # one requests.Session per download thread
+        self._stop = threading.Event()  # set on Ctrl-C: running downloads stop at their next chunk
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -304,8 +305,14 @@ class BulkExporter:
                 continue
             todo.append(job)
         expired: list[str] = []
-        with ThreadPoolExecutor(max_workers=max(1, self.limits.parallel)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, self.limits.parallel))
+        try:
             outcomes = list(pool.map(lambda j: self._download_one(j[0], j[1], token), todo))
+        except BaseException:  # Ctrl-C: do not wait for whole files
+            self._stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         for (url, name, count, _kind), (status, lines, size, problem) in zip(todo, outcomes, strict=True):
             if status in (404, 410):
                 expired.append(name)
@@ -357,10 +364,12 @@ class BulkExporter:
                 if response.status_code != 200:
                     return response.status_code, 0, 0, f"download: HTTP {response.status_code}"
                 with open(part, "wb") as f:
-                    for chunk in response.iter_content(1 << 16):
+                    for chunk in _chunks(response):
                         size += len(chunk)
                         if size > self.limits.max_file_bytes:
                             return 200, 0, size, f"larger than the limit of {self.limits.max_file_bytes:,} bytes"
+                        if self._stop.is_set():
+                            return 0, 0, size, "cancelled"
                         if time.monotonic() > deadline:
                             return 200, 0, size, f"took longer than {self.limits.file_seconds:.0f} s"
                         f.write(chunk)
@@ -395,6 +404,14 @@ class BulkExporter:
             response.close()
             url = urljoin(url, location)
         raise requests.TooManyRedirects("too many redirects")
+
+
+def _chunks(response: requests.Response, size: int = 1 << 16) -> Iterable[bytes]:
+    """The body as it arrives: each read returns after one socket read (bounded by the read timeout), so
+    the per-file deadline and Ctrl-C are checked even while a server trickles bytes."""
+    raw = response.raw
+    while chunk := raw.read1(size, decode_content=True):
+        yield chunk
 
 
 def _keep(request: Any) -> Any:
