@@ -68,6 +68,7 @@ class Scenario:
     insecure_url: bool = False  # one more output file, on plain http to a remote host
     fatal_poll: bool = False  # the status request fails for good (a non-transient OperationOutcome)
     slow: str | None = None  # this file trickles out a line every 0.1 s for a minute
+    first_job_only: str | None = None  # this file is in the first job's manifest only
     wrong_count: str | None = None  # the manifest announces one resource more for this file
 
 
@@ -115,6 +116,8 @@ class BulkServer:
         sc = self.scenario
         output = []
         for name, data in self.files.items():
+            if name == sc.first_job_only and job > 1:
+                continue
             host = f"{self.other_base}/files" if name == sc.redirect else f"{self.base}/files/{job}"
             url = f"{self.base}/files/{job}/redirect/{name}" if name == sc.redirect else f"{host}/{name}"
             count = data.count(b"\n") + (name == sc.wrong_count)

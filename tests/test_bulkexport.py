@@ -134,11 +134,17 @@ def test_a_rerun_resumes_polling_and_skips_whole_files(tmp_path: Path) -> None:
 
 
 def test_a_rerun_after_a_finished_export_starts_a_new_one(tmp_path: Path) -> None:
-    with BulkServer(Scenario(error_file=False, inject_429=False, inject_500=False)) as server:
+    with BulkServer(quiet(deleted_file=True, error_file=True, first_job_only="Encounter.000.ndjson")) as server:
         for _ in range(2):
             code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path)])
-            assert code == 0, output
+            assert code == 1, output  # the server's error file
     assert len(server.log.kickoffs) == 2 and server.log.deletes == ["/fhir/status/1", "/fhir/status/2"]
+    folder = tmp_path / "export"  # the files of the first export are gone, those of the second in place
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*(set(server.files) - {"Encounter.000.ndjson"}), "manifest.json", ".state.json", "deleted", ".errors"])
+    assert [p.name for p in (folder / "deleted").iterdir()] == ["Bundle.000.ndjson"]
+    assert [p.name for p in (folder / ".errors").iterdir()] == ["OperationOutcome.000.ndjson"]
+    assert len((tmp_path / "errors.ndjson").read_text().splitlines()) == 1
 
 
 def test_files_beyond_the_size_limit_or_short_of_the_count_are_errors(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 NDJSON = "application/fhir+ndjson"
 MAX_GET_URL = 2000
 STATE = ".state.json"
+#: The names files are saved under (``Patient.000.ndjson``, ``deleted/…``, ``.errors/…``).
+LOCAL_NAME = re.compile(r"(deleted/|\.errors/)?[A-Za-z_]\w*\.\d{3,}\.ndjson")
 MANIFEST = "manifest.json"
 #: OperationOutcome issue codes a client may retry on (Bulk Data IG, "Status request").
 TRANSIENT_CODES = frozenset({"transient", "throttled", "timeout", "incomplete"})
@@ -170,7 +173,7 @@ class BulkExporter:
     def _remove_files(self, files: Mapping[str, Any]) -> None:
         for entry in files.values():
             name = entry.get("path") if isinstance(entry, dict) else None
-            if isinstance(name, str) and "/" not in name.replace("deleted/", "", 1):
+            if isinstance(name, str) and LOCAL_NAME.fullmatch(name):  # never a path a state file made up
                 (self.out / name).unlink(missing_ok=True)
 
     # -- kick-off and polling ----------------------------------------------------------------
