@@ -248,7 +248,7 @@ def test_retry_after_is_honoured_and_capped(tmp_path: Path) -> None:
     # 429 "0" (the client's own retry), 202 "7", 202 "3600" capped at 50, 202 with an HTTP-date in the past
     # raised to the 1 s floor
     assert sleeps == [0.0, 7.0, 50.0, 1.0]
-    assert progress == ["20% done", "30% done", "40% done"]
+    assert progress == ["20% done", "30% done", "40% done", *(f"downloaded {n}/8 file(s)" for n in range(1, 9))]
 
 
 def test_batch_from_a_fhir_server_matches_batch_from_files(tmp_path: Path, screener: Screener) -> None:

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,7 +310,10 @@ class BulkExporter:
         expired: list[str] = []
         pool = ThreadPoolExecutor(max_workers=max(1, self.limits.parallel))
         try:
-            outcomes = list(pool.map(lambda j: self._download_one(j[0], j[1], token), todo))
+            futures = [pool.submit(self._download_one, url, name, token) for url, name, _, _ in todo]
+            for done, _ in enumerate(as_completed(futures), start=1):
+                self.on_progress(f"downloaded {done}/{len(futures)} file(s)")
+            outcomes = [f.result() for f in futures]
         except BaseException:  # Ctrl-C: do not wait for whole files
             self._stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
