@@ -21,8 +21,8 @@ import orjson
 from ..core.engine import Screener
 from ..core.outcome import OUTCOMES
 from ..errors import B12ScreenError, InputError
-from ..sources import read_bytes
-from ..sources.extract import Extractor, normalize_reference
+from ..sources.files import discover, read_deleted
+from ..sources.validation import EVIDENCE, check_policy, extractor_for
 from .evaluate import EvalContext, PatientOutput
 from .outputs import (
     ERRORS,
@@ -50,6 +50,10 @@ class OutputsExistError(B12ScreenError):
     """The output folder already holds outputs and overwriting was not asked for."""
 
 
+class MissingInputError(B12ScreenError):
+    """An input path does not exist (found before any output is written)."""
+
+
 @dataclass
 class BatchOptions:
     """How to run a batch. ``workers`` None: the machine's cores; ``progress`` None: when stderr is a
@@ -62,6 +66,7 @@ class BatchOptions:
     progress: bool | None = None
     unit_bytes: int | None = None
     max_line_bytes: int = MAX_LINE_BYTES
+    validate: str = EVIDENCE  # the validation policy (b12screen.sources.validation)
     spark_master: str | None = None
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     screener_spec: Any = None  # what Spark executors rebuild the Screener from (spark engine only)
@@ -95,37 +100,6 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _deleted(files: Sequence[str]) -> tuple[frozenset[str], list[InputError]]:
-    """``Type/id`` of every resource a Bulk Data ``deleted/`` Bundle lists (DELETE requests)."""
-    found: set[str] = set()
-    errors: list[InputError] = []
-    for name in files:
-        try:
-            data = Path(name).read_bytes()
-        except OSError as exc:
-            errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
-            continue
-        values: list[Any] = []
-        lines = data.splitlines() if name.lower().endswith((".ndjson", ".jsonl")) else [data]
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                values.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                for item in read_bytes(line, name):  # gzip or the reader's own error message
-                    if isinstance(item, InputError):
-                        errors.append(InputError(name, f"line {number}" if len(lines) > 1 else None, item.reason))
-                continue
-        for value in values:
-            for entry in (value.get("entry") or []) if isinstance(value, dict) else []:
-                request = entry.get("request") if isinstance(entry, dict) else None
-                if isinstance(request, dict) and request.get("method") == "DELETE" and isinstance(
-                        request.get("url"), str):
-                    found.add(normalize_reference(request["url"].split("?")[0]))
-    return frozenset(found), errors
 
 
 def _input_error_row(error: InputError) -> dict[str, Any]:
@@ -175,6 +149,10 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
     started = time.perf_counter()
     if options.engine not in ENGINES:
         raise B12ScreenError(f"unknown engine {options.engine!r} (choose from {', '.join(ENGINES)})")
+    check_policy(options.validate)
+    missing = discover(paths).missing
+    if missing:
+        raise MissingInputError("; ".join(str(e) for e in missing))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     present = existing_outputs(out)
@@ -189,8 +167,8 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
              len(plan.files), plan.total_bytes, len(plan.units), workers, options.engine)
     partitions = min(1024, max(8 * workers, math.ceil(plan.total_bytes / (64 * MIB))))
     log.info("batch: %d partition(s)", partitions)
-    deleted, deleted_errors = _deleted(plan.deleted_files)
-    ctx = StreamContext(Extractor(screener.terminology, validate=False), {}, deleted, options.max_line_bytes)
+    deleted, deleted_errors = read_deleted(plan.deleted_files)
+    ctx = StreamContext(extractor_for(screener.terminology, options.validate), {}, deleted, options.max_line_bytes)
     _warm_up(screener, options.as_of)
     work = Path(tempfile.mkdtemp(prefix=".b12screen-work-", dir=out))
     progress.reading(plan.total_bytes)
@@ -211,7 +189,7 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
             for key, resource in summary.medications:
                 full_pool.setdefault(key, resource)
         evaluation = EvalContext(screener, options.as_of, plan.files, full_pool,
-                                 _line_bases([*summaries, *med_outputs]))
+                                 _line_bases([*summaries, *med_outputs]), options.validate)
         patients = engine.evaluate(evaluation)
         resources = sum(s.resources for s in summaries) + sum(m.resources for m in med_outputs)
         side_errors = sorted(
@@ -225,7 +203,7 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
                 for pos, reason in engine.unit_errors(summary.unit):
                     yield evaluation.error(pos, reason)
 
-        result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started)
+        result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started, plan.ignored)
     finally:
         progress.close()
         if engine is not None and hasattr(engine, "close"):
@@ -247,7 +225,8 @@ def _input_size(paths: Sequence[str]) -> int:
 
 
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
-           unit_errors: Iterator[dict[str, Any]], resources: int, started: float) -> BatchResult:
+           unit_errors: Iterator[dict[str, Any]], resources: int, started: float,
+           ignored: Sequence[str] = ()) -> BatchResult:
     files = {name: AtomicFile(out / name) for name in (FLAGS, REPORT, ERRORS)}
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
     try:
@@ -282,6 +261,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             "by_rule": dict(sorted(by_rule.items())),
             "errors": input_errors + rule_errors,
             "resources_read": resources,
+            "ignored_files": list(ignored),
             "seconds": round(time.perf_counter() - started, 3),
         }
         (out / SUMMARY).unlink(missing_ok=True)  # no summary: the set is incomplete until the end
