@@ -141,9 +141,11 @@ def test_a_rerun_after_a_finished_export_starts_a_new_one(tmp_path: Path) -> Non
     assert len(server.log.kickoffs) == 2 and server.log.deletes == ["/fhir/status/1", "/fhir/status/2"]
     folder = tmp_path / "export"  # the files of the first export are gone, those of the second in place
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [*(set(server.files) - {"Encounter.000.ndjson"}), "manifest.json", ".state.json", "deleted", ".errors"])
+        [*(set(server.files) - {"Encounter.000.ndjson"}), "manifest.json", "deleted"])
     assert [p.name for p in (folder / "deleted").iterdir()] == ["Bundle.000.ndjson"]
-    assert [p.name for p in (folder / ".errors").iterdir()] == ["OperationOutcome.000.ndjson"]
+    state = tmp_path / ".export-state"  # beside the export, so that the reader never sees it
+    assert sorted(p.name for p in state.iterdir()) == ["errors", "state.json"]
+    assert [p.name for p in (state / "errors").iterdir()] == ["OperationOutcome.000.ndjson"]
     assert len((tmp_path / "errors.ndjson").read_text().splitlines()) == 1
 
 
@@ -272,9 +274,9 @@ def test_batch_from_a_fhir_server_matches_batch_from_files(tmp_path: Path, scree
 
 def test_batch_from_a_fhir_server_reports_the_servers_errors(tmp_path: Path) -> None:
     with BulkServer(Scenario()) as server:
-        code, output = run(["batch", "--fhir-server", server.base, "--out", str(tmp_path), "--workers", "1",
-                            "--as-of", AS_OF.isoformat(), "--no-progress"])
-        assert code == 1, output
+        code, first = run(["batch", "--fhir-server", server.base, "--out", str(tmp_path), "--workers", "1",
+                           "--as-of", AS_OF.isoformat(), "--no-progress"])
+        assert code == 1, first
         again, output = run(["batch", "--fhir-server", server.base, "--out", str(tmp_path)])
     assert again == 2 and "already holds outputs" in output and len(server.log.kickoffs) == 1
     errors = (tmp_path / "errors.ndjson").read_text().splitlines()
@@ -282,6 +284,7 @@ def test_batch_from_a_fhir_server_reports_the_servers_errors(tmp_path: Path) -> 
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["errors"] == len(errors) and summary["export"]["files"] == 9
     assert summary["export"]["errors"] == 1 and summary["patients"] == 5
+    assert summary.get("ignored_files", []) == [] and "ignored" not in first
 
 
 def test_smart_backend_services_token_from_the_well_known_endpoint(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """A FHIR Bulk Data Access (STU2) export client: kick-off, status polling, manifest, downloads, resume.
 
-Files land in ``out/`` as the manifest names them (``Patient.000.ndjson``), ``deleted`` files under
-``out/deleted/``, the manifest as ``manifest.json`` and the resume state as ``.state.json``; partial
-downloads are hidden ``.part`` files, so the batch reader never sees them. The bearer token goes only to
-the FHIR server's own origin, and to file URLs only when the manifest says ``requiresAccessToken``.
+Files land in ``out/`` by type (``Patient.000.ndjson``), ``deleted`` files under ``out/deleted/``, the
+manifest as ``manifest.json``; partial downloads are hidden ``.part`` files; the resume state and the
+server's error files live beside ``out`` (``.export-state/``), so the batch reader never sees them. The
+bearer token goes only to the FHIR server's own origin, and to file URLs only when the manifest says
+``requiresAccessToken``.
 Log records carry no URLs (they may name patients or groups) and no tokens.
 """
 
@@ -38,9 +39,10 @@ log = logging.getLogger(__name__)
 
 NDJSON = "application/fhir+ndjson"
 MAX_GET_URL = 2000
-STATE = ".state.json"
-#: The names files are saved under (``Patient.000.ndjson``, ``deleted/…``, ``.errors/…``).
-LOCAL_NAME = re.compile(r"(deleted/|\.errors/)?[A-Za-z_]\w*\.\d{3,}\.ndjson")
+STATE = "state.json"
+ERRORS = "errors/"
+#: The names files are saved under (``Patient.000.ndjson``, ``deleted/…``, ``errors/…``).
+LOCAL_NAME = re.compile(r"(deleted/|errors/)?[A-Za-z_]\w*\.\d{3,}\.ndjson")
 MANIFEST = "manifest.json"
 #: OperationOutcome issue codes a client may retry on (Bulk Data IG, "Status request").
 TRANSIENT_CODES = frozenset({"transient", "throttled", "timeout", "incomplete"})
@@ -132,11 +134,13 @@ def count_lines(path: Path) -> int:
 class BulkExporter:
     """Runs one export into ``out`` through ``client`` (its auth, retries and origin rule)."""
 
-    def __init__(self, client: FhirClient, out: Path, limits: ExportLimits | None = None,
+    def __init__(self, client: FhirClient, out: Path, limits: ExportLimits | None = None, meta: Path | None = None,
                  on_progress: Callable[[str], None] = lambda text: None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.out = Path(out)
+        #: The resume state and the server's error files, beside ``out`` so that readers of ``out`` never see them.
+        self.meta = Path(meta) if meta is not None else self.out.parent / f".{self.out.name}-state"
         self.limits = limits or ExportLimits()
         self.on_progress = on_progress
         self._sleep = sleep
@@ -152,11 +156,15 @@ class BulkExporter:
             session = self._local.session = requests.Session()
         return session
 
+    def path(self, name: str) -> Path:
+        """Where a downloaded file of that local name is kept."""
+        return self.meta / name if name.startswith(ERRORS) else self.out / name
+
     # -- state -------------------------------------------------------------------------------
 
     def _load_state(self, key: str) -> dict[str, Any]:
         try:
-            state = orjson.loads((self.out / STATE).read_bytes())
+            state = orjson.loads((self.meta / STATE).read_bytes())
         except (OSError, orjson.JSONDecodeError):
             return {"key": key, "files": {}}
         # Another request, or a finished job (deleted on the server): start a new export.
@@ -166,15 +174,16 @@ class BulkExporter:
         return state
 
     def _save_state(self) -> None:
-        tmp = self.out / (STATE + ".part")
+        self.meta.mkdir(parents=True, exist_ok=True)
+        tmp = self.meta / (STATE + ".part")
         tmp.write_bytes(orjson.dumps(self.state))
-        os.replace(tmp, self.out / STATE)
+        os.replace(tmp, self.meta / STATE)
 
     def _remove_files(self, files: Mapping[str, Any]) -> None:
         for entry in files.values():
             name = entry.get("path") if isinstance(entry, dict) else None
             if isinstance(name, str) and LOCAL_NAME.fullmatch(name):  # never a path a state file made up
-                (self.out / name).unlink(missing_ok=True)
+                self.path(name).unlink(missing_ok=True)
 
     # -- kick-off and polling ----------------------------------------------------------------
 
@@ -297,14 +306,14 @@ class BulkExporter:
                 rtype = rtype if rtype.isidentifier() else "Resource"
                 number = seen.get(f"{kind}/{rtype}", 0)
                 seen[f"{kind}/{rtype}"] = number + 1
-                prefix = {"output": "", "deleted": "deleted/", "error": ".errors/"}[kind]
+                prefix = {"output": "", "deleted": "deleted/", "error": ERRORS}[kind]
                 jobs.append((item["url"], f"{prefix}{rtype}.{number:03d}.ndjson", item.get("count"), kind))
         todo = []
         for job in jobs:
             done = self.state["files"].get(job[0])
             if done and self._whole(job[1], job[2], done):
                 result.skipped += 1
-                result.files.append(self.out / job[1])
+                result.files.append(self.path(job[1]))
                 continue
             todo.append(job)
         expired: list[str] = []
@@ -328,18 +337,18 @@ class BulkExporter:
             if problem is not None:
                 result.failed += 1
                 result.errors.append({"file": name, "line": None, "location": None, "reason": problem})
-                (self.out / name).unlink(missing_ok=True)
+                self.path(name).unlink(missing_ok=True)
                 continue
             self.state["files"][url] = {"path": name, "lines": lines, "bytes": size}
             result.bytes += size
-            result.files.append(self.out / name)
+            result.files.append(self.path(name))
         self._save_state()
-        for path in [f for f in result.files if f.parent.name == ".errors"]:
-            result.errors += _error_rows(path)
+        for path in [f for f in result.files if f.parent == self.meta / ERRORS.rstrip("/")]:
+            result.errors += _error_rows(path, f"{self.meta.name}/{ERRORS}{path.name}")
         return expired
 
     def _whole(self, name: str, count: Any, done: Mapping[str, Any]) -> bool:
-        path = self.out / name
+        path = self.path(name)
         try:
             if path.stat().st_size != done.get("bytes"):
                 return False
@@ -359,7 +368,7 @@ class BulkExporter:
 
     def _download_once(self, url: str, name: str, token: bool) -> tuple[int, int, int, str | None]:
         """(HTTP status, lines, bytes, problem) of one streamed download into ``out/name``."""
-        target = self.out / name
+        target = self.path(name)
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(f".{target.name}.part")
         deadline = time.monotonic() + self.limits.file_seconds
@@ -424,13 +433,13 @@ def _keep(request: Any) -> Any:
     return request
 
 
-def _error_rows(path: Path) -> list[dict[str, Any]]:
+def _error_rows(path: Path, label: str) -> list[dict[str, Any]]:
     rows = []
     with open(path, "rb") as f:
         for number, line in enumerate(f, start=1):
             if line.strip():
                 text, _ = outcome_text(line)
-                rows.append({"file": f"export/.errors/{path.name}", "line": number, "location": "server",
+                rows.append({"file": label, "line": number, "location": "server",
                              "reason": text or "an entry of the server's error file"})
     return rows
 
