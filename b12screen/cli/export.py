@@ -73,8 +73,10 @@ def value_set_codes(screener: Screener) -> dict[str, list[str]]:
 def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, Any]) -> ExportResult:
     """Run the export into ``out`` with the command's options; exits with a message on failure."""
     from ..errors import B12ScreenError
-    from ..sources.bulkexport import BulkExporter, ExportLimits, ExportRequest, type_filters
-    from ..sources.fhirclient import FhirClient, FhirError
+    from ..sources.bulkdata import type_filters
+    from ..sources.bulkexport import BulkExporter, ExportLimits, ExportRequest
+    from ..sources.fhirclient import FhirClient
+    from ..sources.fhirhttp import FhirError
 
     if opts["group"] and opts["patient_level"]:
         raise click.UsageError("give either --group or --patient-level, not both")
@@ -121,7 +123,7 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
 
 def _filters(client: Any, types: tuple[str, ...], codes: dict[str, list[str]], build: Callable[..., Any]
              ) -> tuple[str, ...]:
-    from ..sources.fhirclient import FhirError
+    from ..sources.fhirhttp import FhirError
 
     try:
         response = client.send("GET", f"{client.base_url}/metadata")

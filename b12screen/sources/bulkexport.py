@@ -16,7 +16,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +26,9 @@ from urllib.parse import urlencode, urljoin
 import orjson
 import requests
 
-from .fhirclient import (
-    REDIRECT_STATUSES,
-    RETRY_STATUSES,
-    FhirClient,
-    FhirError,
-    check_url,
-    retry_after_seconds,
-)
+from .bulkdata import chunks, count_lines, error_rows, keep_request, outcome_text
+from .fhirclient import REDIRECT_STATUSES, RETRY_STATUSES, FhirClient
+from .fhirhttp import FhirError, check_url, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +39,6 @@ ERRORS = "errors/"
 #: The names files are saved under (``Patient.000.ndjson``, ``deleted/…``, ``errors/…``).
 LOCAL_NAME = re.compile(r"(deleted/|errors/)?[A-Za-z_]\w*\.\d{3,}\.ndjson")
 MANIFEST = "manifest.json"
-#: OperationOutcome issue codes a client may retry on (Bulk Data IG, "Status request").
-TRANSIENT_CODES = frozenset({"transient", "throttled", "timeout", "incomplete"})
 
 
 @dataclass(frozen=True)
@@ -105,30 +98,6 @@ class ExportResult:
 
 class ExportError(FhirError):
     """The export cannot go on (a fatal OperationOutcome, a missing status URL, time used up)."""
-
-
-def outcome_text(body: bytes) -> tuple[str, bool]:
-    """(a short description, transient?) of an OperationOutcome body (``""``, False when not one)."""
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return "", False
-    if not isinstance(value, dict) or value.get("resourceType") != "OperationOutcome":
-        return "", False
-    issues = [i for i in value.get("issue") or [] if isinstance(i, dict)]
-    parts = [": ".join(str(x) for x in (i.get("code"), i.get("diagnostics")) if x)[:200] for i in issues[:3]]
-    transient = bool(issues) and all(i.get("code") in TRANSIENT_CODES for i in issues)
-    return "; ".join(p for p in parts if p), transient
-
-
-def count_lines(path: Path) -> int:
-    lines = 0
-    last = b"\n"
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    return lines + (last != b"\n")
 
 
 class BulkExporter:
@@ -344,7 +313,7 @@ class BulkExporter:
             result.files.append(self.path(name))
         self._save_state()
         for path in [f for f in result.files if f.parent == self.meta / ERRORS.rstrip("/")]:
-            result.errors += _error_rows(path, f"{self.meta.name}/{ERRORS}{path.name}")
+            result.errors += error_rows(path, f"{self.meta.name}/{ERRORS}{path.name}")
         return expired
 
     def _whole(self, name: str, count: Any, done: Mapping[str, Any]) -> bool:
@@ -379,7 +348,7 @@ class BulkExporter:
                 if response.status_code != 200:
                     return response.status_code, 0, 0, f"download: HTTP {response.status_code}"
                 with open(part, "wb") as f:
-                    for chunk in _chunks(response):
+                    for chunk in chunks(response):
                         size += len(chunk)
                         if size > self.limits.max_file_bytes:
                             return 200, 0, size, f"larger than the limit of {self.limits.max_file_bytes:,} bytes"
@@ -410,8 +379,8 @@ class BulkExporter:
                 if authorization:
                     headers["Authorization"] = authorization
             remaining = max(0.1, deadline - time.monotonic())
-            # auth=_keep: no ~/.netrc credentials behind our back; Authorization is set above, per origin.
-            response = self._session().get(url, headers=headers, stream=True, allow_redirects=False, auth=_keep,
+            # auth=keep_request: no ~/.netrc credentials behind our back; Authorization is set above, per origin.
+            response = self._session().get(url, headers=headers, stream=True, allow_redirects=False, auth=keep_request,
                                            timeout=(min(10.0, remaining), min(60.0, remaining)))
             location = response.headers.get("Location")
             if response.status_code not in REDIRECT_STATUSES or not location:
@@ -419,47 +388,3 @@ class BulkExporter:
             response.close()
             url = urljoin(url, location)
         raise requests.TooManyRedirects("too many redirects")
-
-
-def _chunks(response: requests.Response, size: int = 1 << 16) -> Iterable[bytes]:
-    """The body as it arrives: each read returns after one socket read (bounded by the read timeout), so
-    the per-file deadline and Ctrl-C are checked even while a server trickles bytes."""
-    raw = response.raw
-    while chunk := raw.read1(size, decode_content=True):
-        yield chunk
-
-
-def _keep(request: Any) -> Any:
-    return request
-
-
-def _error_rows(path: Path, label: str) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                text, _ = outcome_text(line)
-                rows.append({"file": label, "line": number, "location": "server",
-                             "reason": text or "an entry of the server's error file"})
-    return rows
-
-
-def type_filters(types: Iterable[str], codes: Mapping[str, Sequence[str]],
-                 capability: Mapping[str, Any] | None) -> tuple[tuple[str, ...], list[str]]:
-    """``_typeFilter`` values (``Observation?code=sys|c,...``) for the types whose codes are given and whose
-    search by ``code`` the CapabilityStatement declares; and the types left unfiltered."""
-    declared: set[str] = set()
-    for rest in (capability or {}).get("rest") or []:
-        for res in (rest.get("resource") or []) if isinstance(rest, dict) else []:
-            params = {p.get("name") for p in res.get("searchParam") or [] if isinstance(p, dict)}
-            if isinstance(res, dict) and "code" in params:
-                declared.add(str(res.get("type")))
-    filters, unfiltered = [], []
-    for rtype in types:
-        if rtype not in codes or not codes[rtype]:
-            continue
-        if rtype in declared:
-            filters.append(f"{rtype}?code=" + ",".join(codes[rtype]))
-        else:
-            unfiltered.append(rtype)
-    return tuple(filters), unfiltered
