@@ -183,7 +183,7 @@ def describe(result: ExportResult) -> str:
 
 @click.command()
 @click.option("--fhir-server", required=True, metavar="URL", help="FHIR R4 base URL (https; http only on loopback).")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--out", "--output", "out", required=True, type=click.Path(file_okay=False),
               help="Folder: export/ (files, manifest.json) and errors.ndjson.")
 @export_options
 @click.option("--progress/--no-progress", default=None,
