@@ -17,9 +17,11 @@ from b12screen.batch import OutputsExistError
 from b12screen.batch.outputs import OUTPUT_NAMES
 from b12screen.cli import cli
 from b12screen.sinks.flag import flag_json
+from b12screen.sinks.rows import csv_header
 from b12screen.sources import read_path
 
-SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "errors", "resources_read", "seconds"}
+SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "by_priority", "by_reason", "errors", "resources_read",
+                "files_read", "files_ignored", "seconds", "run"}
 
 
 def test_fixture_export_and_bundles_through_the_cli(tmp_path: Path) -> None:
@@ -168,7 +170,8 @@ def test_empty_export_and_nothing_readable(screener: Screener, tmp_path: Path) -
     write_ndjson(empty / "Patient.000.ndjson", [])
     result = batch(screener, [empty], tmp_path / "out")
     assert result.exit_code == 0 and summary(tmp_path / "out")["patients"] == 0
-    assert outputs(tmp_path / "out") == {"flags.ndjson": b"", "report.ndjson": b"", "errors.ndjson": b""}
+    assert outputs(tmp_path / "out") == {"flags.ndjson": b"", "report.ndjson": b"", "errors.ndjson": b"",
+                                         "report.csv": csv_header()}
     (tmp_path / "none").mkdir()
     assert batch(screener, [tmp_path / "none"], tmp_path / "out2").exit_code == 2
     write_ndjson(tmp_path / "junk" / "x.ndjson", ["nope", "[1"])

@@ -1,4 +1,4 @@
-"""The four output files, written atomically: each goes to a temporary file in the output folder and
+"""The output files, written atomically: each goes to a temporary file in the output folder and
 is renamed into place; ``summary.json`` comes last, so its presence marks a complete set."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import IO, Any
 import orjson
 
 FLAGS, REPORT, ERRORS, SUMMARY = "flags.ndjson", "report.ndjson", "errors.ndjson", "summary.json"
-OUTPUT_NAMES = (FLAGS, REPORT, ERRORS, SUMMARY)
+REPORT_CSV = "report.csv"
+OUTPUT_NAMES = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY)
 _DUMP = orjson.OPT_NON_STR_KEYS
 
 

@@ -10,17 +10,21 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
+from .._version import __version__
 from ..core.engine import Screener
+from ..core.model import Priority
 from ..core.outcome import OUTCOMES
 from ..errors import B12ScreenError, InputError
+from ..sinks.rows import csv_header, csv_line
+from ..sinks.rows import row as analyst_row
 from ..sources import read_bytes
 from ..sources.extract import Extractor, normalize_reference
 from .evaluate import EvalContext, PatientOutput
@@ -28,6 +32,7 @@ from .outputs import (
     ERRORS,
     FLAGS,
     REPORT,
+    REPORT_CSV,
     SUMMARY,
     AtomicFile,
     dump_summary,
@@ -65,6 +70,7 @@ class BatchOptions:
     spark_master: str | None = None
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     screener_spec: Any = None  # what Spark executors rebuild the Screener from (spark engine only)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # the run record's times
 
 
 @dataclass
@@ -173,6 +179,7 @@ def _warm_up(screener: Screener, as_of: date) -> None:
 def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options: BatchOptions) -> BatchResult:
     """Screen the exports and Bundle folders at ``paths``, writing the four outputs into ``out``."""
     started = time.perf_counter()
+    started_at = options.clock()
     if options.engine not in ENGINES:
         raise B12ScreenError(f"unknown engine {options.engine!r} (choose from {', '.join(ENGINES)})")
     out = Path(out)
@@ -225,13 +232,33 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
                 for pos, reason in engine.unit_errors(summary.unit):
                     yield evaluation.error(pos, reason)
 
-        result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started)
+        run = _run_record(paths, screener, options, workers, started_at)
+        result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started,
+                        {"files_read": len(plan.files), "files_ignored": plan.ignored_files}, run,
+                        options.clock)
     finally:
         progress.close()
         if engine is not None and hasattr(engine, "close"):
             engine.close()
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _run_record(paths: Sequence[str], screener: Screener, options: BatchOptions, workers: int,
+                started_at: datetime) -> dict[str, Any]:
+    """How the run was made (summary.json ``run``); ``ended`` is added when the outputs are written."""
+    return {
+        "b12screen_version": __version__,
+        "ruleset_version": screener.ruleset_version,
+        "as_of": options.as_of.isoformat(),
+        "profile": screener.profile,
+        "config_fingerprint": screener.config.fingerprint(),
+        "inputs": [str(p) for p in paths],
+        "engine": options.engine,
+        "workers": workers if options.engine == "local" else None,
+        "spark_master": options.spark_master if options.engine == "spark" else None,
+        "started": started_at.isoformat(timespec="seconds"),
+    }
 
 
 def _input_size(paths: Sequence[str]) -> int:
@@ -247,20 +274,31 @@ def _input_size(paths: Sequence[str]) -> int:
 
 
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
-           unit_errors: Iterator[dict[str, Any]], resources: int, started: float) -> BatchResult:
-    files = {name: AtomicFile(out / name) for name in (FLAGS, REPORT, ERRORS)}
+           unit_errors: Iterator[dict[str, Any]], resources: int, started: float, file_counts: dict[str, int],
+           run: dict[str, Any], clock: Callable[[], datetime]) -> BatchResult:
+    files = {name: AtomicFile(out / name) for name in (FLAGS, REPORT, REPORT_CSV, ERRORS)}
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
     try:
         by_outcome: Counter[str] = Counter({o: 0 for o in OUTCOMES})
         by_rule: Counter[str] = Counter()
+        by_priority: Counter[str] = Counter({p.value: 0 for p in Priority})
+        by_reason: Counter[str] = Counter()
+        files[REPORT_CSV].write(csv_header())
         late: list[dict[str, Any]] = []
         count = flagged = rule_errors = 0
         for patient in patients:
             count += 1
             files[REPORT].write(patient.report + b"\n")
+            flag = None
             if patient.flag is not None:
                 flagged += 1
                 files[FLAGS].write(patient.flag + b"\n")
+                flag = orjson.loads(patient.flag)
+            values = analyst_row(orjson.loads(patient.report), flag)
+            files[REPORT_CSV].write(csv_line(values))
+            if values["flagged"]:
+                by_priority[values["priority"]] += 1
+                by_reason.update(values["reasons"])
             by_outcome[patient.outcome] += 1
             by_rule.update(patient.rules)
             for line in patient.rule_errors:
@@ -280,12 +318,16 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             "flagged": flagged,
             "by_outcome": dict(sorted(by_outcome.items())),
             "by_rule": dict(sorted(by_rule.items())),
+            "by_priority": dict(by_priority),
+            "by_reason": dict(sorted(by_reason.items())),
             "errors": input_errors + rule_errors,
             "resources_read": resources,
+            **file_counts,
             "seconds": round(time.perf_counter() - started, 3),
+            "run": {**run, "ended": clock().isoformat(timespec="seconds")},
         }
         (out / SUMMARY).unlink(missing_ok=True)  # no summary: the set is incomplete until the end
-        for name in (FLAGS, REPORT, ERRORS):
+        for name in (FLAGS, REPORT, REPORT_CSV, ERRORS):
             files[name].commit()
         summary_file = AtomicFile(out / SUMMARY)
         summary_file.write(dump_summary(summary))

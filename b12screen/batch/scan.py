@@ -57,6 +57,7 @@ class Plan:
     deleted_files: list[str] = field(default_factory=list)
     errors: list[InputError] = field(default_factory=list)
     total_bytes: int = 0
+    ignored_files: int = 0  # files in the folders that are not data (other suffixes, Bulk Data metadata)
 
 
 def _kind(name: str) -> str | None:
@@ -79,20 +80,20 @@ def file_type_of(name: str) -> str | None:
     return None
 
 
-def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(data files, deleted-resource files) under a folder."""
+def _folder_files(folder: Path) -> tuple[list[Path], list[Path], int]:
+    """(data files, deleted-resource files, files ignored) under a folder."""
     data: list[Path] = []
     deleted: list[Path] = []
+    ignored = 0
     for root, dirs, names in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         in_deleted = DELETED_FOLDER in Path(root).relative_to(folder).parts
         for name in names:
-            if name.startswith(".") or _kind(name) is None:
-                continue
-            if name.lower() in METADATA_NAMES:
+            if name.startswith(".") or _kind(name) is None or name.lower() in METADATA_NAMES:
+                ignored += 1
                 continue
             (deleted if in_deleted else data).append(Path(root) / name)
-    return data, deleted
+    return data, deleted, ignored
 
 
 def _split_plain(path: str, size: int, piece_bytes: int) -> list[tuple[int, int]]:
@@ -123,7 +124,8 @@ def scan(paths: list[str], unit_bytes: int) -> Plan:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            data, dels = _folder_files(path)
+            data, dels, ignored = _folder_files(path)
+            plan.ignored_files += ignored
             if not data and not dels:
                 plan.errors.append(InputError(raw, None, "no .ndjson, .ndjson.gz or .json files in this folder"))
             for file in data:

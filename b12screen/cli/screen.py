@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -28,19 +27,15 @@ if TYPE_CHECKING:
 
 def read_inputs(paths: tuple[str, ...]) -> list[Entry | InputError]:
     """Entries of every path (``-`` is stdin), with an error for each path that does not exist."""
-    from ..errors import InputError
-    from ..sources import read_bytes, read_path
+    from ..sources import read_bytes
+    from ..sources.paths import read_paths
 
     items: list[Entry | InputError] = []
     for raw in paths:
         if raw == "-":
             items.extend(read_bytes(sys.stdin.buffer.read(), "<stdin>"))
-            continue
-        path = Path(raw)
-        if not path.exists():
-            items.append(InputError(raw, None, "no such file or folder"))
-            continue
-        items.extend(read_path(path))
+        else:
+            items.extend(read_paths([raw]))
     return items
 
 

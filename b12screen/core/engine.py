@@ -49,6 +49,13 @@ class ScreeningResults(list[ScreeningResult]):
         self.errors: list[InputError] = list(errors)
         self.resources_read = resources_read
 
+    def to_rows(self) -> list[dict[str, Any]]:
+        """The rows of ``report.csv`` as dicts (lists stay lists): ``pandas.DataFrame(results.to_rows())``."""
+        from ..sinks.flag import flag_json
+        from ..sinks.rows import row
+
+        return [row(result.report(), flag_json(result)) for result in self]
+
 
 @dataclass
 class _Decision:
