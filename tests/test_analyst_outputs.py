@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from batch_helpers import BATCH, batch, rows
 from conftest import AS_OF
 
@@ -91,3 +92,17 @@ def test_to_rows_are_the_rows_of_report_csv(screener: Screener, tmp_path: Path) 
     from_python = b12screen.screen_paths(str(BATCH / "bundles" / "*.json"), AS_OF, screener=screener).to_rows()
     assert [_flat(r) for r in from_python] == from_batch
     assert all(isinstance(r["reasons"], list) and isinstance(r["flagged"], bool) for r in from_python)
+
+
+def test_report_parquet_has_typed_columns_and_the_csv_rows(screener: Screener, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
+    batch(screener, [BATCH / "bundles"], tmp_path / "one", workers=1)
+    batch(screener, [BATCH / "bundles"], tmp_path / "two", workers=2, unit_bytes=200)
+    table = pq.read_table(tmp_path / "one" / "report.parquet")
+    assert table.column_names == list(COLUMNS)
+    types = {f.name: str(f.type) for f in table.schema}
+    assert (types["flagged"], types["evidence_count"], types["as_of"], types["reasons"]) == (
+        "bool", "int32", "date32[day]", "list<element: string>")
+    expected = b12screen.screen_paths(BATCH / "bundles", AS_OF, screener=screener).to_rows()
+    assert table.to_pylist() == [r | {"as_of": AS_OF} for r in expected]
+    assert (tmp_path / "one" / "report.parquet").read_bytes() == (tmp_path / "two" / "report.parquet").read_bytes()

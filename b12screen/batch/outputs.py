@@ -13,8 +13,8 @@ from typing import IO, Any
 import orjson
 
 FLAGS, REPORT, ERRORS, SUMMARY = "flags.ndjson", "report.ndjson", "errors.ndjson", "summary.json"
-REPORT_CSV = "report.csv"
-OUTPUT_NAMES = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY)
+REPORT_CSV, REPORT_PARQUET = "report.csv", "report.parquet"
+OUTPUT_NAMES = (FLAGS, REPORT, REPORT_CSV, REPORT_PARQUET, ERRORS, SUMMARY)
 _DUMP = orjson.OPT_NON_STR_KEYS
 
 

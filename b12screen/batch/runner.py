@@ -23,6 +23,7 @@ from ..core.engine import Screener
 from ..core.model import Priority
 from ..core.outcome import OUTCOMES
 from ..errors import B12ScreenError, InputError
+from ..sinks import parquet
 from ..sinks.rows import csv_header, csv_line
 from ..sinks.rows import row as analyst_row
 from ..sources import read_bytes
@@ -33,6 +34,7 @@ from .outputs import (
     FLAGS,
     REPORT,
     REPORT_CSV,
+    REPORT_PARQUET,
     SUMMARY,
     AtomicFile,
     dump_summary,
@@ -276,7 +278,9 @@ def _input_size(paths: Sequence[str]) -> int:
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
            unit_errors: Iterator[dict[str, Any]], resources: int, started: float, file_counts: dict[str, int],
            run: dict[str, Any], clock: Callable[[], datetime]) -> BatchResult:
-    files = {name: AtomicFile(out / name) for name in (FLAGS, REPORT, REPORT_CSV, ERRORS)}
+    names = (FLAGS, REPORT, REPORT_CSV, ERRORS) + ((REPORT_PARQUET,) if parquet.available() else ())
+    files = {name: AtomicFile(out / name) for name in names}
+    table = parquet.ParquetRows(files[REPORT_PARQUET].handle) if REPORT_PARQUET in files else None
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
     try:
         by_outcome: Counter[str] = Counter({o: 0 for o in OUTCOMES})
@@ -296,6 +300,8 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
                 flag = orjson.loads(patient.flag)
             values = analyst_row(orjson.loads(patient.report), flag)
             files[REPORT_CSV].write(csv_line(values))
+            if table is not None:
+                table.add(values)
             if values["flagged"]:
                 by_priority[values["priority"]] += 1
                 by_reason.update(values["reasons"])
@@ -327,7 +333,11 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             "run": {**run, "ended": clock().isoformat(timespec="seconds")},
         }
         (out / SUMMARY).unlink(missing_ok=True)  # no summary: the set is incomplete until the end
-        for name in (FLAGS, REPORT, REPORT_CSV, ERRORS):
+        if table is None:
+            (out / REPORT_PARQUET).unlink(missing_ok=True)  # never leave an earlier run's table beside this one
+        if table is not None:
+            table.close()
+        for name in names:
             files[name].commit()
         summary_file = AtomicFile(out / SUMMARY)
         summary_file.write(dump_summary(summary))
