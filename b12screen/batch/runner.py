@@ -237,7 +237,7 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
         run = _run_record(paths, screener, options, workers, started_at)
         result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started,
                         {"files_read": len(plan.files), "files_ignored": plan.ignored_files}, run,
-                        options.clock)
+                        options.clock, progress)
     finally:
         progress.close()
         if engine is not None and hasattr(engine, "close"):
@@ -277,7 +277,7 @@ def _input_size(paths: Sequence[str]) -> int:
 
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
            unit_errors: Iterator[dict[str, Any]], resources: int, started: float, file_counts: dict[str, int],
-           run: dict[str, Any], clock: Callable[[], datetime]) -> BatchResult:
+           run: dict[str, Any], clock: Callable[[], datetime], progress: Progress) -> BatchResult:
     names = (FLAGS, REPORT, REPORT_CSV, ERRORS) + ((REPORT_PARQUET,) if parquet.available() else ())
     files = {name: AtomicFile(out / name) for name in names}
     table = parquet.ParquetRows(files[REPORT_PARQUET].handle) if REPORT_PARQUET in files else None
@@ -302,6 +302,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             files[REPORT_CSV].write(csv_line(values))
             if table is not None:
                 table.add(values)
+            progress.written(values["flagged"])
             if values["flagged"]:
                 by_priority[values["priority"]] += 1
                 by_reason.update(values["reasons"])
