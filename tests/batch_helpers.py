@@ -13,7 +13,7 @@ from b12screen import Screener
 from b12screen.batch import BatchOptions, BatchResult, run_batch
 
 BATCH = FIXTURES / "batch"
-OUTPUTS = ("flags.ndjson", "report.ndjson", "report.csv", "errors.ndjson")
+OUTPUTS = ("flags.ndjson", "report.ndjson", "report.csv", "errors.ndjson")  # summary.html holds the run times
 
 
 def write_ndjson(path: Path, resources: list[Any], gz: bool = False) -> Path:

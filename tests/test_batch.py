@@ -21,7 +21,7 @@ from b12screen.sinks.rows import csv_header
 from b12screen.sources import read_path
 
 SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "by_priority", "by_reason", "errors", "resources_read",
-                "files_read", "files_ignored", "seconds", "run"}
+                "files_read", "files_ignored", "coverage", "seconds", "run"}
 
 
 def test_fixture_export_and_bundles_through_the_cli(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ from typing import IO, Any
 import orjson
 
 FLAGS, REPORT, ERRORS, SUMMARY = "flags.ndjson", "report.ndjson", "errors.ndjson", "summary.json"
-REPORT_CSV, REPORT_PARQUET = "report.csv", "report.parquet"
-OUTPUT_NAMES = (FLAGS, REPORT, REPORT_CSV, REPORT_PARQUET, ERRORS, SUMMARY)
+REPORT_CSV, REPORT_PARQUET, SUMMARY_HTML = "report.csv", "report.parquet", "summary.html"
+OUTPUT_NAMES = (FLAGS, REPORT, REPORT_CSV, REPORT_PARQUET, ERRORS, SUMMARY_HTML, SUMMARY)
+COVERAGE = ("medication", "condition or procedure", "laboratory result", "B12 result")
 _DUMP = orjson.OPT_NON_STR_KEYS
 
 

@@ -23,19 +23,21 @@ from ..core.engine import Screener
 from ..core.model import Priority
 from ..core.outcome import OUTCOMES
 from ..errors import B12ScreenError, InputError
-from ..sinks import parquet
+from ..sinks import parquet, summary_page
 from ..sinks.rows import csv_header, csv_line
 from ..sinks.rows import row as analyst_row
 from ..sources import read_bytes
 from ..sources.extract import Extractor, normalize_reference
 from .evaluate import EvalContext, PatientOutput
 from .outputs import (
+    COVERAGE,
     ERRORS,
     FLAGS,
     REPORT,
     REPORT_CSV,
     REPORT_PARQUET,
     SUMMARY,
+    SUMMARY_HTML,
     AtomicFile,
     dump_summary,
     error_key,
@@ -278,7 +280,7 @@ def _input_size(paths: Sequence[str]) -> int:
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
            unit_errors: Iterator[dict[str, Any]], resources: int, started: float, file_counts: dict[str, int],
            run: dict[str, Any], clock: Callable[[], datetime], progress: Progress) -> BatchResult:
-    names = (FLAGS, REPORT, REPORT_CSV, ERRORS) + ((REPORT_PARQUET,) if parquet.available() else ())
+    names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if parquet.available() else ())
     files = {name: AtomicFile(out / name) for name in names}
     table = parquet.ParquetRows(files[REPORT_PARQUET].handle) if REPORT_PARQUET in files else None
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
@@ -287,6 +289,8 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         by_rule: Counter[str] = Counter()
         by_priority: Counter[str] = Counter({p.value: 0 for p in Priority})
         by_reason: Counter[str] = Counter()
+        covered = [0] * len(COVERAGE)
+        listed: list[dict[str, Any]] = []  # flagged rows for summary.html (bounded)
         files[REPORT_CSV].write(csv_header())
         late: list[dict[str, Any]] = []
         count = flagged = rule_errors = 0
@@ -303,9 +307,13 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             if table is not None:
                 table.add(values)
             progress.written(values["flagged"])
+            for i, has in enumerate(patient.coverage):
+                covered[i] += has
             if values["flagged"]:
                 by_priority[values["priority"]] += 1
                 by_reason.update(values["reasons"])
+                if len(listed) < summary_page.MAX_ROWS:
+                    listed.append(values)
             by_outcome[patient.outcome] += 1
             by_rule.update(patient.rules)
             for line in patient.rule_errors:
@@ -314,8 +322,11 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             late.extend(patient.input_errors)
         late.sort(key=error_key)
         input_errors = 0
+        shown: list[dict[str, Any]] = []
         for row in merged_errors([side_errors, unit_errors, late]):
             input_errors += 1
+            if len(shown) < summary_page.MAX_ERRORS:
+                shown.append(row)
             files[ERRORS].write(orjson.dumps(row) + b"\n")
         rule_tmp.close()
         with open(rule_tmp.tmp, "rb") as f:
@@ -330,6 +341,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             "errors": input_errors + rule_errors,
             "resources_read": resources,
             **file_counts,
+            "coverage": dict(zip(COVERAGE, covered, strict=True)),
             "seconds": round(time.perf_counter() - started, 3),
             "run": {**run, "ended": clock().isoformat(timespec="seconds")},
         }
@@ -338,6 +350,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             (out / REPORT_PARQUET).unlink(missing_ok=True)  # never leave an earlier run's table beside this one
         if table is not None:
             table.close()
+        files[SUMMARY_HTML].write(summary_page.render(summary, listed, shown))
         for name in names:
             files[name].commit()
         summary_file = AtomicFile(out / SUMMARY)
