@@ -29,6 +29,7 @@ from .core.terminology import ATC, ICD10CM, LOINC, RXNORM, SNOMED
 from .errors import InputError
 from .plugins import DEFAULT_PLUGINS, PluginManager, builtin_plugin_manager
 from .sources import Entry, read_value
+from .sources.validation import EVIDENCE, screen_grouped
 
 __all__ = [
     "ATC",
@@ -159,8 +160,8 @@ def screen_resources(*resources: Any, as_of: date, plugins: Iterable[object] = (
     """Screen resources (dicts, Bundles or lists of them) at ``as_of``: one result per patient, sorted by
     patient, with input problems in ``.errors`` and rule failures in each result's ``rule_errors``."""
     scr = make_screener(*plugins, profile=profile, config=config, plugin_manager=plugin_manager)
-    grouped = scr.read(_entries(resources))
-    return scr.screen_records(grouped.records.values(), as_of, grouped.errors, grouped.resources_read)
+    grouped = scr.read(_entries(resources), EVIDENCE)
+    return screen_grouped(scr, grouped, as_of, EVIDENCE)
 
 
 # -- resource builders --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,16 +56,20 @@ def test_report_csv_is_identical_for_any_number_of_workers(screener: Screener, t
 
 
 def test_summary_counts_priorities_reasons_files_and_records_the_run(screener: Screener, tmp_path: Path) -> None:
-    batch(screener, [BATCH / "export", BATCH / "bundles"], tmp_path / "out", workers=2, clock=lambda: FIXED)
+    export = tmp_path / "export"
+    shutil.copytree(BATCH / "export", export)
+    (export / "notes.txt").write_text("not data")
+    batch(screener, [export, BATCH / "bundles"], tmp_path / "out", workers=2, clock=lambda: FIXED)
     data = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert data["by_priority"] == {"low": 1, "medium": 2, "high": 2}
     assert data["by_reason"] == {"ACID-1": 1, "MET-2": 2, "MOD-DX": 1, "MOD-LOW": 1}  # modifier-decided flags too
     assert sum(data["by_priority"].values()) == data["flagged"]
-    assert (data["files_read"], data["files_ignored"]) == (11, 1)  # log.ndjson is Bulk Data metadata
+    assert (data["files_read"], data["files_ignored"]) == (11, 1)  # notes.txt; log.ndjson is metadata, skipped
+    assert data["ignored_files"] == [str(export / "notes.txt")]
     assert data["run"] == {
         "b12screen_version": b12screen.__version__, "ruleset_version": screener.ruleset_version,
         "as_of": "2026-11-24", "profile": "default", "config_fingerprint": screener.config.fingerprint(),
-        "inputs": [str(BATCH / "export"), str(BATCH / "bundles")], "engine": "local", "workers": 2,
+        "inputs": [str(export), str(BATCH / "bundles")], "engine": "local", "workers": 2,
         "spark_master": None, "started": "2026-11-24T09:30:00+00:00", "ended": "2026-11-24T09:30:00+00:00"}
 
 

@@ -17,11 +17,10 @@ from b12screen.batch import OutputsExistError
 from b12screen.batch.outputs import OUTPUT_NAMES
 from b12screen.cli import cli
 from b12screen.sinks.flag import flag_json
-from b12screen.sinks.rows import csv_header
 from b12screen.sources import read_path
 
 SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "by_priority", "by_reason", "errors", "resources_read",
-                "files_read", "files_ignored", "coverage", "seconds", "run"}
+                "files_read", "files_ignored", "ignored_files", "coverage", "seconds", "run"}
 
 
 def test_fixture_export_and_bundles_through_the_cli(tmp_path: Path) -> None:
@@ -129,7 +128,7 @@ def test_unreadable_lines_files_and_gzip_members_are_reported_and_the_rest_scree
     (export / "MedicationRequest.001.ndjson.gz").write_bytes(
         gzip.compress(json.dumps(metformin_request("y1", "p2", "2020-01-01")).encode() + b"\n") + bytes(bad)
         + gzip.compress(json.dumps(metformin_request("y2", "p3", "2020-01-01")).encode() + b"\n"))
-    result = batch(screener, [export, tmp_path / "missing"], tmp_path / "out", max_line_bytes=10_000)
+    result = batch(screener, [export], tmp_path / "out", max_line_bytes=10_000)
     assert result.exit_code == 1
     errors = rows(tmp_path / "out" / "errors.ndjson")
     where = [(Path(e["file"]).name, e["line"]) for e in errors]
@@ -139,15 +138,13 @@ def test_unreadable_lines_files_and_gzip_members_are_reported_and_the_rest_scree
         ("Patient.000.ndjson", 2), ("Patient.000.ndjson", 4), ("Patient.000.ndjson", 4),
         ("Patient.000.ndjson", 5), ("Patient.000.ndjson", 6), ("Patient.000.ndjson", 8),
         ("Patient.000.ndjson", 9),
-        ("missing", None),
     ]
     reasons = [e["reason"] for e in errors]
     assert "truncated" in reasons[0] and "corrupt gzip data in member 2" in reasons[1]
-    assert reasons[2].startswith("malformed JSON") and reasons[-2].startswith("malformed JSON")
+    assert reasons[2].startswith("malformed JSON") and reasons[-1].startswith("malformed JSON")
     assert "no resourceType" in reasons[3] or "not a FHIR resource" in reasons[3]
     assert "unknown resourceType" in reasons[5] and "neither id nor fullUrl" in reasons[6]
     assert "a Condition resource in a file of Patient resources" in reasons[7]
-    assert reasons[-1] == "no such file or folder"
     report = {r["patient"]: r for r in rows(tmp_path / "out" / "report.ndjson")}
     assert sorted(report) == ["Patient/p1", "Patient/p2", "Patient/p3"]
     assert report["Patient/p1"]["rules"] == ["MET-2"]  # the lines before the truncation were read
@@ -168,10 +165,10 @@ def test_oversize_lines_are_errors(screener: Screener, tmp_path: Path) -> None:
 def test_empty_export_and_nothing_readable(screener: Screener, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     write_ndjson(empty / "Patient.000.ndjson", [])
-    result = batch(screener, [empty], tmp_path / "out")
-    assert result.exit_code == 0 and summary(tmp_path / "out")["patients"] == 0
-    assert outputs(tmp_path / "out") == {"flags.ndjson": b"", "report.ndjson": b"", "errors.ndjson": b"",
-                                         "report.csv": csv_header()}
+    result = batch(screener, [empty], tmp_path / "out")  # an empty file is nothing readable
+    assert result.exit_code == 2 and summary(tmp_path / "out")["patients"] == 0
+    [error] = rows(tmp_path / "out" / "errors.ndjson")
+    assert error["file"].endswith("Patient.000.ndjson") and error["reason"] == "nothing readable (empty)"
     (tmp_path / "none").mkdir()
     assert batch(screener, [tmp_path / "none"], tmp_path / "out2").exit_code == 2
     write_ndjson(tmp_path / "junk" / "x.ndjson", ["nope", "[1"])

@@ -26,8 +26,8 @@ from ..errors import B12ScreenError, InputError
 from ..sinks import parquet, summary_page
 from ..sinks.rows import csv_header, csv_line
 from ..sinks.rows import row as analyst_row
-from ..sources import read_bytes
-from ..sources.extract import Extractor, normalize_reference
+from ..sources.files import discover, read_deleted
+from ..sources.validation import EVIDENCE, check_policy, extractor_for
 from .evaluate import EvalContext, PatientOutput
 from .outputs import (
     COVERAGE,
@@ -59,6 +59,10 @@ class OutputsExistError(B12ScreenError):
     """The output folder already holds outputs and overwriting was not asked for."""
 
 
+class MissingInputError(B12ScreenError):
+    """An input path does not exist (found before any output is written)."""
+
+
 @dataclass
 class BatchOptions:
     """How to run a batch. ``workers`` None: the machine's cores; ``progress`` None: when stderr is a
@@ -71,6 +75,7 @@ class BatchOptions:
     progress: bool | None = None
     unit_bytes: int | None = None
     max_line_bytes: int = MAX_LINE_BYTES
+    validate: str = EVIDENCE  # the validation policy (b12screen.sources.validation)
     spark_master: str | None = None
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     screener_spec: Any = None  # what Spark executors rebuild the Screener from (spark engine only)
@@ -105,37 +110,6 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _deleted(files: Sequence[str]) -> tuple[frozenset[str], list[InputError]]:
-    """``Type/id`` of every resource a Bulk Data ``deleted/`` Bundle lists (DELETE requests)."""
-    found: set[str] = set()
-    errors: list[InputError] = []
-    for name in files:
-        try:
-            data = Path(name).read_bytes()
-        except OSError as exc:
-            errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
-            continue
-        values: list[Any] = []
-        lines = data.splitlines() if name.lower().endswith((".ndjson", ".jsonl")) else [data]
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                values.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                for item in read_bytes(line, name):  # gzip or the reader's own error message
-                    if isinstance(item, InputError):
-                        errors.append(InputError(name, f"line {number}" if len(lines) > 1 else None, item.reason))
-                continue
-        for value in values:
-            for entry in (value.get("entry") or []) if isinstance(value, dict) else []:
-                request = entry.get("request") if isinstance(entry, dict) else None
-                if isinstance(request, dict) and request.get("method") == "DELETE" and isinstance(
-                        request.get("url"), str):
-                    found.add(normalize_reference(request["url"].split("?")[0]))
-    return frozenset(found), errors
 
 
 def _input_error_row(error: InputError) -> dict[str, Any]:
@@ -186,6 +160,10 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
     started_at = options.clock()
     if options.engine not in ENGINES:
         raise B12ScreenError(f"unknown engine {options.engine!r} (choose from {', '.join(ENGINES)})")
+    check_policy(options.validate)
+    missing = discover(paths).missing
+    if missing:
+        raise MissingInputError("; ".join(str(e) for e in missing))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     present = existing_outputs(out)
@@ -200,8 +178,8 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
              len(plan.files), plan.total_bytes, len(plan.units), workers, options.engine)
     partitions = min(1024, max(8 * workers, math.ceil(plan.total_bytes / (64 * MIB))))
     log.info("batch: %d partition(s)", partitions)
-    deleted, deleted_errors = _deleted(plan.deleted_files)
-    ctx = StreamContext(Extractor(screener.terminology, validate=False), {}, deleted, options.max_line_bytes)
+    deleted, deleted_errors = read_deleted(plan.deleted_files)
+    ctx = StreamContext(extractor_for(screener.terminology, options.validate), {}, deleted, options.max_line_bytes)
     _warm_up(screener, options.as_of)
     work = Path(tempfile.mkdtemp(prefix=".b12screen-work-", dir=out))
     progress.reading(plan.total_bytes)
@@ -222,7 +200,7 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
             for key, resource in summary.medications:
                 full_pool.setdefault(key, resource)
         evaluation = EvalContext(screener, options.as_of, plan.files, full_pool,
-                                 _line_bases([*summaries, *med_outputs]))
+                                 _line_bases([*summaries, *med_outputs]), options.validate)
         patients = engine.evaluate(evaluation)
         resources = sum(s.resources for s in summaries) + sum(m.resources for m in med_outputs)
         side_errors = sorted(
@@ -238,8 +216,8 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
 
         run = _run_record(paths, screener, options, workers, started_at)
         result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started,
-                        {"files_read": len(plan.files), "files_ignored": plan.ignored_files}, run,
-                        options.clock, progress)
+                        {"files_read": len(plan.files), "files_ignored": len(plan.ignored)}, run,
+                        options.clock, progress, plan.ignored)
     finally:
         progress.close()
         if engine is not None and hasattr(engine, "close"):
@@ -279,7 +257,8 @@ def _input_size(paths: Sequence[str]) -> int:
 
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
            unit_errors: Iterator[dict[str, Any]], resources: int, started: float, file_counts: dict[str, int],
-           run: dict[str, Any], clock: Callable[[], datetime], progress: Progress) -> BatchResult:
+           run: dict[str, Any], clock: Callable[[], datetime], progress: Progress,
+           ignored: Sequence[str] = ()) -> BatchResult:
     names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if parquet.available() else ())
     files = {name: AtomicFile(out / name) for name in names}
     table = parquet.ParquetRows(files[REPORT_PARQUET].handle) if REPORT_PARQUET in files else None
@@ -341,6 +320,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             "errors": input_errors + rule_errors,
             "resources_read": resources,
             **file_counts,
+            "ignored_files": list(ignored),
             "coverage": dict(zip(COVERAGE, covered, strict=True)),
             "seconds": round(time.perf_counter() - started, 3),
             "run": {**run, "ended": clock().isoformat(timespec="seconds")},

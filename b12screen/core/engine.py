@@ -17,7 +17,7 @@ from .._version import __version__
 from ..errors import ConfigError, InputError
 from ..plugins import PluginManager, collect_rules, collect_value_sets, get_plugin_manager
 from ..sources import Entry, GroupedInput, group_entries, read_value
-from ..sources.extract import Extractor
+from ..sources.validation import ALL, EVIDENCE, extractor_for, screen_grouped
 from .clinical import breastfeeding, pregnancy
 from .config import PROFILES, Config
 from .labs import Band, Bands, latest_b12, latest_egfr, mma_after
@@ -100,7 +100,6 @@ class Screener:
         value_sets = [("b12screen", vs) for vs in builtin_value_sets()]
         value_sets += collect_value_sets(self.plugin_manager)
         self.terminology = Terminology(value_sets)
-        self.extractor = Extractor(self.terminology)
         self.settings = self.config.setting_values()
         self._bands = Bands(
             float(self.settings["total_b12_deficient_ng_l"]), float(self.settings["total_b12_normal_ng_l"]),
@@ -148,14 +147,16 @@ class Screener:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def read(self, items: Iterable[Entry | InputError]) -> GroupedInput:
-        """Group entries into patient records (see :func:`b12screen.sources.group_entries`)."""
-        return group_entries(items, self.extractor)
+    def read(self, items: Iterable[Entry | InputError], policy: str = ALL) -> GroupedInput:
+        """Group entries into patient records (see :func:`b12screen.sources.group_entries`); by default
+        every resource a rule can use is validated as it is read (``policy`` "evidence": none yet)."""
+        return group_entries(items, extractor_for(self.terminology, policy))
 
-    def screen(self, data: Any, as_of: date, source: str = "<input>") -> ScreeningResults:
-        """Screen a Bundle, a resource or a list of resources (parsed JSON) at ``as_of``."""
-        grouped = self.read(read_value(data, source))
-        return self.screen_records(grouped.records.values(), as_of, grouped.errors, grouped.resources_read)
+    def screen(self, data: Any, as_of: date, source: str = "<input>", policy: str = EVIDENCE) -> ScreeningResults:
+        """Screen a Bundle, a resource or a list of resources (parsed JSON) at ``as_of`` under the
+        validation policy (:mod:`b12screen.sources.validation`)."""
+        grouped = self.read(read_value(data, source), policy)
+        return screen_grouped(self, grouped, as_of, policy)
 
     def screen_records(self, records: Iterable[PatientRecord], as_of: date,
                        errors: Iterable[InputError] = (), resources_read: int = 0) -> ScreeningResults:

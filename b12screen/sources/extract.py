@@ -36,6 +36,7 @@ from ..core.facts import (
 )
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..core.terminology import Terminology
+from .limits import MAX_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,10 @@ def _model_class(resource_type: str) -> Any:
 
 
 def validate_resource(resource: Mapping[str, Any]) -> None:
-    """Validate with the fhir.resources R4B model; raise :class:`ResourceProblem` naming the fields."""
+    """Validate with the fhir.resources R4B model; raise :class:`ResourceProblem` naming the fields (or
+    the nesting depth, for a resource nested beyond :data:`~b12screen.sources.limits.MAX_DEPTH`)."""
+    if too_deep(resource):
+        raise ResourceProblem(f"{resource['resourceType']} is nested more than {MAX_DEPTH} levels deep")
     try:
         _model_class(resource["resourceType"]).model_validate(resource)
     except ValidationError as exc:

@@ -7,7 +7,8 @@
 - a bearer token, or SMART Backend Services (client credentials with a ``private_key_jwt`` assertion,
   re-authenticating before the token expires);
 - redirects are followed by hand: ``Authorization`` goes only to the FHIR server's own origin, never to
-  another host, on redirects or ``next`` links alike;
+  another host, on redirects or ``next`` links alike; every redirect target must be https (http only on
+  loopback when allowed) and, when the caller gives ``allowed_bases``, under one of them;
 - conditional create (``If-None-Exist``), so writing the same Flag twice creates one.
 
 Log records name the method, resource type and status only: no URLs (they carry patient ids), no tokens.
@@ -90,6 +91,18 @@ def check_url(url: str, allow_http_loopback: bool = True) -> None:
     if parts.scheme == "http" and allow_http_loopback and is_loopback_url(url):
         return
     raise FhirError("the URL must use https (plain http only on a loopback address)")
+
+
+def within(url: str, bases: Iterable[str]) -> bool:
+    """Whether ``url`` is one of ``bases`` or under one (path-segment aware, same origin)."""
+    for base in bases:
+        base = base.rstrip("/")
+        if origin(url) != origin(base):
+            continue
+        path, base_path = urlsplit(url).path.rstrip("/"), urlsplit(base).path.rstrip("/")
+        if path == base_path or path.startswith(base_path + "/"):
+            return True
+    return False
 
 
 def _resource_type_of(url: str, base: str) -> str:
@@ -224,9 +237,12 @@ class FhirClient:
                  max_backoff: float = 30.0, max_retry_after: float = 60.0, max_redirects: int = 5,
                  max_pages: int = 100, max_resources: int = 100_000, deadline: float | None = None,
                  allow_http_loopback: bool = True, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, allowed_bases: tuple[str, ...] | None = None,
+                 ) -> None:
         self.base_url = base_url.rstrip("/")
         self.allow_http_loopback = allow_http_loopback
+        #: when set, a redirect may lead only under one of these bases (the caller's allow-list)
+        self.allowed_bases = None if allowed_bases is None else tuple(b.rstrip("/") for b in allowed_bases)
         check_url(self.base_url, allow_http_loopback)
         self.auth = auth
         self.session = session or requests.Session()
@@ -250,6 +266,15 @@ class FhirClient:
 
     def same_origin(self, url: str) -> bool:
         return origin(url) == self._origin
+
+    def check_redirect(self, url: str) -> None:
+        """A redirect target must pass the same https and allow-list rules as the original request."""
+        try:
+            check_url(url, self.allow_http_loopback)
+        except FhirError:
+            raise FhirError("redirected to a URL that is not https") from None
+        if self.allowed_bases is not None and not within(url, self.allowed_bases):
+            raise FhirError("redirected to a server that is not allow-listed")
 
     def resolve(self, url: str) -> str:
         """An absolute URL for a server-relative one (``Patient/1``, ``Observation?x=y``)."""
@@ -331,6 +356,8 @@ class FhirClient:
             if response.status_code not in REDIRECT_STATUSES or not location:
                 return response
             url = urljoin(response.url or url, location)
+            response.close()
+            self.check_redirect(url)
             params = None
             if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
                 method, body, data = "GET", None, None

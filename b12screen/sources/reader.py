@@ -8,7 +8,6 @@ import gzip
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,6 +23,10 @@ class Entry:
     source: str
     location: str
     full_url: str | None = None
+
+
+#: The reason given for an input with no bytes (or only whitespace): nothing readable.
+EMPTY_FILE = "nothing readable (empty)"
 
 
 def _join(prefix: str, part: str) -> str:
@@ -102,6 +105,7 @@ def read_bytes(data: bytes, source: str) -> Iterator[Entry | InputError]:
         yield error
         return
     if not data.strip():
+        yield InputError(source, None, EMPTY_FILE)
         return
     if _is_ndjson_name(source):
         yield from _read_lines(data, source)
@@ -115,21 +119,3 @@ def read_bytes(data: bytes, source: str) -> Iterator[Entry | InputError]:
             yield InputError(source, None, f"malformed JSON ({short_reason(exc)})")
         return
     yield from read_value(value, source)
-
-
-def read_path(path: Path) -> Iterator[Entry | InputError]:
-    """Entries of a file, or of every ``.json``/``.ndjson`` (and ``.gz``) file in a folder, sorted."""
-    if path.is_dir():
-        files = sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and p.name.lower().endswith((".json", ".ndjson", ".jsonl", ".json.gz", ".ndjson.gz"))
-        )
-        for file in files:
-            yield from read_path(file)
-        return
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        yield InputError(str(path), None, f"cannot read file ({exc.strerror or exc})")
-        return
-    yield from read_bytes(data, str(path))
