@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_DATA
 
-from b12screen.sources import discover, read_path
+from b12screen.sources import discover, group_entries, read_path
 
 EXPORT = SHARED_DATA / "synthea-bulk-10"
 METFORMIN_PATIENT = "Patient/79a66c97-6131-3213-f3c9-4606946ab056"
@@ -21,7 +21,7 @@ def grouped(plugin_manager_module):
     from b12screen import Screener
 
     screener = Screener(plugin_manager=plugin_manager_module)
-    return screener, screener.read(read_path(EXPORT))
+    return screener, group_entries(read_path(EXPORT), screener.extractor)
 
 
 @pytest.fixture(scope="module")
@@ -57,4 +57,4 @@ def test_deceased_patients_are_not_flagged_today(grouped) -> None:
     results = {r.patient: r for r in screener.screen_records(data.records.values(), date(2026, 11, 24))}
     result = results[METFORMIN_PATIENT]
     assert result.outcome == "not-evaluated" and result.modifiers == ["MOD-DECEASED"]
-    assert result.risk_factors == ["MET-2"]
+    assert result.triggered == ["MET-2"]

@@ -20,8 +20,9 @@ import orjson
 from ..core.engine import Screener
 from ..core.record import PatientRecord
 from ..sinks.flag import flag_json
-from ..sources.extract import Extractor, Fact, ResourceProblem, resource_ref
+from ..sources.extract import Extractor, Fact, resource_ref
 from ..sources.grouping import merge_target
+from ..sources.models import ResourceProblem
 from ..sources.validation import EVIDENCE, extractor_for, screen_checked
 from .stream import LINE_MARK, Partial, Pos
 

@@ -145,7 +145,8 @@ def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: in
 def _warm_up(screener: Screener, as_of: date) -> None:
     """Import the fhir.resources models evidence validation and Flags need, once, before workers fork."""
     from ..core.record import PatientRecord
-    from ..sources.extract import UNDERSTOOD_TYPES, ResourceProblem, validate_resource
+    from ..sources.extract import UNDERSTOOD_TYPES
+    from ..sources.models import ResourceProblem, validate_resource
 
     for rtype in sorted(UNDERSTOOD_TYPES | {"Flag"}):
         with contextlib.suppress(ResourceProblem):

@@ -119,7 +119,7 @@ class ServiceDecl:
 
 PATIENT = "{{context.patientId}}"
 
-#: What the rules read (clinical-rules.md): the same list for both hooks and for ``b12screen fetch``.
+#: What the rules read (docs/clinical-rules.md): the same list for both hooks and for ``b12screen fetch``.
 RECORD_PREFETCH: tuple[PrefetchDecl, ...] = (
     PrefetchDecl("patient", "Patient", read_id=PATIENT, required=True, label="the Patient (age, deceased)"),
     PrefetchDecl("medicationRequests", "MedicationRequest", (("patient", PATIENT),), required=True,

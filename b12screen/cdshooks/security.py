@@ -24,7 +24,7 @@ import jwt
 import orjson
 import requests
 
-from ..sources.fhirclient import check_url
+from ..sources.urls import UNSAFE_URL, is_safe_url
 from .config import FORBIDDEN_ALGORITHMS, IssuerConfig, ServiceConfig
 from .prefetch import NeedsIo
 
@@ -82,7 +82,8 @@ class JwksCache:
         self._session.auth = lambda request: request  # never ~/.netrc credentials
 
     def _fetch(self, url: str) -> Mapping[str, Any]:
-        check_url(url, self.allow_http_loopback)
+        if not is_safe_url(url, self.allow_http_loopback):
+            raise ValueError(UNSAFE_URL)
         response = self._session.get(url, timeout=(2.0, 3.0), allow_redirects=False, stream=True,
                                      headers={"Accept": "application/json"})
         try:

@@ -16,14 +16,10 @@ Log records name the method, resource type and status only: no URLs (they carry 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -32,7 +28,8 @@ import orjson
 import requests
 
 from .._version import __version__
-from ..errors import B12ScreenError
+from .fhirhttp import CreateResult, FhirError, SearchResult, check_url, retry_after_seconds, within
+from .urls import origin
 
 log = logging.getLogger(__name__)
 
@@ -40,69 +37,6 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 FHIR_JSON = "application/fhir+json"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-
-class FhirError(B12ScreenError):
-    """A FHIR server request that failed (after retries). The message carries no patient data."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class SearchResult:
-    """Resources of a search across its pages; ``complete`` is False when paging stopped early."""
-
-    resources: list[dict[str, Any]]
-    complete: bool = True
-    reason: str | None = None
-    pages: int = 0
-
-
-@dataclass(frozen=True)
-class CreateResult:
-    status: int
-    created: bool
-    location: str | None
-
-
-def origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), port
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_url(url: str, allow_http_loopback: bool = True) -> None:
-    """https, or http on a loopback address when allowed; anything else raises :class:`FhirError`."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and allow_http_loopback and is_loopback_url(url):
-        return
-    raise FhirError("the URL must use https (plain http only on a loopback address)")
-
-
-def within(url: str, bases: Iterable[str]) -> bool:
-    """Whether ``url`` is one of ``bases`` or under one (path-segment aware, same origin)."""
-    for base in bases:
-        base = base.rstrip("/")
-        if origin(url) != origin(base):
-            continue
-        path, base_path = urlsplit(url).path.rstrip("/"), urlsplit(base).path.rstrip("/")
-        if path == base_path or path.startswith(base_path + "/"):
-            return True
-    return False
 
 
 def _resource_type_of(url: str, base: str) -> str:
@@ -113,22 +47,6 @@ def _resource_type_of(url: str, base: str) -> str:
         path = path[len(base_path):]
     segment = path.strip("/").split("/", 1)[0]
     return segment if segment.isidentifier() or segment.startswith(".") else "resource"
-
-
-def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or HTTP-date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now()).total_seconds())
 
 
 # -- authentication -------------------------------------------------------------------------------

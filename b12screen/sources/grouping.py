@@ -127,7 +127,7 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor,
                 continue
         assert key is not None
         record = out.record(key)
-        record.resources += 1
+        record.resource_count += 1
         if resource_type not in UNDERSTOOD_TYPES:
             continue
         ref = resource_ref(resource, item.full_url) or f"{resource_type} at {item.location}"
@@ -157,7 +157,7 @@ def _merge_uuid_keys(out: GroupedInput) -> None:
     for key in [k for k in out.records if merge_target(k, out.records) != k]:
         target = out.records[merge_target(key, out.records)]
         source = out.records.pop(key)
-        target.resources += source.resources
+        target.resource_count += source.resource_count
         target.patient = target.patient or source.patient
         for fact, _resource, _where in out.sourced.get(key, ()):
             if not isinstance(fact, PatientFact):

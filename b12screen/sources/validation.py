@@ -11,21 +11,31 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import orjson
 
 from ..core.facts import PatientFact
+from ..core.outcome import ScreeningResult, ScreeningResults
 from ..core.record import PatientRecord
 from ..errors import B12ScreenError, InputError
-from .extract import Extractor, ResourceProblem, validate_resource
+from .extract import Extractor
+from .models import ResourceProblem, validate_resource
 
 if TYPE_CHECKING:
-    from ..core.engine import Screener, ScreeningResult, ScreeningResults
     from ..core.terminology import Terminology
     from .grouping import GroupedInput
 
 EVIDENCE, ALL = "evidence", "all"
+
+
+class Screener(Protocol):
+    """What the policy needs of :class:`b12screen.core.engine.Screener` (so that this module does not
+    import the engine, which uses it)."""
+
+    def evaluate(self, record: PatientRecord, as_of: date) -> ScreeningResult: ...
+
+
 POLICIES = (EVIDENCE, ALL)
 P = TypeVar("P")
 
@@ -68,7 +78,7 @@ def screen_checked(screener: Screener, key: str, patient: PatientFact | None,
     valid: set[int] = set()  # ids of resources already validated
     problems: list[tuple[P, str]] = []
     while True:
-        record = PatientRecord(key, patient=patient, resources=resources)
+        record = PatientRecord(key, patient=patient, resource_count=resources)
         for fact, _raw, _pos in items:
             record.add(fact)
         record.sort()
@@ -98,12 +108,11 @@ def screen_one(screener: Screener, grouped: GroupedInput, key: str, as_of: date,
     if record is None:
         return None
     facts = [item for item in grouped.sourced.get(key, ()) if not isinstance(item[0], PatientFact)]
-    return screen_checked(screener, key, record.patient, facts, record.resources, as_of, policy)
+    return screen_checked(screener, key, record.patient, facts, record.resource_count, as_of, policy)
 
 
 def screen_grouped(screener: Screener, grouped: GroupedInput, as_of: date, policy: str) -> ScreeningResults:
     """Every patient of grouped input under the policy, sorted by key, with every input error."""
-    from ..core.engine import ScreeningResults
 
     results = []
     errors = list(grouped.errors)
