@@ -33,9 +33,9 @@ from .outcome import (
     TESTS,
     UNACTIONED_LOW_B12,
     ScreeningResult,
-    ScreeningResults,
 )
 from .record import PatientRecord
+from .results import ScreeningResults
 from .terminology import Terminology, builtin_value_sets
 from .therapy import b12_therapy
 
