@@ -11,6 +11,7 @@ from .._version import __version__
 from .batch import batch
 from .catalog import plugins, rules
 from .common import configure_logging
+from .explain import explain
 from .fetch import fetch
 from .screen import screen
 from .serve import serve
@@ -28,7 +29,7 @@ def cli(verbose: int) -> None:
     configure_logging(verbose)
 
 
-for _command in (screen, batch, rules, plugins, serve, fetch):
+for _command in (screen, batch, explain, rules, plugins, serve, fetch):
     cli.add_command(_command)
 
 

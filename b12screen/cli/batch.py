@@ -36,7 +36,7 @@ def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--out", "--output", "out", required=True, type=click.Path(file_okay=False),
               help="Folder for flags.ndjson, report.ndjson, errors.ndjson and summary.json.")
 @rule_config_options
 @validate_option

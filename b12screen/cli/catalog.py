@@ -16,23 +16,33 @@ from .common import (
     make_screener,
     report_plugin_failures,
     rule_config,
+    verbose_option,
 )
 
 
 @click.command()
 @click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True, help=PROFILE_HELP)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--rules-config", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="Rule configuration file to preview (--config is an alias).")
 @click.option("--disable", multiple=True, metavar="RULE")
 @click.option("--enable", multiple=True, metavar="RULE")
+@click.option("--set", "settings", multiple=True, metavar="RULE.PARAM=VALUE",
+              help="Preview a rule parameter or setting, e.g. MET-2.window_months=12 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--strict-plugins", is_flag=True, help="Fail when a plugin cannot be loaded.")
+@verbose_option
 def rules(profile: str, config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...],
-          as_json: bool, strict_plugins: bool) -> None:
-    """List the loaded rules with their status in the chosen profile (docs/clinical-rules.md)."""
+          settings: tuple[str, ...], as_json: bool, strict_plugins: bool) -> None:
+    """List the loaded rules with their parameters and status as configured (docs/clinical-rules.md).
+
+    ``--config``, ``--set``, ``--disable``/``--enable`` and ``--profile`` preview the effective configuration.
+    """
+    from ..core.config import SETTINGS
+    from ..core.params import as_param
     from ..errors import B12ScreenError
 
     try:
-        screener = make_screener(profile, rule_config(config_path, disable, enable, ()), strict_plugins)
+        screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict_plugins)
     except B12ScreenError as exc:
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
@@ -48,7 +58,12 @@ def rules(profile: str, config_path: str | None, disable: tuple[str, ...], enabl
         else:
             row["status"] = "risk factor only"
         row["enabled"] = screener.enabled(rule)
-        row["params"] = {**rule.params, **screener.config.rules.get(rule.id, {})}
+        configured = screener.rule_params[rule.id]
+        if "window_months" in configured:
+            row["window_months"] = configured["window_months"]
+        row["window_unit"] = "months"
+        row["params"] = {name: as_param(value).describe(configured.get(name))
+                         for name, value in rule.params.items()}
         rows.append(row)
     if as_json:
         click.echo(dumps(rows))
@@ -59,12 +74,18 @@ def rules(profile: str, config_path: str | None, disable: tuple[str, ...], enabl
         window_text = "—" if window is None else window if isinstance(window, str) else f"{window:g} mo"
         click.echo(f"{row['id']:<10} {row['priority'] or '—':<8} {window_text:<12} {row['status']:<17} "
                    f"{row['title']}\n{'':<49} basis: {row['basis']}")
+        for name, param in row["params"].items():
+            click.echo(f"{'':<49} {name} = {param['value']!r} {param['unit']}  ({param['description']})")
+    click.echo("settings:")
+    for name, spec in SETTINGS.items():
+        click.echo(f"  {name} = {screener.settings[name]!r} {spec.unit}  ({spec.description})")
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--strict", "--strict-plugins", "strict", is_flag=True,
               help="Fail (exit 1) when a plugin cannot be loaded.")
+@verbose_option
 def plugins(as_json: bool, strict: bool) -> None:
     """List the loaded plugins: name, version, hooks and rule ids (and any that failed to load)."""
     from ..errors import B12ScreenError

@@ -56,10 +56,14 @@ def rule_config(config_path: str | None, disable: tuple[str, ...], enable: tuple
 
     config = Config.from_file(config_path) if config_path else Config()
     params: dict[str, dict[str, Any]] = {}
+    values: dict[str, Any] = {}
     for option in settings:
         rule_id, name, value = parse_param_option(option)
-        params.setdefault(rule_id, {})[name] = value
-    return config.with_changes(disable=disable, enable=enable, params=params)
+        if rule_id is None:
+            values[name] = value
+        else:
+            params.setdefault(rule_id, {})[name] = value
+    return config.with_changes(disable=disable, enable=enable, params=params, settings=values)
 
 
 def make_screener(profile: str, config: Config, strict: bool) -> Screener:
@@ -96,13 +100,15 @@ def rule_config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--as-of", "as_of", metavar="DATE", help="Evaluation date (YYYY-MM-DD); default today."),
         click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True,
                      help=PROFILE_HELP),
-        click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     help="Config file (TOML or JSON): disabled rules, parameters, settings."),
+        click.option("--rules-config", "--config", "config_path", type=click.Path(dir_okay=False),
+                     help="Rule configuration file (TOML or JSON): disabled rules, parameters, settings "
+                          "(--config is an alias)."),
         click.option("--disable", multiple=True, metavar="RULE", help="Switch a rule off (repeatable)."),
         click.option("--enable", multiple=True, metavar="RULE", help="Switch a rule back on (repeatable)."),
         click.option("--set", "settings", multiple=True, metavar="RULE.PARAM=VALUE",
-                     help="Set a rule parameter, e.g. MET-2.window_months=12 (repeatable)."),
+                     help="Set a rule parameter or a setting, e.g. MET-2.window_months=12 or min_age=16 (repeatable)."),
         click.option("--strict-plugins", is_flag=True, help="Fail when a plugin cannot be loaded."),
+        verbose_option,
     ]
     for option in reversed(options):
         func = option(func)
@@ -118,15 +124,34 @@ def validate_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def configure_logging(verbose: int) -> None:
-    """Log to stderr at WARNING, INFO (-v) or DEBUG (-vv); never patient data."""
+    """Log to stderr at WARNING, INFO (-v) or DEBUG (-vv); never patient data. Safe to call again
+    (``-v`` after the sub-command raises the level set before it)."""
     from ..plugins import REPORTED_BY_CLI
 
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     root = logging.getLogger()
-    if not root.handlers:  # as logging.basicConfig, plus a filter
+    ours = [h for h in root.handlers if getattr(h, "b12screen", False)]
+    if root.handlers and not ours:  # the host application configured logging: leave it alone
+        return
+    if not ours:  # as logging.basicConfig, plus a filter
         handler = logging.StreamHandler(sys.stderr)
+        handler.b12screen = True  # type: ignore[attr-defined]
         handler.setFormatter(logging.Formatter("b12screen: %(levelname)s: %(name)s: %(message)s"))
+        root.addHandler(handler)
+        ours = [handler]
+    for handler in ours:
+        handler.filters.clear()
         if verbose == 0:  # plugin load failures are printed by the commands themselves, once
             handler.addFilter(lambda record: not getattr(record, REPORTED_BY_CLI, False))
-        root.addHandler(handler)
-        root.setLevel(level)
+    root.setLevel(level)
+
+
+def _verbose_after_command(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    if value:
+        configure_logging(value + int(ctx.find_root().params.get("verbose") or 0))
+
+
+def verbose_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``-v``/``--verbose`` accepted after the sub-command too (``b12screen screen -v ...``)."""
+    return click.option("-v", "--verbose", count=True, expose_value=False, callback=_verbose_after_command,
+                        help="More log output on stderr (no patient data).")(func)

@@ -22,6 +22,7 @@ from .common import (
     make_screener,
     rule_config,
     validate_option,
+    verbose_option,
 )
 
 if TYPE_CHECKING:
@@ -129,11 +130,13 @@ def read_patient(client: FhirClient, patient_id: str, terminology: Terminology
               show_default=True, help="Report entry, Bundle of the Flag, or NDJSON Flag.")
 @click.option("--as-of", "as_of", metavar="DATE", help="Evaluation date (YYYY-MM-DD); default today.")
 @click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True, help=PROFILE_HELP)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Rule config file (TOML or JSON).")
+@click.option("--rules-config", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="Rule configuration file (TOML or JSON; --config is an alias).")
 @click.option("--disable", multiple=True, metavar="RULE", help="Switch a rule off (repeatable).")
 @click.option("--enable", multiple=True, metavar="RULE", help="Switch a rule back on (repeatable).")
 @click.option("--set", "settings", multiple=True, metavar="RULE.PARAM=VALUE", help="Set a rule parameter.")
 @click.option("--strict-plugins", is_flag=True, help="Fail when a plugin cannot be loaded.")
+@verbose_option
 @validate_option
 def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str | None, client_id: str | None,
           private_key: str | None, key_id: str | None, alg: str, token_url: str | None, scope: str | None,

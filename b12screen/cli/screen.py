@@ -50,8 +50,8 @@ def write_results(results: ScreeningResults, fmt: str, out: Any) -> None:
 @click.option("--format", "fmt", type=click.Choice(["bundle", "ndjson", "report"]), default="bundle",
               show_default=True, help="Bundle of Flags, NDJSON Flags, or a JSON array of report entries.")
 @validate_option
-@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-",
-              help="Write the result here instead of stdout.")
+@click.option("-o", "--out", "--output", "output", type=click.File("w", encoding="utf-8"), default="-",
+              help="Write the result here instead of stdout (--output is an alias).")
 def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path: str | None,
            disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...], strict_plugins: bool,
            validate: str, fmt: str, output: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..core.config import PROFILES
-from .common import fail
+from .common import fail, verbose_option
 
 log = logging.getLogger("b12screen.serve")
 
@@ -51,6 +51,7 @@ def masked_settings(config: Any) -> str:
 @click.option("--profile", type=click.Choice(PROFILES), help="Clinical profile (default: default).")
 @click.option("--rules-config", type=click.Path(dir_okay=False, exists=True),
               help="Rule switches and parameters (the file `screen --config` takes).")
+@verbose_option
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
 @click.option("--log-format", type=click.Choice(["text", "json"]),
               help="Log lines as text (default) or one JSON object per line.")

@@ -23,22 +23,30 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .params import Param, check_values
 
-#: Screening-wide settings and their defaults (docs/clinical-rules.md sections 1 and 3).
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "min_age": 18,  # MOD-AGE-MIN: younger patients are not evaluated
-    "risk_factor_age": 65,  # "age >= 65" as a risk factor
-    "evaluate_deceased": False,  # deceased patients are not evaluated unless this is true
-    "symptom_months": 12,  # look-back for symptoms and signs
-    "parenteral_months": 4,  # MOD-TX-IM: an injection within this many months counts as therapy
-    "high_dose_oral_ug": 1000,  # MOD-TX-ORAL-HI threshold, micrograms per day
-    "latest_b12_months": 12,  # MOD-LOW / MOD-INDET look at the latest B12 within this many months
-    "total_b12_deficient_ng_l": 180,
-    "total_b12_normal_ng_l": 350,
-    "active_b12_deficient_pmol_l": 25,
-    "active_b12_normal_pmol_l": 70,
-    "renal_egfr": 30,  # MOD-RENAL: eGFR below this makes MMA unreliable
+#: Screening-wide settings, declared once (docs/clinical-rules.md sections 1 and 3).
+SETTINGS: dict[str, Param] = {
+    "min_age": Param(18, "years", "MOD-AGE-MIN: younger patients are not evaluated", 0, 130, int),
+    "risk_factor_age": Param(65, "years", "age at or above which age is a risk factor", 0, 130, int),
+    "evaluate_deceased": Param(False, "", "evaluate deceased patients too"),
+    "symptom_months": Param(12, "months", "look-back for symptoms and signs", 0, 1200),
+    "parenteral_months": Param(4, "months", "MOD-TX-IM: an injection within this many months is therapy", 0, 1200),
+    "high_dose_oral_ug": Param(1000, "µg/day", "MOD-TX-ORAL-HI: oral B12 at or above this is high-dose", 0),
+    "latest_b12_months": Param(12, "months", "MOD-LOW / MOD-INDET look at the latest B12 within this", 0, 1200),
+    "total_b12_deficient_ng_l": Param(180, "ng/L", "total B12 below this is deficient", 0),
+    "total_b12_normal_ng_l": Param(350, "ng/L", "total B12 at or above this is normal", 0),
+    "active_b12_deficient_pmol_l": Param(25, "pmol/L", "active B12 below this is deficient", 0),
+    "active_b12_normal_pmol_l": Param(70, "pmol/L", "active B12 at or above this is normal", 0),
+    "renal_egfr": Param(30, "mL/min/1.73m2", "MOD-RENAL: eGFR below this makes MMA unreliable", 0),
 }
+#: Their defaults.
+DEFAULT_SETTINGS: dict[str, Any] = {name: spec.default for name, spec in SETTINGS.items()}
+#: ``window_months``: every rule that has a window may have it changed.
+WINDOW_PARAM = Param(0, "months", "MOD-RECENT: a B12 test within this many months satisfies the rule", 0, 1200)
+#: Bands whose lower (deficient) bound must stay below their upper (normal) bound.
+_BANDS = (("total_b12_deficient_ng_l", "total_b12_normal_ng_l"),
+          ("active_b12_deficient_pmol_l", "active_b12_normal_pmol_l"))
 
 #: The profiles of docs/clinical-rules.md section 5.
 PROFILES = ("default", "nice")
@@ -51,6 +59,8 @@ class Config:
     disabled_rules: frozenset[str] = frozenset()
     rules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: Rule ids switched back on (``--enable``): checked like every other name.
+    enabled_rules: frozenset[str] = frozenset()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], origin: str = "config") -> Config:
@@ -66,10 +76,8 @@ class Config:
             raise ConfigError(f"{origin}: rules must map rule ids to tables of parameters")
         if not isinstance(settings, Mapping):
             raise ConfigError(f"{origin}: settings must be a table")
-        bad = set(settings) - set(DEFAULT_SETTINGS)
-        if bad:
-            raise ConfigError(f"{origin}: unknown setting(s) {', '.join(sorted(bad))}")
-        return cls(frozenset(disabled), {k: dict(v) for k, v in rules.items()}, dict(settings))
+        return cls(frozenset(disabled), {k: dict(v) for k, v in rules.items()},
+                   check_settings(settings, f"{origin}: settings"))
 
     @classmethod
     def from_file(cls, path: str | Path) -> Config:
@@ -80,13 +88,15 @@ class Config:
         disable: tuple[str, ...] = (),
         enable: tuple[str, ...] = (),
         params: Mapping[str, Mapping[str, Any]] | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> Config:
-        """A copy with rules switched off/on and parameters set (for CLI options)."""
+        """A copy with rules switched off/on, parameters and settings set (for CLI options)."""
         rules = {k: dict(v) for k, v in self.rules.items()}
         for rule_id, values in (params or {}).items():
             rules.setdefault(rule_id, {}).update(values)
         disabled = (set(self.disabled_rules) | set(disable)) - set(enable)
-        return Config(frozenset(disabled), rules, dict(self.settings))
+        merged = check_settings({**self.settings, **(settings or {})}, "")
+        return Config(frozenset(disabled), rules, merged, self.enabled_rules | frozenset(enable))
 
     def setting_values(self) -> dict[str, Any]:
         return {**DEFAULT_SETTINGS, **self.settings}
@@ -98,6 +108,17 @@ class Config:
             sort_keys=True, default=str,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def check_settings(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Settings checked against :data:`SETTINGS` (type, range, name) and each band's order."""
+    checked = check_values(SETTINGS, values, "setting", where)
+    effective = {**DEFAULT_SETTINGS, **checked}
+    for low, high in _BANDS:
+        if effective[low] >= effective[high]:
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(f"{prefix}{low}={effective[low]:g} must be below {high}={effective[high]:g}")
+    return checked
 
 
 def read_config_file(path: str | Path, what: str) -> dict[str, Any]:
@@ -118,15 +139,16 @@ def read_config_file(path: str | Path, what: str) -> dict[str, Any]:
     return data
 
 
-def parse_param_option(option: str) -> tuple[str, str, Any]:
-    """``MET-2.window_months=12`` → ("MET-2", "window_months", 12)."""
+def parse_param_option(option: str) -> tuple[str | None, str, Any]:
+    """``MET-2.window_months=12`` → ("MET-2", "window_months", 12); ``min_age=18`` → (None, "min_age", 18)."""
     try:
         target, raw = option.split("=", 1)
-        rule_id, name = target.rsplit(".", 1)
     except ValueError:
-        raise ConfigError(f"--set {option!r}: expected RULE.PARAM=VALUE, e.g. MET-2.window_months=12") from None
+        raise ConfigError(f"--set {option!r}: expected RULE.PARAM=VALUE or SETTING=VALUE, "
+                          "e.g. MET-2.window_months=12") from None
+    rule_id, _, name = target.rpartition(".")
     try:
         value: Any = json.loads(raw)
     except ValueError:
         value = raw
-    return rule_id.strip(), name.strip(), value
+    return rule_id.strip() or None, name.strip(), value

@@ -20,7 +20,7 @@ from ..sources import group_entries, read_value
 from ..sources.extract import Extractor
 from ..sources.validation import ALL, EVIDENCE, extractor_for, screen_grouped
 from .clinical import breastfeeding, pregnancy
-from .config import PROFILES, Config
+from .config import PROFILES, WINDOW_PARAM, Config
 from .labs import Band, Bands, latest_b12, latest_egfr, mma_after
 from .model import SINCE_ONSET, Finding, Priority, Rule, RuleContext
 from .outcome import (
@@ -34,6 +34,7 @@ from .outcome import (
     UNACTIONED_LOW_B12,
     ScreeningResult,
 )
+from .params import as_param, check_values, unknown_name
 from .record import PatientRecord
 from .results import ScreeningResults
 from .terminology import Terminology, builtin_value_sets
@@ -101,18 +102,16 @@ class Screener:
     # -- set-up -----------------------------------------------------------------------------
 
     def _check_config(self) -> None:
+        """Rule names, parameter names, types and ranges of the configuration, checked once at load."""
         known = set(self.rules_by_id)
-        unknown = (set(self.config.disabled_rules) | set(self.config.rules)) - known
-        if unknown:
-            raise ConfigError(f"configuration names unknown rule(s): {', '.join(sorted(unknown))}")
-        for rule_id, params in self.config.rules.items():
-            allowed = set(self.rules_by_id[rule_id].params) | {"window_months"}
-            bad = set(params) - allowed
-            if bad:
-                raise ConfigError(
-                    f"rule {rule_id} has no parameter(s) {', '.join(sorted(bad))} "
-                    f"(it has: {', '.join(sorted(allowed))})"
-                )
+        named = set(self.config.disabled_rules) | self.config.enabled_rules | set(self.config.rules)
+        for rule_id in sorted(named - known):
+            raise unknown_name("rule", rule_id, known, "configuration: ")
+        self.rule_params: dict[str, dict[str, Any]] = {}
+        for rule in self.rules:
+            specs = {name: as_param(value) for name, value in rule.params.items()}
+            specs["window_months"] = WINDOW_PARAM
+            self.rule_params[rule.id] = check_values(specs, self.config.rules.get(rule.id, {}), "parameter", rule.id)
 
     def _ruleset_version(self) -> str:
         blob = json.dumps({
@@ -126,7 +125,7 @@ class Screener:
         return rule.id not in self.config.disabled_rules
 
     def window_of(self, rule: Rule, finding: Finding) -> float | None:
-        override = self.config.rules.get(rule.id, {}).get("window_months")
+        override = self.rule_params.get(rule.id, {}).get("window_months")
         if override is not None:
             return float(override)
         return finding.window_months if finding.window_months is not None else rule.window_months
@@ -154,9 +153,10 @@ class Screener:
 
     # -- evaluation -------------------------------------------------------------------------
 
-    def run_rules(self, record: PatientRecord, as_of: date) -> tuple[dict[str, Finding], dict[str, list[str]],
-                                                                       list[dict[str, str]]]:
-        """Findings of every enabled rule, the modifiers rules noted, and rule errors."""
+    def run_rules(self, record: PatientRecord, as_of: date, trace: dict[str, list[str]] | None = None,
+                  ) -> tuple[dict[str, Finding], dict[str, list[str]], list[dict[str, str]]]:
+        """Findings of every enabled rule, the modifiers rules noted, and rule errors; with ``trace``, the
+        figures each rule noted (``ctx.note``) by rule id."""
         findings: dict[str, Finding] = {}
         modifiers: dict[str, list[str]] = {}
         errors: list[dict[str, str]] = []
@@ -165,9 +165,9 @@ class Screener:
                 continue
             ctx = RuleContext(
                 record=record, as_of=as_of, terminology=self.terminology, rule=rule,
-                overrides=self.config.rules.get(rule.id, {}), findings=findings,
+                overrides=self.rule_params[rule.id], findings=findings,
                 risk_factor_rules=self._earlier_risk_factors[rule.stage], modifiers=modifiers, settings=self.settings,
-                rules=self.rules_by_id,
+                rules=self.rules_by_id, trace=None if trace is None else trace.setdefault(rule.id, []),
             )
             try:
                 finding = rule.evaluate(ctx)

@@ -9,6 +9,8 @@ from datetime import date
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from .params import Param, as_param
+
 if TYPE_CHECKING:
     from .record import PatientRecord
     from .terminology import Terminology
@@ -105,7 +107,7 @@ class Rule:
             "window_months": window,
             "basis": self.basis,
             "replaces": list(self.replaces),
-            "params": dict(self.params),
+            "params": {name: as_param(value).describe() for name, value in self.params.items()},
             "oral_therapy": self.oral_therapy,
             "profiles": sorted(self.suggest_in) if self.suggest_in is not None else "all",
         }
@@ -126,13 +128,23 @@ class RuleContext:
     modifiers: dict[str, list[str]] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
     rules: Mapping[str, Rule] = field(default_factory=dict)
+    #: The figures the rule compared, kept only when an explanation is asked for (see :meth:`note`).
+    trace: list[str] | None = None
+
+    def note(self, text: str) -> None:
+        """Record a figure the rule compared ("metformin exposure 3.2 months, needs more than 4"), whether or
+        not it fires. Costs nothing unless ``b12screen explain`` (or :func:`b12screen.core.explain.explain`)
+        asked for a trace; plugins may call it freely."""
+        if self.trace is not None:
+            self.trace.append(text)
 
     def param(self, name: str) -> Any:
         """A rule parameter: the configured value, else the rule's default."""
         if name in self.overrides:
             return self.overrides[name]
         if name in self.rule.params:
-            return self.rule.params[name]
+            default = self.rule.params[name]
+            return default.default if isinstance(default, Param) else default
         raise KeyError(f"rule {self.rule.id} has no parameter {name!r}")
 
     def note_modifier(self, modifier_id: str, *evidence: str) -> None:

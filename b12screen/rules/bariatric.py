@@ -5,9 +5,12 @@ from __future__ import annotations
 from ..core.dates import DAYS_PER_MONTH
 from ..core.facts import ProcedureFact
 from ..core.model import Finding, Priority, Rule, RuleContext
+from ..core.params import Param
 from ..core.therapy import b12_therapy
 from ..hookspecs import hookimpl
 
+#: ``recent_months``: surgery within this many months is recent.
+RECENT = Param(12, "months", "surgery within this many months is recent", 0, 1200)
 
 def _procedures(ctx: RuleContext) -> tuple[list[ProcedureFact], list[ProcedureFact]]:
     """(malabsorptive/sleeve procedures, band-only procedures) performed by the as-of date."""
@@ -65,10 +68,10 @@ def bar_3(ctx: RuleContext) -> Finding | None:
 RULES = [
     Rule(id="BAR-1", title="Bariatric surgery less than 12 months ago", version="1.0.0", family="bariatric",
          priority=Priority.HIGH, window_months=3, evaluate=bar_1, stage=0, oral_therapy="reduce",
-         params={"recent_months": 12}, basis="ASMBS 2016; BOMSS 2020 (B12 at 3, 6 and 12 months)"),
+         params={"recent_months": RECENT}, basis="ASMBS 2016; BOMSS 2020 (B12 at 3, 6 and 12 months)"),
     Rule(id="BAR-2", title="Bariatric surgery 12 months ago or more", version="1.0.0", family="bariatric",
          priority=Priority.HIGH, window_months=12, evaluate=bar_2, stage=0, oral_therapy="keep",
-         params={"recent_months": 12},
+         params={"recent_months": RECENT},
          basis="BOMSS 2020 (at least once a year); ASMBS 2016 (MEDIUM when on high-dose oral B12)"),
     Rule(id="BAR-3", title="Adjustable gastric band only (risk factor)", version="1.0.0", family="bariatric",
          priority=None, window_months=None, evaluate=bar_3, stage=0,

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from ..core.dates import DAYS_PER_MONTH
 from ..core.model import Finding, Priority, Rule, RuleContext
+from ..core.params import Param
 from ..hookspecs import hookimpl
 from .common import ACID_SUPPRESSANTS, class_use, fact_risk_factors
 
+#: ``acid_months``: acid suppression at least this long counts.
+ACID_MONTHS = Param(12, "months", "acid suppression at least this long counts", 0, 1200)
+
+
+def AGE(years: int) -> Param:
+    """The declaration of ``age`` with its default."""
+    return Param(years, "years", "this age or older counts", 0, 130)
 
 def combo(ctx: RuleContext) -> Finding | None:
     """Two or more of: vegetarian diet, age ≥ 65, past B12 deficiency, family history, autoimmune disease,
@@ -48,11 +56,11 @@ def age_75(ctx: RuleContext) -> Finding | None:
 RULES = [
     Rule(id="COMBO", title="Two or more additive risk factors", version="1.0.0", family="combo",
          priority=Priority.MEDIUM, window_months=24, evaluate=combo, stage=2, oral_therapy="suppress-high",
-         suggest_in=frozenset({"default"}), params={"age": 65, "acid_months": 12},
+         suggest_in=frozenset({"default"}), params={"age": AGE(65), "acid_months": ACID_MONTHS},
          basis="MHRA (additive risk factors)"),
     Rule(id="AGE-75", title="Age 75 or over", version="1.0.0", family="age", priority=Priority.LOW,
          window_months=60, evaluate=age_75, stage=3, oral_therapy="suppress-high",
-         suggest_in=frozenset({"default"}), params={"age": 75}, counts_for_later_rules=False,
+         suggest_in=frozenset({"default"}), params={"age": AGE(75)}, counts_for_later_rules=False,
          basis="AAFP 2017 (> 75 years); prevalence of deficiency > 10 % over 75"),
 ]
 

@@ -6,6 +6,7 @@ These are stage-0 rules: their findings are risk factors that later rules (MET-2
 from __future__ import annotations
 
 from ..core.model import Finding, Priority, Rule, RuleContext
+from ..core.params import Param
 from ..hookspecs import hookimpl
 
 BARIATRIC_SETS = frozenset({"bariatric-surgery", "bariatric-band"})
@@ -89,7 +90,7 @@ RULES = [
           "AAFP 2017 (inflammatory bowel disease); Headstrom 2008"),
     _rule("MAL-CRO-R", "Ileal or ileocaecal resection of 20 cm or more (or unknown length)", Priority.HIGH, 12,
           mal_cro_r, "Duerksen 2006; Battat 2014; NICE NG239 (terminal ileal resection)",
-          replaces=("MAL-CRO-0",), params={"min_length_cm": 20}),
+          replaces=("MAL-CRO-0",), params={"min_length_cm": Param(20, "cm", "resection this long", 0, 1000)}),
     _rule("MAL-SBS", "Short bowel syndrome, intestinal failure or postsurgical malabsorption", Priority.HIGH, 12,
           mal_sbs, "Resection > 60 cm makes B12 malabsorption near-certain (short bowel guidance)"),
     _rule("MAL-ATG", "Atrophic gastritis (not autoimmune)", Priority.MEDIUM, 36, mal_atg,

@@ -9,8 +9,14 @@ from __future__ import annotations
 from ..core.clinical import symptoms
 from ..core.dates import DAYS_PER_MONTH, DAYS_PER_YEAR
 from ..core.model import Finding, Priority, Rule, RuleContext
+from ..core.params import Param
 from ..hookspecs import hookimpl
 from .common import ACID_SUPPRESSANTS, METFORMIN, ClassUse, class_use, max_daily_dose_mg, note_stopped, risk_factors
+
+
+def EXPOSURE(months: int) -> Param:
+    """The declaration of ``min_exposure_months`` with its default."""
+    return Param(months, "months", "exposure needed while the class is active", 0, 1200)
 
 
 def _metformin(ctx: RuleContext) -> ClassUse:
@@ -22,8 +28,12 @@ def _metformin(ctx: RuleContext) -> ClassUse:
 def _exposed(ctx: RuleContext, use: ClassUse, inclusive: bool) -> bool:
     """Active with an exposure beyond the rule's ``min_exposure_months`` (``>=`` when ``inclusive``)."""
     if not use.active or use.exposure_days is None:
+        ctx.note(f"{use.label}: {'not active' if not use.active else 'active, start unknown'}")
         return False
-    limit = ctx.param("min_exposure_months") * DAYS_PER_MONTH
+    months = ctx.param("min_exposure_months")
+    limit = months * DAYS_PER_MONTH
+    needs = "at least" if inclusive else "more than"
+    ctx.note(f"{use.label} exposure {use.exposure_days / DAYS_PER_MONTH:.1f} months, needs {needs} {months:g}")
     return use.exposure_days >= limit if inclusive else use.exposure_days > limit
 
 
@@ -43,6 +53,8 @@ def met_2(ctx: RuleContext) -> Finding | None:
     if use.exposure_days >= ctx.param("long_exposure_years") * DAYS_PER_YEAR:
         reasons.append(f"≥ {ctx.param('long_exposure_years')} years of use")
     dose = max_daily_dose_mg(ctx.record, "metformin", ctx.as_of)
+    ctx.note(f"daily dose {'unknown' if dose is None else f'{dose:.0f} mg'}, needs {ctx.param('dose_mg_per_day'):g} "
+             "mg or more")
     if dose is not None and dose >= ctx.param("dose_mg_per_day"):
         reasons.append(f"{dose:.0f} mg/day")
     age = ctx.record.age(ctx.as_of)
@@ -104,13 +116,16 @@ RULES = [
         id="MET-1", title="Metformin for more than 4 months", version="1.0.0", family="medication",
         priority=Priority.LOW, window_months=36, evaluate=met_1,
         basis="AAFP 2017; FDA metformin label §5.2 (B12 every 2-3 years); ADA Standards ('periodic' B12)",
-        params={"min_exposure_months": 4}, suggest_in=frozenset({"default"}), oral_therapy="suppress-high",
+        params={"min_exposure_months": EXPOSURE(4)}, suggest_in=frozenset({"default"}), oral_therapy="suppress-high",
     ),
     Rule(
         id="MET-2", title="Metformin with long use, high dose, age or another risk factor", version="1.0.0",
         family="medication", priority=Priority.MEDIUM, window_months=24, evaluate=met_2, replaces=("MET-1",),
         basis="Ko 2014; Kim 2019; Ting 2006; Aroda 2016 (DPPOS); MHRA Drug Safety Update 2022",
-        params={"min_exposure_months": 4, "long_exposure_years": 4, "dose_mg_per_day": 1500, "age": 65},
+        params={"min_exposure_months": EXPOSURE(4),
+                "long_exposure_years": Param(4, "years", "this much use is a reason on its own", 0, 100),
+                "dose_mg_per_day": Param(1500, "mg/day", "this daily dose or more is a reason", 0, 10000),
+                "age": Param(65, "years", "this age or older is a reason", 0, 130)},
         suggest_in=frozenset({"default"}), oral_therapy="suppress-high",
     ),
     Rule(
@@ -122,13 +137,14 @@ RULES = [
         id="ACID-1", title="PPI or H2RA for 24 months or more", version="1.0.0", family="medication",
         priority=Priority.LOW, window_months=36, evaluate=acid_1,
         basis="Lam 2013 JAMA (≥ 2 years' supply, OR 1.65); Miller 2018",
-        params={"min_exposure_months": 24}, suggest_in=frozenset({"default"}), oral_therapy="suppress-high",
+        params={"min_exposure_months": EXPOSURE(24)}, suggest_in=frozenset({"default"}), oral_therapy="suppress-high",
     ),
     Rule(
         id="ACID-2", title="PPI or H2RA for 12 months or more with another risk factor", version="1.0.0",
         family="medication", priority=Priority.MEDIUM, window_months=24, evaluate=acid_2, replaces=("ACID-1",),
         basis="MHRA (PPI as added risk factor); AAFP 2017 (> 12 months)",
-        params={"min_exposure_months": 12, "age": 75}, suggest_in=frozenset({"default"}),
+        params={"min_exposure_months": EXPOSURE(12),
+                "age": Param(75, "years", "this age or older is a reason", 0, 130)}, suggest_in=frozenset({"default"}),
         oral_therapy="suppress-high",
     ),
 ]

@@ -1,0 +1,55 @@
+"""``b12screen explain``: why one patient got their outcome (rules, figures, modifiers, step, evidence)."""
+
+from __future__ import annotations
+
+import click
+
+from .common import (
+    EXIT_PARTIAL,
+    as_of_date,
+    dumps,
+    echo_err,
+    fail,
+    make_screener,
+    report_plugin_failures,
+    rule_config,
+    rule_config_options,
+)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, metavar="FILE...")
+@click.option("--patient", "patient_id", required=True, metavar="ID", help="Patient id (or Patient/ID) to explain.")
+@rule_config_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def explain(paths: tuple[str, ...], patient_id: str, as_of: str | None, profile: str, config_path: str | None,
+            disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...], strict_plugins: bool,
+            as_json: bool) -> None:
+    """Explain one patient's outcome: every rule as fired, not fired or disabled with the figures it
+    compared, every modifier considered, the step that decided, and the evidence."""
+    from ..core.explain import explain as explain_patient
+    from ..core.explain import render
+    from ..errors import B12ScreenError
+    from ..sources import group_entries, read_inputs
+    from ..sources.validation import ALL, extractor_for
+
+    when = as_of_date(as_of)
+    try:
+        screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict_plugins)
+    except B12ScreenError as exc:
+        fail(str(exc))
+    report_plugin_failures(screener)
+    inputs = read_inputs(paths)
+    if inputs.found.missing:
+        fail("; ".join(str(e) for e in inputs.found.missing))
+    grouped = group_entries(inputs.items, extractor_for(screener.terminology, ALL), inputs.deleted)
+    for error in grouped.errors:
+        echo_err(f"error: {error}")
+    key = patient_id if patient_id.startswith("Patient/") else f"Patient/{patient_id}"
+    record = grouped.records.get(key)
+    if record is None:
+        fail(f"patient {patient_id!r} is not in the input ({len(grouped.records)} patient(s) read)")
+    explanation = explain_patient(screener, record, when)
+    click.echo(dumps(explanation) if as_json else render(explanation))
+    if grouped.errors or any(r["status"] == "failed" for r in explanation["rules"]):
+        raise SystemExit(EXIT_PARTIAL)

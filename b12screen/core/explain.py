@@ -1,0 +1,114 @@
+"""Why a patient got their outcome: every rule (fired, not fired, disabled) with the figures it compared,
+every modifier of section 4 considered, the step that decided, and the evidence. No I/O, no clock."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from .dates import DAYS_PER_MONTH
+from .modifiers import MODIFIERS, STEPS
+from .outcome import (
+    DEFICIENCY_WITHOUT_TREATMENT,
+    NO_SUGGESTION,
+    NOT_EVALUATED,
+    SUGGEST_B12_TEST,
+    SUGGEST_MMA,
+    SUPPRESSED,
+    UNACTIONED_LOW_B12,
+    ScreeningResult,
+)
+
+if TYPE_CHECKING:
+    from .engine import Screener
+    from .record import PatientRecord
+
+
+def deciding_step(result: ScreeningResult) -> int:
+    """The step of section 4 that decided ``result`` (read from its outcome and modifiers)."""
+    mods = set(result.modifiers)
+    if result.outcome == NOT_EVALUATED:
+        return 1
+    if result.outcome == DEFICIENCY_WITHOUT_TREATMENT or (result.outcome == SUPPRESSED and "MOD-DX" in mods):
+        return 2
+    if result.outcome == SUPPRESSED and "MOD-TX-IM" in mods:
+        return 3
+    if result.outcome == UNACTIONED_LOW_B12:
+        return 4
+    if result.outcome == SUGGEST_MMA:
+        return 7
+    if result.outcome == SUPPRESSED and "MOD-RECENT" not in mods:
+        return 6
+    if result.outcome in (SUPPRESSED, SUGGEST_B12_TEST):
+        return 8
+    return 5 if result.outcome == NO_SUGGESTION else 8
+
+
+def window_figure(record: PatientRecord, as_of: date, window: float) -> str:
+    """The latest B12 status test against a rule's MOD-RECENT window, in words."""
+    tests = record.b12_status_tests(as_of)
+    span = "since onset" if window == math.inf else f"{window:g}-month window"
+    if not tests:
+        return f"no B12 test on record ({span})"
+    when = tests[-1][0]
+    inside = window == math.inf or (as_of - when).days <= window * DAYS_PER_MONTH
+    return f"latest B12 test {when.isoformat()}, {'inside' if inside else 'outside'} the {span}"
+
+
+def explain(screener: Screener, record: PatientRecord, as_of: date) -> dict[str, Any]:
+    """The explanation of one patient at ``as_of`` under ``screener``'s profile and configuration."""
+    result = screener.evaluate(record, as_of)
+    trace: dict[str, list[str]] = {}
+    findings, _, errors = screener.run_rules(record, as_of, trace)
+    failed = {e["rule"]: e["error"] for e in errors}
+    replaced_by = {old: rid for rid in findings for old in screener.rules_by_id[rid].replaces}
+    rules = []
+    for rule in screener.rules:
+        entry: dict[str, Any] = {"id": rule.id, "title": rule.title, "version": rule.version,
+                                 "figures": trace.get(rule.id, [])}
+        if not screener.enabled(rule):
+            entry["status"] = "disabled"
+        elif rule.id in failed:
+            entry.update(status="failed", error=failed[rule.id])
+        elif rule.id in findings:
+            finding = findings[rule.id]
+            entry.update(status="fired", reason=finding.reason, evidence=list(finding.evidence))
+            if rule.id in replaced_by:
+                entry["replaced_by"] = replaced_by[rule.id]
+            entry["decided"] = rule.id in result.rules
+            window = screener.window_of(rule, finding)
+            if rule.priority is not None and window is not None:
+                entry["figures"] = entry["figures"] + [window_figure(record, as_of, window)]
+        else:
+            entry["status"] = "not fired"
+        rules.append(entry)
+    step = deciding_step(result)
+    modifiers = [{"id": m.id, "step": m.step, "effect": m.effect, "applied": m.id in result.modifiers}
+                 for m in MODIFIERS]
+    return {
+        "patient": result.patient, "as_of": as_of.isoformat(), "profile": result.profile,
+        "ruleset_version": result.ruleset_version, "outcome": result.outcome, "priority": result.priority,
+        "decided_at": {"step": step, "what": STEPS[step]}, "rules": rules, "modifiers": modifiers,
+        "notes": list(result.notes), "evidence": list(result.evidence),
+    }
+
+
+def render(explanation: dict[str, Any]) -> str:
+    """The explanation as text for a clinician."""
+    lines = [f"{explanation['patient']} at {explanation['as_of']} ({explanation['profile']} profile): "
+             f"{explanation['outcome']}" + (f", {explanation['priority']} priority" if explanation["priority"] else ""),
+             f"decided at step {explanation['decided_at']['step']}: {explanation['decided_at']['what']}", "rules:"]
+    for rule in explanation["rules"]:
+        extra = f": {rule['reason']}" if rule.get("reason") else f": {rule['error']}" if rule.get("error") else ""
+        if rule.get("replaced_by"):
+            extra += f" (replaced by {rule['replaced_by']})"
+        lines.append(f"  {rule['id']:<10} {rule['status']}{extra}")
+        lines.extend(f"  {'':<10}   {figure}" for figure in rule["figures"])
+    lines.append("modifiers:")
+    for mod in explanation["modifiers"]:
+        lines.append(f"  {'applied    ' if mod['applied'] else 'not applied'} {mod['id']:<15} (step {mod['step']}) "
+                     f"{mod['effect']}")
+    lines.extend(f"note: {note}" for note in explanation["notes"])
+    lines.append("evidence: " + (", ".join(explanation["evidence"]) or "none"))
+    return "\n".join(lines)
