@@ -33,10 +33,10 @@ from .outcome import (
     TESTS,
     UNACTIONED_LOW_B12,
     ScreeningResult,
-    ScreeningResults,
 )
 from .params import as_param, check_values, unknown_name
 from .record import PatientRecord
+from .results import ScreeningResults
 from .terminology import Terminology, builtin_value_sets
 from .therapy import b12_therapy
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
-
-from ..errors import InputError
 
 SUGGEST_B12_TEST = "suggest-b12-test"
 SUGGEST_MMA = "suggest-mma"
@@ -94,13 +91,3 @@ class ScreeningResult:
         if self.rule_errors:
             entry["errors"] = [dict(e) for e in self.rule_errors]
         return entry
-
-
-class ScreeningResults(list[ScreeningResult]):
-    """A list of results (one per patient, sorted by patient) that also carries the input errors."""
-
-    def __init__(self, results: Iterable[ScreeningResult] = (), errors: Iterable[InputError] = (),
-                 resources_read: int = 0) -> None:
-        super().__init__(results)
-        self.errors: list[InputError] = list(errors)
-        self.resources_read = resources_read
