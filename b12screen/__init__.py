@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .core.outcome import ScreeningResult
     from .core.record import PatientRecord
     from .hookspecs import hookimpl
+    from .library import screen_paths
 
 #: Public names and the module each one lives in; they load on first use (PEP 562), so that
 #: ``import b12screen`` (and so ``b12screen --help``) does not pay for the engine and its models.
@@ -27,6 +28,7 @@ _LAZY = {
     "ScreeningResult": "core.outcome",
     "PatientRecord": "core.record",
     "hookimpl": "hookspecs",
+    "screen_paths": "library",
 }
 
 
@@ -62,4 +64,5 @@ __all__ = [
     "__version__",
     "hookimpl",
     "screen",
+    "screen_paths",
 ]

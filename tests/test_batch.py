@@ -19,7 +19,8 @@ from b12screen.cli import cli
 from b12screen.sinks.flag import flag_json
 from b12screen.sources import group_entries, read_path
 
-SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "errors", "resources_read", "seconds", "ignored_files"}
+SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "by_priority", "by_reason", "errors", "resources_read",
+                "files_read", "files_ignored", "ignored_files", "coverage", "seconds", "run"}
 
 
 def test_fixture_export_and_bundles_through_the_cli(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from ..core.engine import Screener
+from ..core.record import PatientRecord
 from ..sinks.flag import flag_json
 from ..sources.extract import Extractor, Fact, resource_ref
 from ..sources.grouping import merge_target
@@ -64,6 +65,8 @@ class PatientOutput:
     rules: tuple[str, ...]
     rule_errors: tuple[bytes, ...] = ()
     input_errors: tuple[dict[str, Any], ...] = ()
+    #: Screened data the patient had: a medication, a condition, a laboratory result, a B12 result.
+    coverage: tuple[bool, bool, bool, bool] = (False, False, False, False)
 
 
 def bare_id(key: str) -> str:
@@ -152,7 +155,18 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
         rules=tuple(result.rules),
         rule_errors=rule_errors,
         input_errors=tuple(errors),
+        coverage=coverage(checked.record),
     )
+
+
+B12_RESULTS = frozenset({"b12-total", "b12-active"})
+
+
+def coverage(record: PatientRecord) -> tuple[bool, bool, bool, bool]:
+    """Which kinds of screened data (resources matching a value set) the record holds."""
+    return (bool(record.medications), bool(record.conditions or record.procedures),
+            any(o.value is not None for o in record.observations),
+            any(o.concepts & B12_RESULTS for o in record.observations))
 
 
 def evaluate_partials(ctx: EvalContext, partials: Mapping[str, list[Partial]]) -> list[PatientOutput]:

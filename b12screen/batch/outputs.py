@@ -1,4 +1,4 @@
-"""The four output files, written atomically: each goes to a temporary file in the output folder and
+"""The output files, written atomically: each goes to a temporary file in the output folder and
 is renamed into place; ``summary.json`` comes last, so its presence marks a complete set."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import IO, Any
 import orjson
 
 FLAGS, REPORT, ERRORS, SUMMARY = "flags.ndjson", "report.ndjson", "errors.ndjson", "summary.json"
-OUTPUT_NAMES = (FLAGS, REPORT, ERRORS, SUMMARY)
+REPORT_CSV, REPORT_PARQUET, SUMMARY_HTML = "report.csv", "report.parquet", "summary.html"
+OUTPUT_NAMES = (FLAGS, REPORT, REPORT_CSV, REPORT_PARQUET, ERRORS, SUMMARY_HTML, SUMMARY)
+COVERAGE = ("medication", "condition or procedure", "laboratory result", "B12 result")
 _DUMP = orjson.OPT_NON_STR_KEYS
 
 

@@ -10,25 +10,34 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
+from .._version import __version__
 from ..core.engine import Screener
+from ..core.model import Priority
 from ..core.outcome import OUTCOMES
 from ..errors import B12ScreenError, InputError
+from ..sinks import parquet, summary_page
+from ..sinks.rows import csv_header, csv_line
+from ..sinks.rows import row as analyst_row
 from ..sources.files import discover, read_deleted
 from ..sources.validation import EVIDENCE, check_policy, extractor_for
 from .evaluate import EvalContext, PatientOutput
 from .outputs import (
+    COVERAGE,
     ERRORS,
     FLAGS,
     REPORT,
+    REPORT_CSV,
+    REPORT_PARQUET,
     SUMMARY,
+    SUMMARY_HTML,
     AtomicFile,
     dump_summary,
     error_key,
@@ -70,6 +79,7 @@ class BatchOptions:
     spark_master: str | None = None
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     screener_spec: Any = None  # what Spark executors rebuild the Screener from (spark engine only)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # the run record's times
 
 
 @dataclass
@@ -148,6 +158,7 @@ def _warm_up(screener: Screener, as_of: date) -> None:
 def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options: BatchOptions) -> BatchResult:
     """Screen the exports and Bundle folders at ``paths``, writing the four outputs into ``out``."""
     started = time.perf_counter()
+    started_at = options.clock()
     if options.engine not in ENGINES:
         raise B12ScreenError(f"unknown engine {options.engine!r} (choose from {', '.join(ENGINES)})")
     check_policy(options.validate)
@@ -204,13 +215,33 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
                 for pos, reason in engine.unit_errors(summary.unit):
                     yield evaluation.error(pos, reason)
 
-        result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started, plan.ignored)
+        run = _run_record(paths, screener, options, workers, started_at)
+        result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started,
+                        {"files_read": len(plan.files), "files_ignored": len(plan.ignored)}, run,
+                        options.clock, progress, plan.ignored)
     finally:
         progress.close()
         if engine is not None and hasattr(engine, "close"):
             engine.close()
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _run_record(paths: Sequence[str], screener: Screener, options: BatchOptions, workers: int,
+                started_at: datetime) -> dict[str, Any]:
+    """How the run was made (summary.json ``run``); ``ended`` is added when the outputs are written."""
+    return {
+        "b12screen_version": __version__,
+        "ruleset_version": screener.ruleset_version,
+        "as_of": options.as_of.isoformat(),
+        "profile": screener.profile,
+        "config_fingerprint": screener.config.fingerprint(),
+        "inputs": [str(p) for p in paths],
+        "engine": options.engine,
+        "workers": workers if options.engine == "local" else None,
+        "spark_master": options.spark_master if options.engine == "spark" else None,
+        "started": started_at.isoformat(timespec="seconds"),
+    }
 
 
 def _input_size(paths: Sequence[str]) -> int:
@@ -226,21 +257,43 @@ def _input_size(paths: Sequence[str]) -> int:
 
 
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
-           unit_errors: Iterator[dict[str, Any]], resources: int, started: float,
+           unit_errors: Iterator[dict[str, Any]], resources: int, started: float, file_counts: dict[str, int],
+           run: dict[str, Any], clock: Callable[[], datetime], progress: Progress,
            ignored: Sequence[str] = ()) -> BatchResult:
-    files = {name: AtomicFile(out / name) for name in (FLAGS, REPORT, ERRORS)}
+    names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if parquet.available() else ())
+    files = {name: AtomicFile(out / name) for name in names}
+    table = parquet.ParquetRows(files[REPORT_PARQUET].handle) if REPORT_PARQUET in files else None
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
     try:
         by_outcome: Counter[str] = Counter({o: 0 for o in OUTCOMES})
         by_rule: Counter[str] = Counter()
+        by_priority: Counter[str] = Counter({p.value: 0 for p in Priority})
+        by_reason: Counter[str] = Counter()
+        covered = [0] * len(COVERAGE)
+        listed: list[dict[str, Any]] = []  # flagged rows for summary.html (bounded)
+        files[REPORT_CSV].write(csv_header())
         late: list[dict[str, Any]] = []
         count = flagged = rule_errors = 0
         for patient in patients:
             count += 1
             files[REPORT].write(patient.report + b"\n")
+            flag = None
             if patient.flag is not None:
                 flagged += 1
                 files[FLAGS].write(patient.flag + b"\n")
+                flag = orjson.loads(patient.flag)
+            values = analyst_row(orjson.loads(patient.report), flag)
+            files[REPORT_CSV].write(csv_line(values))
+            if table is not None:
+                table.add(values)
+            progress.written(values["flagged"])
+            for i, has in enumerate(patient.coverage):
+                covered[i] += has
+            if values["flagged"]:
+                by_priority[values["priority"]] += 1
+                by_reason.update(values["reasons"])
+                if len(listed) < summary_page.MAX_ROWS:
+                    listed.append(values)
             by_outcome[patient.outcome] += 1
             by_rule.update(patient.rules)
             for line in patient.rule_errors:
@@ -249,8 +302,11 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             late.extend(patient.input_errors)
         late.sort(key=error_key)
         input_errors = 0
+        shown: list[dict[str, Any]] = []
         for row in merged_errors([side_errors, unit_errors, late]):
             input_errors += 1
+            if len(shown) < summary_page.MAX_ERRORS:
+                shown.append(row)
             files[ERRORS].write(orjson.dumps(row) + b"\n")
         rule_tmp.close()
         with open(rule_tmp.tmp, "rb") as f:
@@ -260,13 +316,23 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             "flagged": flagged,
             "by_outcome": dict(sorted(by_outcome.items())),
             "by_rule": dict(sorted(by_rule.items())),
+            "by_priority": dict(by_priority),
+            "by_reason": dict(sorted(by_reason.items())),
             "errors": input_errors + rule_errors,
             "resources_read": resources,
+            **file_counts,
             "ignored_files": list(ignored),
+            "coverage": dict(zip(COVERAGE, covered, strict=True)),
             "seconds": round(time.perf_counter() - started, 3),
+            "run": {**run, "ended": clock().isoformat(timespec="seconds")},
         }
         (out / SUMMARY).unlink(missing_ok=True)  # no summary: the set is incomplete until the end
-        for name in (FLAGS, REPORT, ERRORS):
+        if table is None:
+            (out / REPORT_PARQUET).unlink(missing_ok=True)  # never leave an earlier run's table beside this one
+        if table is not None:
+            table.close()
+        files[SUMMARY_HTML].write(summary_page.render(summary, listed, shown))
+        for name in names:
             files[name].commit()
         summary_file = AtomicFile(out / SUMMARY)
         summary_file.write(dump_summary(summary))

@@ -194,7 +194,7 @@ class SparkEngine:
             return iter(())
         spec = self.spec
         shared = self._broadcast((ctx.as_of, list(ctx.files), dict(ctx.pool), dict(ctx.line_bases), ctx.policy))
-        self.progress.screening(1)
+        self.progress.screening(0)  # patients are counted as they are written
         outputs = (
             self.results.flatMap(lambda out: [(bare_id(k), (k, p)) for k, p in out.partials.items()])
             .groupByKey(self.partitions)

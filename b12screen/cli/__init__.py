@@ -12,6 +12,7 @@ from .batch import batch
 from .catalog import plugins, rules
 from .common import configure_logging
 from .explain import explain
+from .export import export
 from .fetch import fetch
 from .screen import screen
 from .serve import serve
@@ -29,7 +30,7 @@ def cli(verbose: int) -> None:
     configure_logging(verbose)
 
 
-for _command in (screen, batch, explain, rules, plugins, serve, fetch):
+for _command in (screen, batch, export, explain, rules, plugins, serve, fetch):
     cli.add_command(_command)
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from .common import (
+    EXIT_PARTIAL,
     EXIT_USAGE,
     as_of_date,
     echo_err,
@@ -19,6 +21,7 @@ from .common import (
     rule_config_options,
     validate_option,
 )
+from .export import add_to_batch_outputs, describe, export_options, run_export
 
 SPARK_MASTER_ENV = "B12SCREEN_SPARK_MASTER"
 ENGINES = ("local", "spark")  # b12screen.batch.runner checks the same names
@@ -35,7 +38,7 @@ def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.argument("paths", nargs=-1, metavar="PATH...")
 @click.option("-o", "--out", "--output", "out", required=True, type=click.Path(file_okay=False),
               help="Folder for flags.ndjson, report.ndjson, errors.ndjson and summary.json.")
 @rule_config_options
@@ -50,12 +53,16 @@ def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--overwrite", is_flag=True, help="Replace outputs already in --out (default: refuse).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--fhir-server", metavar="URL",
+              help="Run a Bulk Data export from this FHIR server into OUT/export/ and screen it (no PATHs).")
+@export_options
 @click.option("--unit-mb", type=click.FloatRange(min=0.001), default=None, hidden=True,
               help="Size of a unit of work in MiB (tuning and tests).")
 def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, config_path: str | None,
           disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...], strict_plugins: bool,
           validate: str, workers: int | None, engine: str, spark_master: str | None, spark_conf: tuple[str, ...],
-          overwrite: bool, progress: bool | None, unit_mb: float | None) -> None:
+          overwrite: bool, progress: bool | None, unit_mb: float | None, fhir_server: str | None,
+          **export_opts: Any) -> None:
     """Screen FHIR Bulk Data exports (folders of NDJSON, .ndjson.gz too) and/or folders of per-patient
     Bundles; write flags.ndjson, report.ndjson, errors.ndjson and summary.json into --out.
 
@@ -63,6 +70,7 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     errors.ndjson); 2: usage error, outputs already present without --overwrite, or nothing readable.
     """
     from ..batch import BatchOptions, run_batch
+    from ..batch.outputs import existing_outputs
     from ..errors import B12ScreenError
 
     when = as_of_date(as_of)
@@ -73,6 +81,18 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     report_plugin_failures(screener)
+    exported: Any = None
+    if fhir_server:
+        if paths:
+            raise click.UsageError("give either PATHs or --fhir-server, not both")
+        if existing_outputs(Path(out)) and not overwrite:
+            echo_err(f"error: {out} already holds outputs (use --overwrite to replace them)")
+            sys.exit(EXIT_USAGE)
+        exported = run_export(screener, fhir_server, Path(out) / "export", {**export_opts, "progress": progress})
+        echo_err(f"export: {describe(exported)}")
+        paths = (str(Path(out) / "export"),)
+    elif not paths:
+        raise click.UsageError("give PATHs to screen or --fhir-server")
     options = BatchOptions(
         as_of=when, validate=validate, workers=workers, engine=engine, overwrite=overwrite, progress=progress,
         unit_bytes=int(unit_mb * (1 << 20)) if unit_mb else None,
@@ -85,6 +105,8 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     except (B12ScreenError, ImportError) as exc:  # outputs present, a missing input, Spark cannot start
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
+    if exported is not None:
+        add_to_batch_outputs(result.out, result.summary, exported)
     s: dict[str, Any] = result.summary
     report_ignored(s["ignored_files"])
     echo_err(
@@ -93,5 +115,5 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
         f"in {s['seconds']:.1f} s -> {result.out}"
         + (f" (see {result.out / 'errors.ndjson'})" if s["errors"] else "")
     )
-    if result.exit_code:
-        sys.exit(result.exit_code)
+    if result.exit_code or (exported is not None and exported.errors):
+        sys.exit(result.exit_code or EXIT_PARTIAL)

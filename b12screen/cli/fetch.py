@@ -42,7 +42,7 @@ def _load_private_key(path: str) -> Any:
     return raw
 
 
-def _auth(token_file: str | None, client_id: str | None, private_key: str | None, key_id: str | None,
+def make_auth(token_file: str | None, client_id: str | None, private_key: str | None, key_id: str | None,
           alg: str, token_url: str | None, scope: str) -> Auth | None:
     from ..sources.fhirclient import BearerToken, SmartBackendAuth
 
@@ -155,7 +155,8 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
         raise click.BadParameter("not a FHIR id", param_hint="--patient")
     try:
         screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict_plugins)
-        auth = _auth(token_file, client_id, private_key, key_id, alg, token_url, scope or _default_scope(write_back))
+        auth = make_auth(token_file, client_id, private_key, key_id, alg, token_url,
+                         scope or _default_scope(write_back))
         client = FhirClient(fhir_server, auth=auth, timeout=(5.0, timeout), retries=retries, max_pages=max_pages)
     except B12ScreenError as exc:
         echo_err(f"error: {exc}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from .dates import months
-from .labs import high_mcv, low_haemoglobin
+from .labs import lab_signs
 from .record import PatientRecord
 
 SYMPTOM_SETS = (
@@ -21,46 +21,62 @@ SYMPTOM_SETS = (
 ANAEMIA = "anaemia"
 
 
+NEUROPATHY = "symptom-neuropathy"
+DEMENTIA = "dementia"
+#: A B12 test from this many months before a new dementia diagnosis counts (docs/clinical-rules.md 6.3).
+DEMENTIA_WORKUP_MONTHS = 6
+
+
 @dataclass(frozen=True)
 class Symptoms:
-    """Symptoms and signs within the look-back: labels, evidence and the first recording date."""
+    """Symptoms and signs within the look-back: labels, evidence, the first recording date and the date
+    from which a B12 status test answers them."""
 
     labels: tuple[str, ...]
     evidence: tuple[str, ...]
     first: date | None
+    test_from: date | None = None
 
     def __bool__(self) -> bool:
         return bool(self.evidence)
 
     def describe(self) -> str:
         text = ", ".join(dict.fromkeys(self.labels))
-        return f"{text} (first recorded {self.first.isoformat()})" if self.first else text
+        if not self.first or self.first.isoformat() in text:
+            return text
+        return f"{text} (first recorded {self.first.isoformat()})"
 
 
-def symptoms(record: PatientRecord, as_of: date, within_months: float = 12) -> Symptoms:
-    """Countable symptom Conditions/Observations, anaemia, low haemoglobin or MCV > 100 fL dated within
-    ``within_months`` before ``as_of`` (undated active Conditions count)."""
+def symptoms(record: PatientRecord, as_of: date, within_months: float = 12,
+             neuropathy_any_onset: bool = False) -> Symptoms:
+    """Countable symptom Conditions/Observations and anaemia dated within ``within_months`` before ``as_of``
+    (undated active Conditions count), and a low haemoglobin or raised MCV on the latest such result.
+
+    ``neuropathy_any_onset`` (MET-3, docs/clinical-rules.md 6.2): an active peripheral neuropathy Condition counts
+    whatever its onset, and then any test in the rule's window answers it. A new dementia diagnosis is
+    answered by a test from 6 months before its onset (6.3)."""
     since = as_of - months(within_months)
-    found: list[tuple[date | None, str, str]] = []
-    for cond in record.conditions_in((*SYMPTOM_SETS, ANAEMIA), as_of):
-        if cond.onset is None or cond.onset >= since:
-            found.append((cond.onset, cond.ref, cond.label or "symptom"))
+    found: list[tuple[date | None, str, str, date | None]] = []  # when, ref, label, tests count from
+    for cond in record.conditions_in((*SYMPTOM_SETS, ANAEMIA, DEMENTIA), as_of):
+        old_neuropathy = neuropathy_any_onset and NEUROPATHY in cond.concepts
+        if cond.onset is None or cond.onset >= since or old_neuropathy:
+            test_from = cond.onset
+            if cond.onset is not None and DEMENTIA in cond.concepts:
+                test_from = cond.onset - months(DEMENTIA_WORKUP_MONTHS)
+            found.append((cond.onset, cond.ref, cond.label or "symptom", test_from))
     for obs in record.observations_in(SYMPTOM_SETS, as_of) + record.observations_in(SYMPTOM_SETS, as_of, True):
         if obs.effective is not None and obs.effective >= since:
-            found.append((obs.effective, obs.ref, obs.label or "symptom"))
-    gender = record.patient.gender if record.patient else None
-    for obs in record.observations_in(("haemoglobin",), as_of):
-        if obs.effective is not None and obs.effective >= since and low_haemoglobin(obs, gender):
-            found.append((obs.effective, obs.ref, "low haemoglobin"))
-    for obs in record.observations_in(("mcv",), as_of):
-        if obs.effective is not None and obs.effective >= since and high_mcv(obs):
-            found.append((obs.effective, obs.ref, "MCV > 100 fL"))
+            found.append((obs.effective, obs.ref, obs.label or "symptom", obs.effective))
+    for sign in lab_signs(record, as_of, since, pregnant=bool(pregnancy(record, as_of))):
+        found.append((sign.when, sign.ref, sign.text, sign.when))
     found.sort(key=lambda f: (f[0] or date.min, f[1]))
-    dates = [d for d, _, _ in found if d is not None]
+    dates = [d for d, _, _, _ in found if d is not None]
+    starts = [s for _, _, _, s in found if s is not None]
     return Symptoms(
-        labels=tuple(label for _, _, label in found),
-        evidence=tuple(dict.fromkeys(ref for _, ref, _ in found)),
+        labels=tuple(label for _, _, label, _ in found),
+        evidence=tuple(dict.fromkeys(ref for _, ref, _, _ in found)),
         first=min(dates) if dates else None,
+        test_from=min(starts) if starts else None,
     )
 
 

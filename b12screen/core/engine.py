@@ -20,13 +20,15 @@ from ..sources.extract import Extractor
 from ..sources.validation import ALL, EVIDENCE, extractor_for, screen_grouped
 from .config import PROFILES, WINDOW_PARAM, Config
 from .decision import Candidate, Decision, DecisionContext
-from .labs import Bands
+from .labs import Bands, latest_b12
 from .model import Finding, Priority, Rule, RuleContext
 from .modifiers import Modifier, decide, in_order
-from .outcome import TESTS, ScreeningResult, ScreeningResults
+from .outcome import TESTS, ScreeningResult
 from .params import as_param, check_values, unknown_name
 from .record import PatientRecord
+from .results import ScreeningResults
 from .terminology import Terminology, builtin_value_sets
+from .therapy import b12_therapy
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,9 @@ class Screener:
         findings, noted, rule_errors = self.run_rules(record, as_of)
         triggered = self.triggered(findings)
         decision = self.decide(record, as_of, triggered)
+        if decision.priority is not None:  # a stale injection order is named where the Flag is read (6.6)
+            decision.notes = [*decision.notes, *b12_therapy(
+                record, as_of, self.settings["parenteral_months"]).stale_notes()]
         modifiers = {**noted, **decision.modifiers}
         evidence: list[str] = []
         for rid in decision.rules:
@@ -182,6 +187,7 @@ class Screener:
             notes=decision.notes,
             rule_errors=rule_errors,
             rule_titles={rid: self.rules_by_id[rid].title for rid in decision.rules},
+            latest_b12=on_file.report() if (on_file := latest_b12(record, as_of, None, self._bands)) else None,
         )
         return result
 

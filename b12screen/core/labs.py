@@ -31,6 +31,12 @@ class B12Result:
     band: Band
     kind: str  # "b12-total" or "b12-active"
     text: str
+    value: float | None = None
+    unit: str | None = None
+
+    def report(self) -> dict[str, object]:
+        """The report entry's ``latest_b12``: value, unit, date and band."""
+        return {"value": self.value, "unit": self.unit, "date": self.when.isoformat(), "band": self.band.value}
 
 
 @dataclass(frozen=True)
@@ -101,10 +107,10 @@ def band_of(obs: ObservationFact, kind: str, bands: Bands = Bands()) -> Band | N
     return None
 
 
-def latest_b12(record: PatientRecord, as_of: date, within_months: float = 12,
+def latest_b12(record: PatientRecord, as_of: date, within_months: float | None = 12,
                bands: Bands = Bands()) -> B12Result | None:
-    """The latest total or active B12 result with a band, dated within ``within_months``."""
-    since = as_of - months(within_months)
+    """The latest total or active B12 result with a band, dated within ``within_months`` (None: any date)."""
+    since = date.min if within_months is None else as_of - months(within_months)
     candidates: list[tuple[date, str, B12Result]] = []
     for kind in ("b12-total", "b12-active"):
         for obs in record.observations_in((kind,), as_of):
@@ -114,7 +120,8 @@ def latest_b12(record: PatientRecord, as_of: date, within_months: float = 12,
             if band is None:
                 continue
             shown = f"{obs.value:g} {obs.unit or ''}".strip() if obs.value is not None else "low"
-            candidates.append((obs.effective, obs.ref, B12Result(obs.ref, obs.effective, band, kind, shown)))
+            candidates.append((obs.effective, obs.ref, B12Result(obs.ref, obs.effective, band, kind, shown,
+                                                                 obs.value, obs.unit)))
     if not candidates:
         return None
     return max(candidates, key=lambda c: (c[0], c[1]))[2]
@@ -136,28 +143,83 @@ def _g_dl(value: float, unit: str | None) -> float | None:
     return None
 
 
-def low_haemoglobin(obs: ObservationFact, gender: str | None) -> bool:
-    """Haemoglobin below its reference range (or flagged low; WHO limits when no range is given)."""
+#: WHO haemoglobin limits in g/dL when a result carries no reference range (docs/clinical-rules.md 6.5).
+WHO_HB_G_DL = {"male": 13.0, "other": 12.0, "pregnant": 11.0}
+
+
+@dataclass(frozen=True)
+class LabSign:
+    """A lab result that counts as a sign, with the figures it was judged on."""
+
+    ref: str
+    when: date
+    text: str  # e.g. "haemoglobin 12.9 g/dL on 2020-12-05, below 13.0"
+
+
+def _judgeable(obs: ObservationFact, since: date) -> bool:
+    return obs.effective is not None and obs.effective >= since and (obs.value is not None or bool(obs.interpretation))
+
+
+def _latest(observations: list[ObservationFact], since: date) -> ObservationFact | None:
+    found = [o for o in observations if _judgeable(o, since)]
+    return max(found, key=lambda o: (o.effective, o.ref)) if found else None
+
+
+def _shown(value: float, unit: str | None) -> str:
+    return f"{value:g} {unit or ''}".strip()
+
+
+def hb_limit(gender: str | None, pregnant: bool) -> float:
+    """The WHO limit (g/dL) used when a haemoglobin result has no reference range."""
+    if pregnant:
+        return WHO_HB_G_DL["pregnant"]
+    return WHO_HB_G_DL["male"] if gender == "male" else WHO_HB_G_DL["other"]
+
+
+def low_haemoglobin(obs: ObservationFact, gender: str | None, pregnant: bool = False) -> str | None:
+    """Why ``obs`` is a low haemoglobin ("12.9 g/dL, below 13.0"), or None when it is not low: below its
+    reference range, else flagged low, else below the WHO limit."""
+    if obs.value is not None and obs.ref_low is not None:
+        return f"{_shown(obs.value, obs.unit)}, below {obs.ref_low:g}" if obs.value < obs.ref_low else None
     if obs.interpretation & LOW_INTERPRETATIONS:
-        return True
+        return f"{_shown(obs.value, obs.unit)}, flagged low" if obs.value is not None else "flagged low"
     if obs.value is None:
-        return False
-    if obs.ref_low is not None:
-        return obs.value < obs.ref_low
+        return None
     g_dl = _g_dl(obs.value, obs.unit)
-    if g_dl is None:
-        return False
-    return g_dl < (13.0 if gender == "male" else 12.0)
+    limit = hb_limit(gender, pregnant)
+    if g_dl is None or g_dl >= limit:
+        return None
+    return f"{_shown(obs.value, obs.unit)}, below {limit:g} g/dL" if _unit(obs.unit) != "g/dl" else \
+        f"{_shown(obs.value, obs.unit)}, below {limit:.1f}"
 
 
-def high_mcv(obs: ObservationFact, limit_fl: float = 100.0) -> bool:
-    """MCV above ``limit_fl`` femtolitres."""
+def high_mcv(obs: ObservationFact, limit_fl: float = 100.0) -> str | None:
+    """Why ``obs`` is a raised MCV ("104 fL, above 100"), or None: above ``limit_fl`` femtolitres."""
     if obs.value is None:
-        return False
+        return None
     u = _unit(obs.unit)
     if u not in ("fl", "um3", "", "fl/cell"):
-        return False
-    return obs.value > limit_fl
+        return None
+    return f"{_shown(obs.value, obs.unit or 'fL')}, above {limit_fl:g}" if obs.value > limit_fl else None
+
+
+def lab_signs(record: PatientRecord, as_of: date, since: date, pregnant: bool = False) -> list[LabSign]:
+    """Low haemoglobin and raised MCV, each judged on the latest result since ``since`` (a later normal
+    result cancels an earlier abnormal one; docs/clinical-rules.md section 6 point 5)."""
+    gender = record.patient.gender if record.patient else None
+    signs = []
+    hb = _latest(record.observations_in(("haemoglobin",), as_of), since)
+    why = low_haemoglobin(hb, gender, pregnant) if hb is not None else None
+    if hb is not None and hb.effective is not None and why:
+        value, _, limit = why.partition(", ")
+        signs.append(LabSign(hb.ref, hb.effective, f"haemoglobin {value} on {hb.effective.isoformat()}, {limit}"
+                             if limit else f"haemoglobin {value} on {hb.effective.isoformat()}"))
+    mcv = _latest(record.observations_in(("mcv",), as_of), since)
+    why = high_mcv(mcv) if mcv is not None else None
+    if mcv is not None and mcv.effective is not None and why:
+        value, _, limit = why.partition(", ")
+        signs.append(LabSign(mcv.ref, mcv.effective, f"MCV {value} on {mcv.effective.isoformat()}, {limit}"))
+    return signs
 
 
 def latest_egfr(record: PatientRecord, as_of: date) -> ObservationFact | None:

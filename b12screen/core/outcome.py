@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
-
-from ..errors import InputError
 
 SUGGEST_B12_TEST = "suggest-b12-test"
 SUGGEST_MMA = "suggest-mma"
@@ -43,7 +40,7 @@ TESTS: dict[str, dict[str, str]] = {
 }
 
 REPORT_KEYS = ("patient", "outcome", "priority", "rules", "risk_factors", "modifiers", "recommended_test",
-               "evidence", "as_of", "profile", "ruleset_version")
+               "latest_b12", "evidence", "as_of", "profile", "ruleset_version")
 
 
 @dataclass
@@ -66,6 +63,8 @@ class ScreeningResult:
     rule_errors: list[dict[str, str]] = field(default_factory=list)
     #: Titles of the rules in ``rules`` (the Flag names them); filled by the engine.
     rule_titles: dict[str, str] = field(default_factory=dict)
+    #: The latest banded B12 result on file (value, unit, date, band), or None.
+    latest_b12: dict[str, Any] | None = None
 
     @property
     def flagged(self) -> bool:
@@ -83,6 +82,7 @@ class ScreeningResult:
             "risk_factors": list(self.triggered),
             "modifiers": list(self.modifiers),
             "recommended_test": dict(self.recommended_test) if self.recommended_test else None,
+            "latest_b12": dict(self.latest_b12) if self.latest_b12 else None,
             "evidence": list(self.evidence),
             "as_of": self.as_of.isoformat(),
             "profile": self.profile,
@@ -91,13 +91,3 @@ class ScreeningResult:
         if self.rule_errors:
             entry["errors"] = [dict(e) for e in self.rule_errors]
         return entry
-
-
-class ScreeningResults(list[ScreeningResult]):
-    """A list of results (one per patient, sorted by patient) that also carries the input errors."""
-
-    def __init__(self, results: Iterable[ScreeningResult] = (), errors: Iterable[InputError] = (),
-                 resources_read: int = 0) -> None:
-        super().__init__(results)
-        self.errors: list[InputError] = list(errors)
-        self.resources_read = resources_read

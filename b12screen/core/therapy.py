@@ -22,10 +22,25 @@ class Therapy:
     high_oral: list[str] = field(default_factory=list)
     low_oral: list[str] = field(default_factory=list)
     starts: list[tuple[date, str]] = field(default_factory=list)
+    #: Active parenteral orders/statements authored or started before the order window (they do not suppress).
+    stale: list[tuple[date | None, str]] = field(default_factory=list)
+
+    def stale_notes(self) -> list[str]:
+        """What the clinician should confirm about each stale injection order (docs/clinical-rules.md 6.6)."""
+        return [f"An active B12 injection order from {when.isoformat() if when else 'an unknown date'} is on "
+                "file: confirm that treatment is current" for when, _ in sorted(self.stale, key=_oldest_first)]
 
     def any_after(self, when: date) -> list[str]:
         """Therapy started or given on or after ``when``."""
         return [ref for start, ref in self.starts if start >= when]
+
+
+def _oldest_first(item: tuple[date | None, str]) -> tuple[date, str]:
+    return item[0] or date.min, item[1]
+
+
+#: MedicationRequest/Statement kinds whose date is when the order was written or the use began.
+ORDER_TYPES = frozenset({"MedicationRequest", "MedicationStatement"})
 
 
 def is_parenteral(use: MedicationUse) -> bool:
@@ -38,16 +53,22 @@ def is_parenteral(use: MedicationUse) -> bool:
 
 
 def b12_therapy(record: PatientRecord, as_of: date, parenteral_months: float = 4,
-                high_dose_ug: float = 1000) -> Therapy:
+                high_dose_ug: float = 1000, order_months: float = 12) -> Therapy:
+    """B12 therapy at ``as_of``. A parenteral order or statement counts only when authored or started within
+    ``order_months`` (an older one still "active" is reported in ``stale``); an administration or dispense
+    counts when active or given within ``parenteral_months``."""
     therapy = Therapy()
     recent = as_of - months(parenteral_months)
+    order_since = as_of - months(order_months)
     for use in record.uses(B12_SETS, as_of):
         active = record.is_active(use, as_of)
         when = use.end or use.start
         if use.start is not None:
             therapy.starts.append((use.start, use.ref))
         if is_parenteral(use):
-            if active or (when is not None and when >= recent):
+            if active and use.resource_type in ORDER_TYPES and (use.start is None or use.start < order_since):
+                therapy.stale.append((use.start, use.ref))
+            elif active or (when is not None and when >= recent):
                 therapy.parenteral.append(use.ref)
             continue
         if not active:

@@ -69,15 +69,15 @@ def met_2(ctx: RuleContext) -> Finding | None:
 
 
 def met_3(ctx: RuleContext) -> Finding | None:
-    """Active metformin with a symptom or sign."""
+    """Active metformin with a symptom or sign (an active neuropathy counts whatever its onset)."""
     use = _metformin(ctx)
     if not use.active:
         return None
-    found = symptoms(ctx.record, ctx.as_of, ctx.setting("symptom_months"))
+    found = symptoms(ctx.record, ctx.as_of, ctx.setting("symptom_months"), neuropathy_any_onset=True)
     if not found:
         return None
     return Finding("MET-3", f"{use.describe()}; {found.describe()}", use.evidence + found.evidence,
-                   test_after=found.first, symptomatic=True)
+                   test_after=found.test_from, symptomatic=True)
 
 
 def _acid(ctx: RuleContext) -> ClassUse:

@@ -20,7 +20,7 @@ def sym_1(ctx: RuleContext) -> Finding | None:
     for factor in factors:
         evidence.extend(factor.evidence)
     reason = f"{found.describe()} with {', '.join(f.label for f in factors)}"
-    return Finding("SYM-1", reason, tuple(dict.fromkeys(evidence)), test_after=found.first, symptomatic=True)
+    return Finding("SYM-1", reason, tuple(dict.fromkeys(evidence)), test_after=found.test_from, symptomatic=True)
 
 
 def n2o_1(ctx: RuleContext) -> Finding | None:
@@ -32,7 +32,7 @@ def n2o_1(ctx: RuleContext) -> Finding | None:
     if not found:
         return None
     return Finding("N2O-1", f"nitrous oxide use with {found.describe()}", tuple(use) + found.evidence,
-                   test_after=found.first, symptomatic=True, recommended_test="homocysteine")
+                   test_after=found.test_from, symptomatic=True, recommended_test="homocysteine")
 
 
 def ms_1(ctx: RuleContext) -> Finding | None:

@@ -22,7 +22,16 @@ from ..core.outcome import (
     ScreeningResult,
 )
 from ..core.record import PatientRecord
-from .flag import BASE, OUTCOME_SYSTEM, flag_dict, flag_identifier
+from .flag import (
+    BASE,
+    OUTCOME_SYSTEM,
+    distinct_reasons,
+    flag_dict,
+    flag_identifier,
+    latest_b12_text,
+    test_name,
+    with_article,
+)
 
 OVERRIDE_SYSTEM = f"{BASE}/CodeSystem/override-reason"
 OVERRIDE_REASONS = (
@@ -34,8 +43,6 @@ OVERRIDE_REASONS = (
 #: Stable namespace for card and suggestion uuids (uuid5 of hookInstance + Flag identifier).
 UUID_NAMESPACE = uuid.UUID("5b0c7a52-1f3e-4c8e-9a57-b12b12b12b12")
 MAX_SUMMARY = 139
-_TEST_NAMES = {"2132-9": "vitamin B12", "72160-5": "active B12 (holotranscobalamin)",
-               "13964-2": "methylmalonic acid (MMA)", "13965-9": "homocysteine"}
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~])")
 
 
@@ -82,17 +89,15 @@ def summary(result: ScreeningResult, rules: Mapping[str, Rule]) -> str:
         return "Low vitamin B12 result with no recorded diagnosis or treatment: please review"
     if result.outcome == DEFICIENCY_WITHOUT_TREATMENT:
         return "Vitamin B12 deficiency recorded without B12 treatment: please review"
-    test = result.recommended_test or {}
-    name = _TEST_NAMES.get(test.get("code", ""), test.get("display", "vitamin B12"))
+    name = test_name(result.recommended_test or {})
     main = _main_rule(result, rules)
     reason = rules[main].title if main in rules else (main or "risk factors")
-    reason = reason[0].lower() + reason[1:] if reason[:2].isalpha() and not reason[:2].isupper() else reason
     more = len(result.rules) - 1
     extra = f" (+{more} more)" if more > 0 else ""
     if result.outcome == SUGGEST_MMA:
         head = "Consider an MMA test (last B12 indeterminate)"
     else:
-        head = f"Consider a {name} test"
+        head = f"Consider {with_article(name)} test"
     return _shorten(f"{head}: {reason}{extra}")
 
 
@@ -124,10 +129,11 @@ def detail(result: ScreeningResult, rules: Mapping[str, Rule], record: PatientRe
     if result.rules:
         lines.append("**Why**")
         lines.append("")
+        reasons = distinct_reasons(result)
         for rid in result.rules:
             rule = rules.get(rid)
             title = md(rule.title) if rule else rid
-            reason = result.reasons.get(rid)
+            reason = reasons.get(rid)
             lines.append(f"- **{md(rid)}** {title}" + (f": {md(reason)}" if reason else ""))
             if rule is not None and rule.basis:
                 lines.append(f"  - Basis: {md(rule.basis)}")
@@ -140,9 +146,12 @@ def detail(result: ScreeningResult, rules: Mapping[str, Rule], record: PatientRe
             about = index.get(ref)
             lines.append(f"- `{ref.replace('`', '')}`" + (f" ({about})" if about else ""))
         lines.append("")
+    if not any(n.startswith("Latest B12 ") for n in result.notes):
+        lines.append(f"**B12 on file:** {md(latest_b12_text(result))}.")
+        lines.append("")
     test = result.recommended_test
     if test:
-        lines.append(f"**Suggested test:** {md(test['display'])} (LOINC {md(test['code'])})")
+        lines.append(f"**Suggested test:** {md(test_name(test))} (LOINC {md(test['code'])})")
         lines.append("")
     for note in result.notes:
         lines.append(f"- {md(note)}")
@@ -188,7 +197,7 @@ def card(result: ScreeningResult, rules: Mapping[str, Rule], *, hook_instance: s
     test = result.recommended_test
     if order is not None and test:
         suggestions.append({
-            "label": f"Order {_TEST_NAMES.get(test['code'], 'the suggested')} test (LOINC {test['code']})",
+            "label": f"Order {test_name(test)} test (LOINC {test['code']})",
             "uuid": str(uuid.uuid5(card_uuid, "order-test")),
             "isRecommended": True,
             "actions": [{"type": "create", "description": f"Draft order: {test['display']}", "resource": order}],

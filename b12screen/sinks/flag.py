@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
@@ -44,10 +46,59 @@ def _evidence_reference(ref: str) -> dict[str, str]:
     return {"display": ref}
 
 
+#: Plain names of the recommended tests, as a clinician says them (docs/clinical-rules.md section 6 point 7).
+TEST_NAMES = {"2132-9": "serum vitamin B12", "72160-5": "active B12 (holotranscobalamin)",
+              "13964-2": "methylmalonic acid (MMA)", "13965-9": "homocysteine"}
+_SAME = 20  # a shared stretch this long (characters) is one reason stated twice
+_CLAUSE = re.compile(r"([;,] )")
+
+
+def test_name(test: dict[str, str]) -> str:
+    """The plain name of a recommended test ("serum vitamin B12")."""
+    return TEST_NAMES.get(test.get("code", ""), test.get("display", "vitamin B12"))
+
+
+def with_article(name: str) -> str:
+    """``name`` with "a" or "an" ("an active B12", "an MMA", "a serum vitamin B12")."""
+    vowel = name[:1].lower() in "aeio" or name.startswith(("MMA", "MCV", "HbA"))
+    return f"{'an' if vowel else 'a'} {name}"
+
+
+def latest_b12_text(result: ScreeningResult) -> str:
+    """The latest B12 result on file ("latest vitamin B12 result 142 pg/mL on 2026-08-20 (deficient)")."""
+    latest = result.latest_b12
+    if not latest:
+        return "No vitamin B12 result on file"
+    value = latest.get("value")
+    shown = f"{value:g} {latest.get('unit') or ''}".strip() if value is not None else "recorded"
+    return f"Latest vitamin B12 result {shown} on {latest['date']} ({latest['band']})"
+
+
+def distinct_reasons(result: ScreeningResult) -> dict[str, str]:
+    """Each decisive rule's reason without what an earlier rule already said: a long shared stretch
+    becomes "as above", a repeated clause ("age 65") is dropped."""
+    out: dict[str, str] = {}
+    clauses: set[str] = set()
+    for rid in result.rules:
+        text = result.reasons.get(rid)
+        if not text:
+            continue
+        for said in out.values():
+            match = SequenceMatcher(None, text, said, autojunk=False).find_longest_match(0, len(text), 0, len(said))
+            if match.size >= _SAME:
+                text = (text[:match.a] + "as above" + text[match.a + match.size:]).strip()
+        pieces = _CLAUSE.split(text)  # clause, separator, clause, ...
+        kept = "".join(piece for i, piece in enumerate(pieces) if i % 2 or piece.strip() not in clauses
+                       ).strip(" ;,") if len(pieces) > 1 else text
+        clauses.update(c.strip() for c in _CLAUSE.split(result.reasons[rid])[::2])
+        out[rid] = re.sub(r"([;,] )+(?=[;,] |$)", "", kept) or text
+    return out
+
+
 def flag_text(result: ScreeningResult) -> str:
-    """The sentence a clinician reads: what to do, why, and which test."""
+    """The sentence a clinician reads: what to do, why, the latest B12 result on file, and which test."""
     test = result.recommended_test
-    reasons = "; ".join(f"{result.reasons[r]} [{r}]" for r in result.rules if r in result.reasons)
+    reasons = "; ".join(f"{text} [{rid}]" for rid, text in distinct_reasons(result).items())
     head = {
         "suggest-b12-test": "Consider checking vitamin B12",
         "suggest-mma": "Consider a methylmalonic acid (MMA) test: the last B12 result was indeterminate",
@@ -57,8 +108,10 @@ def flag_text(result: ScreeningResult) -> str:
     parts = [head]
     if reasons:
         parts.append(f"Reasons: {reasons}")
+    if not any(n.startswith("Latest B12 ") for n in result.notes):
+        parts.append(latest_b12_text(result))
     if test:
-        parts.append(f"Suggested test: {test['display']} (LOINC {test['code']})")
+        parts.append(f"Suggested test: {test_name(test)} (LOINC {test['code']})")
     parts.extend(result.notes)
     parts.append(f"Screened as of {result.as_of.isoformat()} by b12screen {__version__}; not a diagnosis")
     return ". ".join(p.rstrip(".") for p in parts) + "."

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import orjson
 
 from ..core.facts import PatientFact
-from ..core.outcome import ScreeningResult, ScreeningResults
+from ..core.outcome import ScreeningResult
 from ..core.record import PatientRecord
+from ..core.results import ScreeningResults
 from ..errors import B12ScreenError, InputError
 from .extract import Extractor
 from .models import ResourceProblem, validate_resource

@@ -1,0 +1,77 @@
+"""What the clinician reads in the Flag and the card (docs/clinical-rules.md section 6 point 7)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from conftest import AS_OF, FIXTURES
+
+from b12screen.core.outcome import TESTS, ScreeningResult
+from b12screen.sinks.cards import detail, summary
+from b12screen.sinks.flag import distinct_reasons, flag_text, with_article
+from b12screen.sources import group_entries, read_path
+
+
+def _results(screener, name: str) -> dict[str, ScreeningResult]:
+    grouped = group_entries(read_path(Path(FIXTURES / "clinical" / name)), screener.extractor)
+    return {r.patient: r for r in screener.screen_records(grouped.records.values(), AS_OF)}
+
+
+def _result(**extra: Any) -> ScreeningResult:
+    base: dict[str, Any] = dict(patient="Patient/p", outcome="suggest-b12-test", priority="medium", rules=["MET-2"],
+                                triggered=["MET-2"], modifiers=[], recommended_test=dict(TESTS["total-b12"]),
+                                evidence=[], as_of=date(2026, 11, 24), profile="default", ruleset_version="x",
+                                reasons={"MET-2": "metformin for 5 years"})
+    return ScreeningResult(**{**base, **extra})
+
+
+def test_flag_states_the_latest_b12_or_that_there_is_none() -> None:
+    assert "No vitamin B12 result on file." in flag_text(_result())
+    latest = {"value": 142, "unit": "pg/mL", "date": "2020-12-05", "band": "deficient"}
+    assert "Latest vitamin B12 result 142 pg/mL on 2020-12-05 (deficient)." in flag_text(_result(latest_b12=latest))
+
+
+def test_flag_names_the_test_plainly() -> None:
+    text = flag_text(_result())
+    assert "Suggested test: serum vitamin B12 (LOINC 2132-9)." in text and "Cobalamin" not in text
+    text = flag_text(_result(recommended_test=dict(TESTS["active-b12"])))
+    assert "Suggested test: active B12 (holotranscobalamin) (LOINC 72160-5)." in text
+
+
+def test_one_reason_is_never_repeated_under_two_rules(screener) -> None:
+    result = _results(screener, "met3.json")["Patient/met3-pos"]
+    text = flag_text(result)
+    assert text.count("Polyneuropathy, unspecified (first recorded 2026-09-15)") == 1
+    assert "as above with active metformin [SYM-1]" in text
+    reasons = distinct_reasons(_result(rules=["ACID-2", "SYM-1"], reasons={
+        "ACID-2": "acid suppression for 1.2 years; age 65", "SYM-1": "tingling with active PPI, age 65"}))
+    assert reasons == {"ACID-2": "acid suppression for 1.2 years; age 65", "SYM-1": "tingling with active PPI"}
+    card_detail = detail(result, screener.rules_by_id, None, [], [])
+    assert card_detail.count("Polyneuropathy, unspecified (first recorded 2026-09-15)") == 1
+
+
+def test_lab_sign_gives_its_value_and_limit(screener) -> None:
+    result = _results(screener, "refinements-labs.json")["Patient/lab-hb-who-male-12.9"]
+    assert "haemoglobin 12.9 g/dL on 2026-09-01, below 13.0 with" in flag_text(result)
+
+
+def test_card_grammar_and_capitalisation(screener) -> None:
+    assert with_article("active B12 (holotranscobalamin)") == "an active B12 (holotranscobalamin)"
+    assert with_article("MMA") == "an MMA" and with_article("serum vitamin B12") == "a serum vitamin B12"
+    active = _result(recommended_test=dict(TESTS["active-b12"]))
+    assert summary(active, screener.rules_by_id).startswith("Consider an active B12 (holotranscobalamin) test: ")
+    crohn = _results(screener, "mal-cro.json")["Patient/cro-0"]
+    assert summary(crohn, screener.rules_by_id) == (
+        "Consider a serum vitamin B12 test: Crohn's disease without significant ileal resection")
+    assert "**B12 on file:** No vitamin B12 result on file." in detail(crohn, screener.rules_by_id, None, [], [])
+
+
+def test_a_stale_injection_order_is_named_in_flag_and_card(screener) -> None:
+    results = _results(screener, "mod-tx-im.json")
+    stale = results["Patient/im-order-1998"]
+    note = "An active B12 injection order from 1998-03-02 is on file: confirm that treatment is current."
+    assert note in flag_text(stale)
+    assert note.rstrip(".") in detail(stale, screener.rules_by_id, None, [], [])
+    assert "injection order" not in flag_text(results["Patient/im-6mo"])
