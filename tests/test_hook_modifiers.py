@@ -159,3 +159,14 @@ def test_explain_names_the_step_a_plugin_modifier_decided_at() -> None:
     assert explain(screener, record, AS_OF)["decided_at"] == {"step": 3, "what": STEPS[3]}
     plain = Screener(plugin_manager=fresh_plugin_manager())
     assert explain(plain, record, AS_OF)["decided_at"]["step"] == 8
+
+
+def test_b12screen_modifiers_that_raise_are_reported_and_skipped_like_a_failing_rule() -> None:
+    def broken(ctx: DecisionContext) -> None:
+        raise KeyError("oops")
+
+    _, plain = _screen()
+    _, result = _screen(_plugin(Modifier("SITE-BROKEN", 6, "broken", broken)))
+    assert result.rule_errors == [{"rule": "SITE-BROKEN", "error": "KeyError: 'oops'"}]
+    assert (result.outcome, result.rules, result.modifiers) == (plain.outcome, plain.rules, plain.modifiers)
+    assert plain.rule_errors == []

@@ -40,8 +40,10 @@ class Decision:
     modifiers: dict[str, list[str]] = field(default_factory=dict)
     test: str | None = "total-b12"
     notes: list[str] = field(default_factory=list)
-    #: The step of section 4 that decided (set by :func:`b12screen.core.modifiers.decide`).
+    #: The step of section 4 that decided, and plugin modifiers that raised (set by
+    #: :func:`b12screen.core.modifiers.decide`).
     step: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass

@@ -185,7 +185,7 @@ class Screener:
             ruleset_version=self.ruleset_version,
             reasons={rid: f.reason for rid, f in sorted(triggered.items())},
             notes=decision.notes,
-            rule_errors=rule_errors,
+            rule_errors=[*rule_errors, *decision.errors],
             rule_titles={rid: self.rules_by_id[rid].title for rid in decision.rules},
             latest_b12=on_file.report() if (on_file := latest_b12(record, as_of, None, self._bands)) else None,
         )

@@ -7,11 +7,14 @@ step, and the explanation (:mod:`b12screen.core.explain`) walks it, so both read
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import decision as d
 from .decision import Decision, DecisionContext, Effect
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,15 +67,27 @@ def in_order(extra: Iterable[Modifier] = ()) -> tuple[Modifier, ...]:
 
 def decide(ctx: DecisionContext, modifiers: Iterable[Modifier]) -> Decision:
     """Run ``modifiers`` (in outcome order) over ``ctx``, each step between its opening and closing checks;
-    the first decision wins and carries its step."""
+    the first decision wins and carries its step. A plugin modifier that raises is skipped and named in
+    the decision's ``errors``."""
     by_step: dict[int, list[Modifier]] = {step: [] for step in STEPS}
     for modifier in modifiers:
         by_step[modifier.step].append(modifier)
+    errors: list[dict[str, str]] = []
     for step, members in by_step.items():
-        effects = [d.STEP_STARTS.get(step), *(m.apply for m in members), d.STEP_ENDS.get(step)]
-        for effect in effects:
-            decided = effect(ctx) if effect is not None else None
+        effects = [(None, d.STEP_STARTS.get(step)), *((m, m.apply) for m in members), (None, d.STEP_ENDS.get(step))]
+        for modifier, effect in effects:
+            if effect is None:
+                continue
+            if modifier is None or modifier in MODIFIERS:
+                decided = effect(ctx)
+            else:
+                try:
+                    decided = effect(ctx)
+                except Exception as exc:  # like a faulty rule: reported, skipped, the rest decides
+                    log.info("modifier %s raised %s for one patient", modifier.id, type(exc).__name__)
+                    errors.append({"rule": modifier.id, "error": f"{type(exc).__name__}: {exc}"})
+                    continue
             if decided is not None:
-                decided.step = step
+                decided.step, decided.errors = step, errors
                 return decided
     raise AssertionError("step 8 always decides")  # pragma: no cover
