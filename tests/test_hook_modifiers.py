@@ -11,6 +11,7 @@ from conftest import AS_OF, ROOT, bundle, metformin_request, patient
 from b12screen import Screener, hookimpl
 from b12screen.core.decision import Decision, DecisionContext
 from b12screen.core.explain import explain
+from b12screen.core.labs import Bands
 from b12screen.core.modifiers import MODIFIERS, STEPS, Modifier, in_order
 from b12screen.core.outcome import NOT_EVALUATED, SUPPRESSED
 from b12screen.errors import DuplicateRuleError, PluginError
@@ -170,3 +171,23 @@ def test_b12screen_modifiers_that_raise_are_reported_and_skipped_like_a_failing_
     assert result.rule_errors == [{"rule": "SITE-BROKEN", "error": "KeyError: 'oops'"}]
     assert (result.outcome, result.rules, result.modifiers) == (plain.outcome, plain.rules, plain.modifiers)
     assert plain.rule_errors == []
+
+
+def test_mod_preg_is_noted_only_while_a_rule_is_still_in_play() -> None:
+    from b12screen.core import decision
+    from b12screen.core.model import Finding, Priority
+    from b12screen.testing import make_condition, make_patient, record_from
+
+    screener = Screener(plugin_manager=fresh_plugin_manager())
+    record = record_from(make_patient("p1", "1990-01-01", gender="female"),
+                         make_condition("77386006", onset="2026-09-01"))
+
+    def context(candidates: dict) -> DecisionContext:
+        return DecisionContext(record, AS_OF, screener.settings, "default", Bands(), screener.rules_by_id, candidates)
+
+    empty = context({})
+    decision.pregnant(empty)
+    assert empty.modifiers == {}
+    busy = context({"MET-2": decision.Candidate(Finding("MET-2", "x", ()), Priority.MEDIUM, 24.0)})
+    decision.pregnant(busy)
+    assert list(busy.modifiers) == ["MOD-PREG"] and busy.modifiers["MOD-PREG"]
