@@ -21,7 +21,7 @@ from ..core.facts import MEDICATION_TYPES, PatientFact
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..core.terminology import Terminology
 from ..errors import InputError
-from ..sources import Entry, read_value
+from ..sources import Entry, limits, read_value
 from ..sources.extract import (
     PATIENT_SCOPED_TYPES,
     UNDERSTOOD_TYPES,
@@ -35,7 +35,7 @@ from ..sources.extract import (
     resource_ref,
 )
 from ..sources.grouping import BundleIndex, patient_resource_key
-from ..sources.reader import short_reason, unwrap
+from ..sources.reader import unwrap
 from .lines import Problem, gzip_lines, plain_lines
 from .scan import DOCUMENT, GZIP, Piece, Unit
 
@@ -125,7 +125,7 @@ if msgspec is not None:
         hospitalization: _Raw = _EMPTY
 
     _decode_head = msgspec.json.Decoder(_Head).decode
-    _HEAD_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, UnicodeDecodeError)
+    _HEAD_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 else:  # pragma: no cover
     _decode_head = None
     _HEAD_ERRORS = ()
@@ -283,19 +283,17 @@ class UnitReader:
 
     def _loads(self, line: bytes, rel: int) -> Any:
         try:
-            return orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            self._error(rel, None, f"malformed JSON ({short_reason(exc)})")
+            return limits.loads(line)
+        except limits.JSONProblem as exc:
+            self._error(rel, None, str(exc))
             return None
 
     def _slow_line(self, line: bytes, rel: int) -> None:
         """The general path: any JSON value, with ``screen``'s semantics."""
         if line.isspace():
             return
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            self._error(rel, None, f"malformed JSON ({short_reason(exc)})")
+        value = self._loads(line, rel)
+        if value is None:
             return
         ftype = self.piece.file_type
         if isinstance(value, dict) and value.get("resourceType") == "Bundle":
@@ -334,12 +332,12 @@ class UnitReader:
         if not data.strip():
             return
         try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
+            value = limits.loads(data)
+        except limits.JSONProblem as exc:
             if data.strip().count(b"\n") >= 1:
                 self._lines([data.split(b"\n")])
             else:
-                self._error(None, None, f"malformed JSON ({short_reason(exc)})")
+                self._error(None, None, str(exc))
             return
         self._entries(read_value(value, path), None)
 

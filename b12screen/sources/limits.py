@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from typing import Any
@@ -17,10 +18,30 @@ import orjson
 
 #: Deepest JSON nesting (objects and arrays) accepted anywhere.
 MAX_DEPTH = 128
-#: Largest expanded size of one compressed document (``.json.gz``, gzip on stdin).
-MAX_DOCUMENT_BYTES = 1 << 30
+#: Largest expanded size of one compressed document read whole (``.json.gz``, any gzip input of
+#: ``screen``); ``B12SCREEN_MAX_EXPANDED_BYTES`` overrides it.
+MAX_DOCUMENT_BYTES = 256 << 20
+#: A streamed gzip file (batch ``.ndjson.gz``) expanding more than this many times its compressed size,
+#: once past :data:`RATIO_FLOOR` bytes, is a decompression bomb (FHIR NDJSON compresses 10-30 times).
+MAX_RATIO = 200
+RATIO_FLOOR = 16 << 20
 _CHUNK = 1 << 18
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def document_cap() -> int:
+    """The expanded-size cap for documents: ``B12SCREEN_MAX_EXPANDED_BYTES`` or the default."""
+    raw = os.environ.get("B12SCREEN_MAX_EXPANDED_BYTES", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_DOCUMENT_BYTES
+
+
+def bomb_reason(expanded: int, compressed: int) -> str | None:
+    """Why a streamed gzip file is refused after ``expanded`` bytes out of ``compressed`` bytes read."""
+    if expanded > document_cap() * 64:
+        return f"gzip data expands to more than {document_cap() * 64} bytes"
+    if expanded > RATIO_FLOOR and expanded > MAX_RATIO * max(compressed, 1):
+        return f"gzip data expands more than {MAX_RATIO} times (a decompression bomb); rest of file skipped"
+    return None
 
 
 class JSONProblem(ValueError):
@@ -65,10 +86,10 @@ def loads(data: bytes | str) -> Any:
         raise JSONProblem(f"JSON nested deeper than {MAX_DEPTH} levels") from None
 
 
-def gunzip_bounded(data: bytes, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
+def gunzip_bounded(data: bytes, limit: int) -> bytes:
     """Decompress gzip data (one or more members) without ever expanding more than ``limit`` bytes.
 
-    Raises :class:`JSONProblem` past the limit and ``zlib.error``/``EOFError`` for corrupt or
+    Raises :class:`JSONProblem` past the limit or the bomb ratio, and ``zlib.error``/``EOFError`` for corrupt or
     truncated data."""
     out: list[bytes] = []
     size = 0
@@ -80,6 +101,8 @@ def gunzip_bounded(data: bytes, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise JSONProblem(f"gzip data expands to more than {limit} bytes")
+            if size > RATIO_FLOOR and size > MAX_RATIO * (len(data) - len(decomp.unconsumed_tail)):
+                raise JSONProblem(f"gzip data expands more than {MAX_RATIO} times (a decompression bomb)")
             out.append(chunk)
             pending = decomp.unconsumed_tail
             if decomp.eof:
