@@ -5,7 +5,15 @@ and screens them, ``outputs`` writes the files atomically; ``local`` and ``spark
 """
 
 from .outputs import OUTPUT_NAMES
-from .runner import ENGINES, BatchOptions, BatchResult, OutputsExistError, default_workers, run_batch
+from .runner import (
+    ENGINES,
+    BatchOptions,
+    BatchResult,
+    OutputError,
+    OutputsExistError,
+    default_workers,
+    run_batch,
+)
 
-__all__ = ["ENGINES", "OUTPUT_NAMES", "BatchOptions", "BatchResult", "OutputsExistError", "default_workers",
-           "run_batch"]
+__all__ = ["ENGINES", "OUTPUT_NAMES", "BatchOptions", "BatchResult", "OutputError", "OutputsExistError",
+           "default_workers", "run_batch"]

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from .common import (
+    EXIT_OUTPUT,
     EXIT_USAGE,
     as_of_date,
     echo_err,
@@ -57,9 +58,10 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     Bundles; write flags.ndjson, report.ndjson, errors.ndjson and summary.json into --out.
 
     Exit code 0: everything screened; 1: some input unreadable or a rule failed (all reported in
-    errors.ndjson); 2: usage error, outputs already present without --overwrite, or nothing readable.
+    errors.ndjson); 2: usage error, outputs already present without --overwrite, or nothing readable;
+    3: the outputs could not be written (full disk, read-only or vanished --out).
     """
-    from ..batch import BatchOptions, OutputsExistError, run_batch
+    from ..batch import BatchOptions, OutputError, OutputsExistError, run_batch
     from ..errors import B12ScreenError
 
     when = as_of_date(as_of)
@@ -82,6 +84,9 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     except OutputsExistError as exc:
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
+    except OutputError as exc:
+        echo_err(f"error: {exc}")
+        sys.exit(EXIT_OUTPUT)
     except ImportError as exc:
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
