@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
+from ..sources.walk import walk
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 JSON_SUFFIXES = (".json",)
@@ -79,19 +80,19 @@ def file_type_of(name: str) -> str | None:
     return None
 
 
-def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(data files, deleted-resource files) under a folder."""
+def _folder_files(folder: Path, errors: list[InputError]) -> tuple[list[Path], list[Path]]:
+    """(data files, deleted-resource files) under a folder; links that lead nowhere go to ``errors``."""
     data: list[Path] = []
     deleted: list[Path] = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        in_deleted = DELETED_FOLDER in Path(root).relative_to(folder).parts
-        for name in names:
-            if name.startswith(".") or _kind(name) is None:
-                continue
-            if name.lower() in METADATA_NAMES:
-                continue
-            (deleted if in_deleted else data).append(Path(root) / name)
+    for path, problem in walk(folder):
+        name = path.name
+        if _kind(name) is None or name.lower() in METADATA_NAMES:
+            continue
+        if problem is not None:
+            errors.append(InputError(str(path), None, problem))
+            continue
+        in_deleted = DELETED_FOLDER in path.parent.relative_to(folder).parts
+        (deleted if in_deleted else data).append(path)
     return data, deleted
 
 
@@ -123,8 +124,9 @@ def scan(paths: list[str], unit_bytes: int) -> Plan:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            data, dels = _folder_files(path)
-            if not data and not dels:
+            before = len(plan.errors)
+            data, dels = _folder_files(path, plan.errors)
+            if not data and not dels and len(plan.errors) == before:
                 plan.errors.append(InputError(raw, None, "no .ndjson, .ndjson.gz or .json files in this folder"))
             for file in data:
                 chosen.setdefault(os.path.realpath(file), str(file))

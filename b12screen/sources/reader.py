@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import InputError
 from . import limits
+from .walk import broken_link_reason, walk
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +121,18 @@ def read_bytes(data: bytes, source: str) -> Iterator[Entry | InputError]:
 def read_path(path: Path) -> Iterator[Entry | InputError]:
     """Entries of a file, or of every ``.json``/``.ndjson`` (and ``.gz``) file in a folder, sorted."""
     if path.is_dir():
-        files = sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and p.name.lower().endswith((".json", ".ndjson", ".jsonl", ".json.gz", ".ndjson.gz"))
+        found = sorted(
+            (p, reason) for p, reason in walk(path)
+            if p.name.lower().endswith((".json", ".ndjson", ".jsonl", ".json.gz", ".ndjson.gz"))
         )
-        for file in files:
-            yield from read_path(file)
+        for file, reason in found:
+            if reason is not None:
+                yield InputError(str(file), None, reason)
+            else:
+                yield from read_path(file)
+        return
+    if path.is_symlink() and not path.exists():
+        yield InputError(str(path), None, broken_link_reason(path))
         return
     try:
         data = path.read_bytes()
