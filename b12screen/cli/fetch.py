@@ -130,7 +130,8 @@ def read_patient(client: FhirClient, patient_id: str, terminology: Terminology
 @click.option("--strict-plugins", is_flag=True, help="Fail when a plugin cannot be loaded.")
 def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str | None, client_id: str | None,
           private_key: str | None, key_id: str | None, alg: str, token_url: str | None, scope: str | None,
-          timeout: float, max_response_mb: float, retries: int, max_pages: int, fmt: str, as_of: str | None, profile: str,
+          timeout: float, max_response_mb: float, retries: int, max_pages: int, fmt: str, as_of: str | None,
+          profile: str,
           config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...],
           strict_plugins: bool) -> None:
     """Read one patient from a FHIR REST server, screen it, print the result; optionally write the Flag back."""
