@@ -41,7 +41,7 @@ def read_inputs(paths: tuple[str, ...]) -> list[Entry | InputError]:
             items.extend(read_bytes(sys.stdin.buffer.read(), "<stdin>"))
             continue
         path = Path(raw)
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():  # a broken link gets its own reason from read_path
             items.append(InputError(raw, None, "no such file or folder"))
             continue
         items.extend(read_path(path))
