@@ -47,6 +47,7 @@ def _cli(*args: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize(("payload", "reason"), [
     ("[" * 1000 + "]" * 1000, f"JSON nested deeper than {limits.MAX_DEPTH} levels"),
+    ("[" * 50_000 + "]" * 50_000, f"JSON nested deeper than {limits.MAX_DEPTH} levels"),
     ("[1e400]", "number is infinity"),
     ('[{"text": -1e400}]', "number is infinity"),
 ])
