@@ -236,3 +236,26 @@ def test_dangling_and_looping_links_are_errors_and_linked_folders_are_read(scree
     assert "loop.json: symbolic link loops back on itself" in stderr
     code, stderr = _cli("screen", "--as-of", AS_OF, str(top / "dangling.ndjson"))
     assert code == 2 and "symbolic link points to nothing" in stderr
+
+
+def test_a_file_gone_before_it_is_read_is_one_error_row(screener: Screener, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import b12screen.batch.stream as stream
+
+    folder = tmp_path / "in"
+    write_ndjson(folder / "Patient.ndjson", [patient(f"p{i}") for i in range(2000)])
+    write_ndjson(folder / "Condition.ndjson", [{"resourceType": "Condition", "id": "c",
+                                                "subject": {"reference": "Patient/q"}, "code": {"text": "x"}}])
+    real = stream.plain_lines
+
+    def vanished(path: str, *args: object):  # type: ignore[no-untyped-def]
+        if path.endswith("Patient.ndjson"):
+            raise FileNotFoundError(2, "No such file or directory")
+        return real(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stream, "plain_lines", vanished)
+    result = batch(screener, [folder], tmp_path / "out", unit_bytes=20_000)
+    errors = rows(tmp_path / "out" / "errors.ndjson")
+    assert [(Path(e["file"]).name, e["reason"]) for e in errors] == [
+        ("Patient.ndjson", "cannot read file (No such file or directory)")]
+    assert result.summary["patients"] == 1 and result.exit_code == 1

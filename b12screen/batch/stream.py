@@ -174,7 +174,8 @@ class UnitReader:
                 else:
                     count = self._lines()
             except OSError as exc:
-                self._error(None, None, f"cannot read file ({exc.strerror or exc})")
+                if piece.index == 0 or not isinstance(exc, (FileNotFoundError, PermissionError)):
+                    self._error(None, None, f"cannot read file ({exc.strerror or exc})")  # once per file
                 count = 0
             self.out.lines.append((piece.file_id, piece.index, count))
         return self.out
