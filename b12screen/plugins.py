@@ -84,6 +84,7 @@ class PluginManager:
         self.pm.unregister(name=name)
 
     def plugin_names(self) -> list[str]:
+        """Names of the registered plugins (the service's start-up line counts them)."""
         return sorted(n for n, p in self.pm.list_name_plugin() if p is not None and n != "b12screen.hookspecs")
 
 

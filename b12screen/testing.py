@@ -28,7 +28,8 @@ from .core.record import PatientRecord
 from .core.terminology import ATC, ICD10CM, LOINC, RXNORM, SNOMED
 from .errors import InputError
 from .plugins import DEFAULT_PLUGINS, PluginManager, builtin_plugin_manager
-from .sources import Entry, read_value
+from .sources import Entry, group_entries, read_value
+from .sources.validation import EVIDENCE, extractor_for, screen_grouped
 
 __all__ = [
     "ATC",
@@ -93,7 +94,7 @@ def record_from(*resources: Any, patient: str | None = None, plugins: Iterable[o
     problem raises ``ValueError``: a test fixture should be valid.
     """
     scr = screener or make_screener(*plugins)
-    grouped = scr.read(_entries(resources))
+    grouped = group_entries(_entries(resources), scr.extractor)
     if grouped.errors:
         raise ValueError("input problems: " + "; ".join(str(e) for e in grouped.errors))
     records = grouped.records
@@ -114,7 +115,7 @@ def record_from(*resources: Any, patient: str | None = None, plugins: Iterable[o
 def _context(scr: Screener, rule: Rule, record: PatientRecord, as_of: date, findings: dict[str, Finding],
              modifiers: dict[str, list[str]], rules: Mapping[str, Rule]) -> RuleContext:
     """The context the engine gives ``rule`` (kept in step with ``Screener.run_rules`` by a test)."""
-    earlier = frozenset(r.id for r in rules.values() if r.is_risk_factor and r.stage < rule.stage)
+    earlier = frozenset(r.id for r in rules.values() if r.counts_for_later_rules and r.stage < rule.stage)
     return RuleContext(record=record, as_of=as_of, terminology=scr.terminology, rule=rule,
                        overrides=scr.config.rules.get(rule.id, {}), findings=findings, risk_factor_rules=earlier,
                        modifiers=modifiers, settings=scr.settings, rules=rules)
@@ -159,8 +160,8 @@ def screen_resources(*resources: Any, as_of: date, plugins: Iterable[object] = (
     """Screen resources (dicts, Bundles or lists of them) at ``as_of``: one result per patient, sorted by
     patient, with input problems in ``.errors`` and rule failures in each result's ``rule_errors``."""
     scr = make_screener(*plugins, profile=profile, config=config, plugin_manager=plugin_manager)
-    grouped = scr.read(_entries(resources))
-    return scr.screen_records(grouped.records.values(), as_of, grouped.errors, grouped.resources_read)
+    grouped = group_entries(_entries(resources), extractor_for(scr.terminology, EVIDENCE))
+    return screen_grouped(scr, grouped, as_of, EVIDENCE)
 
 
 # -- resource builders --------------------------------------------------------------------------------

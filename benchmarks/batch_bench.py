@@ -1,8 +1,9 @@
 """Benchmark ``b12screen batch`` against raw orjson parsing on the same files.
 
 Builds larger Bulk Data exports from ``../shared/data/synthea-bulk-10`` (or ``fixtures/batch/export``)
-by copying its patients with rewritten ids, then prints, per size: parse-only throughput, batch
-throughput with 1 and 2 workers, the ratios batch/parse and 2-workers/1-worker, and peak memory (PSS
+by copying its patients with rewritten ids, then prints, per size: orjson parse-only and msgspec
+decode-only throughput, batch throughput with 1 and 2 workers, the ratios batch/parse, batch/decode and
+2-workers/1-worker, and peak memory (PSS
 summed over the batch process and its workers). Generated data lives in a temporary folder that is
 removed at the end. Usage::
 
@@ -110,6 +111,19 @@ def parse_only(folder: Path) -> tuple[float, int, int]:
     return time.perf_counter() - started, count, nbytes
 
 
+def decode_only(folder: Path) -> float:
+    """Seconds of decoding every line with msgspec into Python objects (one process)."""
+    import msgspec
+
+    decode = msgspec.json.Decoder().decode
+    started = time.perf_counter()
+    for file in sorted(folder.glob("*.ndjson")):
+        with open(file, "rb") as f:
+            for line in f:
+                decode(line)
+    return time.perf_counter() - started
+
+
 def _tree(pid: int) -> list[int]:
     pids = [pid]
     for p in pids:
@@ -181,6 +195,7 @@ def main() -> None:
             print(f"\n{copies * per_copy:,} patients: built {nbytes / 1e6:,.0f} MB in {time.perf_counter() - t0:.1f} s")
             parse_s, count, _ = parse_only(folder)
             parse_s = min(parse_s, parse_only(folder)[0])
+            decode_s = min(decode_only(folder), decode_only(folder))
             # best of two runs each: other processes on a shared machine only ever slow a run down
             one = min((run_batch(folder, work / "out", 1) for _ in range(2)), key=lambda r: r["seconds"])
             two = min((run_batch(folder, work / "out", 2) for _ in range(2)), key=lambda r: r["seconds"])
@@ -190,6 +205,7 @@ def main() -> None:
                 "batch2_mb_s": nbytes / 1e6 / two["seconds"], "peak1_mb": one["peak_mb"], "peak2_mb": two["peak_mb"],
             }
             row["batch_over_parse"] = row["batch1_mb_s"] / row["parse_mb_s"]
+            row["batch_over_decode"] = one["seconds"] / decode_s
             row["two_over_one"] = row["batch2_mb_s"] / row["batch1_mb_s"]
             results.append(row)
             print(f"  parse-only (orjson, 1 process): {row['parse_mb_s']:7.1f} MB/s  "
@@ -198,8 +214,10 @@ def main() -> None:
                   f"{count / one['seconds']:>10,.0f} resources/s  peak {one['peak_mb']:.0f} MB")
             print(f"  batch, 2 workers:               {row['batch2_mb_s']:7.1f} MB/s  "
                   f"{count / two['seconds']:>10,.0f} resources/s  peak {two['peak_mb']:.0f} MB")
-            print(f"  ratios: batch(1)/parse = {row['batch_over_parse']:.2f} (target >= 0.75), "
-                  f"2 workers/1 worker = {row['two_over_one']:.2f} (target >= 1.8)")
+            print(f"  decode-only (msgspec, 1 process): {nbytes / 1e6 / decode_s:5.1f} MB/s")
+            print(f"  ratios: batch(1) throughput / orjson parse-only = {row['batch_over_parse']:.2f} (target >= 1.0), "
+                  f"batch(1) time / msgspec decode-only = {row['batch_over_decode']:.2f} (target <= 1.8), "
+                  f"2 workers/1 worker = {row['two_over_one']:.2f} (target >= 1.9)")
             shutil.rmtree(folder)
         if len(results) > 1:
             a, b = results[0], results[-1]

@@ -197,9 +197,9 @@ def free_port() -> int:
 
 
 def start_server(port: int, auth: bool, workers: int, key: ec.EllipticCurvePrivateKey, folder: Path,
-                 validate: bool = True) -> subprocess.Popen[bytes]:
+                 validate: str = "evidence") -> subprocess.Popen[bytes]:
     config: dict[str, Any] = {"host": "127.0.0.1", "port": port, "workers": workers, "log_level": "warning",
-                              "public_base_url": f"http://127.0.0.1:{port}", "validate_resources": validate}
+                              "public_base_url": f"http://127.0.0.1:{port}", "validate": validate}
     if auth:
         jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
         jwk.update(kid=KID, use="sig", alg="ES384")
@@ -233,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=50, help="Distinct synthetic patients (default 50).")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers when starting the server.")
     parser.add_argument("--no-auth", action="store_true", help="Run the service without JWT verification.")
-    parser.add_argument("--no-validate", action="store_true",
-                        help="Start the service with validate_resources = false (no R4B validation of input).")
+    parser.add_argument("--validate", choices=("evidence", "all"), default="evidence",
+                        help="The service's validation policy (default evidence).")
     parser.add_argument("--json", action="store_true", help="Print the figures as one JSON object.")
     args = parser.parse_args(argv)
 
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         if base is None:
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            process = start_server(port, auth, args.workers, key, Path(folder), not args.no_validate)
+            process = start_server(port, auth, args.workers, key, Path(folder), args.validate)
         host = urlsplit(base).netloc
         counter = iter(range(10**12))
 
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                           "cpus": os.cpu_count(), "phases": results, "verdict": verdict}))
     else:
         print(f"{args.clients} clients, {args.duration:g} s per phase, JWT verification {'on' if auth else 'off'}, "
-              f"resource validation {'off' if args.no_validate else 'on'}, {args.workers} worker(s), "
+              f"validation policy {args.validate}, {args.workers} worker(s), "
               f"{os.cpu_count()} CPU(s)")
         print(f"{'phase':<30} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
         for row in results:

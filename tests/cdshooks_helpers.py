@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -102,6 +102,11 @@ def request_body(hook: str = "patient-view", pid: str = "p1", prefetch: dict[str
     context: dict[str, Any] = {"userId": "Practitioner/u1", "patientId": pid}
     if hook == "order-sign":
         context["draftOrders"] = extra.pop("draft_orders", {"resourceType": "Bundle", "type": "collection"})
+    if hook == "order-select":  # by default a selected draft metformin order
+        draft = {**metformin_request("draft-met", pid), "status": "draft"}
+        context["selections"] = extra.pop("selections", ["MedicationRequest/draft-met"])
+        context["draftOrders"] = extra.pop("draft_orders", {"resourceType": "Bundle", "type": "collection",
+                                                            "entry": [{"resource": draft}]})
     body: dict[str, Any] = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context}
     if prefetch is not None:
         body["prefetch"] = prefetch
@@ -135,10 +140,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(app: Any) -> Iterator[str]:
+def running_server(app: Any, **settings: Any) -> Iterator[str]:
     """Serve ``app`` with a real uvicorn on 127.0.0.1 in a thread; yields the base URL, then stops it."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on",
+                            **settings)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -156,10 +162,26 @@ def running_server(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def send_fhir_json(handler: Any, body: Any) -> None:
+    """Answer a request with ``body`` as FHIR JSON (200), or 404 with an OperationOutcome when None."""
+    payload = json.dumps(body if body is not None else {"resourceType": "OperationOutcome"}).encode()
+    handler.send_response(200 if body is not None else 404)
+    handler.send_header("Content-Type", "application/fhir+json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
+class Redirect(str):
+    """A ``stub_http_server`` route answering 302 to this URL prefix plus the request's path and query."""
+
+
 @contextmanager
-def stub_http_server(routes: dict[str, Any]) -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """A loopback HTTP server answering GET ``path`` (query ignored) with ``routes[path]`` as JSON;
-    yields (base URL, list of {path, authorization} seen)."""
+def stub_http_server(routes: dict[str, Any] | Callable[[str], Any], redirect_all: Redirect | None = None,
+                     ) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A loopback HTTP server answering GET ``path`` (query ignored) with ``routes[path]`` as JSON, or
+    with ``routes(path with query)`` when ``routes`` is a function (None: 404), or every GET with a 302 to
+    ``redirect_all`` + path; yields (base URL, list of {path, authorization} seen)."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     seen: list[dict[str, str]] = []
@@ -168,13 +190,13 @@ def stub_http_server(routes: dict[str, Any]) -> Iterator[tuple[str, list[dict[st
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             seen.append({"path": self.path, "authorization": self.headers.get("Authorization") or ""})
-            body = routes.get(path)
-            payload = json.dumps(body if body is not None else {"resourceType": "OperationOutcome"}).encode()
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Type", "application/fhir+json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            if redirect_all is not None:
+                self.send_response(302)
+                self.send_header("Location", redirect_all + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            send_fhir_json(self, routes(self.path) if callable(routes) else routes.get(path))
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -17,9 +17,9 @@ from b12screen.batch import OutputError, OutputsExistError
 from b12screen.batch.outputs import OUTPUT_NAMES
 from b12screen.cli import cli
 from b12screen.sinks.flag import flag_json
-from b12screen.sources import read_path
+from b12screen.sources import group_entries, read_path
 
-SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "errors", "resources_read", "seconds"}
+SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "errors", "resources_read", "seconds", "ignored_files"}
 
 
 def test_fixture_export_and_bundles_through_the_cli(tmp_path: Path) -> None:
@@ -76,8 +76,8 @@ def test_a_patient_split_over_many_files_equals_screening_it_whole(screener: Scr
     batch(screener, [export], tmp_path / "out", unit_bytes=300)
     report = {r["patient"]: r for r in rows(tmp_path / "out" / "report.ndjson")}
     assert len(report) == 41
-    whole = {r.patient: r.report() for r in screener.screen_records(screener.read(read_path(export)).records.values(),
-                                                                      AS_OF)}
+    records = group_entries(read_path(export), screener.extractor).records.values()
+    whole = {r.patient: r.report() for r in screener.screen_records(records, AS_OF)}
     assert report == whole
     assert report["Patient/split"]["rules"] == ["MET-2"]  # exposure from the earliest (2010) request
 
@@ -127,7 +127,7 @@ def test_unreadable_lines_files_and_gzip_members_are_reported_and_the_rest_scree
     (export / "MedicationRequest.001.ndjson.gz").write_bytes(
         gzip.compress(json.dumps(metformin_request("y1", "p2", "2020-01-01")).encode() + b"\n") + bytes(bad)
         + gzip.compress(json.dumps(metformin_request("y2", "p3", "2020-01-01")).encode() + b"\n"))
-    result = batch(screener, [export, tmp_path / "missing"], tmp_path / "out", max_line_bytes=10_000)
+    result = batch(screener, [export], tmp_path / "out", max_line_bytes=10_000)
     assert result.exit_code == 1
     errors = rows(tmp_path / "out" / "errors.ndjson")
     where = [(Path(e["file"]).name, e["line"]) for e in errors]
@@ -137,15 +137,13 @@ def test_unreadable_lines_files_and_gzip_members_are_reported_and_the_rest_scree
         ("Patient.000.ndjson", 2), ("Patient.000.ndjson", 4), ("Patient.000.ndjson", 4),
         ("Patient.000.ndjson", 5), ("Patient.000.ndjson", 6), ("Patient.000.ndjson", 8),
         ("Patient.000.ndjson", 9),
-        ("missing", None),
     ]
     reasons = [e["reason"] for e in errors]
     assert "truncated" in reasons[0] and "corrupt gzip data in member 2" in reasons[1]
-    assert reasons[2].startswith("malformed JSON") and reasons[-2].startswith("malformed JSON")
+    assert reasons[2].startswith("malformed JSON") and reasons[-1].startswith("malformed JSON")
     assert "no resourceType" in reasons[3] or "not a FHIR resource" in reasons[3]
     assert "unknown resourceType" in reasons[5] and "neither id nor fullUrl" in reasons[6]
     assert "a Condition resource in a file of Patient resources" in reasons[7]
-    assert reasons[-1] == "no such file or folder"
     report = {r["patient"]: r for r in rows(tmp_path / "out" / "report.ndjson")}
     assert sorted(report) == ["Patient/p1", "Patient/p2", "Patient/p3"]
     assert report["Patient/p1"]["rules"] == ["MET-2"]  # the lines before the truncation were read
@@ -166,9 +164,10 @@ def test_oversize_lines_are_errors(screener: Screener, tmp_path: Path) -> None:
 def test_empty_export_and_nothing_readable(screener: Screener, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     write_ndjson(empty / "Patient.000.ndjson", [])
-    result = batch(screener, [empty], tmp_path / "out")
-    assert result.exit_code == 0 and summary(tmp_path / "out")["patients"] == 0
-    assert outputs(tmp_path / "out") == {"flags.ndjson": b"", "report.ndjson": b"", "errors.ndjson": b""}
+    result = batch(screener, [empty], tmp_path / "out")  # an empty file is nothing readable
+    assert result.exit_code == 2 and summary(tmp_path / "out")["patients"] == 0
+    [error] = rows(tmp_path / "out" / "errors.ndjson")
+    assert error["file"].endswith("Patient.000.ndjson") and error["reason"] == "nothing readable (empty)"
     (tmp_path / "none").mkdir()
     assert batch(screener, [tmp_path / "none"], tmp_path / "out2").exit_code == 2
     write_ndjson(tmp_path / "junk" / "x.ndjson", ["nope", "[1"])
@@ -266,6 +265,6 @@ def test_synthea_export_matches_screen(screener: Screener, tmp_path: Path) -> No
     batch(screener, [source], tmp_path / "out", workers=2)
     files = sorted(p for p in source.glob("*.ndjson") if p.name != "log.ndjson")
     items = [item for f in files for item in read_path(f)]
-    results = screener.screen_records(screener.read(items).records.values(), AS_OF)
+    results = screener.screen_records(group_entries(items, screener.extractor).records.values(), AS_OF)
     assert rows(tmp_path / "out" / "report.ndjson") == [r.report() for r in results]
     assert rows(tmp_path / "out" / "flags.ndjson") == [flag_json(r) for r in results if r.flagged]

@@ -28,7 +28,7 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from b12screen import Screener
 from b12screen.cdshooks.app import create_app
-from b12screen.cdshooks.config import ServiceConfig
+from b12screen.cdshooks.config import IssuerConfig, ServiceConfig
 from b12screen.plugins import get_plugin_manager
 from b12screen.sinks.flag import flag_json
 
@@ -92,7 +92,7 @@ def test_discovery_requires_a_jwt_whose_aud_is_the_discovery_url(client: TestCli
     response = client.get("/cds-services", headers=ehr().auth(BASE + "/cds-services"))
     assert response.status_code == 200
     services = {s["id"]: s for s in response.json()["services"]}
-    assert set(services) == {"b12screen-patient-view", "b12screen-order-sign"}
+    assert set(services) == {"b12screen-patient-view", "b12screen-order-sign", "b12screen-order-select"}
     assert services["b12screen-order-sign"]["hook"] == "order-sign"
     for service in services.values():
         assert {"hook", "id", "title", "description", "usageRequirements", "prefetch", "version",
@@ -378,16 +378,21 @@ def test_expired_fhir_authorization_is_not_sent(client: TestClient) -> None:
         assert rs.calls and "Authorization" not in rs.calls[0].request.headers
 
 
-def test_a_redirect_to_another_host_does_not_get_the_token(client: TestClient) -> None:
+def test_a_redirect_is_followed_only_within_the_allow_list(client: TestClient) -> None:
     prefetch = metformin_patient()
     del prefetch["procedures"]
-    with responses.RequestsMock() as rs:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
         rs.add(responses.GET, f"{FHIR}/Procedure", status=307,
                headers={"Location": "https://files.example.net/Procedure?patient=p1"})
         rs.add(responses.GET, "https://files.example.net/Procedure", json=searchset())
+        response = post(client, PV, with_server(request_body(prefetch=prefetch)))
+        assert response.status_code == 200
+        assert [c.request.url.split("?")[0] for c in rs.calls] == [f"{FHIR}/Procedure"]
+    with responses.RequestsMock() as rs:
+        rs.add(responses.GET, f"{FHIR}/Procedure", status=302, headers={"Location": f"{FHIR}/moved/Procedure"})
+        rs.add(responses.GET, f"{FHIR}/moved/Procedure", json=searchset())
         assert post(client, PV, with_server(request_body(prefetch=prefetch))).status_code == 200
-        assert rs.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
-        assert "Authorization" not in rs.calls[1].request.headers
+        assert rs.calls[1].request.headers["Authorization"] == f"Bearer {TOKEN}"
 
 
 def test_medication_reference_is_resolved_from_the_fhir_server(client: TestClient) -> None:
@@ -535,3 +540,22 @@ def test_the_card_flag_is_the_flag_screen_and_batch_produce(client: TestClient) 
     assert expected is not None
     del expected["id"]
     assert flag == expected
+
+
+def test_ready_needs_every_issuers_keys_and_the_startup_line_names_issuers_only() -> None:
+    client = make_client()
+    assert client.get("/ready").json() == {"status": "ready"}
+    state = client.app.state.cds  # type: ignore[attr-defined]
+    line = state.startup_line()
+    assert line.startswith("b12screen CDS service: issuers ") and "profile default" in line
+    assert f"{len(state.handler.screener.rules)} rule(s)" in line and "keys" not in line
+    unreachable = ServiceConfig(issuers=(IssuerConfig(iss="https://down.example", jwks_url="https://down.example/j"),))
+    from b12screen.cdshooks.security import JwksCache, JwtVerifier
+
+    def refuse(url: str) -> Any:
+        raise OSError("unreachable")
+
+    verifier = JwtVerifier(unreachable, jwks=JwksCache(fetch=refuse))
+    with TestClient(create_app(unreachable, screener=screener(), verifier=verifier)) as down:
+        response = down.get("/ready")
+    assert response.status_code == 503 and response.json()["resourceType"] == "OperationOutcome"

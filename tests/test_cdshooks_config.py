@@ -64,9 +64,12 @@ def test_bad_settings_are_refused(data: dict[str, object]) -> None:
         ServiceConfig.from_mapping(data)
 
 
-def test_validate_resources_switch() -> None:
-    assert ServiceConfig.from_mapping({"validate_resources": "false"}).validate_resources is False
-    assert ServiceConfig().validate_resources is True
+def test_validation_policy_setting() -> None:
+    assert ServiceConfig.from_mapping({"validate": "all"}).checked().validate == "all"
+    assert ServiceConfig().validate == "evidence"
+    assert ServiceConfig.load(environ={"B12SCREEN_CDS_VALIDATE": "all"}).checked().validate == "all"
+    with pytest.raises(ConfigError, match="validate must be one of evidence, all"):
+        ServiceConfig.from_mapping({"validate": "some"}).checked()
 
 
 def test_json_config_file(tmp_path: Path) -> None:
@@ -83,3 +86,41 @@ def test_serve_refuses_unsafe_binds() -> None:
     assert result.exit_code == 2 and "no issuers" in result.stderr
     result = runner.invoke(cli, ["serve", "--insecure-no-auth"], env={"B12SCREEN_CDS_PROFILE": "nope"})
     assert result.exit_code == 2 and "unknown profile" in result.stderr
+
+
+def test_type_errors_name_the_setting_and_its_environment_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as env_error:
+        ServiceConfig.load(environ={"B12SCREEN_CDS_PORT": "80a"})
+    assert str(env_error.value) == "B12SCREEN_CDS_PORT (port): expected a whole number, got '80a'"
+    with pytest.raises(ConfigError) as env_float:
+        ServiceConfig.load(environ={"B12SCREEN_CDS_READ_TIMEOUT_SECONDS": "soon"})
+    assert str(env_float.value) == ("B12SCREEN_CDS_READ_TIMEOUT_SECONDS (read_timeout_seconds): "
+                                    "expected a number, got 'soon'")
+    path = tmp_path / "service.toml"
+    path.write_text('workers = "two"\n')
+    with pytest.raises(ConfigError) as file_error:
+        ServiceConfig.load(path, environ={})
+    assert str(file_error.value) == (f"{path}: workers (environment B12SCREEN_CDS_WORKERS): "
+                                     "expected a whole number, got 'two'")
+
+
+@pytest.mark.parametrize("value", ["0", "15.5", "-1"])
+def test_the_read_timeout_is_positive_and_at_most_15_seconds(value: str) -> None:
+    with pytest.raises(ConfigError, match="read_timeout_seconds must be more than 0 and at most 15"):
+        ServiceConfig.load(environ={"B12SCREEN_CDS_READ_TIMEOUT_SECONDS": value})
+    assert ServiceConfig.load(environ={"B12SCREEN_CDS_READ_TIMEOUT_SECONDS": "15"}).read_timeout_seconds == 15.0
+
+
+def test_check_config_prints_the_effective_settings_with_secrets_masked_and_exits() -> None:
+    issuer = {"iss": "https://ehr.example.org", "jwks": {"keys": [
+        {"kty": "EC", "crv": "P-384", "kid": "k1", "x": "public-x", "y": "public-y", "d": "PRIVATE-D"}]}}
+    env = {"B12SCREEN_CDS_ISSUERS": json.dumps([issuer]), "B12SCREEN_CDS_PORT": "9123"}
+    result = CliRunner().invoke(cli, ["serve", "--check-config"], env=env)
+    assert result.exit_code == 0, result.output
+    settings = json.loads(result.output)
+    assert settings["port"] == 9123 and settings["read_timeout_seconds"] == 15.0
+    [key] = settings["issuers"][0]["jwks"]["keys"]
+    assert key["d"] == "***" and key["x"] == "public-x"
+    assert "PRIVATE-D" not in result.output
+    bad = CliRunner().invoke(cli, ["serve", "--check-config"], env={"B12SCREEN_CDS_PORT": "x"})
+    assert bad.exit_code == 2 and "B12SCREEN_CDS_PORT (port)" in bad.output

@@ -34,7 +34,8 @@ def screener() -> Screener:
 
 def test_services_and_ids() -> None:
     assert {(s.id, s.hook) for s in SERVICES} == {("b12screen-patient-view", "patient-view"),
-                                                  ("b12screen-order-sign", "order-sign")}
+                                                  ("b12screen-order-sign", "order-sign"),
+                                                  ("b12screen-order-select", "order-select")}
     for service in SERVICES:
         assert SERVICE_ID_RE.match(service.id)
 

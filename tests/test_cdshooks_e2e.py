@@ -12,6 +12,7 @@ import requests
 from cdshooks_helpers import (
     AS_OF,
     MockEhr,
+    Redirect,
     empty_fields,
     full_prefetch,
     metformin_request,
@@ -46,7 +47,8 @@ def ehr_servers() -> Iterator[dict[str, Any]]:
         "/fhir/MedicationAdministration": searchset(),
     }
     with stub_http_server({"/jwks.json": ehr().jwks(), **fhir_routes}) as (base, seen):
-        yield {"base": base, "jku": f"{base}/jwks.json", "fhir": f"{base}/fhir", "seen": seen}
+        yield {"base": base, "jku": f"{base}/jwks.json", "fhir": f"{base}/fhir", "seen": seen,
+               "routes": fhir_routes}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def test_discovery_over_http(service: str, ehr_servers: dict[str, Any]) -> None:
     headers = ehr().auth(service + "/cds-services", jku=ehr_servers["jku"], alg="RS384")
     response = requests.get(service + "/cds-services", headers=headers, timeout=10)
     assert response.status_code == 200
-    assert len(response.json()["services"]) == 2
+    assert len(response.json()["services"]) == 3
     assert requests.get(service + "/cds-services", timeout=10).status_code == 401
 
 
@@ -89,6 +91,24 @@ def test_patient_view_with_fallback_fetch_over_http(service: str, ehr_servers: d
     replay = requests.post(service + PV, json=body, headers={"Authorization": response.request.headers[
         "Authorization"]}, timeout=10)
     assert replay.status_code == 401 and "diagnostics" not in replay.text
+
+
+def test_redirects_to_a_host_off_the_allow_list_send_nothing_there(ehr_servers: dict[str, Any]) -> None:
+    """A real allow-listed server answering 302 to a second listener: nothing reaches the second one."""
+    with stub_http_server(dict(ehr_servers["routes"])) as (other, other_seen), \
+            stub_http_server({}, redirect_all=Redirect(other)) as (redirecting, redirect_seen):
+        config = ServiceConfig(test_mode=True, fhir_servers=(f"{redirecting}/fhir",),
+                               issuers=(ehr().issuer(jwks=None, jku=(ehr_servers["jku"],)),))
+        screener = Screener(plugin_manager=get_plugin_manager(load_entry_points=False))
+        with running_server(create_app(config, screener=screener, today=lambda: AS_OF)) as service:
+            body = request_body(fhirServer=f"{redirecting}/fhir", fhirAuthorization={
+                "access_token": "loopback-token", "token_type": "Bearer", "expires_in": 60,
+                "scope": "user/*.read", "subject": "b12screen"})
+            response = call(service, PV, body, ehr_servers["jku"])
+    assert response.status_code == 412, response.text
+    assert "Patient" in response.text or "patient" in response.text
+    assert redirect_seen and all(s["path"].startswith("/fhir/") for s in redirect_seen)
+    assert other_seen == []
 
 
 def test_order_sign_over_http(service: str, ehr_servers: dict[str, Any]) -> None:
@@ -143,3 +163,53 @@ def test_b12screen_serve_runs_uvicorn(tmp_path: Any) -> None:
         process.terminate()
         process.wait(timeout=10)
     assert b"Traceback" not in process.stderr.read()
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "b12screen", "serve", "--insecure-no-auth", "--port", str(port)],
+                              capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.decode().strip() == f"b12screen: error: cannot bind 127.0.0.1:{port}: the port is in use"
+
+
+def test_serve_log_format_json_writes_only_json_lines() -> None:
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from cdshooks_helpers import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "b12screen", "serve", "--insecure-no-auth", "--port", str(port),
+         "--log-format", "json"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if requests.get(base + "/ready", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("b12screen serve did not start")
+        prefetch = full_prefetch(medicationRequests=searchset(metformin_request("m1", "p1")))
+        assert requests.post(base + PV, json=request_body(prefetch=prefetch), timeout=10).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    lines = [json.loads(line) for line in process.stderr.read().decode().splitlines() if line.strip()
+             and not line.startswith("b12screen: warning: JWT verification is OFF")]
+    assert lines and all({"ts", "level", "event"} <= set(line) for line in lines)
+    assert any(str(line["event"]).startswith("b12screen CDS service: issuers none") for line in lines)
+    [call] = [line for line in lines if line.get("event") == "request" and line.get("service") != "unknown"]
+    assert call["status"] == 200 and call["service"] == "b12screen-patient-view"

@@ -84,6 +84,7 @@ NEGATIVE = {
     "future nbf": lambda: ehr().token(AUD, nbf=int(time.time()) + 600),
     "future iat": lambda: ehr().token(AUD, iat_offset=600),
     "wrong aud": lambda: ehr().token("https://cds.example.org/cds-services"),
+    "aud with a trailing slash": lambda: ehr().token(AUD + "/"),
     "wrong iss": lambda: ehr().token(AUD, iss="https://attacker.example"),
     "untrusted issuer's own key": lambda: other_ehr().token(AUD),
     "unknown kid": lambda: ehr().token(AUD, kid="rotated-away"),

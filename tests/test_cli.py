@@ -54,9 +54,13 @@ def test_profile_disable_and_set_change_the_outcome() -> None:
 
 
 def test_exit_1_when_some_input_is_bad_and_2_when_nothing_is_readable() -> None:
-    partial = run("screen", "--as-of", "2026-11-24", str(FIXTURES / "errors" / "bundle-with-bad-entries.json"))
+    bad = str(FIXTURES / "errors" / "bundle-with-bad-entries.json")
+    partial = run("screen", "--as-of", "2026-11-24", "--validate", "all", bad)
     assert partial.exit_code == 1
     assert "entry[3]: invalid MedicationRequest" in partial.stderr
+    # By default only evidence is validated: the invalid MedicationRequest is not what the Flag rests on.
+    default = run("screen", "--as-of", "2026-11-24", bad)
+    assert default.exit_code == 1 and "invalid MedicationRequest" not in default.stderr
     nothing = run("screen", str(FIXTURES / "errors" / "malformed.json"))
     assert nothing.exit_code == 2
     assert "malformed.json: malformed JSON" in nothing.stderr

@@ -173,6 +173,21 @@ def test_a_redirect_to_another_host_never_gets_the_token() -> None:
 
 
 @responses.activate
+def test_a_redirect_must_stay_https_and_within_the_allowed_bases() -> None:
+    responses.add(responses.GET, f"{BASE}/Observation", status=302,
+                  headers={"Location": "http://cdn.example.net/obs.json"})
+    with pytest.raises(FhirError, match="not https"):
+        client()[0].search("Observation", {"patient": "p1"})
+    responses.add(responses.GET, f"{BASE}/Condition", status=302,
+                  headers={"Location": "https://cdn.example.net/Condition"})
+    fhir, _ = client()
+    fhir.allowed_bases = (BASE, "https://cdn.example.net/other")
+    with pytest.raises(FhirError, match="not allow-listed"):
+        fhir.search("Condition", {"patient": "p1"})
+    assert [c.request.url.split("?")[0] for c in responses.calls] == [f"{BASE}/Observation", f"{BASE}/Condition"]
+
+
+@responses.activate
 def test_next_links_to_another_host_are_not_followed() -> None:
     responses.add(responses.GET, f"{BASE}/Condition", json=searchset(next_url="https://evil.example/steal?page=2"))
     result = client()[0].search("Condition", {})

@@ -11,6 +11,7 @@ from fhir.resources.R4B.flag import Flag
 
 from b12screen.core.outcome import REPORT_KEYS
 from b12screen.sinks.flag import flag_json
+from b12screen.sources import group_entries
 
 SCHEMA = SHARED_DATA / "fhir-r4-json-schema" / "fhir.schema.json"
 DEMO = FIXTURES / "examples" / "demo-bundle.json"
@@ -101,7 +102,7 @@ def test_flags_of_every_outcome_validate_against_the_official_schema(screener) -
     validator = _validator()
     seen: set[tuple[str, str | None]] = set()
     for folder in ("medication", "clinical"):
-        grouped = screener.read(read_path(FIXTURES / folder))
+        grouped = group_entries(read_path(FIXTURES / folder), screener.extractor)
         for result in screener.screen_records(grouped.records.values(), AS_OF):
             if not result.flagged or (result.outcome, result.priority) in seen:
                 continue

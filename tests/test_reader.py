@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import AS_OF, FIXTURES, bundle, metformin_request, patient
 
 from b12screen.errors import InputError
-from b12screen.sources import Entry, read_bytes, read_path
+from b12screen.sources import Entry, group_entries, read_bytes, read_path
 
 
 def _split(items: list[Entry | InputError]) -> tuple[list[Entry], list[InputError]]:
@@ -61,7 +61,7 @@ def test_ndjson_bad_lines_name_the_line_and_keep_the_rest() -> None:
 
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     [error] = list(read_path(tmp_path / "absent.json"))
-    assert isinstance(error, InputError) and "cannot read" in error.reason
+    assert isinstance(error, InputError) and error.reason == "no such file or folder"
 
 
 def test_folder_is_read_recursively_in_sorted_order(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_folder_is_read_recursively_in_sorted_order(tmp_path: Path) -> None:
 
 
 def test_bad_entries_in_a_good_bundle_are_reported_and_good_ones_screened(screener) -> None:
-    grouped = screener.read(read_path(FIXTURES / "errors" / "bundle-with-bad-entries.json"))
+    grouped = group_entries(read_path(FIXTURES / "errors" / "bundle-with-bad-entries.json"), screener.extractor)
     reasons = {e.location: e.reason for e in grouped.errors}
     assert reasons["entry[2]"] == "MedicationRequest has no usable reference to a Patient"
     assert reasons["entry[3]"].startswith("invalid MedicationRequest")
@@ -87,7 +87,7 @@ def test_bad_entries_in_a_good_bundle_are_reported_and_good_ones_screened(screen
 
 
 def test_error_messages_carry_no_patient_data(screener) -> None:
-    grouped = screener.read(read_path(FIXTURES / "errors" / "bundle-with-bad-entries.json"))
+    grouped = group_entries(read_path(FIXTURES / "errors" / "bundle-with-bad-entries.json"), screener.extractor)
     text = " ".join(str(e) for e in grouped.errors)
     assert "not-a-date" not in text  # the invalid value itself is not echoed
     assert "1950" not in text
@@ -95,6 +95,6 @@ def test_error_messages_carry_no_patient_data(screener) -> None:
 
 def test_not_fhir_and_unknown_type(screener) -> None:
     for name, reason in (("not-fhir.json", "no resourceType"), ("unknown-type.json", "unknown resourceType")):
-        grouped = screener.read(read_path(FIXTURES / "errors" / name))
+        grouped = group_entries(read_path(FIXTURES / "errors" / name), screener.extractor)
         assert grouped.records == {}
         assert len(grouped.errors) == 1 and reason in grouped.errors[0].reason

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 from conftest import SHARED_DATA
 
-from b12screen.sources import read_path
+from b12screen.sources import discover, group_entries, read_path
 
 EXPORT = SHARED_DATA / "synthea-bulk-10"
 METFORMIN_PATIENT = "Patient/79a66c97-6131-3213-f3c9-4606946ab056"
@@ -20,7 +21,7 @@ def grouped(plugin_manager_module):
     from b12screen import Screener
 
     screener = Screener(plugin_manager=plugin_manager_module)
-    return screener, screener.read(read_path(EXPORT))
+    return screener, group_entries(read_path(EXPORT), screener.extractor)
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +31,13 @@ def plugin_manager_module():
     return get_plugin_manager(load_entry_points=False)
 
 
-def test_every_resource_is_read_and_only_the_export_log_is_rejected(grouped) -> None:
+def test_every_resource_is_read_and_the_export_log_is_skipped_as_metadata(grouped) -> None:
     _, data = grouped
     assert data.resources_read > 5000
-    assert {e.source.rsplit("/", 1)[-1] for e in data.errors} == {"log.ndjson"}
+    assert data.errors == []
     assert len(data.records) >= 10
+    found = discover([str(EXPORT)])
+    assert [Path(f).name for f in found.metadata] == ["log.ndjson"] and found.ignored == []
 
 
 def test_long_term_metformin_patient_is_found(grouped) -> None:
@@ -54,4 +57,4 @@ def test_deceased_patients_are_not_flagged_today(grouped) -> None:
     results = {r.patient: r for r in screener.screen_records(data.records.values(), date(2026, 11, 24))}
     result = results[METFORMIN_PATIENT]
     assert result.outcome == "not-evaluated" and result.modifiers == ["MOD-DECEASED"]
-    assert result.risk_factors == ["MET-2"]
+    assert result.triggered == ["MET-2"]

@@ -10,7 +10,8 @@ from conftest import AS_OF, FIXTURES
 from fhir.resources.R4B import get_fhir_model_class
 
 from b12screen import Config, Finding, Priority, Rule, hookimpl
-from b12screen.sources import read_path
+from b12screen.plugins import describe_plugins
+from b12screen.sources import group_entries, read_path
 from b12screen.testing import (
     ICD10CM,
     LOINC,
@@ -39,7 +40,7 @@ def test_run_rule_finds_what_the_engine_finds(name: str) -> None:
     case = EXPECTED[name]
     as_of = date.fromisoformat(case.get("as_of", AS_OF.isoformat()))
     screener = make_screener(profile=case.get("profile", "default"))
-    grouped = screener.read(read_path(FIXTURES / name))
+    grouped = group_entries(read_path(FIXTURES / name), screener.extractor)
     assert grouped.records
     for record in grouped.records.values():
         findings, _, errors = screener.run_rules(record, as_of)
@@ -125,7 +126,7 @@ def test_fresh_plugin_manager_ignores_the_environment_and_installed_plugins(monk
     manager = fresh_plugin_manager()
     assert manager.failures == [] and manager.pm.has_plugin("b12screen.rules.medication")
     assert not manager.pm.has_plugin("broken")
-    assert fresh_plugin_manager(builtins=False).plugin_names() == []
+    assert describe_plugins(fresh_plugin_manager(builtins=False)) == []
 
 
 def test_screen_resources_returns_results_and_input_errors() -> None:

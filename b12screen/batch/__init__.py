@@ -9,11 +9,13 @@ from .runner import (
     ENGINES,
     BatchOptions,
     BatchResult,
+    MissingInputError,
     OutputError,
     OutputsExistError,
     default_workers,
     run_batch,
 )
 
-__all__ = ["ENGINES", "OUTPUT_NAMES", "BatchOptions", "BatchResult", "OutputError", "OutputsExistError",
+__all__ = ["ENGINES", "OUTPUT_NAMES", "BatchOptions", "BatchResult", "MissingInputError", "OutputError",
+           "OutputsExistError",
            "default_workers", "run_batch"]

@@ -2,8 +2,8 @@
 
 Pure functions shared by the local and the Spark engine, so both give byte-identical outputs: facts are
 put in a canonical order, ``urn:uuid:x`` merges into ``Patient/x``, medication uses waiting for the
-Medication pool are extracted, and evidence is validated with fhir.resources (an invalid evidence
-resource is reported and the patient screened again without it).
+Medication pool are extracted, and the validation policy is applied
+(:mod:`b12screen.sources.validation`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from typing import Any
 import orjson
 
 from ..core.engine import Screener
-from ..core.record import PatientRecord
 from ..sinks.flag import flag_json
 from ..sources import limits
-from ..sources.extract import Extractor, Fact, ResourceProblem, resource_ref, validate_resource
+from ..sources.extract import Extractor, Fact, resource_ref
+from ..sources.grouping import merge_target
+from ..sources.models import ResourceProblem
+from ..sources.validation import EVIDENCE, extractor_for, screen_checked
 from .stream import LINE_MARK, Partial, Pos
 
 _DUMP = orjson.OPT_NON_STR_KEYS
@@ -36,11 +38,11 @@ class EvalContext:
     files: Sequence[str]
     pool: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     line_bases: Mapping[tuple[int, int], int] = field(default_factory=dict)
+    policy: str = EVIDENCE
     extractor: Extractor = field(init=False)
 
     def __post_init__(self) -> None:
-        # Facts come from the raw JSON; fhir.resources validates only the resources that become evidence.
-        self.extractor = Extractor(self.screener.terminology, validate=False)
+        self.extractor = extractor_for(self.screener.terminology, self.policy)
 
     def error(self, pos: Pos, reason: str) -> dict[str, Any]:
         """An errors.ndjson row for an input problem at ``pos``."""
@@ -83,10 +85,7 @@ def merge_keys(partials: Mapping[str, list[Partial]]) -> dict[str, list[Partial]
     """``urn:uuid:x`` joins ``Patient/x`` when that patient is known; other keys stay as they are."""
     merged: dict[str, list[Partial]] = {}
     for key in sorted(partials):
-        target = key
-        if key.startswith("urn:uuid:") and f"Patient/{key[9:]}" in partials:
-            target = f"Patient/{key[9:]}"
-        merged.setdefault(target, []).extend(partials[key])
+        merged.setdefault(merge_target(key, partials), []).extend(partials[key])
     return merged
 
 
@@ -108,16 +107,6 @@ def canonical(value: Any) -> str:
 def _position(item: tuple[Fact, bytes, Pos]) -> tuple[int, int, int, str]:
     file_id, piece, rel, location = item[2]
     return (file_id, piece, rel or 0, location or "")
-
-
-def _validation_problem(raw: bytes) -> str | None:
-    try:
-        validate_resource(orjson.loads(raw))
-    except ResourceProblem as exc:
-        return str(exc)
-    except orjson.JSONDecodeError as exc:  # pragma: no cover - raw JSON was parsed before
-        return f"malformed JSON ({exc})"
-    return None
 
 
 def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> PatientOutput:
@@ -151,27 +140,9 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
             facts[i] = (fact, raw, pos)
     facts.sort(key=_position)  # input order, whatever the chunking or the order units finished in
     patient = min(patients, key=canonical) if len(patients) > 1 else patients[0] if patients else None
-    valid: set[int] = set()  # ids of raw JSON already validated
-    while True:
-        record = PatientRecord(key, patient=patient, resources=resources)
-        for fact, _raw, _pos in facts:
-            record.add(fact)
-        record.sort()
-        result = screener.evaluate(record, ctx.as_of)
-        evidence = set(result.evidence)
-        bad: set[int] = set()
-        for i, (fact, raw, pos) in enumerate(facts):
-            if fact.ref not in evidence or id(raw) in valid:
-                continue
-            problem = _validation_problem(raw)
-            if problem is None:
-                valid.add(id(raw))
-            else:
-                bad.add(i)
-                errors.append(ctx.error(pos, problem))
-        if not bad:
-            break
-        facts = [item for i, item in enumerate(facts) if i not in bad]
+    checked = screen_checked(screener, key, patient, facts, resources, ctx.as_of, ctx.policy)
+    result = checked.result
+    errors.extend(ctx.error(pos, problem) for pos, problem in checked.problems)
     flag = flag_json(result)
     rule_errors = tuple(
         orjson.dumps({"patient": key, "rule": e.get("rule"), "reason": e.get("error")}, option=_DUMP)

@@ -20,8 +20,8 @@ import orjson
 from ..core.engine import Screener
 from ..core.outcome import OUTCOMES
 from ..errors import B12ScreenError, InputError
-from ..sources import read_bytes
-from ..sources.extract import Extractor, normalize_reference
+from ..sources.files import discover, read_deleted
+from ..sources.validation import EVIDENCE, check_policy, extractor_for
 from .evaluate import EvalContext, PatientOutput
 from .outputs import (
     ERRORS,
@@ -54,6 +54,10 @@ class OutputError(B12ScreenError):
     """The outputs could not be written (a full disk, a read-only or vanished ``--out``)."""
 
 
+class MissingInputError(B12ScreenError):
+    """An input path does not exist (found before any output is written)."""
+
+
 @dataclass
 class BatchOptions:
     """How to run a batch. ``workers`` None: the machine's cores; ``progress`` None: when stderr is a
@@ -66,6 +70,7 @@ class BatchOptions:
     progress: bool | None = None
     unit_bytes: int | None = None
     max_line_bytes: int = MAX_LINE_BYTES
+    validate: str = EVIDENCE  # the validation policy (b12screen.sources.validation)
     spark_master: str | None = None
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     screener_spec: Any = None  # what Spark executors rebuild the Screener from (spark engine only)
@@ -101,37 +106,6 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _deleted(files: Sequence[str]) -> tuple[frozenset[str], list[InputError]]:
-    """``Type/id`` of every resource a Bulk Data ``deleted/`` Bundle lists (DELETE requests)."""
-    found: set[str] = set()
-    errors: list[InputError] = []
-    for name in files:
-        try:
-            data = Path(name).read_bytes()
-        except OSError as exc:
-            errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
-            continue
-        values: list[Any] = []
-        lines = data.splitlines() if name.lower().endswith((".ndjson", ".jsonl")) else [data]
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                values.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                for item in read_bytes(line, name):  # gzip or the reader's own error message
-                    if isinstance(item, InputError):
-                        errors.append(InputError(name, f"line {number}" if len(lines) > 1 else None, item.reason))
-                continue
-        for value in values:
-            for entry in (value.get("entry") or []) if isinstance(value, dict) else []:
-                request = entry.get("request") if isinstance(entry, dict) else None
-                if isinstance(request, dict) and request.get("method") == "DELETE" and isinstance(
-                        request.get("url"), str):
-                    found.add(normalize_reference(request["url"].split("?")[0]))
-    return frozenset(found), errors
-
-
 def _input_error_row(error: InputError) -> dict[str, Any]:
     line = None
     location = error.location
@@ -165,7 +139,8 @@ def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: in
 def _warm_up(screener: Screener, as_of: date) -> None:
     """Import the fhir.resources models evidence validation and Flags need, once, before workers fork."""
     from ..core.record import PatientRecord
-    from ..sources.extract import UNDERSTOOD_TYPES, ResourceProblem, validate_resource
+    from ..sources.extract import UNDERSTOOD_TYPES
+    from ..sources.models import ResourceProblem, validate_resource
 
     for rtype in sorted(UNDERSTOOD_TYPES | {"Flag"}):
         with contextlib.suppress(ResourceProblem):
@@ -180,6 +155,10 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
     Raises :class:`OutputError` when ``out`` cannot be written (nothing is left under a final name)."""
     if options.engine not in ENGINES:
         raise B12ScreenError(f"unknown engine {options.engine!r} (choose from {', '.join(ENGINES)})")
+    check_policy(options.validate)
+    missing = discover(paths).missing
+    if missing:
+        raise MissingInputError("; ".join(str(e) for e in missing))
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -203,8 +182,8 @@ def _run(paths: Sequence[str], out: Path, screener: Screener, options: BatchOpti
              len(plan.files), plan.total_bytes, len(plan.units), workers, options.engine)
     partitions = min(1024, max(8 * workers, math.ceil(plan.total_bytes / (64 * MIB))))
     log.info("batch: %d partition(s)", partitions)
-    deleted, deleted_errors = _deleted(plan.deleted_files)
-    ctx = StreamContext(Extractor(screener.terminology, validate=False), {}, deleted, options.max_line_bytes)
+    deleted, deleted_errors = read_deleted(plan.deleted_files)
+    ctx = StreamContext(extractor_for(screener.terminology, options.validate), {}, deleted, options.max_line_bytes)
     _warm_up(screener, options.as_of)
     work = make_work(out)
     progress.reading(plan.total_bytes)
@@ -225,7 +204,7 @@ def _run(paths: Sequence[str], out: Path, screener: Screener, options: BatchOpti
             for key, resource in summary.medications:
                 full_pool.setdefault(key, resource)
         evaluation = EvalContext(screener, options.as_of, plan.files, full_pool,
-                                 _line_bases([*summaries, *med_outputs]))
+                                 _line_bases([*summaries, *med_outputs]), options.validate)
         patients = engine.evaluate(evaluation)
         resources = sum(s.resources for s in summaries) + sum(m.resources for m in med_outputs)
         side_errors = sorted(
@@ -239,7 +218,7 @@ def _run(paths: Sequence[str], out: Path, screener: Screener, options: BatchOpti
                 for pos, reason in engine.unit_errors(summary.unit):
                     yield evaluation.error(pos, reason)
 
-        result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started)
+        result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started, plan.ignored)
     finally:
         progress.close()
         if engine is not None and hasattr(engine, "close"):
@@ -261,7 +240,8 @@ def _input_size(paths: Sequence[str]) -> int:
 
 
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
-           unit_errors: Iterator[dict[str, Any]], resources: int, started: float) -> BatchResult:
+           unit_errors: Iterator[dict[str, Any]], resources: int, started: float,
+           ignored: Sequence[str] = ()) -> BatchResult:
     files = {name: AtomicFile(out / name) for name in (FLAGS, REPORT, ERRORS)}
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
     try:
@@ -296,6 +276,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             "by_rule": dict(sorted(by_rule.items())),
             "errors": input_errors + rule_errors,
             "resources_read": resources,
+            "ignored_files": list(ignored),
             "seconds": round(time.perf_counter() - started, 3),
         }
         (out / SUMMARY).unlink(missing_ok=True)  # no summary: the set is incomplete until the end

@@ -10,20 +10,12 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
-from ..sources.walk import walk
-
-NDJSON_SUFFIXES = (".ndjson", ".jsonl")
-JSON_SUFFIXES = (".json",)
-#: Files of a Bulk Data export folder that hold no FHIR data: the export log and the manifest.
-METADATA_NAMES = frozenset({"log.ndjson", "manifest.json"})
-#: Bulk Data subfolder listing deleted resources (transaction Bundles of DELETE requests).
-DELETED_FOLDER = "deleted"
-
-PLAIN, GZIP, DOCUMENT = "ndjson", "ndjson.gz", "json"
+from ..sources.files import DOCUMENT, GZIP, PLAIN, discover, file_kind
+from ..sources.reader import EMPTY_FILE
+from ..sources.walk import unreadable_reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +49,8 @@ class Plan:
     medication_units: list[Unit] = field(default_factory=list)
     deleted_files: list[str] = field(default_factory=list)
     errors: list[InputError] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
     total_bytes: int = 0
-
-
-def _kind(name: str) -> str | None:
-    lower = name.lower()
-    if lower.endswith(tuple(s + ".gz" for s in NDJSON_SUFFIXES)):
-        return GZIP
-    if lower.endswith(NDJSON_SUFFIXES):
-        return PLAIN
-    if lower.endswith(JSON_SUFFIXES) or lower.endswith(tuple(s + ".gz" for s in JSON_SUFFIXES)):
-        return DOCUMENT
-    return None
 
 
 def file_type_of(name: str) -> str | None:
@@ -78,22 +60,6 @@ def file_type_of(name: str) -> str | None:
         if part in R4_RESOURCE_TYPES:
             return part
     return None
-
-
-def _folder_files(folder: Path, errors: list[InputError]) -> tuple[list[Path], list[Path]]:
-    """(data files, deleted-resource files) under a folder; links that lead nowhere go to ``errors``."""
-    data: list[Path] = []
-    deleted: list[Path] = []
-    for path, problem in walk(folder):
-        name = path.name
-        if _kind(name) is None or name.lower() in METADATA_NAMES:
-            continue
-        if problem is not None:
-            errors.append(InputError(str(path), None, problem))
-            continue
-        in_deleted = DELETED_FOLDER in path.parent.relative_to(folder).parts
-        (deleted if in_deleted else data).append(path)
-    return data, deleted
 
 
 def _split_plain(path: str, size: int, piece_bytes: int) -> list[tuple[int, int]]:
@@ -117,37 +83,24 @@ def _split_plain(path: str, size: int, piece_bytes: int) -> list[tuple[int, int]
 
 
 def scan(paths: list[str], unit_bytes: int) -> Plan:
-    """Plan the batch over ``paths`` (files or folders). Missing paths and empty folders are errors."""
+    """Plan the batch over ``paths`` (files or folders, found by :func:`b12screen.sources.files.discover`)."""
     plan = Plan()
-    chosen: dict[str, str] = {}  # real path -> displayed path
-    deleted: dict[str, str] = {}
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            before = len(plan.errors)
-            data, dels = _folder_files(path, plan.errors)
-            if not data and not dels and len(plan.errors) == before:
-                plan.errors.append(InputError(raw, None, "no .ndjson, .ndjson.gz or .json files in this folder"))
-            for file in data:
-                chosen.setdefault(os.path.realpath(file), str(file))
-            for file in dels:
-                deleted.setdefault(os.path.realpath(file), str(file))
-        elif path.is_file():
-            chosen.setdefault(os.path.realpath(path), raw)
-        else:
-            plan.errors.append(InputError(raw, None, "no such file or folder"))
-    plan.files = sorted(set(chosen.values()))
-    plan.deleted_files = sorted(set(deleted.values()))
+    found = discover(paths)
+    plan.files, plan.deleted_files, plan.errors = found.files, found.deleted_files, list(found.errors)
+    plan.ignored = found.ignored
     pieces: list[Piece] = []
     medication: list[Piece] = []
     for file_id, name in enumerate(plan.files):
         try:
             size = os.path.getsize(name)
         except OSError as exc:
-            plan.errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
+            plan.errors.append(InputError(name, None, unreadable_reason(name, exc)))
             continue
         plan.total_bytes += size
-        kind = _kind(name) or DOCUMENT
+        if size == 0:
+            plan.errors.append(InputError(name, None, EMPTY_FILE))
+            continue
+        kind = file_kind(name) or DOCUMENT
         base = os.path.basename(name)
         ftype = file_type_of(base) if kind != DOCUMENT else None
         if kind == PLAIN:

@@ -10,14 +10,17 @@ shared filesystem mounted at the same path.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.config import Config
 from ..core.engine import Screener
-from ..sources.extract import Extractor
+from ..errors import B12ScreenError
+from ..sources.validation import extractor_for
 from .evaluate import EvalContext, PatientOutput, bare_id, evaluate_partials
 from .progress import Progress
 from .scan import Unit
@@ -57,8 +60,8 @@ class SparkUnitSummary:
 
 
 def _stream(spec: ScreenerSpec, shared: Any, unit: Unit) -> UnitOutput:
-    pool, deleted, max_line = shared.value
-    ctx = StreamContext(Extractor(spec.build().terminology, validate=False), pool, deleted, max_line)
+    pool, deleted, max_line, policy = shared.value
+    ctx = StreamContext(extractor_for(spec.build().terminology, policy), pool, deleted, max_line)
     return stream_unit(ctx, unit)
 
 
@@ -67,29 +70,83 @@ def _summary(out: UnitOutput) -> SparkUnitSummary:
 
 
 def _evaluate(spec: ScreenerSpec, shared: Any, group: tuple[str, Any]) -> list[PatientOutput]:
-    as_of, files, pool, bases = shared.value
-    ctx = EvalContext(spec.build(), as_of, files, pool, bases)
+    as_of, files, pool, bases, policy = shared.value
+    ctx = EvalContext(spec.build(), as_of, files, pool, bases, policy)
     partials: dict[str, list[Partial]] = {}
     for key, partial in group[1]:
         partials.setdefault(key, []).append(partial)
     return evaluate_partials(ctx, partials)
 
 
-def spark_session(master: str, conf: dict[str, str]) -> Any:
-    """A SparkSession on ``master`` whose Python workers run this interpreter."""
+class SparkSetupError(B12ScreenError):
+    """Spark cannot start: an unreachable master or missing cluster configuration (one clear line)."""
+
+
+LOOPBACK = "127.0.0.1"
+_LOCAL_MASTER = re.compile(r"^local(\[[^\]]*\])?$")
+
+
+def is_local_master(master: str) -> bool:
+    """``local``, ``local[4]``, ``local[*]``, ``local[4,2]``: Spark inside this process's JVM."""
+    return bool(_LOCAL_MASTER.match(master.strip()))
+
+
+def session_conf(master: str, conf: Mapping[str, str]) -> dict[str, str]:
+    """The Spark settings of a session: a local master binds the driver to 127.0.0.1 (host and bind
+    address) unless the user configured otherwise."""
+    out = dict(conf)
+    if is_local_master(master):
+        out.setdefault("spark.driver.host", LOOPBACK)
+        out.setdefault("spark.driver.bindAddress", LOOPBACK)
+    return out
+
+
+def master_problem(master: str, environ: Mapping[str, str], timeout: float = 5.0) -> str | None:
+    """Why Spark could not start on ``master`` (checked before the JVM starts), or None."""
+    master = master.strip()
+    if is_local_master(master):
+        return None
+    if master == "yarn":
+        if not (environ.get("HADOOP_CONF_DIR") or environ.get("YARN_CONF_DIR")):
+            return "the yarn master needs HADOOP_CONF_DIR or YARN_CONF_DIR (the cluster's configuration folder)"
+        return None
+    if master.startswith("spark://"):
+        for hostport in master[len("spark://"):].split(","):
+            host, _, port = hostport.rpartition(":")
+            if not host or not port.isdigit():
+                return f"Spark master {master!r} is not spark://HOST:PORT"
+            try:
+                socket.create_connection((host, int(port)), timeout=timeout).close()
+                return None
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+        return f"cannot reach the Spark master {master} ({reason})"
+    return None
+
+
+def spark_session(master: str, conf: Mapping[str, str]) -> Any:
+    """A SparkSession on ``master`` whose Python workers run this interpreter; :class:`SparkSetupError`
+    when the master cannot be used."""
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise ImportError("the spark engine needs pyspark: pip install 'b12screen[spark]'") from exc
+    problem = master_problem(master, os.environ)
+    if problem:
+        raise SparkSetupError(problem)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = (SparkSession.builder.master(master).appName("b12screen batch")
                .config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false")
                .config("spark.pyspark.python", sys.executable))
-    for key, value in conf.items():
+    for key, value in session_conf(master, conf).items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # Py4J/Java errors: one line, not the JVM's traceback
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise SparkSetupError(f"Spark could not start on {master} ({first})") from None
     session.sparkContext.setLogLevel("ERROR")
     return session
 
@@ -105,6 +162,7 @@ class SparkEngine:
         self.partitions = partitions
         self.progress = progress
         self.max_line = options.max_line_bytes
+        self.policy = options.validate
         self.errors: dict[int, list[tuple[Pos, str]]] = {}
         self.results: Any = None
         self.broadcasts: list[Any] = []
@@ -119,7 +177,7 @@ class SparkEngine:
 
         if not units:
             return []
-        spec, shared = self.spec, self._broadcast((dict(ctx.pool), ctx.deleted, ctx.max_line))
+        spec, shared = self.spec, self._broadcast((dict(ctx.pool), ctx.deleted, ctx.max_line, self.policy))
         rdd = self.sc.parallelize(list(units), len(units))
         self.results = rdd.map(lambda unit: _stream(spec, shared, unit)).persist(StorageLevel.MEMORY_AND_DISK)
         summaries = sorted(self.results.map(_summary).collect(), key=lambda s: s.unit)
@@ -135,7 +193,7 @@ class SparkEngine:
         if self.results is None:
             return iter(())
         spec = self.spec
-        shared = self._broadcast((ctx.as_of, list(ctx.files), dict(ctx.pool), dict(ctx.line_bases)))
+        shared = self._broadcast((ctx.as_of, list(ctx.files), dict(ctx.pool), dict(ctx.line_bases), ctx.policy))
         self.progress.screening(1)
         outputs = (
             self.results.flatMap(lambda out: [(bare_id(k), (k, p)) for k, p in out.partials.items()])

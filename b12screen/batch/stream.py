@@ -1,8 +1,8 @@
 """Stream one unit of input into compact per-patient facts.
 
-Each NDJSON line is decoded with msgspec into a small header (type, id, patient reference and the raw
-bytes of the few coded fields that decide relevance), so irrelevant resources never become Python
-objects. Only resources whose codes match a value set are parsed fully (orjson) and reduced to facts by
+Each NDJSON line is decoded into a small header and tested for relevance by
+:mod:`b12screen.sources.relevance` (the one place that decides it), so irrelevant resources never become
+Python objects. Only resources whose codes match a value set are parsed fully (orjson) and reduced to facts by
 :class:`b12screen.sources.extract.Extractor`; their raw JSON is kept so the ones that become evidence can be
 validated with fhir.resources later (:mod:`b12screen.batch.evaluate`). Anything unusual (arrays,
 Bundles, bad types, bad JSON) falls back to the general path with ``screen``'s semantics.
@@ -10,14 +10,14 @@ Bundles, bad types, bad JSON) falls back to the general path with ``screen``'s s
 
 from __future__ import annotations
 
-import re
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from ..core.facts import MEDICATION_TYPES, PatientFact
+from ..core.facts import PatientFact
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..core.terminology import Terminology
 from ..errors import InputError
@@ -29,31 +29,24 @@ from ..sources.extract import (
     Fact,
     ResourceProblem,
     check_resource_type,
-    is_patient_reference,
-    normalize_reference,
     patient_reference,
     resource_ref,
 )
-from ..sources.grouping import BundleIndex, patient_resource_key
-from ..sources.reader import unwrap
+from ..sources.files import DOCUMENT, GZIP
+from ..sources.grouping import BundleIndex, patient_key, patient_resource_key
+from ..sources.reader import EMPTY_FILE, unwrap
+from ..sources.relevance import CACHE_LIMIT, HEAD_ERRORS, ConceptMatcher, decode_head, is_relevant
+from ..sources.walk import unreadable_reason
 from .lines import Problem, gzip_lines, plain_lines
-from .scan import DOCUMENT, GZIP, Piece, Unit
-
-try:  # msgspec makes skipping irrelevant resources cheap; without it every line is parsed fully
-    import msgspec
-except ImportError:  # pragma: no cover
-    msgspec = None  # type: ignore[assignment]
+from .scan import Piece, Unit
 
 #: Where a fact or error came from: (file id, piece index, line within the piece or None, location).
 Pos = tuple[int, int, int | None, str | None]
 #: Stands for "line N" in evidence names of resources without id, until the line's number is known.
 LINE_MARK = "\x00line\x00"
 MAX_LINE_BYTES = 64 << 20
-_LONG_PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{65,})(?:/_history/[^/]+)?$")
 _FAST_TYPES = R4_RESOURCE_TYPES - {"Bundle"}
-_CACHE_LIMIT = 200_000
 _MISSING: Any = object()
-_MEDICATION_TYPES = frozenset(MEDICATION_TYPES)
 _SPECIAL_TYPES = frozenset({"Patient", "Medication"})
 
 
@@ -91,44 +84,15 @@ class StreamContext:
     pool: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     deleted: frozenset[str] = frozenset()
     max_line: int = MAX_LINE_BYTES
-    concept_cache: dict[bytes, bool] = field(default_factory=dict)
+    matcher: ConceptMatcher = field(init=False)
     key_cache: dict[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.matcher = ConceptMatcher(self.extractor.terminology)
 
     @property
     def terminology(self) -> Terminology:
         return self.extractor.terminology
-
-
-def patient_key(reference: str) -> str | None:
-    """``Patient/<id>`` (or the ``urn:uuid:``) a patient reference names; ids over 64 characters too."""
-    if is_patient_reference(reference):
-        return normalize_reference(reference)
-    m = _LONG_PATIENT.search(reference)
-    return m.group(1) if m else None
-
-
-if msgspec is not None:
-    _Raw = msgspec.Raw
-    _EMPTY = msgspec.Raw(b"")
-
-    class _Head(msgspec.Struct):
-        """The fields that say whose a resource is and whether a rule can use it."""
-
-        resourceType: Any = None
-        id: Any = None
-        subject: Any = None
-        patient: Any = None
-        code: _Raw = _EMPTY
-        valueCodeableConcept: _Raw = _EMPTY
-        medicationCodeableConcept: _Raw = _EMPTY
-        medicationReference: _Raw = _EMPTY
-        hospitalization: _Raw = _EMPTY
-
-    _decode_head = msgspec.json.Decoder(_Head).decode
-    _HEAD_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
-else:  # pragma: no cover
-    _decode_head = None
-    _HEAD_ERRORS = ()
 
 
 class UnitReader:
@@ -156,7 +120,7 @@ class UnitReader:
         key = cache.get(reference, _MISSING)
         if key is _MISSING:
             key = patient_key(reference)
-            if len(cache) > _CACHE_LIMIT:
+            if len(cache) > CACHE_LIMIT:
                 cache.clear()
             cache[reference] = key
         return key  # type: ignore[no-any-return]
@@ -172,13 +136,20 @@ class UnitReader:
                     self._document()
                     count = 0
                 else:
+                    before = (len(self.out.errors), self.out.resources)
                     count = self._lines()
+                    if (len(self.out.errors), self.out.resources) == before and self._whole_file():
+                        self._error(None, None, EMPTY_FILE)  # only blank lines: nothing readable
             except OSError as exc:
-                if piece.index == 0 or not isinstance(exc, (FileNotFoundError, PermissionError)):
-                    self._error(None, None, f"cannot read file ({exc.strerror or exc})")  # once per file
+                if piece.index == 0 or not isinstance(exc, (FileNotFoundError, PermissionError)):  # once per file
+                    self._error(None, None, unreadable_reason(piece.path, exc))
                 count = 0
             self.out.lines.append((piece.file_id, piece.index, count))
         return self.out
+
+    def _whole_file(self) -> bool:
+        piece = self.piece
+        return piece.kind == GZIP or (piece.start == 0 and piece.end == os.path.getsize(piece.path))
 
     def _line_source(self) -> Iterator[list[bytes | Problem]]:
         piece = self.piece
@@ -194,9 +165,9 @@ class UnitReader:
         fid, pidx, ftype = piece.file_id, piece.index, piece.file_type
         out, ctx = self.out, self.ctx
         errors, partials, key_cache, deleted = out.errors, out.partials, ctx.key_cache, ctx.deleted
-        decode, head_errors, fast_types = _decode_head, _HEAD_ERRORS, _FAST_TYPES
-        understood, scoped, medication_types = UNDERSTOOD_TYPES, PATIENT_SCOPED_TYPES, _MEDICATION_TYPES
-        matches = self._matches
+        decode, head_errors, fast_types = decode_head, HEAD_ERRORS, _FAST_TYPES
+        understood, scoped, relevant = UNDERSTOOD_TYPES, PATIENT_SCOPED_TYPES, is_relevant
+        matches = ctx.matcher
         rel = resources = 0
         special = _SPECIAL_TYPES
         for batch in self._line_source() if source is None else source:
@@ -232,10 +203,10 @@ class UnitReader:
                         self._resource(value, rt, rel, None, None, None, line)  # type: ignore[arg-type]
                     continue
                 holder = head.subject
-                reference = holder.get("reference") if holder.__class__ is dict else None
+                reference = holder.reference if holder is not None else None
                 if reference.__class__ is not str:
                     holder = head.patient
-                    reference = holder.get("reference") if holder.__class__ is dict else None
+                    reference = holder.reference if holder is not None else None
                 key = None
                 if reference.__class__ is str:
                     key = key_cache.get(reference, _MISSING)
@@ -251,36 +222,12 @@ class UnitReader:
                 partial.resources += 1
                 if rt not in understood:
                     continue
-                if rt in medication_types:
-                    relevant = bool(head.medicationReference) or matches(head.medicationCodeableConcept)
-                elif rt == "Observation":
-                    relevant = matches(head.code) or matches(head.valueCodeableConcept)
-                elif rt == "Encounter":
-                    relevant = bool(head.hospitalization) and b"dietPreference" in bytes(head.hospitalization)
-                else:
-                    relevant = matches(head.code)
-                if relevant:
+                if relevant(rt, head, matches):
                     partial.lines.append((line, (fid, pidx, rel, None)))  # type: ignore[arg-type]
         out.resources += resources
         return rel
 
     # -- one NDJSON line ---------------------------------------------------------------------
-
-    def _matches(self, raw: Any) -> bool:
-        if not raw:
-            return False
-        key = bytes(raw)
-        cache = self.ctx.concept_cache
-        hit = cache.get(key)
-        if hit is None:
-            try:
-                hit = bool(self.ctx.terminology.match_concept(orjson.loads(key)))
-            except orjson.JSONDecodeError:
-                hit = True  # let the full parse report it
-            if len(cache) > _CACHE_LIMIT:
-                cache.clear()
-            cache[key] = hit
-        return hit
 
     def _loads(self, line: bytes, rel: int) -> Any:
         try:
@@ -331,6 +278,7 @@ class UnitReader:
             self._error(None, None, error.reason)
             return
         if not data.strip():
+            self._error(None, None, EMPTY_FILE)
             return
         try:
             value = limits.loads(data)

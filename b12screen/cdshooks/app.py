@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,6 +44,7 @@ from .handler import (
     parse_json,
     validate_feedback,
 )
+from .observe import FIELDS, Metrics, rejection_reason, use_log_format
 from .prefetch import NeedsIo
 from .security import ANONYMOUS, AuthError, Caller, JwtVerifier
 
@@ -141,6 +143,7 @@ class CdsApp:
         self.config = config
         self.screener = screener
         self.services = services_by_id(services)
+        self.metrics = Metrics()
         self.verifier = None if config.insecure_no_auth else (verifier or JwtVerifier(config))
         self.executor = ThreadPoolExecutor(max_workers=config.fetch_workers, thread_name_prefix="b12-fetch")
         self.registry = CardRegistry()
@@ -165,6 +168,7 @@ class CdsApp:
             return self.verifier.verify(request.headers.get("authorization"), self.endpoint_url(request, path),
                                         allow_io)
         except AuthError as exc:
+            self.metrics.jwt_rejections.labels(rejection_reason(exc.reason)).inc()
             log.info("401 on %s: %s", path.rsplit("/", 1)[-1] or "discovery", exc.reason)
             raise Problem(401, "login") from None
 
@@ -185,20 +189,59 @@ class CdsApp:
         except TimeoutError:
             raise Problem(503, "timeout", "the service ran out of time") from None
 
+    def _label(self, what: str) -> str:
+        """A bounded metric label for ``what``: a known service id (``/feedback``), discovery or unknown."""
+        kind, _, service_id = what.partition(" ")
+        if kind == "discovery":
+            return "discovery"
+        if service_id not in self.services:
+            return "unknown"
+        return service_id + ("/feedback" if kind == "feedback" else "")
+
     def _access_log(self, what: str, status: int, started: float, caller: Caller | None = None,
                     hook_instance: str | None = None, outcome: Outcome | None = None) -> None:
+        seconds = time.perf_counter() - started
+        label = self._label(what)
+        self.metrics.observe(label, status, seconds, outcome.cards if outcome and label in self.services else None,
+                             len(outcome.fetched) if outcome else 0)
         if not log.isEnabledFor(logging.INFO):
             return
         caller = caller or ANONYMOUS
+        fields = {"event": "request", "request_id": _safe(hook_instance) if hook_instance else uuid.uuid4().hex,
+                  "service": label, "status": status, "duration_ms": round(seconds * 1000, 1),
+                  "iss": caller.iss, "cards": outcome.cards if outcome else None,
+                  "fetched": len(outcome.fetched) if outcome else 0}
         log.info("%s status=%d ms=%.1f hookInstance=%s iss=%s tenant=%s jti=%s cards=%s fetched=%s",
-                 what, status, (time.perf_counter() - started) * 1000, _safe(hook_instance), _safe(caller.iss, 120),
+                 what, status, seconds * 1000, _safe(hook_instance), _safe(caller.iss, 120),
                  _safe(caller.tenant), _safe(caller.jti), outcome.cards if outcome else "-",
-                 ",".join(outcome.fetched) if outcome and outcome.fetched else "-")
+                 ",".join(outcome.fetched) if outcome and outcome.fetched else "-", extra={FIELDS: fields})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        body, content_type = self.metrics.exposition()
+        return Response(body, headers={"Content-Type": content_type, **NO_STORE})
 
     # -- endpoints ---------------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json", headers=NO_STORE)
+
+    async def ready(self, request: Request) -> Response:
+        """Readiness: the configuration is loaded and every issuer's keys are inline, cached or reachable."""
+        verifier = self.verifier
+        unready = [] if verifier is None else await anyio.to_thread.run_sync(verifier.unready_issuers,
+                                                                             limiter=self.io_limiter)
+        if unready:
+            log.warning("not ready: no keys for %d issuer(s)", len(unready))
+            return json_response(operation_outcome("transient", "the key sets of some issuers are unreachable"),
+                                 503)
+        return Response(b'{"status":"ready"}', media_type="application/json", headers=NO_STORE)
+
+    def startup_line(self) -> str:
+        """One line for the log at start-up: issuers (iss only), profile, plugin and rule counts."""
+        screener = self.handler.screener
+        issuers = ", ".join(self.verifier.issuers) if self.verifier is not None else "none (JWT verification off)"
+        return (f"b12screen CDS service: issuers {issuers}; profile {screener.profile}; "
+                f"{len(screener.plugin_manager.plugin_names())} plugin(s), {len(screener.rules)} rule(s)")
 
     async def discovery(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -236,6 +279,8 @@ class CdsApp:
                 return self.handler.call(service, payload, caller, deadline, allow_io)
 
             outcome = await self._run(work)
+        except ClientDisconnect:
+            return self._disconnected(what, started)
         except _TooLarge:
             problem = Problem(413, "too-costly", f"the request body exceeds {self.config.max_request_bytes} bytes")
             self._access_log(what, 413, started)
@@ -275,6 +320,8 @@ class CdsApp:
                 return Outcome({"received": len(items)})
 
             outcome = await self._run(work)
+        except ClientDisconnect:
+            return self._disconnected(what, started)
         except _TooLarge:
             self._access_log(what, 413, started)
             return problem_response(Problem(413, "too-costly", "the feedback body is too large"))
@@ -288,6 +335,12 @@ class CdsApp:
         assert isinstance(outcome, Outcome)
         self._access_log(what, 200, started, caller)
         return json_response(outcome.body)
+
+    def _disconnected(self, what: str, started: float) -> Response:
+        """The client hung up before its request was read: not an error of ours (logged at info, 499)."""
+        log.info("client disconnected during %s", what)
+        self._access_log(what, 499, started)
+        return problem_response(Problem(400, "incomplete", "the client disconnected"))
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -311,7 +364,6 @@ def create_app(config: ServiceConfig, screener: Screener | None = None,
     if screener is None:
         rules = Config.from_file(config.rules_config) if config.rules_config else None
         screener = Screener(profile=config.profile, config=rules)
-        screener.extractor.validate = config.validate_resources
     state = CdsApp(config, screener, today, verifier)
 
     @asynccontextmanager
@@ -321,6 +373,8 @@ def create_app(config: ServiceConfig, screener: Screener | None = None,
 
     routes = [
         Route("/health", state.health, methods=["GET"]),
+        Route("/ready", state.ready, methods=["GET"]),
+        Route("/metrics", state.metrics_endpoint, methods=["GET"]),
         Route("/cds-services", state.discovery, methods=["GET"]),
         Route("/cds-services/{service_id}", state.service, methods=["POST"]),
         Route("/cds-services/{service_id}/feedback", state.feedback, methods=["POST"]),
@@ -335,4 +389,9 @@ def app_from_environment() -> Starlette:
     """uvicorn factory for ``--workers`` > 1: the settings travel as JSON in ``B12SCREEN__SERVE_CONFIG``."""
     raw = os.environ.get("B12SCREEN__SERVE_CONFIG")
     config = ServiceConfig.from_mapping(orjson.loads(raw), "B12SCREEN__SERVE_CONFIG") if raw else ServiceConfig.load()
+    from .protocol import BoundedH11Protocol
+
+    use_log_format(config.log_format)
+    logging.getLogger("b12screen").setLevel(config.log_level.upper())
+    BoundedH11Protocol.configure(config.read_timeout_seconds, config.max_connections)
     return create_app(config)

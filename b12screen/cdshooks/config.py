@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from ..core.config import read_config_file
 from ..errors import ConfigError
+from ..sources.validation import POLICIES
 
 ENV_PREFIX = "B12SCREEN_CDS_"
 #: Never accepted, whatever the configuration says (CDS Hooks 2.0: no ``none``, no symmetric algorithms).
@@ -103,6 +104,8 @@ class ServiceConfig:
     fetch_timeout_seconds: float = 3.0
     time_budget_seconds: float = 8.0
     max_request_bytes: int = 5_000_000
+    read_timeout_seconds: float = 15.0  # a request's headers and body must arrive within this, else closed
+    max_connections: int = 200  # open connections per worker; past that a new one is closed at once
     max_pages: int = 10
     max_resources_per_key: int = 5_000
     max_medication_reads: int = 50
@@ -111,12 +114,13 @@ class ServiceConfig:
     cors_origins: tuple[str, ...] = ()
     profile: str = "default"
     rules_config: str | None = None  # rule switches and parameters (the file ``--config`` takes elsewhere)
-    validate_resources: bool = True  # false: trust the EHR's resources, skip R4B model validation (~3x faster)
+    validate: str = "evidence"  # validation policy: evidence (models for evidence only) | all (every relevant one)
     feedback_log: str | None = None  # NDJSON file for feedback records (no PHI); off when unset
     auto_write_flag: bool = False  # also return the Flag as a systemAction
     source_label: str = "b12screen"
     source_url: str | None = None
     log_level: str = "info"
+    log_format: str = "text"  # text (key=value) or json (one object per line)
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -160,6 +164,8 @@ class ServiceConfig:
             raise ConfigError(f"{origin}: unsupported algorithm(s) {', '.join(unknown)}")
         if self.prefetch_failure_mode not in FAILURE_MODES:
             raise ConfigError(f"{origin}: prefetch_failure_mode must be one of {', '.join(FAILURE_MODES)}")
+        if self.validate not in POLICIES:
+            raise ConfigError(f"{origin}: validate must be one of {', '.join(POLICIES)}")
         if not 0 <= self.clock_skew_seconds <= 300:
             raise ConfigError(f"{origin}: clock_skew_seconds must be between 0 and 300")
         if self.public_base_url is not None:
@@ -170,6 +176,12 @@ class ServiceConfig:
                      "replay_cache_size", "workers"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ConfigError(f"{origin}: {name} must be positive")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"{origin}: log_format must be text or json")
+        if not 0 < self.read_timeout_seconds <= 15:
+            raise ConfigError(f"{origin}: read_timeout_seconds must be more than 0 and at most 15")
+        if self.max_connections < 1:
+            raise ConfigError(f"{origin}: max_connections must be positive")
         if self.time_budget_seconds <= 0 or self.fetch_timeout_seconds <= 0:
             raise ConfigError(f"{origin}: time_budget_seconds and fetch_timeout_seconds must be positive")
         return self
@@ -235,7 +247,7 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             except ValueError as exc:
                 raise ConfigError(f"{env_name(f.name)}: not valid JSON ({exc})") from None
         else:
-            out[f.name] = raw
+            out[f.name] = _coerce(f, raw, env_name(f.name))
     return out
 
 
@@ -252,11 +264,16 @@ def _coerce(f: dataclasses.Field[Any], raw: Any, origin: str) -> Any:
                 return False
             raise ValueError(f"expected true/false, got {raw!r}")
         if kind.startswith("int"):
-            if isinstance(raw, bool):
-                raise ValueError("expected an integer")
+            if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).strip().lstrip("-").isdigit():
+                raise ValueError(f"expected a whole number, got {raw!r}")
             return int(raw)
         if kind.startswith("float"):
-            return float(raw)
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise ValueError(f"expected a number, got {raw!r}")
+            try:
+                return float(raw)
+            except ValueError:
+                raise ValueError(f"expected a number, got {raw!r}") from None
         if kind.startswith("tuple"):
             if isinstance(raw, str):
                 raw = [part.strip() for part in raw.split(",") if part.strip()]
@@ -269,4 +286,5 @@ def _coerce(f: dataclasses.Field[Any], raw: Any, origin: str) -> Any:
             raise ValueError("expected a string")
         return raw
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{origin}: {name}: {exc}") from None
+        where = f"{origin} ({name})" if origin == env_name(name) else f"{origin}: {name} (environment {env_name(name)})"
+        raise ConfigError(f"{where}: {exc}") from None

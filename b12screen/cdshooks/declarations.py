@@ -22,6 +22,8 @@ HOOK_CONTEXT: dict[str, dict[str, tuple[str, ...]]] = {
     "patient-view": {"required": ("userId", "patientId"), "tokens": ("userId", "patientId", "encounterId")},
     "order-sign": {"required": ("userId", "patientId", "draftOrders"),
                    "tokens": ("userId", "patientId", "encounterId")},
+    "order-select": {"required": ("userId", "patientId", "selections", "draftOrders"),
+                     "tokens": ("userId", "patientId", "encounterId")},
 }
 #: User tokens CDS Hooks 2.0 allows in templates besides context fields.
 USER_TOKENS = ("userPractitionerId", "userPractitionerRoleId", "userPatientId", "userRelatedPersonId")
@@ -117,7 +119,7 @@ class ServiceDecl:
 
 PATIENT = "{{context.patientId}}"
 
-#: What the rules read (clinical-rules.md): the same list for both hooks and for ``b12screen fetch``.
+#: What the rules read (docs/clinical-rules.md): the same list for both hooks and for ``b12screen fetch``.
 RECORD_PREFETCH: tuple[PrefetchDecl, ...] = (
     PrefetchDecl("patient", "Patient", read_id=PATIENT, required=True, label="the Patient (age, deceased)"),
     PrefetchDecl("medicationRequests", "MedicationRequest", (("patient", PATIENT),), required=True,
@@ -163,7 +165,18 @@ ORDER_SIGN = ServiceDecl(
     usage_requirements=_USAGE + " Reads draftOrders (MedicationRequest, ServiceRequest) from the context.",
 )
 
-SERVICES: tuple[ServiceDecl, ...] = (PATIENT_VIEW, ORDER_SIGN)
+ORDER_SELECT = ServiceDecl(
+    id="b12screen-order-select",
+    hook="order-select",
+    title="Vitamin B12 deficiency risk when metformin or acid suppression is selected",
+    description="When a selected draft order is metformin, a PPI or an H2RA and the patient meets a rule (with "
+                "the new order), one info card with the reason and the latest B12 result on file; a selected "
+                "B12 test or B12 therapy means no card.",
+    prefetch=RECORD_PREFETCH,
+    usage_requirements=_USAGE + " Reads selections and draftOrders (MedicationRequest, ServiceRequest).",
+)
+
+SERVICES: tuple[ServiceDecl, ...] = (PATIENT_VIEW, ORDER_SIGN, ORDER_SELECT)
 
 
 def services_by_id(services: Iterable[ServiceDecl] = SERVICES) -> dict[str, ServiceDecl]:

@@ -20,10 +20,12 @@ import orjson
 
 from ..core.engine import Screener
 from ..sinks import cards as cardlib
-from ..sources import read_value
+from ..sources import group_entries, read_value
 from ..sources.extract import PATIENT_SCOPED_TYPES
+from ..sources.validation import extractor_for, screen_one
 from .config import ServiceConfig
 from .declarations import ServiceDecl
+from .order_select import concise, selected_drafts
 from .orders import analyse_drafts
 from .prefetch import FhirAccess, Gatherer, MissingData, fhir_access, is_valid_id
 from .security import Caller
@@ -105,6 +107,9 @@ def validate(body: Mapping[str, Any], service: ServiceDecl) -> tuple[str, dict[s
         if name == "draftOrders":
             if not isinstance(value, dict):
                 raise Problem(400, "required", "context.draftOrders is required (a Bundle)")
+        elif name == "selections":
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+                raise Problem(400, "required", "context.selections is required (a non-empty array of references)")
         elif not isinstance(value, str) or not value.strip():
             raise Problem(400, "required", f"context.{name} is required (a string)")
     server = body.get("fhirServer")
@@ -186,6 +191,12 @@ class HookHandler:
         pid, context = validate(body, service)
         as_of = self.today()
         drafts = None
+        triggers: list[str] = []
+        if service.hook == "order-select":
+            drafts, triggers = selected_drafts(context, self.screener.terminology, pid, as_of)
+            if drafts.suppress or not triggers:
+                log.info("order-select: no card (%s)", drafts.suppress or "no metformin, PPI or H2RA selected")
+                return Outcome({"cards": []})
         if service.hook == "order-sign":
             drafts = analyse_drafts(context["draftOrders"], self.screener.terminology, pid, as_of)
             if drafts.suppress:
@@ -206,13 +217,16 @@ class HookHandler:
             raise Problem(412, "processing", f"required data unavailable: prefetch key '{exc.key}' "
                                              f"({exc.reason})") from None
         resources = gathered.resources + (drafts.resources if drafts else [])
-        grouped = self.screener.read(read_value(_normalise(resources, pid), "request"))
-        if grouped.errors:
-            log.info("%d resource(s) in the request could not be read and were skipped", len(grouped.errors))
-        record = grouped.records.get(f"Patient/{pid}")
-        if record is None:
+        policy = self.config.validate
+        grouped = group_entries(read_value(_normalise(resources, pid), "request"),
+                                extractor_for(self.screener.terminology, policy))
+        checked = screen_one(self.screener, grouped, f"Patient/{pid}", as_of, policy)
+        skipped = len(grouped.errors) + (len(checked.problems) if checked else 0)
+        if skipped:
+            log.info("%d resource(s) in the request could not be read and were skipped", skipped)
+        if checked is None:
             return Outcome({"cards": []}, fetched=gathered.fetched)
-        result = self.screener.evaluate(record, as_of)
+        result, record = checked.result, checked.record
         if result.rule_errors:
             log.warning("%d rule error(s) while screening", len(result.rule_errors))
         if not result.flagged:
@@ -222,6 +236,8 @@ class HookHandler:
             unavailable=gathered.unavailable, incomplete=gathered.incomplete,
             source_label=self.config.source_label, source_url=self.config.source_url,
         )
+        if service.hook == "order-select":
+            card = concise(card, result, self.screener.rules_by_id, record, triggers, as_of)
         self.registry.add(card["uuid"], list(result.rules))
         response: dict[str, Any] = {"cards": [card]}
         if self.config.auto_write_flag:

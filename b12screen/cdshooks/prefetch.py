@@ -10,7 +10,8 @@ Per declared key (CDS Hooks 2.0, "Prefetch Template"):
   (``fetch``, the default), a 412 (``fail``), or left out (``omit``).
 
 Fetches go only to an allow-listed ``fhirServer`` over https (http on loopback in test mode), with the
-``fhirAuthorization`` token until its ``expires_in`` runs out, and never to another host. Required keys
+``fhirAuthorization`` token until its ``expires_in`` runs out, and never to another host: a redirect
+is followed only to a URL that passes the same https and allow-list rules, else the key's fetch fails. Required keys
 that cannot be had raise :class:`MissingData` (HTTP 412); optional ones are listed as unavailable.
 ``medicationReference`` targets that are neither contained nor in the data are read from the server.
 """
@@ -27,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..core.terminology import Terminology
-from ..sources.fhirclient import BearerToken, FhirClient, FhirError, SearchResult, check_url, next_link
+from ..sources.fhirclient import BearerToken, FhirClient, FhirError, SearchResult, check_url, next_link, within
 from .config import ServiceConfig
 from .declarations import PrefetchDecl, ServiceDecl, fill_tokens
 
@@ -79,7 +80,7 @@ def fhir_access(body: Mapping[str, Any], config: ServiceConfig, issuer_servers: 
     except FhirError:
         return FhirAccess(None, "fhirServer is not https")
     allowed = tuple(config.fhir_servers) + tuple(issuer_servers)
-    if not any(server == a.rstrip("/") or server.startswith(a.rstrip("/") + "/") for a in allowed):
+    if not within(server, allowed):
         log.info("fhirServer host %s is not allow-listed; no fallback fetch", urlsplit(server).hostname)
         return FhirAccess(None, "fhirServer is not allow-listed")
     auth = None
@@ -92,7 +93,7 @@ def fhir_access(body: Mapping[str, Any], config: ServiceConfig, issuer_servers: 
                                                    config.fetch_timeout_seconds),
                         retries=1, backoff=0.2, max_retry_after=1.0, max_pages=config.max_pages,
                         max_resources=config.max_resources_per_key, deadline=deadline,
-                        allow_http_loopback=config.test_mode, clock=clock)
+                        allow_http_loopback=config.test_mode, clock=clock, allowed_bases=allowed)
     return FhirAccess(client)
 
 

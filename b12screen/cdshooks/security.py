@@ -24,7 +24,7 @@ import jwt
 import orjson
 import requests
 
-from ..sources.fhirclient import check_url
+from ..sources.urls import UNSAFE_URL, is_safe_url
 from .config import FORBIDDEN_ALGORITHMS, IssuerConfig, ServiceConfig
 from .prefetch import NeedsIo
 
@@ -82,7 +82,8 @@ class JwksCache:
         self._session.auth = lambda request: request  # never ~/.netrc credentials
 
     def _fetch(self, url: str) -> Mapping[str, Any]:
-        check_url(url, self.allow_http_loopback)
+        if not is_safe_url(url, self.allow_http_loopback):
+            raise ValueError(UNSAFE_URL)
         response = self._session.get(url, timeout=(2.0, 3.0), allow_redirects=False, stream=True,
                                      headers={"Accept": "application/json"})
         try:
@@ -173,6 +174,17 @@ class JwtVerifier:
         self._inline = {i.iss: _KeySet([dict(k) for k in i.jwks["keys"]], float("inf"))
                         for i in self.issuers.values() if i.jwks is not None}
 
+    def unready_issuers(self) -> list[str]:
+        """Issuers (``iss``) with no usable keys: inline, cached, or fetched now (may do I/O)."""
+        out = []
+        for issuer in self.issuers.values():
+            if issuer.iss in self._inline:
+                continue
+            urls = ([issuer.jwks_url] if issuer.jwks_url else []) + list(issuer.jku)
+            if not any(self.jwks.keys(url) is not None for url in urls):
+                out.append(issuer.iss)
+        return out
+
     def verify(self, authorization: str | None, audience: str, allow_io: bool = True) -> Caller:
         """The verified caller; :class:`AuthError` otherwise. With ``allow_io`` False, a JWK Set fetch
         raises :class:`NeedsIo` (nothing is recorded: call again from a worker thread)."""
@@ -199,7 +211,7 @@ class JwtVerifier:
         skew = self.config.clock_skew_seconds
         try:
             claims = jwt.decode(
-                token, key, algorithms=[alg], audience=[audience, audience + "/"], issuer=iss, leeway=skew,
+                token, key, algorithms=[alg], audience=audience, issuer=iss, leeway=skew,
                 options={"require": ["iss", "aud", "exp", "iat", "jti"], "verify_sub": False},
             )
         except jwt.PyJWTError as exc:

@@ -14,9 +14,11 @@ from .common import (
     as_of_date,
     echo_err,
     make_screener,
+    report_ignored,
     report_plugin_failures,
     rule_config,
     rule_config_options,
+    validate_option,
 )
 
 SPARK_MASTER_ENV = "B12SCREEN_SPARK_MASTER"
@@ -38,6 +40,7 @@ def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Folder for flags.ndjson, report.ndjson, errors.ndjson and summary.json.")
 @rule_config_options
+@validate_option
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (local engine); default: the machine's cores.")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
@@ -52,7 +55,7 @@ def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
               help="Size of a unit of work in MiB (tuning and tests).")
 def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, config_path: str | None,
           disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...], strict_plugins: bool,
-          workers: int | None, engine: str, spark_master: str | None, spark_conf: tuple[str, ...],
+          validate: str, workers: int | None, engine: str, spark_master: str | None, spark_conf: tuple[str, ...],
           overwrite: bool, progress: bool | None, unit_mb: float | None) -> None:
     """Screen FHIR Bulk Data exports (folders of NDJSON, .ndjson.gz too) and/or folders of per-patient
     Bundles; write flags.ndjson, report.ndjson, errors.ndjson and summary.json into --out.
@@ -61,7 +64,7 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     errors.ndjson); 2: usage error, outputs already present without --overwrite, or nothing readable;
     3: the outputs could not be written (full disk, read-only or vanished --out).
     """
-    from ..batch import BatchOptions, OutputError, OutputsExistError, run_batch
+    from ..batch import BatchOptions, OutputError, run_batch
     from ..errors import B12ScreenError
 
     when = as_of_date(as_of)
@@ -73,7 +76,7 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
         sys.exit(EXIT_USAGE)
     report_plugin_failures(screener)
     options = BatchOptions(
-        as_of=when, workers=workers, engine=engine, overwrite=overwrite, progress=progress,
+        as_of=when, validate=validate, workers=workers, engine=engine, overwrite=overwrite, progress=progress,
         unit_bytes=int(unit_mb * (1 << 20)) if unit_mb else None,
         spark_master=spark_master or os.environ.get(SPARK_MASTER_ENV) or "local[*]",
         spark_conf=_spark_conf(spark_conf),
@@ -81,16 +84,14 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     )
     try:
         result = run_batch(list(paths), out, screener, options)
-    except OutputsExistError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
     except OutputError as exc:
         echo_err(f"error: {exc}")
         sys.exit(EXIT_OUTPUT)
-    except ImportError as exc:
+    except (B12ScreenError, ImportError) as exc:  # outputs present, a missing input, Spark cannot start
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     s: dict[str, Any] = result.summary
+    report_ignored(s["ignored_files"])
     echo_err(
         f"batch: {s['patients']:,} patient(s) from {s['resources_read']:,} resource(s) as of {when.isoformat()}: "
         f"{s['flagged']:,} flagged, {result.input_errors:,} input error(s), {result.rule_errors:,} rule error(s) "

@@ -77,6 +77,14 @@ def report_plugin_failures(screener: Screener) -> None:
         echo_err(f"warning: plugin {failure.name!r} failed to load and was skipped ({failure.error})")
 
 
+def report_ignored(names: list[str], shown: int = 10) -> None:
+    """One warning line naming the files in input folders that are not read (unknown suffix, hidden)."""
+    if names:
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        echo_err(f"warning: ignored {len(names)} file(s) the reader does not read: "
+                 + ", ".join(names[:shown]) + more)
+
+
 def dumps(value: Any, pretty: bool = True) -> str:
     """JSON text as the commands print it."""
     option = orjson.OPT_INDENT_2 if pretty else 0
@@ -100,6 +108,14 @@ def rule_config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def validate_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--validate evidence|all``: the validation policy (b12screen.sources.validation)."""
+    return click.option(
+        "--validate", "validate", type=click.Choice(["evidence", "all"]), default="evidence", show_default=True,
+        help="evidence: build an R4B model only for resources a result rests on; all: for every resource a "
+             "rule can use (slower).")(func)
 
 
 def configure_logging(verbose: int) -> None:

@@ -13,7 +13,16 @@ import click
 import orjson
 
 from ..core.config import PROFILES
-from .common import EXIT_PARTIAL, EXIT_USAGE, PROFILE_HELP, as_of_date, echo_err, make_screener, rule_config
+from .common import (
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    PROFILE_HELP,
+    as_of_date,
+    echo_err,
+    make_screener,
+    rule_config,
+    validate_option,
+)
 
 if TYPE_CHECKING:
     from ..core.terminology import Terminology
@@ -128,17 +137,19 @@ def read_patient(client: FhirClient, patient_id: str, terminology: Terminology
 @click.option("--enable", multiple=True, metavar="RULE", help="Switch a rule back on (repeatable).")
 @click.option("--set", "settings", multiple=True, metavar="RULE.PARAM=VALUE", help="Set a rule parameter.")
 @click.option("--strict-plugins", is_flag=True, help="Fail when a plugin cannot be loaded.")
+@validate_option
 def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str | None, client_id: str | None,
           private_key: str | None, key_id: str | None, alg: str, token_url: str | None, scope: str | None,
           timeout: float, max_response_mb: float, retries: int, max_pages: int, fmt: str, as_of: str | None,
           profile: str,
           config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...],
-          strict_plugins: bool) -> None:
+          strict_plugins: bool, validate: str) -> None:
     """Read one patient from a FHIR REST server, screen it, print the result; optionally write the Flag back."""
     from ..cdshooks.prefetch import is_valid_id
-    from ..errors import B12ScreenError
-    from ..sources import read_value
+    from ..errors import B12ScreenError, InputError
+    from ..sources import group_entries, read_value
     from ..sources.fhirclient import FhirClient, FhirError
+    from ..sources.validation import extractor_for, screen_one
 
     when: date = as_of_date(as_of)
     if not is_valid_id(patient_id):
@@ -158,20 +169,23 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
         sys.exit(EXIT_USAGE)
     for problem in problems:
         echo_err(f"warning: {problem}")
-    grouped = screener.read(read_value(resources, fhir_server))
-    for error in grouped.errors:
+    grouped = group_entries(read_value(resources, fhir_server), extractor_for(screener.terminology, validate))
+    checked = screen_one(screener, grouped, f"Patient/{patient_id}", when, validate)
+    errors = list(grouped.errors)
+    if checked is not None:
+        errors.extend(InputError(src, where, reason) for (src, where), reason in checked.problems)
+    for error in errors:
         echo_err(f"error: {error}")
-    record = grouped.records.get(f"Patient/{patient_id}")
-    if record is None:
+    if checked is None:
         echo_err("error: the server returned no data for this patient")
         sys.exit(EXIT_USAGE)
-    result = screener.evaluate(record, when)
+    result = checked.result
     _print(result, fmt)
     echo_err(f"screened Patient/{patient_id} from {grouped.resources_read} resource(s) as of {when.isoformat()}: "
          f"{result.outcome}")
     if write_back:
         _write_back(client, result)
-    if problems or grouped.errors or result.rule_errors:
+    if problems or errors or result.rule_errors:
         sys.exit(EXIT_PARTIAL)
 
 

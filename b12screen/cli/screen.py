@@ -18,34 +18,17 @@ from .common import (
     as_of_date,
     dumps,
     echo_err,
+    fail,
     make_screener,
+    report_ignored,
     report_plugin_failures,
     rule_config,
     rule_config_options,
+    validate_option,
 )
 
 if TYPE_CHECKING:
     from ..core.engine import ScreeningResults
-    from ..errors import InputError
-    from ..sources import Entry
-
-
-def read_inputs(paths: tuple[str, ...]) -> list[Entry | InputError]:
-    """Entries of every path (``-`` is stdin), with an error for each path that does not exist."""
-    from ..errors import InputError
-    from ..sources import read_bytes, read_path
-
-    items: list[Entry | InputError] = []
-    for raw in paths:
-        if raw == "-":
-            items.extend(read_bytes(sys.stdin.buffer.read(), "<stdin>"))
-            continue
-        path = Path(raw)
-        if not path.exists() and not path.is_symlink():  # a broken link gets its own reason from read_path
-            items.append(InputError(raw, None, "no such file or folder"))
-            continue
-        items.extend(read_path(path))
-    return items
 
 
 def write_results(results: ScreeningResults, fmt: str, out: Any) -> None:
@@ -97,13 +80,16 @@ def write_output(results: ScreeningResults, fmt: str, output: str) -> None:
 @rule_config_options
 @click.option("--format", "fmt", type=click.Choice(["bundle", "ndjson", "report"]), default="bundle",
               show_default=True, help="Bundle of Flags, NDJSON Flags, or a JSON array of report entries.")
+@validate_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="-",
               help="Write the result here instead of stdout (written whole, then renamed into place).")
 def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path: str | None,
            disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...], strict_plugins: bool,
-           fmt: str, output: str) -> None:
+           validate: str, fmt: str, output: str) -> None:
     """Screen FHIR Bundles, resources, JSON arrays or NDJSON from files, folders or stdin (-)."""
     from ..errors import B12ScreenError
+    from ..sources import group_entries, read_inputs
+    from ..sources.validation import extractor_for, screen_grouped
 
     when = as_of_date(as_of)
     try:
@@ -112,8 +98,13 @@ def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path:
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     report_plugin_failures(screener)
-    grouped = screener.read(read_inputs(paths))
-    results = screener.screen_records(grouped.records.values(), when, grouped.errors, grouped.resources_read)
+    stdin = sys.stdin.buffer.read() if "-" in paths else None
+    inputs = read_inputs([p for p in paths if p != "-"], stdin)
+    if inputs.found.missing:
+        fail("; ".join(str(e) for e in inputs.found.missing))
+    report_ignored(inputs.found.ignored)
+    grouped = group_entries(inputs.items, extractor_for(screener.terminology, validate), inputs.deleted)
+    results = screen_grouped(screener, grouped, when, validate)
     for error in results.errors:
         echo_err(f"error: {error}")
     rule_errors = 0

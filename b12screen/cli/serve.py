@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from typing import Any
@@ -10,6 +11,28 @@ import click
 
 from ..core.config import PROFILES
 from .common import fail
+
+log = logging.getLogger("b12screen.serve")
+
+#: setting names (any level) whose values are never printed
+SECRET_WORDS = ("secret", "token", "password", "private")
+#: private members of a JWK: an inline JWK Set must hold public keys only, but never echo one that does not
+PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+def masked_settings(config: Any) -> str:
+    """The effective settings as indented JSON, with secrets and private key material masked."""
+    import json
+
+    def mask(value: Any, name: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: "***" if (k in PRIVATE_JWK_MEMBERS and "keys" in name) or any(w in k.lower()
+                    for w in SECRET_WORDS) else mask(v, f"{name}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [mask(v, name) for v in value]
+        return value
+
+    return json.dumps(mask(json.loads(config.as_json())), indent=2, sort_keys=True)
 
 
 @click.command()
@@ -29,36 +52,78 @@ from .common import fail
 @click.option("--rules-config", type=click.Path(dir_okay=False, exists=True),
               help="Rule switches and parameters (the file `screen --config` takes).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              help="Log lines as text (default) or one JSON object per line.")
+@click.option("--check-config", is_flag=True,
+              help="Validate the settings, print the effective ones (secrets masked) as JSON and exit.")
 def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None,
           public_base_url: str | None, insecure_no_auth: bool | None, test_mode: bool | None, dev: bool | None,
-          profile: str | None, rules_config: str | None, log_level: str | None) -> None:
+          profile: str | None, rules_config: str | None, log_level: str | None, log_format: str | None,
+          check_config: bool) -> None:
     """Run the CDS Hooks 2.0 service (discovery, patient-view, order-sign, feedback) with uvicorn."""
     import uvicorn
 
     from ..cdshooks.app import create_app
     from ..cdshooks.config import ServiceConfig
+    from ..cdshooks.observe import use_log_format
+    from ..cdshooks.protocol import BoundedH11Protocol
     from ..errors import B12ScreenError
 
     try:
         config = ServiceConfig.load(
             config_path, host=host, port=port, workers=workers, public_base_url=public_base_url,
             insecure_no_auth=insecure_no_auth, test_mode=test_mode, dev=dev, profile=profile,
-            rules_config=rules_config, log_level=log_level,
+            rules_config=rules_config, log_level=log_level, log_format=log_format,
         )
         config.check_bind()
+        if check_config:
+            create_app(config)  # also checks the rules config and profile
     except B12ScreenError as exc:
         fail(str(exc))
+    if check_config:
+        click.echo(masked_settings(config))
+        return
+    port_in_use = _port_in_use(config.host, config.port)
+    if port_in_use:
+        fail(port_in_use)
+    use_log_format(config.log_format)
     logging.getLogger("b12screen").setLevel(config.log_level.upper())
     if config.insecure_no_auth:
         click.echo("b12screen: warning: JWT verification is OFF (--insecure-no-auth); loopback testing only", err=True)
     common: dict[str, Any] = {"host": config.host, "port": config.port, "access_log": False,
-                              "log_level": config.log_level, "server_header": False, "timeout_keep_alive": 5}
+                              "log_level": config.log_level, "server_header": False, "timeout_keep_alive": 5,
+                              "http": BoundedH11Protocol, "h11_max_incomplete_event_size": 16_384}
+    if config.log_format == "json":
+        common["log_config"] = None  # uvicorn's own lines go through the JSON handler too
+    BoundedH11Protocol.configure(config.read_timeout_seconds, config.max_connections)
     try:
         app = create_app(config)  # also checks the rules config and profile before any worker starts
     except B12ScreenError as exc:
         fail(str(exc))
+    log.info("%s", app.state.cds.startup_line())
     if config.workers > 1:
         os.environ["B12SCREEN__SERVE_CONFIG"] = config.as_json()
         uvicorn.run("b12screen.cdshooks.app:app_from_environment", factory=True, workers=config.workers, **common)
         return
     uvicorn.run(app, **common)
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """One clear line when ``host:port`` cannot be bound (in use, or not an address of this machine)."""
+    import socket
+
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return f"cannot bind {host}:{port}: unknown host"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            reason = "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or "refused")
+            return f"cannot bind {host}:{port}: {reason}"
+    return None

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-#: Screening-wide settings and their defaults (clinical-rules.md sections 1 and 3).
+#: Screening-wide settings and their defaults (docs/clinical-rules.md sections 1 and 3).
 DEFAULT_SETTINGS: dict[str, Any] = {
     "min_age": 18,  # MOD-AGE-MIN: younger patients are not evaluated
     "risk_factor_age": 65,  # "age >= 65" as a risk factor
@@ -40,7 +40,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "renal_egfr": 30,  # MOD-RENAL: eGFR below this makes MMA unreliable
 }
 
-#: The profiles of clinical-rules.md section 5.
+#: The profiles of docs/clinical-rules.md section 5.
 PROFILES = ("default", "nice")
 
 

@@ -16,8 +16,9 @@ from typing import Any
 from .._version import __version__
 from ..errors import ConfigError, InputError
 from ..plugins import PluginManager, collect_rules, collect_value_sets, get_plugin_manager
-from ..sources import Entry, GroupedInput, group_entries, read_value
+from ..sources import group_entries, read_value
 from ..sources.extract import Extractor
+from ..sources.validation import ALL, EVIDENCE, extractor_for, screen_grouped
 from .clinical import breastfeeding, pregnancy
 from .config import PROFILES, Config
 from .labs import Band, Bands, latest_b12, latest_egfr, mma_after
@@ -32,22 +33,13 @@ from .outcome import (
     TESTS,
     UNACTIONED_LOW_B12,
     ScreeningResult,
+    ScreeningResults,
 )
 from .record import PatientRecord
 from .terminology import Terminology, builtin_value_sets
 from .therapy import b12_therapy
 
 log = logging.getLogger(__name__)
-
-
-class ScreeningResults(list[ScreeningResult]):
-    """A list of results (one per patient, sorted by patient) that also carries the input errors."""
-
-    def __init__(self, results: Iterable[ScreeningResult] = (), errors: Iterable[InputError] = (),
-                 resources_read: int = 0) -> None:
-        super().__init__(results)
-        self.errors: list[InputError] = list(errors)
-        self.resources_read = resources_read
 
 
 @dataclass
@@ -93,7 +85,7 @@ class Screener:
         value_sets = [("b12screen", vs) for vs in builtin_value_sets()]
         value_sets += collect_value_sets(self.plugin_manager)
         self.terminology = Terminology(value_sets)
-        self.extractor = Extractor(self.terminology)
+        self._extractor: Extractor | None = None
         self.settings = self.config.setting_values()
         self._bands = Bands(
             float(self.settings["total_b12_deficient_ng_l"]), float(self.settings["total_b12_normal_ng_l"]),
@@ -102,7 +94,7 @@ class Screener:
         self.ruleset_version = self._ruleset_version()
         # Rules may read the findings of risk-factor rules of earlier stages only.
         self._earlier_risk_factors = {
-            stage: frozenset(r.id for r in self.rules if r.is_risk_factor and r.stage < stage)
+            stage: frozenset(r.id for r in self.rules if r.counts_for_later_rules and r.stage < stage)
             for stage in {r.stage for r in self.rules}
         }
 
@@ -141,14 +133,19 @@ class Screener:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def read(self, items: Iterable[Entry | InputError]) -> GroupedInput:
-        """Group entries into patient records (see :func:`b12screen.sources.group_entries`)."""
-        return group_entries(items, self.extractor)
+    @property
+    def extractor(self) -> Extractor:
+        """An extractor that validates every resource a rule can use (policy "all"), for grouping by hand."""
+        if self._extractor is None:
+            self._extractor = extractor_for(self.terminology, ALL)
+        return self._extractor
 
-    def screen(self, data: Any, as_of: date, source: str = "<input>") -> ScreeningResults:
-        """Screen a Bundle, a resource or a list of resources (parsed JSON) at ``as_of``."""
-        grouped = self.read(read_value(data, source))
-        return self.screen_records(grouped.records.values(), as_of, grouped.errors, grouped.resources_read)
+    def screen(self, data: Any, as_of: date, source: str = "<input>", policy: str = EVIDENCE) -> ScreeningResults:
+        """Screen a Bundle, a resource or a list of resources (parsed JSON) at ``as_of`` under the
+        validation policy (:mod:`b12screen.sources.validation`). A convenience over
+        :func:`b12screen.sources.group_entries` and :meth:`screen_records`."""
+        grouped = group_entries(read_value(data, source), extractor_for(self.terminology, policy))
+        return screen_grouped(self, grouped, as_of, policy)
 
     def screen_records(self, records: Iterable[PatientRecord], as_of: date,
                        errors: Iterable[InputError] = (), resources_read: int = 0) -> ScreeningResults:
@@ -183,7 +180,7 @@ class Screener:
         return findings, modifiers, errors
 
     def evaluate(self, record: PatientRecord, as_of: date) -> ScreeningResult:
-        """Screen one patient at ``as_of`` (clinical-rules.md section 4)."""
+        """Screen one patient at ``as_of`` (docs/clinical-rules.md section 4)."""
         findings, noted, rule_errors = self.run_rules(record, as_of)
         replaced = {old for rid in findings for old in self.rules_by_id[rid].replaces}
         triggered = {rid: f for rid, f in findings.items() if rid not in replaced}
@@ -199,7 +196,7 @@ class Screener:
             outcome=decision.outcome,
             priority=decision.priority.value if decision.priority else None,
             rules=decision.rules,
-            risk_factors=sorted(triggered),
+            triggered=sorted(triggered),
             modifiers=sorted(modifiers),
             recommended_test=dict(TESTS[decision.test]) if decision.test and decision.priority else None,
             evidence=sorted(set(evidence)),
@@ -214,7 +211,7 @@ class Screener:
         return result
 
     def _decide(self, record: PatientRecord, as_of: date, triggered: Mapping[str, Finding]) -> _Decision:
-        """Section 4 of clinical-rules.md, step by step."""
+        """Section 4 of docs/clinical-rules.md, step by step."""
         settings = self.settings
         age = record.age(as_of)
         # 1. MOD-AGE-MIN (and deceased patients)

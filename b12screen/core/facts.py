@@ -65,7 +65,6 @@ class MedicationUse:
     strengths: tuple[Strength, ...]
     route: str
     label: str
-    intent: str | None = None
     period: bool = False
 
 

@@ -35,7 +35,7 @@ class B12Result:
 
 @dataclass(frozen=True)
 class Bands:
-    """Band limits (clinical-rules.md section 1), configurable through settings."""
+    """Band limits (docs/clinical-rules.md section 1), configurable through settings."""
 
     total_deficient_ng_l: float = 180.0
     total_normal_ng_l: float = 350.0

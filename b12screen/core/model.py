@@ -82,7 +82,7 @@ class Rule:
     family: str = ""
     stage: int = 1
     replaces: tuple[str, ...] = ()
-    is_risk_factor: bool = True
+    counts_for_later_rules: bool = True  # a finding counts as "another risk factor" for later stages
     params: Mapping[str, Any] = field(default_factory=dict)
     suggest_in: frozenset[str] | None = None
     oral_therapy: str = "keep"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
+
+from ..errors import InputError
 
 SUGGEST_B12_TEST = "suggest-b12-test"
 SUGGEST_MMA = "suggest-mma"
@@ -24,11 +27,11 @@ OUTCOME_DISPLAY = {
     NOT_EVALUATED: "Not evaluated",
 }
 OUTCOMES = tuple(OUTCOME_DISPLAY)
-#: Outcomes that produce a FHIR Flag (clinical-rules.md section 4).
+#: Outcomes that produce a FHIR Flag (docs/clinical-rules.md section 4).
 FLAGGED_OUTCOMES = frozenset({SUGGEST_B12_TEST, SUGGEST_MMA, UNACTIONED_LOW_B12, DEFICIENCY_WITHOUT_TREATMENT})
 
 LOINC = "http://loinc.org"
-#: Recommended tests (LOINC), clinical-rules.md section 4 and terminology.md section 8.
+#: Recommended tests (LOINC), docs/clinical-rules.md section 4 and docs/terminology.md.
 TESTS: dict[str, dict[str, str]] = {
     "total-b12": {"system": LOINC, "code": "2132-9",
                   "display": "Cobalamin (Vitamin B12) [Mass/volume] in Serum or Plasma"},
@@ -51,7 +54,7 @@ class ScreeningResult:
     outcome: str
     priority: str | None
     rules: list[str]
-    risk_factors: list[str]
+    triggered: list[str]  # every rule whose trigger was met (the report's "risk_factors")
     modifiers: list[str]
     recommended_test: dict[str, str] | None
     evidence: list[str]
@@ -70,14 +73,14 @@ class ScreeningResult:
         return self.outcome in FLAGGED_OUTCOMES and self.priority is not None
 
     def report(self) -> dict[str, Any]:
-        """The report entry of interfaces.md (exactly its keys; plus ``errors`` only when a rule failed
+        """The report entry of docs/interfaces.md (exactly its keys; plus ``errors`` only when a rule failed
         for this patient, so a failure is never silent)."""
         entry = {
             "patient": self.patient,
             "outcome": self.outcome,
             "priority": self.priority,
             "rules": list(self.rules),
-            "risk_factors": list(self.risk_factors),
+            "risk_factors": list(self.triggered),
             "modifiers": list(self.modifiers),
             "recommended_test": dict(self.recommended_test) if self.recommended_test else None,
             "evidence": list(self.evidence),
@@ -88,3 +91,13 @@ class ScreeningResult:
         if self.rule_errors:
             entry["errors"] = [dict(e) for e in self.rule_errors]
         return entry
+
+
+class ScreeningResults(list[ScreeningResult]):
+    """A list of results (one per patient, sorted by patient) that also carries the input errors."""
+
+    def __init__(self, results: Iterable[ScreeningResult] = (), errors: Iterable[InputError] = (),
+                 resources_read: int = 0) -> None:
+        super().__init__(results)
+        self.errors: list[InputError] = list(errors)
+        self.resources_read = resources_read

@@ -1,4 +1,4 @@
-"""B12 therapy (clinical-rules.md section 1): parenteral, high-dose oral, low-dose oral."""
+"""B12 therapy (docs/clinical-rules.md section 1): parenteral, high-dose oral, low-dose oral."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ RULES = [
          basis="MHRA (additive risk factors)"),
     Rule(id="AGE-75", title="Age 75 or over", version="1.0.0", family="age", priority=Priority.LOW,
          window_months=60, evaluate=age_75, stage=3, oral_therapy="suppress-high",
-         suggest_in=frozenset({"default"}), params={"age": 75}, is_risk_factor=False,
+         suggest_in=frozenset({"default"}), params={"age": 75}, counts_for_later_rules=False,
          basis="AAFP 2017 (> 75 years); prevalence of deficiency > 10 % over 75"),
 ]
 

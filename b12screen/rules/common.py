@@ -34,7 +34,7 @@ class ClassUse:
 
 
 def class_use(record: PatientRecord, concepts: tuple[str, ...], as_of: date, label: str) -> ClassUse:
-    """Activity, exposure and evidence of one medication class (clinical-rules.md section 1)."""
+    """Activity, exposure and evidence of one medication class (docs/clinical-rules.md section 1)."""
     uses = record.uses(concepts, as_of)
     active = [u for u in uses if record.is_active(u, as_of)]
     start = record.exposure_start(concepts, as_of) if active else None
@@ -66,7 +66,7 @@ def max_daily_dose_mg(record: PatientRecord, concept: str, as_of: date) -> float
 
 @dataclass(frozen=True)
 class RiskFactor:
-    """One item of the "risk factor" list of clinical-rules.md section 1."""
+    """One item of the "risk factor" list of docs/clinical-rules.md section 1."""
 
     key: str
     label: str

@@ -52,18 +52,18 @@ RULES = [
     Rule(
         id="SYM-1", title="Risk factor with a symptom or sign of B12 deficiency", version="1.0.0",
         family="symptom", priority=Priority.HIGH, window_months=12, evaluate=sym_1,
-        is_risk_factor=False, basis="NICE NG239 (at least one symptom and at least one risk factor)",
+        counts_for_later_rules=False, basis="NICE NG239 (at least one symptom and at least one risk factor)",
     ),
     Rule(
         id="N2O-1", title="Recreational nitrous oxide use with a symptom or sign", version="1.0.0",
         family="symptom", priority=Priority.HIGH, window_months=12, evaluate=n2o_1,
-        is_risk_factor=False,
+        counts_for_later_rules=False,
         basis="NICE NG239 (nitrous oxide inactivates B12; test homocysteine or MMA, serum B12 may be normal)",
     ),
     Rule(
         id="MS-1", title="Multiple sclerosis or demyelinating disease without a B12 test since onset",
         version="1.0.0", family="symptom", priority=Priority.MEDIUM, window_months=SINCE_ONSET, evaluate=ms_1,
-        is_risk_factor=False,
+        counts_for_later_rules=False,
         basis="B12 deficiency mimics multiple sclerosis and can co-exist with it (origin article; NICE NG239)",
     ),
 ]

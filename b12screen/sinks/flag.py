@@ -1,4 +1,4 @@
-"""Build the FHIR R4 Flag of a screening result (interfaces.md, "The Flag")."""
+"""Build the FHIR R4 Flag of a screening result (docs/interfaces.md, "The Flag")."""
 
 from __future__ import annotations
 

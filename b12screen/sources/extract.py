@@ -9,11 +9,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
 from ..core.dates import parse_date
 from ..core.facts import (
@@ -36,6 +34,7 @@ from ..core.facts import (
 )
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..core.terminology import Terminology
+from .models import ResourceProblem, validate_resource
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +52,6 @@ PATIENT_SCOPED_TYPES = UNDERSTOOD_TYPES - {"Patient", "Medication"}
 
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 _TYPED_REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
-
-
-class ResourceProblem(ValueError):
-    """A resource that cannot be used, with a reason free of patient data."""
 
 
 def normalize_reference(reference: str) -> str:
@@ -84,26 +79,6 @@ def resource_ref(resource: Mapping[str, Any], full_url: str | None) -> str | Non
     if isinstance(rid, str) and rid:
         return f"{resource['resourceType']}/{rid}"
     return full_url or None
-
-
-@cache
-def _model_class(resource_type: str) -> Any:
-    from fhir.resources.R4B import get_fhir_model_class
-
-    return get_fhir_model_class(resource_type)
-
-
-def validate_resource(resource: Mapping[str, Any]) -> None:
-    """Validate with the fhir.resources R4B model; raise :class:`ResourceProblem` naming the fields."""
-    try:
-        _model_class(resource["resourceType"]).model_validate(resource)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_input=False, include_url=False)[:3]:
-            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
-            problems.append(f"{loc or 'resource'}: {err.get('msg', 'invalid')}")
-        more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
-        raise ResourceProblem(f"invalid {resource['resourceType']}: " + "; ".join(problems) + more) from None
 
 
 def check_resource_type(resource: Any) -> str:
@@ -292,7 +267,6 @@ class Extractor:
             strengths=tuple(strengths),
             route=" ".join(p for p in route_parts if p).lower(),
             label=label,
-            intent=resource.get("intent"),
             period="effectivePeriod" in resource,
         )
 

@@ -9,7 +9,8 @@
 - a bearer token, or SMART Backend Services (client credentials with a ``private_key_jwt`` assertion,
   re-authenticating before the token expires);
 - redirects are followed by hand: ``Authorization`` goes only to the FHIR server's own origin, never to
-  another host, on redirects or ``next`` links alike;
+  another host, on redirects or ``next`` links alike; every redirect target must be https (http only on
+  loopback when allowed) and, when the caller gives ``allowed_bases``, under one of them;
 - conditional create (``If-None-Exist``), so writing the same Flag twice creates one.
 
 Log records name the method, resource type and status only: no URLs (they carry patient ids), no tokens.
@@ -17,14 +18,10 @@ Log records name the method, resource type and status only: no URLs (they carry 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -33,9 +30,10 @@ import orjson
 import requests
 
 from .._version import __version__
-from ..errors import B12ScreenError
 from . import limits
+from .fhirhttp import CreateResult, FhirError, SearchResult, check_url, retry_after_seconds, within
 from .httpbody import MAX_BODY_BYTES, BodyTimeout, BodyTooLarge, read_capped
+from .urls import origin
 
 log = logging.getLogger(__name__)
 
@@ -43,57 +41,6 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 FHIR_JSON = "application/fhir+json"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-
-class FhirError(B12ScreenError):
-    """A FHIR server request that failed (after retries). The message carries no patient data."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class SearchResult:
-    """Resources of a search across its pages; ``complete`` is False when paging stopped early."""
-
-    resources: list[dict[str, Any]]
-    complete: bool = True
-    reason: str | None = None
-    pages: int = 0
-
-
-@dataclass(frozen=True)
-class CreateResult:
-    status: int
-    created: bool
-    location: str | None
-
-
-def origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), port
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_url(url: str, allow_http_loopback: bool = True) -> None:
-    """https, or http on a loopback address when allowed; anything else raises :class:`FhirError`."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and allow_http_loopback and is_loopback_url(url):
-        return
-    raise FhirError("the URL must use https (plain http only on a loopback address)")
 
 
 def _resource_type_of(url: str, base: str) -> str:
@@ -104,22 +51,6 @@ def _resource_type_of(url: str, base: str) -> str:
         path = path[len(base_path):]
     segment = path.strip("/").split("/", 1)[0]
     return segment if segment.isidentifier() or segment.startswith(".") else "resource"
-
-
-def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or HTTP-date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now()).total_seconds())
 
 
 # -- authentication -------------------------------------------------------------------------------
@@ -228,10 +159,12 @@ class FhirClient:
                  max_backoff: float = 30.0, max_retry_after: float = 60.0, max_redirects: int = 5,
                  max_pages: int = 100, max_resources: int = 100_000, deadline: float | None = None,
                  allow_http_loopback: bool = True, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic, max_body_bytes: int = MAX_BODY_BYTES,
-                 request_timeout: float | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, allowed_bases: tuple[str, ...] | None = None,
+                 max_body_bytes: int = MAX_BODY_BYTES, request_timeout: float | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.allow_http_loopback = allow_http_loopback
+        #: when set, a redirect may lead only under one of these bases (the caller's allow-list)
+        self.allowed_bases = None if allowed_bases is None else tuple(b.rstrip("/") for b in allowed_bases)
         check_url(self.base_url, allow_http_loopback)
         self.auth = auth
         self.session = session or requests.Session()
@@ -257,6 +190,15 @@ class FhirClient:
 
     def same_origin(self, url: str) -> bool:
         return origin(url) == self._origin
+
+    def check_redirect(self, url: str) -> None:
+        """A redirect target must pass the same https and allow-list rules as the original request."""
+        try:
+            check_url(url, self.allow_http_loopback)
+        except FhirError:
+            raise FhirError("redirected to a URL that is not https") from None
+        if self.allowed_bases is not None and not within(url, self.allowed_bases):
+            raise FhirError("redirected to a server that is not allow-listed")
 
     def resolve(self, url: str) -> str:
         """An absolute URL for a server-relative one (``Patient/1``, ``Observation?x=y``)."""
@@ -341,8 +283,9 @@ class FhirClient:
             if response.status_code not in REDIRECT_STATUSES or not location:
                 self._read_body(response, started, method, url)
                 return response
-            response.close()
             url = urljoin(response.url or url, location)
+            response.close()
+            self.check_redirect(url)
             params = None
             if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
                 method, body, data = "GET", None, None

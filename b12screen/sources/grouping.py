@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.facts import PatientFact
 from ..core.record import PatientRecord
 from ..errors import InputError
 from .extract import (
@@ -21,6 +23,17 @@ from .extract import (
 )
 from .reader import Entry
 
+_LONG_PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{65,})(?:/_history/[^/]+)?$")
+
+
+def patient_key(reference: str) -> str | None:
+    """The patient key of a reference, the one rule of every door: ``Patient/<id>`` (ids over 64
+    characters too, so such a patient is screened rather than lost) or the ``urn:uuid:`` it names."""
+    if is_patient_reference(reference):
+        return normalize_reference(reference)
+    m = _LONG_PATIENT.search(reference)
+    return m.group(1) if m else None
+
 
 @dataclass
 class GroupedInput:
@@ -29,6 +42,8 @@ class GroupedInput:
     records: dict[str, PatientRecord] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
     resources_read: int = 0
+    #: Each patient's facts with the resource and the (source, location) they came from, in input order.
+    sourced: dict[str, list[tuple[Any, Mapping[str, Any], tuple[str, str]]]] = field(default_factory=dict)
 
     def record(self, key: str) -> PatientRecord:
         rec = self.records.get(key)
@@ -71,9 +86,11 @@ class BundleIndex:
         return True
 
 
-def group_entries(items: Iterable[Entry | InputError], extractor: Extractor) -> GroupedInput:
+def group_entries(items: Iterable[Entry | InputError], extractor: Extractor,
+                  deleted: frozenset[str] = frozenset()) -> GroupedInput:
     """Group entries by patient (``Patient/x``, ``urn:uuid:`` fullUrls and absolute URLs all resolve to
-    the same key) and extract facts; Medications are pooled for medicationReference look-ups."""
+    the same key, :func:`patient_key`) and extract facts; Medications are pooled for medicationReference
+    look-ups. Resources listed in ``deleted`` (Bulk Data ``deleted/``) are counted as read and dropped."""
     out = GroupedInput()
     entries: list[tuple[Entry, str]] = []
     index = BundleIndex()
@@ -84,6 +101,8 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor) -> 
         try:
             resource_type = check_resource_type(item.resource)
             out.resources_read += 1
+            if deleted and resource_ref(item.resource, None) in deleted:
+                continue
             if index.add(item.resource, resource_type, item.full_url):
                 entries.append((item, resource_type))
         except ResourceProblem as exc:
@@ -96,8 +115,10 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor) -> 
         else:
             raw = patient_reference(resource)
             key = None
-            if raw and is_patient_reference(raw):
-                key = index.full_urls.get(raw) or normalize_reference(raw)
+            if raw:
+                key = patient_key(raw)
+                if key is not None:
+                    key = index.full_urls.get(raw) or key
             if key is None:
                 if resource_type in PATIENT_SCOPED_TYPES:
                     out.errors.append(
@@ -106,7 +127,7 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor) -> 
                 continue
         assert key is not None
         record = out.record(key)
-        record.resources += 1
+        record.resource_count += 1
         if resource_type not in UNDERSTOOD_TYPES:
             continue
         ref = resource_ref(resource, item.full_url) or f"{resource_type} at {item.location}"
@@ -117,6 +138,28 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor) -> 
             continue
         if fact is not None:
             record.add(fact)
+            out.sourced.setdefault(key, []).append((fact, resource, (item.source, item.location)))
+    _merge_uuid_keys(out)
     for record in out.records.values():
         record.sort()
     return out
+
+
+def merge_target(key: str, known: Container[str]) -> str:
+    """The key a patient's resources are filed under: ``urn:uuid:x`` joins ``Patient/x`` when that
+    patient is known (the same rule in every door)."""
+    if key.startswith("urn:uuid:") and f"Patient/{key[9:]}" in known:
+        return f"Patient/{key[9:]}"
+    return key
+
+
+def _merge_uuid_keys(out: GroupedInput) -> None:
+    for key in [k for k in out.records if merge_target(k, out.records) != k]:
+        target = out.records[merge_target(key, out.records)]
+        source = out.records.pop(key)
+        target.resource_count += source.resource_count
+        target.patient = target.patient or source.patient
+        for fact, _resource, _where in out.sourced.get(key, ()):
+            if not isinstance(fact, PatientFact):
+                target.add(fact)
+        out.sourced.setdefault(target.key, []).extend(out.sourced.pop(key, ()))

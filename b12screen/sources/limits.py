@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 #: Deepest JSON nesting (objects and arrays) accepted anywhere.
-MAX_DEPTH = 128
+MAX_DEPTH = 64
 #: Largest expanded size of one compressed document read whole (``.json.gz``, any gzip input of
 #: ``screen``); ``B12SCREEN_MAX_EXPANDED_BYTES`` overrides it.
 MAX_DOCUMENT_BYTES = 256 << 20
@@ -111,3 +111,20 @@ def gunzip_bounded(data: bytes, limit: int) -> bytes:
                 raise EOFError("compressed data ended before the end-of-stream marker")
         pending = decomp.unused_data.lstrip(b"\x00")
     return b"".join(out)
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether a parsed JSON value nests objects/arrays more than ``limit`` levels (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return False

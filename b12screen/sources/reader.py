@@ -7,12 +7,10 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from . import limits
-from .walk import broken_link_reason, walk
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +21,10 @@ class Entry:
     source: str
     location: str
     full_url: str | None = None
+
+
+#: The reason given for an input with no bytes (or only whitespace): nothing readable.
+EMPTY_FILE = "nothing readable (empty)"
 
 
 def _join(prefix: str, part: str) -> str:
@@ -103,6 +105,7 @@ def read_bytes(data: bytes, source: str) -> Iterator[Entry | InputError]:
         yield error
         return
     if not data.strip():
+        yield InputError(source, None, EMPTY_FILE)
         return
     if _is_ndjson_name(source):
         yield from _read_lines(data, source)
@@ -116,27 +119,3 @@ def read_bytes(data: bytes, source: str) -> Iterator[Entry | InputError]:
             yield InputError(source, None, str(exc))
         return
     yield from read_value(value, source)
-
-
-def read_path(path: Path) -> Iterator[Entry | InputError]:
-    """Entries of a file, or of every ``.json``/``.ndjson`` (and ``.gz``) file in a folder, sorted."""
-    if path.is_dir():
-        found = sorted(
-            (p, reason) for p, reason in walk(path)
-            if p.name.lower().endswith((".json", ".ndjson", ".jsonl", ".json.gz", ".ndjson.gz"))
-        )
-        for file, reason in found:
-            if reason is not None:
-                yield InputError(str(file), None, reason)
-            else:
-                yield from read_path(file)
-        return
-    if path.is_symlink() and not path.exists():
-        yield InputError(str(path), None, broken_link_reason(path))
-        return
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        yield InputError(str(path), None, f"cannot read file ({exc.strerror or exc})")
-        return
-    yield from read_bytes(data, str(path))

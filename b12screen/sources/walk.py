@@ -1,10 +1,8 @@
-"""Walk an input folder the same way in every reader: symbolic links to folders are followed (each real
-folder once, so a link loop ends), and a link that leads nowhere or into a loop is reported, not skipped."""
+"""Why a symbolic link among the inputs cannot be read."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -18,22 +16,8 @@ def broken_link_reason(path: Path) -> str:
     return "symbolic link points to nothing"
 
 
-def walk(folder: Path) -> Iterator[tuple[Path, str | None]]:
-    """``(path, None)`` for every file under ``folder`` (hidden entries skipped, names sorted per folder),
-    and ``(path, reason)`` for every link that does not resolve."""
-    seen: set[str] = set()
-    for root, dirs, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            if name.startswith("."):
-                continue
-            path = Path(root) / name
-            if path.is_symlink() and not path.exists():
-                yield path, broken_link_reason(path)
-            elif path.is_file():
-                yield path, None
+def unreadable_reason(path: str | Path, exc: OSError) -> str:
+    """The error reason for a file that could not be opened: a broken link says so."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return broken_link_reason(Path(path))
+    return f"cannot read file ({exc.strerror or exc})"

@@ -94,4 +94,4 @@ def test_fixture_outcomes_match_expected() -> None:
 def test_without_the_plugin_nothing_fires_on_the_fixture() -> None:
     data = json.loads((FIXTURES / "pancreas-patients.json").read_text(encoding="utf-8"))
     results = screen_resources(data, as_of=AS_OF)
-    assert all("PANC-1" not in r.risk_factors for r in results)
+    assert all("PANC-1" not in r.triggered for r in results)

@@ -1,0 +1,83 @@
+"""Observability of the CDS Hooks service: JSON log lines and Prometheus metrics.
+
+Log lines and metric labels carry no patient data and no tokens: services, statuses, counts, durations,
+the ``iss`` of the caller and normalised rejection reasons only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+#: the ``extra`` key under which the access log hands its fields to :class:`JsonFormatter`
+FIELDS = "b12_fields"
+LOG_FORMATS = ("text", "json")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (RFC 3339, UTC), ``level``, ``logger``, ``event`` and any fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        line: dict[str, Any] = {"ts": when, "level": record.levelname.lower(), "logger": record.name}
+        fields = getattr(record, FIELDS, None)
+        if isinstance(fields, dict):
+            line["event"] = fields.get("event", record.getMessage())
+            line.update({k: v for k, v in fields.items() if k != "event"})
+        else:
+            line["event"] = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            line["error"] = record.exc_info[0].__name__  # the type only: never a trace with data in it
+        return json.dumps(line, separators=(",", ":"))
+
+
+def use_log_format(log_format: str) -> None:
+    """Make the root logger write ``text`` or ``json`` lines on stderr (installing a handler when none)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+        root.setLevel(logging.WARNING)
+    if log_format == "json":
+        for handler in root.handlers:
+            handler.setFormatter(JsonFormatter())
+
+
+def rejection_reason(reason: str) -> str:
+    """A JWT rejection reason with quoted, caller-chosen parts removed (bounded label values)."""
+    return _QUOTED.sub("…", reason)[:60]
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("b12screen_cds_requests_total", "CDS Hooks requests answered",
+                                ("service", "status"), registry=self.registry)
+        self.latency = Histogram("b12screen_cds_request_seconds", "Time to answer a CDS Hooks request",
+                                 ("service",), registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.cards = Counter("b12screen_cds_cards_total", "Hook calls by outcome (card or none)",
+                             ("service", "outcome"), registry=self.registry)
+        self.fetches = Counter("b12screen_cds_fallback_fetches_total",
+                               "Prefetch keys fetched from the FHIR server", ("service",), registry=self.registry)
+        self.jwt_rejections = Counter("b12screen_cds_jwt_rejections_total", "JWTs rejected, by reason",
+                                      ("reason",), registry=self.registry)
+
+    def observe(self, service: str, status: int, seconds: float, cards: int | None, fetched: int) -> None:
+        self.requests.labels(service, str(status)).inc()
+        self.latency.labels(service).observe(seconds)
+        if cards is not None:
+            self.cards.labels(service, "card" if cards else "none").inc()
+        if fetched:
+            self.fetches.labels(service).inc(fetched)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

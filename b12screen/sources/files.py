@@ -1,0 +1,185 @@
+"""Which files every door reads: suffixes, compression, Bulk Data metadata files and ``deleted/``.
+
+``screen`` and ``batch`` (local and Spark) both call :func:`discover`; a file in an input folder is either
+read or named as ignored, never passed over in silence.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import InputError
+from .reader import Entry, read_bytes, short_reason, unwrap
+from .walk import broken_link_reason, unreadable_reason
+
+NDJSON_SUFFIXES = (".ndjson", ".jsonl")
+JSON_SUFFIXES = (".json",)
+#: Files of a Bulk Data export folder that hold no FHIR data: the export log and the manifest.
+METADATA_NAMES = frozenset({"log.ndjson", "manifest.json"})
+#: Bulk Data subfolder listing deleted resources (transaction Bundles of DELETE requests).
+DELETED_FOLDER = "deleted"
+
+PLAIN, GZIP, DOCUMENT = "ndjson", "ndjson.gz", "json"
+NO_SUCH_PATH = "no such file or folder"
+#: What the reader reads, for messages.
+READABLE = ".json, .ndjson, .jsonl (each optionally .gz)"
+
+
+def file_kind(name: str) -> str | None:
+    """PLAIN, GZIP (NDJSON), DOCUMENT (JSON, gzip or not) or None: a name the reader does not read."""
+    lower = name.lower()
+    if lower.endswith(tuple(s + ".gz" for s in NDJSON_SUFFIXES)):
+        return GZIP
+    if lower.endswith(NDJSON_SUFFIXES):
+        return PLAIN
+    if lower.endswith(JSON_SUFFIXES) or lower.endswith(tuple(s + ".gz" for s in JSON_SUFFIXES)):
+        return DOCUMENT
+    return None
+
+
+@dataclass
+class Discovery:
+    """The files of some input paths: data files, ``deleted/`` lists, ignored files, errors."""
+
+    files: list[str] = field(default_factory=list)
+    deleted_files: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    metadata: list[str] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[InputError]:
+        """Errors for paths that do not exist (a usage error before anything is written)."""
+        return [e for e in self.errors if e.reason == NO_SUCH_PATH]
+
+
+
+
+def _walk(folder: Path, out: Discovery, chosen: dict[str, str], deleted: dict[str, str]) -> int:
+    found = 0
+    seen: set[str] = set()  # real folders walked: links to folders are followed, each real folder once
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        hidden = [d for d in dirs if d.startswith(".")]
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        in_deleted = DELETED_FOLDER in Path(root).relative_to(folder).parts
+        out.ignored.extend(str(Path(root) / d) + "/" for d in hidden)
+        for name in sorted(names):
+            path = Path(root) / name
+            if name.startswith(".") or file_kind(name) is None:
+                out.ignored.append(str(path))
+                continue
+            if name.lower() in METADATA_NAMES:
+                out.metadata.append(str(path))
+                continue
+            found += 1
+            (deleted if in_deleted else chosen).setdefault(os.path.realpath(path), str(path))
+    return found
+
+
+def discover(paths: Iterable[str]) -> Discovery:
+    """The files under ``paths`` (files or folders, sorted, each once). A missing path, and a folder
+    with nothing readable, are errors; a file named on the command line is always read."""
+    out = Discovery()
+    chosen: dict[str, str] = {}
+    deleted: dict[str, str] = {}
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            if not _walk(path, out, chosen, deleted):
+                out.errors.append(InputError(raw, None, f"nothing readable in this folder (no {READABLE} files)"))
+        elif path.is_file():
+            chosen.setdefault(os.path.realpath(path), raw)
+        elif path.is_symlink():
+            out.errors.append(InputError(raw, None, broken_link_reason(path)))
+        else:
+            out.errors.append(InputError(raw, None, NO_SUCH_PATH))
+    out.files = sorted(set(chosen.values()))
+    out.deleted_files = sorted(set(deleted.values()))
+    out.ignored.sort()
+    return out
+
+
+def _deleted_refs(value: Any) -> Iterable[str]:
+    from .extract import normalize_reference
+
+    for entry in (value.get("entry") or []) if isinstance(value, dict) else []:
+        request = entry.get("request") if isinstance(entry, dict) else None
+        if isinstance(request, dict) and request.get("method") == "DELETE" and isinstance(request.get("url"), str):
+            yield normalize_reference(request["url"].split("?")[0])
+
+
+def read_deleted(files: Iterable[str]) -> tuple[frozenset[str], list[InputError]]:
+    """``Type/id`` of every resource the Bulk Data ``deleted/`` Bundles list (DELETE requests)."""
+    found: set[str] = set()
+    errors: list[InputError] = []
+    for name in files:
+        try:
+            data = unwrap(Path(name).read_bytes(), name)
+        except OSError as exc:
+            errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
+            continue
+        except InputError as error:
+            errors.append(error)
+            continue
+        lines = data.splitlines() if file_kind(name) in (PLAIN, GZIP) else [data]
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                found.update(_deleted_refs(orjson.loads(line)))
+            except orjson.JSONDecodeError as exc:
+                where = f"line {number}" if len(lines) > 1 else None
+                errors.append(InputError(name, where, f"malformed JSON ({short_reason(exc)})"))
+    return frozenset(found), errors
+
+
+def read_file(path: str) -> Iterator[Entry | InputError]:
+    """Entries of one file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        yield InputError(path, None, unreadable_reason(path, exc))
+        return
+    yield from read_bytes(data, path)
+
+
+def read_path(path: str | Path) -> Iterator[Entry | InputError]:
+    """Entries of a file, or of every file :func:`discover` finds in a folder (``deleted/`` lists not
+    applied: see :func:`read_inputs`)."""
+    found = discover([str(path)])
+    yield from found.errors
+    for name in found.files:
+        yield from read_file(name)
+
+
+@dataclass
+class Inputs:
+    """What some input paths hold: entries and errors, the deleted resources, what was found."""
+
+    items: list[Entry | InputError]
+    deleted: frozenset[str]
+    found: Discovery
+
+
+def read_inputs(paths: Iterable[str], stdin: bytes | None = None) -> Inputs:
+    """Every entry of ``paths`` (and of ``stdin``'s bytes, named ``<stdin>``), as ``batch`` reads them."""
+    found = discover(paths)
+    deleted, errors = read_deleted(found.deleted_files)
+    items: list[Entry | InputError] = [*found.errors, *errors]
+    if stdin is not None:
+        items.extend(read_bytes(stdin, "<stdin>"))
+    for name in found.files:
+        items.extend(read_file(name))
+    return Inputs(items, deleted, found)

@@ -1,0 +1,113 @@
+"""The project's docs/ agree with the code: every rule and modifier id, and every doc the code cites."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from conftest import ROOT
+
+from b12screen import Screener
+
+DOCS = ROOT / "docs"
+PACKAGE = ROOT / "b12screen"
+MODIFIER_ID = re.compile(r"MOD-[A-Z0-9]+(?:-[A-Z0-9]+)*")
+TABLE_ID = re.compile(r"^\| ([A-Z0-9]+(?:-[A-Z0-9]+)+|COMBO) \|", re.MULTILINE)
+CITED_DOC = re.compile(r"(?:docs/)?([a-z-]+\.md)\b")
+
+
+def _sources() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def modifier_ids_in_code() -> set[str]:
+    """Every string constant in the package that is a modifier id (wherever the engine keeps them)."""
+    found: set[str] = set()
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and MODIFIER_ID.fullmatch(node.value):
+                found.add(node.value)
+    return found
+
+
+def rule_ids_in_code() -> set[str]:
+    return {rule.id for rule in Screener().rules}
+
+
+def ids_in_docs(text: str) -> set[str]:
+    return set(TABLE_ID.findall(text))
+
+
+def test_table_parser_reads_rule_and_modifier_rows() -> None:
+    text = "| id | when |\n|---|---|\n| MET-2 | x |\n| COMBO | y |\n| MOD-TX-ORAL-HI | z |\n| band | t |\n"
+    assert ids_in_docs(text) == {"MET-2", "COMBO", "MOD-TX-ORAL-HI"}
+
+
+def test_modifier_scan_finds_the_engine_modifiers() -> None:
+    found = modifier_ids_in_code()
+    assert {"MOD-DX", "MOD-LOW", "MOD-INDET", "MOD-RECENT", "MOD-STOPPED", "MOD-TX-ORAL-HI"} <= found
+
+
+def test_every_rule_and_modifier_id_is_documented_and_nothing_else() -> None:
+    documented = ids_in_docs((DOCS / "clinical-rules.md").read_text(encoding="utf-8"))
+    in_code = rule_ids_in_code() | modifier_ids_in_code()
+    assert sorted(in_code - documented) == [], "ids in the code missing from docs/clinical-rules.md"
+    assert sorted(documented - in_code) == [], "ids in docs/clinical-rules.md that the code does not have"
+
+
+def test_clinical_rules_cover_every_section_including_refinements() -> None:
+    text = (DOCS / "clinical-rules.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## (\d+)\. ", text, re.MULTILINE)
+    assert headings == ["1", "2", "3", "4", "5", "6"]
+    assert "Stale injection orders" in text and "Diabetic neuropathy" in text
+
+
+def test_docs_cited_by_the_code_are_in_the_repository() -> None:
+    """Code, docstrings and --help cite docs/<name>.md, and each of those files exists."""
+    problems: list[str] = []
+    for path in _sources():
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"[\w./-]*\b(clinical-rules|interfaces|terminology|architecture)\.md", text):
+            cited = match.group(0)
+            if not cited.endswith(f"docs/{match.group(1)}.md"):
+                problems.append(f"{path.relative_to(ROOT)}: cites {cited!r}, not docs/{match.group(1)}.md")
+            elif not (DOCS / f"{match.group(1)}.md").is_file():
+                problems.append(f"{path.relative_to(ROOT)}: docs/{match.group(1)}.md does not exist")
+    assert problems == []
+
+
+def test_architecture_names_every_package_folder() -> None:
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
+    assert [f for f in folders if f"{f}/" not in text] == []
+
+
+def rule_rows(text: str) -> dict[str, list[str]]:
+    """The cells of each row of the rules table (section 2), by rule id."""
+    section = text.split("## 2. Rules", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if TABLE_ID.match(line):
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_documented_window_and_priority_match_each_rule() -> None:
+    rows = rule_rows((DOCS / "clinical-rules.md").read_text(encoding="utf-8"))
+    problems = []
+    for rule in Screener().rules:
+        _, _, window, priority, *_ = rows[rule.id]
+        want_priority = rule.priority.name if rule.priority else "risk factor only"
+        if not priority.startswith(want_priority):
+            problems.append(f"{rule.id}: priority {priority!r}, code {want_priority}")
+        if rule.window_months is None:
+            want_window = "—"
+        elif rule.window_months == float("inf"):
+            want_window = "since onset"
+        else:
+            want_window = f"{rule.window_months:g} mo"
+        if not window.startswith(want_window):
+            problems.append(f"{rule.id}: window {window!r}, code {want_window}")
+    assert problems == []
