@@ -71,7 +71,7 @@ def _scan(data: bytes) -> int:
 def check_depth(data: bytes) -> None:
     """Raise :class:`JSONProblem` when ``data`` nests deeper than :data:`MAX_DEPTH`."""
     if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _scan(data) > MAX_DEPTH:
-        raise JSONProblem(f"JSON nested deeper than {MAX_DEPTH} levels")
+        raise JSONProblem(f"JSON nested more than {MAX_DEPTH} levels deep")
 
 
 def loads(data: bytes | str) -> Any:
@@ -83,7 +83,7 @@ def loads(data: bytes | str) -> Any:
     except orjson.JSONDecodeError as exc:
         raise JSONProblem(f"malformed JSON ({str(exc).splitlines()[0][:120]})") from None
     except RecursionError:  # pragma: no cover - the depth check comes first
-        raise JSONProblem(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+        raise JSONProblem(f"JSON nested more than {MAX_DEPTH} levels deep") from None
 
 
 def gunzip_bounded(data: bytes, limit: int) -> bytes:
