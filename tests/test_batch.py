@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import AS_OF, SHARED_DATA, metformin_request, patient
 
 from b12screen import Finding, Rule, Screener, hookimpl
-from b12screen.batch import OutputsExistError
+from b12screen.batch import OutputError, OutputsExistError
 from b12screen.batch.outputs import OUTPUT_NAMES
 from b12screen.cli import cli
 from b12screen.sinks.flag import flag_json
@@ -204,7 +204,7 @@ def test_a_failed_run_leaves_no_file_that_looks_complete(screener: Screener, tmp
     out = tmp_path / "out"
     batch(screener, [BATCH / "export"], out)
     monkeypatch.setattr(outputs_module.AtomicFile, "commit", commit)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match=f"cannot write the outputs in {out}: disk full"):
         batch(screener, [BATCH / "bundles"], out, overwrite=True)
     assert not (out / "summary.json").exists()  # the old summary went first: the set reads as incomplete
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []

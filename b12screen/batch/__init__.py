@@ -10,10 +10,12 @@ from .runner import (
     BatchOptions,
     BatchResult,
     MissingInputError,
+    OutputError,
     OutputsExistError,
     default_workers,
     run_batch,
 )
 
-__all__ = ["ENGINES", "OUTPUT_NAMES", "BatchOptions", "BatchResult", "MissingInputError", "OutputsExistError",
+__all__ = ["ENGINES", "OUTPUT_NAMES", "BatchOptions", "BatchResult", "MissingInputError", "OutputError",
+           "OutputsExistError",
            "default_workers", "run_batch"]

@@ -20,6 +20,7 @@ import orjson
 from ..core.engine import Screener
 from ..core.record import PatientRecord
 from ..sinks.flag import flag_json
+from ..sources import limits
 from ..sources.extract import Extractor, Fact, resource_ref
 from ..sources.grouping import merge_target
 from ..sources.models import ResourceProblem
@@ -123,7 +124,11 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
         patients.extend(part.patients)
         facts.extend(part.facts)
         for raw, pos in part.lines:
-            resource = orjson.loads(raw)
+            try:
+                resource = limits.loads(raw)
+            except limits.JSONProblem as exc:
+                errors.append(ctx.error(pos, str(exc)))
+                continue
             ref = resource_ref(resource, None) or f"{resource['resourceType']} at line {ctx.line_of(pos)}"
             try:
                 fact = ctx.extractor.extract(resource, ref, ctx.pool)

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..sources.limits import bomb_reason
+
 BLOCK = 1 << 20
 GZIP_BLOCK = 1 << 18
 GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -111,9 +113,10 @@ def _find_magic(f: BinaryIO, offset: int) -> int | None:
 
 def gzip_lines(path: str, max_line: int) -> Iterator[list[bytes | Problem]]:
     """Batches of lines of a gzip file of one or more members. A corrupt member is reported and reading resumes at
-    the next member; data cut short is reported where it stops."""
+    the next member; data cut short is reported where it stops. Output is expanded a block at a time, and a
+    file expanding like a decompression bomb is reported and left (``limits.bomb_reason``)."""
     splitter = _Splitter(max_line)
-    members = 0  # members started
+    members = expanded = 0  # members started, bytes expanded
     with open(path, "rb") as f:
         decomp = zlib.decompressobj(31)
         started = resyncing = produced = False
@@ -135,7 +138,7 @@ def gzip_lines(path: str, max_line: int) -> Iterator[list[bytes | Problem]]:
                 members += 1
                 member_start = pending_at
             try:
-                out = decomp.decompress(pending)
+                out = decomp.decompress(pending, BLOCK)
             except zlib.error as exc:
                 if not resyncing or produced:
                     splitter.drop()
@@ -149,6 +152,12 @@ def gzip_lines(path: str, max_line: int) -> Iterator[list[bytes | Problem]]:
                 continue
             if out:
                 produced = True
+                expanded += len(out)
+                reason = bomb_reason(expanded, f.tell())
+                if reason is not None:
+                    splitter.drop()
+                    yield [Problem(reason)]
+                    return
                 yield splitter.feed(out)
             if decomp.eof:
                 unused = decomp.unused_data
@@ -157,7 +166,9 @@ def gzip_lines(path: str, max_line: int) -> Iterator[list[bytes | Problem]]:
                 decomp = zlib.decompressobj(31)
                 started = resyncing = False
             else:
-                pending = b""
+                tail = decomp.unconsumed_tail
+                pending_at += len(pending) - len(tail)
+                pending = tail
         if started:
             splitter.drop()
             yield [Problem(f"gzip data ends in the middle of member {members} (truncated file)")]

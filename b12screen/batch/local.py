@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import multiprocessing
+import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from .progress import Progress
 from .scan import Unit
 from .spill import SpillIndex, read_outputs, read_partition, write_objects, write_spill
 from .stream import Pos, StreamContext, stream_unit
+from .workdir import die_with_parent
 
 
 @dataclass
@@ -94,7 +96,7 @@ class LocalEngine:
         if self.workers <= 1 or len(items) <= 1:
             yield from map(func, items)
             return
-        with _context().Pool(min(self.workers, len(items))) as pool:
+        with _context().Pool(min(self.workers, len(items)), die_with_parent, (os.getpid(),)) as pool:
             yield from pool.imap_unordered(func, items, chunksize=1)
 
     def stream(self, ctx: StreamContext, units: Sequence[Unit]) -> list[UnitSummary]:

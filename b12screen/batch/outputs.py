@@ -35,7 +35,7 @@ class AtomicFile:
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".partial", dir=final.parent)
         os.chmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         self.tmp = Path(name)
         self.handle: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)

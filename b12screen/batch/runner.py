@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,6 +47,7 @@ from .outputs import (
 from .progress import Progress
 from .scan import Plan, Unit, scan
 from .stream import MAX_LINE_BYTES, Pos, StreamContext, stream_unit
+from .workdir import clean_stale, make_work
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ MIB = 1 << 20
 
 class OutputsExistError(B12ScreenError):
     """The output folder already holds outputs and overwriting was not asked for."""
+
+
+class OutputError(B12ScreenError):
+    """The outputs could not be written (a full disk, a read-only or vanished ``--out``)."""
 
 
 class MissingInputError(B12ScreenError):
@@ -156,9 +160,9 @@ def _warm_up(screener: Screener, as_of: date) -> None:
 
 
 def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options: BatchOptions) -> BatchResult:
-    """Screen the exports and Bundle folders at ``paths``, writing the four outputs into ``out``."""
-    started = time.perf_counter()
-    started_at = options.clock()
+    """Screen the exports and Bundle folders at ``paths``, writing the four outputs into ``out``.
+
+    Raises :class:`OutputError` when ``out`` cannot be written (nothing is left under a final name)."""
     if options.engine not in ENGINES:
         raise B12ScreenError(f"unknown engine {options.engine!r} (choose from {', '.join(ENGINES)})")
     check_policy(options.validate)
@@ -166,10 +170,20 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
     if missing:
         raise MissingInputError("; ".join(str(e) for e in missing))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    present = existing_outputs(out)
-    if present and not options.overwrite:
-        raise OutputsExistError(f"{out} already holds {', '.join(present)} (use --overwrite to replace them)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        present = existing_outputs(out)
+        if present and not options.overwrite:
+            raise OutputsExistError(f"{out} already holds {', '.join(present)} (use --overwrite to replace them)")
+        clean_stale(out, legacy=options.overwrite)
+        return _run(paths, out, screener, options)
+    except OSError as exc:
+        raise OutputError(f"cannot write the outputs in {out}: {exc.strerror or exc}") from None
+
+
+def _run(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions) -> BatchResult:
+    started = time.perf_counter()
+    started_at = options.clock()
     workers = options.workers or default_workers()
     progress = Progress(options.progress)
     sizes = _input_size(paths)
@@ -182,7 +196,7 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
     deleted, deleted_errors = read_deleted(plan.deleted_files)
     ctx = StreamContext(extractor_for(screener.terminology, options.validate), {}, deleted, options.max_line_bytes)
     _warm_up(screener, options.as_of)
-    work = Path(tempfile.mkdtemp(prefix=".b12screen-work-", dir=out))
+    work = make_work(out)
     progress.reading(plan.total_bytes)
     engine: Any = None
     try:

@@ -15,6 +15,7 @@ from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
 from ..sources.files import DOCUMENT, GZIP, PLAIN, discover, file_kind
 from ..sources.reader import EMPTY_FILE
+from ..sources.walk import unreadable_reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,7 @@ def scan(paths: list[str], unit_bytes: int) -> Plan:
         try:
             size = os.path.getsize(name)
         except OSError as exc:
-            plan.errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
+            plan.errors.append(InputError(name, None, unreadable_reason(name, exc)))
             continue
         plan.total_bytes += size
         if size == 0:

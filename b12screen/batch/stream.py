@@ -21,7 +21,7 @@ from ..core.facts import PatientFact
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..core.terminology import Terminology
 from ..errors import InputError
-from ..sources import Entry, read_value
+from ..sources import Entry, limits, read_value
 from ..sources.extract import (
     PATIENT_SCOPED_TYPES,
     UNDERSTOOD_TYPES,
@@ -34,8 +34,9 @@ from ..sources.extract import (
 )
 from ..sources.files import DOCUMENT, GZIP
 from ..sources.grouping import BundleIndex, patient_key, patient_resource_key
-from ..sources.reader import EMPTY_FILE, short_reason, unwrap
+from ..sources.reader import EMPTY_FILE, unwrap
 from ..sources.relevance import CACHE_LIMIT, HEAD_ERRORS, ConceptMatcher, decode_head, is_relevant
+from ..sources.walk import unreadable_reason
 from .lines import Problem, gzip_lines, plain_lines
 from .scan import Piece, Unit
 
@@ -140,7 +141,8 @@ class UnitReader:
                     if (len(self.out.errors), self.out.resources) == before and self._whole_file():
                         self._error(None, None, EMPTY_FILE)  # only blank lines: nothing readable
             except OSError as exc:
-                self._error(None, None, f"cannot read file ({exc.strerror or exc})")
+                if piece.index == 0 or not isinstance(exc, (FileNotFoundError, PermissionError)):  # once per file
+                    self._error(None, None, unreadable_reason(piece.path, exc))
                 count = 0
             self.out.lines.append((piece.file_id, piece.index, count))
         return self.out
@@ -229,19 +231,17 @@ class UnitReader:
 
     def _loads(self, line: bytes, rel: int) -> Any:
         try:
-            return orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            self._error(rel, None, f"malformed JSON ({short_reason(exc)})")
+            return limits.loads(line)
+        except limits.JSONProblem as exc:
+            self._error(rel, None, str(exc))
             return None
 
     def _slow_line(self, line: bytes, rel: int) -> None:
         """The general path: any JSON value, with ``screen``'s semantics."""
         if line.isspace():
             return
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            self._error(rel, None, f"malformed JSON ({short_reason(exc)})")
+        value = self._loads(line, rel)
+        if value is None:
             return
         ftype = self.piece.file_type
         if isinstance(value, dict) and value.get("resourceType") == "Bundle":
@@ -281,12 +281,12 @@ class UnitReader:
             self._error(None, None, EMPTY_FILE)
             return
         try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
+            value = limits.loads(data)
+        except limits.JSONProblem as exc:
             if data.strip().count(b"\n") >= 1:
                 self._lines([data.split(b"\n")])
             else:
-                self._error(None, None, f"malformed JSON ({short_reason(exc)})")
+                self._error(None, None, str(exc))
             return
         self._entries(read_value(value, path), None)
 

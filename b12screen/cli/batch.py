@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from .common import (
+    EXIT_OUTPUT,
     EXIT_PARTIAL,
     EXIT_USAGE,
     as_of_date,
@@ -67,9 +68,10 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     Bundles; write flags.ndjson, report.ndjson, errors.ndjson and summary.json into --out.
 
     Exit code 0: everything screened; 1: some input unreadable or a rule failed (all reported in
-    errors.ndjson); 2: usage error, outputs already present without --overwrite, or nothing readable.
+    errors.ndjson); 2: usage error, outputs already present without --overwrite, or nothing readable;
+    3: the outputs could not be written (full disk, read-only or vanished --out).
     """
-    from ..batch import BatchOptions, run_batch
+    from ..batch import BatchOptions, OutputError, run_batch
     from ..batch.outputs import existing_outputs
     from ..errors import B12ScreenError
 
@@ -102,6 +104,9 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     )
     try:
         result = run_batch(list(paths), out, screener, options)
+    except OutputError as exc:
+        echo_err(f"error: {exc}")
+        sys.exit(EXIT_OUTPUT)
     except (B12ScreenError, ImportError) as exc:  # outputs present, a missing input, Spark cannot start
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)

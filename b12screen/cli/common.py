@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from ..core.config import Config
     from ..core.engine import Screener
 
-#: Exit codes (README, "Exit codes"): 0 all screened, 1 some input unreadable or a rule failed, 2 usage error.
-EXIT_PARTIAL, EXIT_USAGE = 1, 2
+#: Exit codes (README, "Exit codes"): 0 all screened, 1 some input unreadable or a rule failed, 2 usage error,
+#: 3 the outputs could not be written (full disk, read-only or vanished output folder).
+EXIT_PARTIAL, EXIT_USAGE, EXIT_OUTPUT = 1, 2, 3
 #: Help text that points at the project's clinical rules.
 PROFILE_HELP = "Clinical profile (docs/clinical-rules.md, 'Profiles')."
 

@@ -123,7 +123,10 @@ def read_patient(client: FhirClient, patient_id: str, terminology: Terminology
 @click.option("--alg", type=click.Choice(["RS384", "ES384"]), default="RS384", show_default=True)
 @click.option("--token-url", help="Token endpoint (default: from .well-known/smart-configuration).")
 @click.option("--scope", help="Scopes to request (default: system/<type>.read for each type read).")
-@click.option("--timeout", type=float, default=20.0, show_default=True, help="Read timeout per request (s).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
+              help="Longest one request may take, its body included (s); also the read timeout.")
+@click.option("--max-response-mb", type=click.FloatRange(min=0.001), default=32.0, show_default=True,
+              help="Largest response body read (MiB); a larger one is an error.")
 @click.option("--retries", type=int, default=3, show_default=True, help="Retries on 429/5xx/timeouts.")
 @click.option("--max-pages", type=int, default=50, show_default=True, help="Pages per search at most.")
 @click.option("--format", "fmt", type=click.Choice(["report", "bundle", "ndjson"]), default="report",
@@ -140,7 +143,8 @@ def read_patient(client: FhirClient, patient_id: str, terminology: Terminology
 @validate_option
 def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str | None, client_id: str | None,
           private_key: str | None, key_id: str | None, alg: str, token_url: str | None, scope: str | None,
-          timeout: float, retries: int, max_pages: int, fmt: str, as_of: str | None, profile: str,
+          timeout: float, max_response_mb: float, retries: int, max_pages: int, fmt: str, as_of: str | None,
+          profile: str,
           config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...],
           strict_plugins: bool, validate: str) -> None:
     """Read one patient from a FHIR REST server, screen it, print the result; optionally write the Flag back."""
@@ -157,7 +161,8 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
         screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict_plugins)
         auth = make_auth(token_file, client_id, private_key, key_id, alg, token_url,
                          scope or _default_scope(write_back))
-        client = FhirClient(fhir_server, auth=auth, timeout=(5.0, timeout), retries=retries, max_pages=max_pages)
+        client = FhirClient(fhir_server, auth=auth, timeout=(min(5.0, timeout), timeout), retries=retries,
+                            max_pages=max_pages, max_body_bytes=int(max_response_mb * (1 << 20)))
     except B12ScreenError as exc:
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)

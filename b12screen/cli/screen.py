@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from .common import (
+    EXIT_OUTPUT,
     EXIT_PARTIAL,
     EXIT_USAGE,
     as_of_date,
@@ -44,17 +49,44 @@ def write_results(results: ScreeningResults, fmt: str, out: Any) -> None:
         out.write(dumps(bundle) + "\n")
 
 
+def write_output(results: ScreeningResults, fmt: str, output: str) -> None:
+    """Write to stdout (``-``) or to a temporary file beside ``output`` renamed into place, so a failed
+    write leaves nothing under the final name."""
+    if output == "-":
+        write_results(results, fmt, sys.stdout)
+        sys.stdout.flush()
+        return
+    final = Path(output)
+    if final.exists() and not final.is_file():  # a device or a pipe: nothing to rename
+        with open(final, "w", encoding="utf-8") as f:
+            write_results(results, fmt, f)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            write_results(results, fmt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH... | -")
 @rule_config_options
 @click.option("--format", "fmt", type=click.Choice(["bundle", "ndjson", "report"]), default="bundle",
               show_default=True, help="Bundle of Flags, NDJSON Flags, or a JSON array of report entries.")
 @validate_option
-@click.option("-o", "--out", "--output", "output", type=click.File("w", encoding="utf-8"), default="-",
-              help="Write the result here instead of stdout (--output is an alias).")
+@click.option("-o", "--out", "--output", "output", type=click.Path(dir_okay=False), default="-",
+              help="Write the result here instead of stdout (written whole, then renamed into place; "
+                   "--output is an alias).")
 def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path: str | None,
            disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...], strict_plugins: bool,
-           validate: str, fmt: str, output: Any) -> None:
+           validate: str, fmt: str, output: str) -> None:
     """Screen FHIR Bundles, resources, JSON arrays or NDJSON from files, folders or stdin (-)."""
     from ..errors import B12ScreenError
     from ..sources import group_entries, read_inputs
@@ -81,7 +113,11 @@ def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path:
         for err in result.rule_errors:
             rule_errors += 1
             echo_err(f"error: rule {err['rule']} failed for one patient ({err['error']})")
-    write_results(results, fmt, output)
+    try:
+        write_output(results, fmt, output)
+    except OSError as exc:
+        echo_err(f"error: cannot write the output {'stdout' if output == '-' else output}: {exc.strerror or exc}")
+        sys.exit(EXIT_OUTPUT)
     flagged = sum(1 for r in results if r.flagged)
     echo_err(
         f"screened {len(results)} patient(s) from {results.resources_read} resource(s) as of {when.isoformat()}: "

@@ -44,7 +44,8 @@ def class_use(record: PatientRecord, concepts: tuple[str, ...], as_of: date, lab
         first = next(u.ref for u in uses if u.start == start)
         if first not in evidence:
             evidence.append(first)
-    past = tuple(u.ref for u in uses if u not in active)
+    active_ids = {id(u) for u in active}  # by identity: list membership would make this quadratic
+    past = tuple(u.ref for u in uses if id(u) not in active_ids)
     return ClassUse(bool(active), start, exposure, tuple(evidence), past, label)
 
 

@@ -1,6 +1,8 @@
 """A small FHIR R4 REST client on a requests Session, for ``b12screen fetch`` and the CDS Hooks fallback.
 
-- timeouts on every request, and an optional overall deadline;
+- a connect and a read timeout on every request, an overall time limit per request (the body included,
+  so a server dripping its body cannot hold a call open), and an optional deadline for a whole call;
+- response bodies are streamed with a size cap (``max_body_bytes``);
 - retries with exponential backoff on 429 / 5xx / connection errors, honouring ``Retry-After``
   (seconds or HTTP-date, clamped);
 - searches follow ``link[relation=next]`` with a loop guard and page / resource limits;
@@ -28,7 +30,9 @@ import orjson
 import requests
 
 from .._version import __version__
+from . import limits
 from .fhirhttp import CreateResult, FhirError, SearchResult, check_url, retry_after_seconds, within
+from .httpbody import MAX_BODY_BYTES, BodyTimeout, BodyTooLarge, read_capped
 from .urls import origin
 
 log = logging.getLogger(__name__)
@@ -156,7 +160,7 @@ class FhirClient:
                  max_pages: int = 100, max_resources: int = 100_000, deadline: float | None = None,
                  allow_http_loopback: bool = True, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, allowed_bases: tuple[str, ...] | None = None,
-                 ) -> None:
+                 max_body_bytes: int = MAX_BODY_BYTES, request_timeout: float | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.allow_http_loopback = allow_http_loopback
         #: when set, a redirect may lead only under one of these bases (the caller's allow-list)
@@ -176,6 +180,8 @@ class FhirClient:
         self.max_pages = max_pages
         self.max_resources = max_resources
         self.deadline = deadline
+        self.max_body_bytes = max_body_bytes
+        self.request_timeout = timeout[1] if request_timeout is None else request_timeout
         self._sleep = sleep
         self._clock = clock
         self._origin = origin(self.base_url)
@@ -221,8 +227,8 @@ class FhirClient:
         while True:
             try:
                 response = self._send_once(method, url, params, json_body, data, headers, use_auth)
-            except requests.RequestException as exc:
-                kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
+            except (requests.RequestException, BodyTimeout) as exc:
+                kind = "timed out" if isinstance(exc, (requests.Timeout, BodyTimeout)) else "connection failed"
                 if retryable and self._wait(attempt, None, what, kind):
                     attempt += 1
                     continue
@@ -268,10 +274,14 @@ class FhirClient:
                 authorization = self.auth.header(self)
                 if authorization:
                     send_headers["Authorization"] = authorization
+            started = self._clock()
+            connect, read = self._timeouts()
             response = self.session.request(method, url, params=params, data=body if body is not None else data,
-                                            headers=send_headers, timeout=self._timeouts(), allow_redirects=False)
+                                            headers=send_headers, timeout=(connect, min(read, self.request_timeout)),
+                                            allow_redirects=False, stream=True)
             location = response.headers.get("Location")
             if response.status_code not in REDIRECT_STATUSES or not location:
+                self._read_body(response, started, method, url)
                 return response
             url = urljoin(response.url or url, location)
             response.close()
@@ -283,11 +293,25 @@ class FhirClient:
                 log.info("following a redirect to another origin without credentials")
         raise FhirError("too many redirects")
 
+    def _read_body(self, response: requests.Response, started: float, method: str, url: str) -> None:
+        """Read the body within ``max_body_bytes`` and ``request_timeout`` of the request's start (and the
+        call's deadline)."""
+        def left() -> float:
+            remaining = self._remaining()
+            budget = started + self.request_timeout - self._clock()
+            return budget if remaining is None else min(budget, remaining)
+
+        try:
+            read_capped(response, self.max_body_bytes, left)
+        except BodyTooLarge as exc:
+            what = f"{method} {_resource_type_of(url, self.base_url)}"
+            raise FhirError(f"{what}: {exc}", response.status_code) from None
+
     @staticmethod
     def parse_json(response: requests.Response, what: str) -> Any:
         try:
-            return orjson.loads(response.content)
-        except orjson.JSONDecodeError:
+            return limits.loads(response.content)
+        except limits.JSONProblem:
             raise FhirError(f"{what}: malformed JSON from the server", response.status_code) from None
 
     @classmethod

@@ -16,6 +16,7 @@ import orjson
 
 from ..errors import InputError
 from .reader import Entry, read_bytes, short_reason, unwrap
+from .walk import broken_link_reason, unreadable_reason
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 JSON_SUFFIXES = (".json",)
@@ -62,7 +63,13 @@ class Discovery:
 
 def _walk(folder: Path, out: Discovery, chosen: dict[str, str], deleted: dict[str, str]) -> int:
     found = 0
-    for root, dirs, names in os.walk(folder):
+    seen: set[str] = set()  # real folders walked: links to folders are followed, each real folder once
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs.sort()
         hidden = [d for d in dirs if d.startswith(".")]
         dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -94,6 +101,8 @@ def discover(paths: Iterable[str]) -> Discovery:
                 out.errors.append(InputError(raw, None, f"nothing readable in this folder (no {READABLE} files)"))
         elif path.is_file():
             chosen.setdefault(os.path.realpath(path), raw)
+        elif path.is_symlink():
+            out.errors.append(InputError(raw, None, broken_link_reason(path)))
         else:
             out.errors.append(InputError(raw, None, NO_SUCH_PATH))
     out.files = sorted(set(chosen.values()))
@@ -141,7 +150,7 @@ def read_file(path: str) -> Iterator[Entry | InputError]:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        yield InputError(path, None, f"cannot read file ({exc.strerror or exc})")
+        yield InputError(path, None, unreadable_reason(path, exc))
         return
     yield from read_bytes(data, path)
 

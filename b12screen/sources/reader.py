@@ -4,15 +4,13 @@ item never stops the rest."""
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from ..errors import InputError
+from . import limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +72,9 @@ def _read_lines(data: bytes, source: str) -> Iterator[Entry | InputError]:
         if not line.strip():
             continue
         try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            yield InputError(source, f"line {number}", f"malformed JSON ({short_reason(exc)})")
+            value = limits.loads(line)
+        except limits.JSONProblem as exc:
+            yield InputError(source, f"line {number}", str(exc))
             continue
         yield from read_value(value, source, f"line {number}")
 
@@ -90,7 +88,9 @@ def unwrap(data: bytes, source: str) -> bytes:
     """An input's bytes with gzip (recognised by its magic number) undone and a UTF-8 BOM dropped."""
     if data[:2] == b"\x1f\x8b":
         try:
-            data = gzip.decompress(data)
+            data = limits.gunzip_bounded(data, limits.document_cap())
+        except limits.JSONProblem as exc:
+            raise InputError(source, None, str(exc)) from None
         except (OSError, EOFError, zlib.error) as exc:
             raise InputError(source, None, f"unreadable gzip data ({short_reason(exc)})") from None
     return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
@@ -111,11 +111,11 @@ def read_bytes(data: bytes, source: str) -> Iterator[Entry | InputError]:
         yield from _read_lines(data, source)
         return
     try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        value = limits.loads(data)
+    except limits.JSONProblem as exc:
         if data.strip().count(b"\n") >= 1:
             yield from _read_lines(data, source)
         else:
-            yield InputError(source, None, f"malformed JSON ({short_reason(exc)})")
+            yield InputError(source, None, str(exc))
         return
     yield from read_value(value, source)

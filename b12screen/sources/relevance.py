@@ -48,7 +48,7 @@ if msgspec is not None:
         hospitalization: _Raw = _EMPTY
 
     decode_head: Any = msgspec.json.Decoder(Head).decode
-    HEAD_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, UnicodeDecodeError)
+    HEAD_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 else:  # pragma: no cover
     decode_head = None
     HEAD_ERRORS = ()

@@ -1,0 +1,168 @@
+"""Property-based fuzzing of ``screen`` and ``batch``: valid NDJSON exports mutated line by line (type swaps,
+deletions, deep nesting, huge numbers, NaN/Infinity, unicode oddities, duplicate keys, truncation, bad
+UTF-8) and file by file (CRLF, BOM, gzip, corrupt gzip), with patients split across files.
+
+Invariants, for both commands: no traceback; exit code in {0, 1, 2} and 0 exactly when nothing was
+reported; every patient whose Patient line is intact reported exactly once; every broken line reported
+with its file and line.
+
+Deterministic (``derandomize``); ``B12SCREEN_FUZZ_EXAMPLES`` sets how many examples run (default 80;
+e.g. ``B12SCREEN_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py`` for a long run).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+from conftest import metformin_request, patient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from b12screen.cli import cli
+from b12screen.sources.limits import MAX_DEPTH
+
+EXAMPLES = int(os.environ.get("B12SCREEN_FUZZ_EXAMPLES", "80"))
+FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+BROKEN = ("truncate", "deep", "deeper", "huge", "nan", "infinity", "bad-utf8")
+ODD = ("type-swap", "delete", "duplicate-key", "unicode")
+SWAPS: tuple[Any, ...] = (5, "x", [], {}, None, True, -1.5, [{"reference": 3}])
+
+
+@dataclass
+class Line:
+    file: str
+    resource: dict[str, Any]
+    mutation: str | None
+    data: bytes = b""
+
+
+def _mutate(resource: dict[str, Any], mutation: str | None, draw: Any) -> bytes:
+    value = dict(resource)
+    if mutation is None:
+        return json.dumps(value).encode()
+    if mutation == "type-swap":
+        value[draw(st.sampled_from(sorted(value)))] = draw(st.sampled_from(SWAPS))
+    elif mutation == "delete":
+        del value[draw(st.sampled_from(sorted(value)))]
+    elif mutation == "unicode":
+        value["note"] = [{"text": draw(st.text(min_size=1, max_size=20))
+                          + "\u202e\u0000\U0001f600 e\u0301\ufeff"}]
+    elif mutation in ("deep", "deeper"):
+        levels = 50_000 if mutation == "deeper" else MAX_DEPTH + 5
+        return json.dumps(value)[:-1].encode() + b', "extension": ' + b"[" * levels + b"]" * levels + b"}"
+    elif mutation in ("huge", "nan", "infinity"):
+        literal = {"huge": b"1e400", "nan": b"NaN", "infinity": b"-Infinity"}[mutation]
+        return json.dumps(value)[:-1].encode() + b', "x": ' + literal + b"}"
+    data = json.dumps(value).encode()
+    if mutation == "duplicate-key":
+        return b'{"id": ' + json.dumps(draw(st.text(max_size=5))).encode() + b", " + data[1:]
+    if mutation == "truncate":
+        return data[:draw(st.integers(1, len(data) - 2))]
+    if mutation == "bad-utf8":
+        at = data.index(b'"id": "') + 7
+        return data[:at] + b"\xff\xfe" + data[at:]
+    return json.dumps(value).encode()
+
+
+@st.composite
+def exports(draw: Any) -> tuple[dict[str, bytes], list[Line], set[str], set[str]]:
+    """(file name -> bytes, lines, intact patients, files with corrupt gzip)."""
+    mutation = st.one_of(st.none(), st.none(), st.none(), st.sampled_from(BROKEN), st.sampled_from(ODD))
+    count = draw(st.integers(2, 5))
+    med_files = draw(st.integers(1, 2))
+    lines: list[Line] = []
+    for i in range(count):
+        lines.append(Line("Patient.ndjson", patient(f"p{i}", "1950-01-01"), draw(mutation)))
+        for j in range(draw(st.integers(0, 2))):
+            name = f"MedicationRequest.{draw(st.integers(0, med_files - 1)):03d}.ndjson"
+            lines.append(Line(name, metformin_request(f"m{i}-{j}", f"p{i}", "2026-06-01"), draw(mutation)))
+    for line in lines:
+        line.data = _mutate(line.resource, line.mutation, draw)
+    files: dict[str, bytes] = {}
+    corrupt: set[str] = set()
+    for name in sorted({line.file for line in lines}):
+        end = b"\r\n" if draw(st.booleans()) else b"\n"
+        data = b"".join(line.data + end for line in lines if line.file == name)
+        if draw(st.booleans()):
+            data = b"\xef\xbb\xbf" + data
+        packing = draw(st.sampled_from(["plain", "plain", "gzip", "corrupt-gzip"]))
+        if packing != "plain":
+            data = gzip.compress(data)
+            if packing == "corrupt-gzip":
+                at = draw(st.integers(10, len(data) - 1))
+                data = data[:at] + bytes([data[at] ^ 0x55]) + data[at + 1:]
+                corrupt.add(name + ".gz")
+            for line in lines:
+                if line.file == name:
+                    line.file = name + ".gz"
+            name += ".gz"
+        files[name] = data
+    intact = {f"Patient/{line.resource['id']}" for line in lines
+              if line.resource["resourceType"] == "Patient" and line.mutation is None and line.file not in corrupt}
+    return files, lines, intact, corrupt
+
+
+def _broken(lines: list[Line], corrupt: set[str]) -> set[tuple[str, int]]:
+    """(file, line number) of every line that must be reported."""
+    out = set()
+    numbers: dict[str, int] = {}
+    for line in lines:
+        numbers[line.file] = numbers.get(line.file, 0) + 1
+        if line.mutation in BROKEN and line.file not in corrupt:
+            out.add((line.file, numbers[line.file]))
+    return out
+
+
+def _run(args: list[str]) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.stderr
+    assert result.exit_code in (0, 1, 2), result.stderr
+    return result.exit_code, result.stdout, result.stderr
+
+
+@FUZZ
+@given(exports())
+def test_screen_and_batch_survive_mutated_exports(case: tuple[dict[str, bytes], list[Line], set[str], set[str]],
+                                                  ) -> None:
+    files, lines, intact, corrupt = case
+    broken = _broken(lines, corrupt)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "in"
+        folder.mkdir()
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+
+        code, stdout, stderr = _run(["screen", "--as-of", "2026-11-24", "--format", "report", str(folder)])
+        reported = [entry["patient"] for entry in json.loads(stdout)]
+        error_lines = [line for line in stderr.splitlines() if line.startswith("b12screen: error:")]
+        assert len(reported) == len(set(reported))
+        assert intact <= set(reported), stderr
+        for name, number in broken:
+            assert any(f"{folder / name}: line {number}:" in line for line in error_lines), (name, number, stderr)
+        for name in corrupt:
+            assert any(str(folder / name) in line for line in error_lines), stderr
+        assert (code == 0) == (not error_lines), stderr
+
+        out = Path(tmp) / "out"
+        code, _stdout, stderr = _run(["batch", str(folder), "--out", str(out), "--as-of", "2026-11-24",
+                                      "--workers", "1", "--no-progress"])
+        report = [json.loads(line)["patient"] for line in (out / "report.ndjson").read_text().splitlines()]
+        errors = [json.loads(line) for line in (out / "errors.ndjson").read_text().splitlines()]
+        assert len(report) == len(set(report)) and report == sorted(report)
+        assert intact <= set(report), errors
+        rows = {(Path(e["file"]).name, e["line"]) for e in errors if "file" in e}
+        assert broken <= rows, (broken - rows, errors)
+        assert {name for name in corrupt} <= {name for name, _ in rows}, errors
+        assert (code == 0) == (not errors), errors
+        summary = json.loads((out / "summary.json").read_text())
+        assert code != 2 or summary["resources_read"] == 0
