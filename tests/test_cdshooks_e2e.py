@@ -3,7 +3,11 @@ EHR's JWK Set and FHIR server are loopback HTTP servers too (test mode)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -14,6 +18,7 @@ from cdshooks_helpers import (
     MockEhr,
     Redirect,
     empty_fields,
+    free_port,
     full_prefetch,
     metformin_request,
     request_body,
@@ -66,6 +71,30 @@ def call(service: str, path: str, body: Any, jku: str) -> requests.Response:
     headers = ehr().auth(service + path, jku=jku)
     return requests.post(service + path, json=body, headers=headers, timeout=10)
 
+
+
+@contextmanager
+def serve_subprocess(*options: str, ready: str = "/health") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``b12screen serve --insecure-no-auth`` in a subprocess on a free loopback port, once ``ready``
+    answers 200; yields (base URL, process) and stops it after (its stderr stays readable)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "b12screen", "serve", "--insecure-no-auth", "--port", str(port), *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if requests.get(base + ready, timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("b12screen serve did not start")
+        yield base, process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 def test_discovery_over_http(service: str, ehr_servers: dict[str, Any]) -> None:
     headers = ehr().auth(service + "/cds-services", jku=ehr_servers["jku"], alg="RS384")
@@ -136,32 +165,10 @@ def test_feedback_and_cors_over_http(service: str, ehr_servers: dict[str, Any]) 
 
 def test_b12screen_serve_runs_uvicorn(tmp_path: Any) -> None:
     """``b12screen serve`` for real, in a subprocess on a loopback port, stopped by the test."""
-    import subprocess
-    import sys
-    import time
-
-    from cdshooks_helpers import free_port
-
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "b12screen", "serve", "--insecure-no-auth", "--port", str(port),
-         "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                if requests.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("b12screen serve did not start")
+    with serve_subprocess("--log-level", "warning") as (base, process):
         prefetch = full_prefetch(medicationRequests=searchset(metformin_request("m1", "p1")))
         response = requests.post(base + PV, json=request_body(prefetch=prefetch), timeout=10)
         assert response.status_code == 200 and len(response.json()["cards"]) == 1
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
     assert b"Traceback" not in process.stderr.read()
 
 
@@ -182,31 +189,10 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2() -> None:
 
 def test_serve_log_format_json_writes_only_json_lines() -> None:
     import json
-    import subprocess
-    import sys
-    import time
 
-    from cdshooks_helpers import free_port
-
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "b12screen", "serve", "--insecure-no-auth", "--port", str(port),
-         "--log-format", "json"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                if requests.get(base + "/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("b12screen serve did not start")
+    with serve_subprocess("--log-format", "json", ready="/ready") as (base, process):
         prefetch = full_prefetch(medicationRequests=searchset(metformin_request("m1", "p1")))
         assert requests.post(base + PV, json=request_body(prefetch=prefetch), timeout=10).status_code == 200
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
     lines = [json.loads(line) for line in process.stderr.read().decode().splitlines() if line.strip()
              and not line.startswith("b12screen: warning: JWT verification is OFF")]
     assert lines and all({"ts", "level", "event"} <= set(line) for line in lines)

@@ -9,13 +9,10 @@ import click
 from ..core.config import PROFILES
 from .common import (
     EXIT_PARTIAL,
-    EXIT_USAGE,
     PROFILE_HELP,
     dumps,
     echo_err,
-    make_screener,
-    report_plugin_failures,
-    rule_config,
+    load_screener,
     verbose_option,
 )
 
@@ -39,14 +36,8 @@ def rules(profile: str, config_path: str | None, disable: tuple[str, ...], enabl
     """
     from ..core.config import SETTINGS
     from ..core.params import as_param
-    from ..errors import B12ScreenError
 
-    try:
-        screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict_plugins)
-    except B12ScreenError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
-    report_plugin_failures(screener)
+    screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
     rows = []
     for rule in sorted(screener.rules, key=lambda r: r.id):
         row = rule.describe()

@@ -75,6 +75,20 @@ def make_screener(profile: str, config: Config, strict: bool) -> Screener:
     return Screener(profile=profile, config=config, plugin_manager=get_plugin_manager(strict=strict or None))
 
 
+def load_screener(profile: str, config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...],
+                  settings: tuple[str, ...], strict: bool) -> Screener:
+    """The Screener of a command's rule options; a bad configuration is one line and exit 2. Plugins that
+    failed to load are reported once."""
+    from ..errors import B12ScreenError
+
+    try:
+        screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict)
+    except B12ScreenError as exc:
+        fail(str(exc))
+    report_plugin_failures(screener)
+    return screener
+
+
 def report_plugin_failures(screener: Screener) -> None:
     """One warning line for each plugin that failed to load."""
     for failure in screener.plugin_manager.failures:

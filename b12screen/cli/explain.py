@@ -10,9 +10,7 @@ from .common import (
     dumps,
     echo_err,
     fail,
-    make_screener,
-    report_plugin_failures,
-    rule_config,
+    load_screener,
     rule_config_options,
 )
 
@@ -29,16 +27,11 @@ def explain(paths: tuple[str, ...], patient_id: str, as_of: str | None, profile:
     compared, every modifier considered, the step that decided, and the evidence."""
     from ..core.explain import explain as explain_patient
     from ..core.explain import render
-    from ..errors import B12ScreenError
     from ..sources import group_entries, read_inputs
     from ..sources.validation import ALL, extractor_for
 
     when = as_of_date(as_of)
-    try:
-        screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict_plugins)
-    except B12ScreenError as exc:
-        fail(str(exc))
-    report_plugin_failures(screener)
+    screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
     inputs = read_inputs(paths)
     if inputs.found.missing:
         fail("; ".join(str(e) for e in inputs.found.missing))

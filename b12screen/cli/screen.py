@@ -19,10 +19,8 @@ from .common import (
     dumps,
     echo_err,
     fail,
-    make_screener,
+    load_screener,
     report_ignored,
-    report_plugin_failures,
-    rule_config,
     rule_config_options,
     validate_option,
 )
@@ -88,17 +86,11 @@ def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path:
            disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...], strict_plugins: bool,
            validate: str, fmt: str, output: str) -> None:
     """Screen FHIR Bundles, resources, JSON arrays or NDJSON from files, folders or stdin (-)."""
-    from ..errors import B12ScreenError
     from ..sources import group_entries, read_inputs
     from ..sources.validation import extractor_for, screen_grouped
 
     when = as_of_date(as_of)
-    try:
-        screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict_plugins)
-    except B12ScreenError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
-    report_plugin_failures(screener)
+    screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
     stdin = sys.stdin.buffer.read() if "-" in paths else None
     inputs = read_inputs([p for p in paths if p != "-"], stdin)
     if inputs.found.missing:
