@@ -306,6 +306,9 @@ def test_missing_optional_data_is_said_in_the_detail(client: TestClient) -> None
     del prefetch["procedures"]
     card = post(client, PV, request_body(prefetch=prefetch)).json()["cards"][0]
     assert "Not available to this screen" in card["detail"] and "procedures" in card["detail"]
+    paragraphs = card["detail"].split("\n\n")  # the gap and the footer stay separate paragraphs
+    [gap] = [p for p in paragraphs if p.startswith("**Not available to this screen:**")]
+    assert "\n" not in gap and paragraphs[-1].startswith("Screened as of ")
 
 
 @pytest.mark.parametrize("status", [401, 500])
@@ -355,6 +358,8 @@ def test_next_links_to_another_server_are_not_followed(client: TestClient) -> No
         card = post(client, PV, with_server(request_body(prefetch=prefetch))).json()["cards"][0]
         assert not rs.calls
     assert "Possibly incomplete" in card["detail"] and "conditions" in card["detail"]
+    [gap] = [p for p in card["detail"].split("\n\n") if p.startswith("**Possibly incomplete:**")]
+    assert "\n" not in gap
 
 
 def test_fhir_server_must_be_allow_listed_and_https(client: TestClient) -> None:

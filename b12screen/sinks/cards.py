@@ -157,10 +157,10 @@ def detail(result: ScreeningResult, rules: Mapping[str, Rule], record: PatientRe
         lines.append(f"- {md(note)}")
     if result.notes:
         lines.append("")
-    if unavailable:
-        lines.append(f"**Not available to this screen:** {md('; '.join(unavailable))}.")
+    if unavailable:  # each gap and the footer a paragraph of its own (Markdown joins adjacent lines)
+        lines += [f"**Not available to this screen:** {md('; '.join(unavailable))}.", ""]
     if incomplete:
-        lines.append(f"**Possibly incomplete:** {md('; '.join(incomplete))}.")
+        lines += [f"**Possibly incomplete:** {md('; '.join(incomplete))}.", ""]
     lines.append(f"Screened as of {result.as_of.isoformat()} by b12screen {__version__} "
                  f"(ruleset {md(result.ruleset_version)}). Decision support, not a diagnosis.")
     return "\n".join(lines).strip()
