@@ -82,7 +82,7 @@ def test_metrics_count_requests_cards_and_jwt_rejections() -> None:
     assert got[("b12screen_cds_requests_total", (("service", "unknown"), ("status", "404")))] == 1
     assert got[("b12screen_cds_cards_total", (("outcome", "card"), service))] == 2
     assert got[("b12screen_cds_request_seconds_count", (service,))] == 3
-    assert got[("b12screen_cds_jwt_rejections_total", (("reason", "unreadable JWT (DecodeError)"),))] == 1
+    assert got[("b12screen_cds_jwt_rejections_total", (("reason", "unreadable JWT (not three segments)"),))] == 1
     assert not any("made-up" in str(labels) for _, labels in got)
 
 

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from b12screen.cdshooks.config import ServiceConfig
 from b12screen.cdshooks.security import AuthError, JwksCache, JwtVerifier, ReplayCache
+from b12screen.cdshooks.tokens import TokenError, check_claims, parse
 from b12screen.errors import ConfigError
 
 AUD = "https://cds.example.org/cds-services/b12screen-patient-view"
@@ -79,40 +80,74 @@ def _hs256_with_public_key() -> str:
     return f"{signing_input}.{signature.rstrip(b'=').decode()}"
 
 
+def _crit_token() -> str:
+    now = int(time.time())
+    return jwt.encode({"iss": ISS, "aud": AUD, "exp": now + 60, "iat": now, "jti": "c", "x": 1}, ehr().ec_key,
+                      algorithm="ES384", headers={"kid": "ehr-ec-1", "crit": ["x"]})
+
+
+#: each bad token, and the reason the verifier must give (so that each check is proven on its own)
 NEGATIVE = {
-    "expired": lambda: ehr().token(AUD, iat_offset=-400, lifetime=300),
-    "future nbf": lambda: ehr().token(AUD, nbf=int(time.time()) + 600),
-    "future iat": lambda: ehr().token(AUD, iat_offset=600),
-    "wrong aud": lambda: ehr().token("https://cds.example.org/cds-services"),
-    "aud with a trailing slash": lambda: ehr().token(AUD + "/"),
-    "wrong iss": lambda: ehr().token(AUD, iss="https://attacker.example"),
-    "untrusted issuer's own key": lambda: other_ehr().token(AUD),
-    "unknown kid": lambda: ehr().token(AUD, kid="rotated-away"),
-    "alg none": _none_token,
-    "HS256 with the public key": _hs256_with_public_key,
-    "alg not matching the key": lambda: ehr().token(AUD, alg="RS384", kid="ehr-ec-1"),
-    "ES256 not allow-listed": lambda: jwt.encode(
+    "expired": (lambda: ehr().token(AUD, iat_offset=-400, lifetime=300), "expired"),
+    "future nbf": (lambda: ehr().token(AUD, nbf=int(time.time()) + 600), "nbf"),
+    "future iat": (lambda: ehr().token(AUD, iat_offset=600), "iat in the future"),
+    "wrong aud": (lambda: ehr().token("https://cds.example.org/cds-services"), "aud is not this endpoint"),
+    "aud with a trailing slash": (lambda: ehr().token(AUD + "/"), "aud is not this endpoint"),
+    "aud array holding a number": (lambda: ehr().token([AUD, 5]), "array of strings"),
+    "wrong iss": (lambda: ehr().token(AUD, iss="https://attacker.example"), "untrusted issuer"),
+    "untrusted issuer's own key": (lambda: other_ehr().token(AUD), "untrusted issuer"),
+    "unknown kid": (lambda: ehr().token(AUD, kid="rotated-away"), "no key with this kid"),
+    "alg none": (_none_token, "algorithm"),
+    "HS256 with the public key": (_hs256_with_public_key, "algorithm"),
+    "alg not matching the key": (lambda: ehr().token(AUD, alg="RS384", kid="ehr-ec-1"), "no key with this kid"),
+    "ES256 not allow-listed": (lambda: jwt.encode(
         {"iss": ISS, "aud": AUD, "exp": int(time.time()) + 60, "iat": int(time.time()), "jti": "x"},
-        ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": "ehr-ec-1"}),
-    "signed by another key": lambda: ehr().token(AUD, key=other_ehr().ec_key),
-    "lifetime over an hour": lambda: ehr().token(AUD, lifetime=7200),
-    "no jti": lambda: ehr().token(AUD, jti=""),
-    "no exp": lambda: jwt.encode({"iss": ISS, "aud": AUD, "iat": int(time.time()), "jti": "e"}, ehr().ec_key,
-                                 algorithm="ES384", headers={"kid": "ehr-ec-1"}),
-    "typ not JWT": lambda: jwt.encode({"iss": ISS, "aud": AUD, "exp": int(time.time()) + 60,
-                                       "iat": int(time.time()), "jti": "t"}, ehr().ec_key, algorithm="ES384",
-                                      headers={"kid": "ehr-ec-1", "typ": "at+jwt"}),
-    "non-allow-listed jku": lambda: ehr().token(AUD, jku="https://attacker.example/jwks.json"),
-    "garbage": lambda: "not.a.jwt",
+        ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": "ehr-ec-1"}), "algorithm"),
+    "signed by another key": (lambda: ehr().token(AUD, key=other_ehr().ec_key), "bad signature"),
+    "signature of another token": (lambda: ehr().token(AUD).rsplit(".", 1)[0] + "."
+                                   + ehr().token(AUD).rsplit(".", 1)[1], "bad signature"),
+    "lifetime over an hour": (lambda: ehr().token(AUD, lifetime=7200), "lifetime"),
+    "no jti": (lambda: ehr().token(AUD, jti=""), "jti"),
+    "no exp": (lambda: jwt.encode({"iss": ISS, "aud": AUD, "iat": int(time.time()), "jti": "e"}, ehr().ec_key,
+                                  algorithm="ES384", headers={"kid": "ehr-ec-1"}), "no exp claim"),
+    "exp a boolean": (lambda: ehr().token(AUD, exp=True), "exp is not a number"),
+    "typ not JWT": (lambda: jwt.encode({"iss": ISS, "aud": AUD, "exp": int(time.time()) + 60,
+                                        "iat": int(time.time()), "jti": "t"}, ehr().ec_key, algorithm="ES384",
+                                       headers={"kid": "ehr-ec-1", "typ": "at+jwt"}), "typ"),
+    "crit header": (_crit_token, "crit"),
+    "non-allow-listed jku": (lambda: ehr().token(AUD, jku="https://attacker.example/jwks.json"), "jku"),
+    "garbage": (lambda: "not.a.jwt", "unreadable"),
+    "two segments": (lambda: ehr().token(AUD).rsplit(".", 1)[0], "not three segments"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(NEGATIVE))
 def test_bad_tokens_are_rejected(case: str) -> None:
+    make, reason = NEGATIVE[case]
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
-        with pytest.raises(AuthError):
-            verifier().verify(bearer(NEGATIVE[case]()), AUD)
+        with pytest.raises(AuthError, match=reason):
+            verifier().verify(bearer(make()), AUD)
         assert not rs.calls  # nothing is fetched: keys are inline, and a bad jku is never dereferenced
+
+
+def test_segments_must_be_canonical_base64url() -> None:
+    with pytest.raises(TokenError, match="canonical"):
+        parse("QR.e30.AA")  # "QR" has stray low bits ("QQ" is the canonical "A")
+    with pytest.raises(TokenError, match="not base64url"):
+        parse("e30=.e30.AA")
+    assert parse("e30.e30.AA").header == {}
+
+
+def test_time_claims_honour_the_clock_skew_exactly() -> None:
+    claims = {"iss": ISS, "aud": AUD, "exp": 1000, "iat": 900, "nbf": 900, "jti": "j"}
+    check_claims(claims, AUD, now=1059.0, leeway=60)  # 59 s past exp: within the skew
+    with pytest.raises(TokenError, match="expired"):
+        check_claims(claims, AUD, now=1060.0, leeway=60)
+    check_claims(claims, AUD, now=840.0, leeway=60)  # iat and nbf 60 s ahead: within the skew
+    with pytest.raises(TokenError, match="iat in the future"):
+        check_claims(claims, AUD, now=839.0, leeway=60)
+    with pytest.raises(TokenError, match="nbf"):
+        check_claims({**claims, "nbf": 950}, AUD, now=880.0, leeway=60)
 
 
 @pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer ", "Bearer " + "x" * 20_000])

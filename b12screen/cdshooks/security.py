@@ -1,11 +1,12 @@
-"""Verifying the CDS client's JWT (CDS Hooks 2.0 "Trusting CDS Clients"), with PyJWT.
+"""Verifying the CDS client's JWT (CDS Hooks 2.0 "Trusting CDS Clients"), with PyJWT's algorithms.
 
-Checks, in order: a Bearer token; an allow-listed asymmetric ``alg`` (never ``none`` or HMAC); a ``kid``;
-a trusted ``iss``; a ``jku`` only if allow-listed for that issuer (an arbitrary ``jku`` is never
-fetched); exactly one key with that ``kid`` whose ``kty`` fits ``alg``; the signature; ``aud`` = the
-endpoint URL; ``exp`` / ``iat`` (/ ``nbf``) within the clock skew; a bounded lifetime; the ``tenant``
-allow-list; ``jti`` not seen before. JWK Sets are cached with a TTL; an unknown ``kid`` triggers one
-rate-limited refetch (key rotation); a failed fetch keeps the last good keys and never crashes.
+The token is parsed once (:mod:`.tokens`); key objects are built once per key set, ``kid`` and ``alg``.
+Checks, in order: a Bearer token; an allow-listed asymmetric ``alg`` (never ``none`` or HMAC); no
+``crit``/``b64`` header; a ``kid``; a trusted ``iss``; a ``jku`` only if allow-listed for that issuer (an
+arbitrary ``jku`` is never fetched); exactly one key with that ``kid`` whose ``kty`` fits ``alg``; the
+signature; ``aud`` = the endpoint URL; ``exp`` / ``iat`` (/ ``nbf``) within the clock skew; a bounded
+lifetime; the ``tenant`` allow-list; ``jti`` not seen before. JWK Sets are cached with a TTL; an unknown
+``kid`` triggers one rate-limited refetch (key rotation); a failed fetch keeps the last good keys and never crashes.
 
 Failures raise :class:`AuthError` whose ``reason`` is for the local log only (never the response).
 """
@@ -25,6 +26,7 @@ import orjson
 import requests
 
 from ..sources.urls import UNSAFE_URL, is_safe_url
+from . import tokens
 from .config import FORBIDDEN_ALGORITHMS, IssuerConfig, ServiceConfig
 from .prefetch import NeedsIo
 
@@ -188,37 +190,34 @@ class JwtVerifier:
     def verify(self, authorization: str | None, audience: str, allow_io: bool = True) -> Caller:
         """The verified caller; :class:`AuthError` otherwise. With ``allow_io`` False, a JWK Set fetch
         raises :class:`NeedsIo` (nothing is recorded: call again from a worker thread)."""
-        token = _bearer(authorization)
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise AuthError(f"unreadable JWT ({type(exc).__name__})") from None
+            token = tokens.parse(_bearer(authorization))  # parsed once: header, claims, signature
+        except tokens.TokenError as exc:
+            raise AuthError(str(exc)) from None
+        header, claims = token.header, token.claims
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms or alg.startswith("HS") or alg.lower() == "none":
             raise AuthError(f"algorithm {str(alg)[:10]!r} not allowed")
         typ = header.get("typ")
         if typ is not None and str(typ).upper() != "JWT":
             raise AuthError("typ is not JWT")
+        if "crit" in header or "b64" in header:  # no JWS extension is understood (RFC 7515 4.1.11)
+            raise AuthError("crit or b64 header not supported")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthError("no kid in the JWT header")
-        iss = unverified.get("iss")
+        iss = claims.get("iss")
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise AuthError("untrusted issuer")
         key = self._key(issuer, header, kid, alg, allow_io)
         skew = self.config.clock_skew_seconds
         try:
-            claims = jwt.decode(
-                token, key, algorithms=[alg], audience=audience, issuer=iss, leeway=skew,
-                options={"require": ["iss", "aud", "exp", "iat", "jti"], "verify_sub": False},
-            )
-        except jwt.PyJWTError as exc:
-            raise AuthError(f"JWT rejected ({type(exc).__name__})") from None
+            tokens.check_signature(token, alg, key)
+            tokens.check_claims(claims, audience, self._clock(), skew)
+        except tokens.TokenError as exc:
+            raise AuthError(str(exc)) from None
         exp, iat = claims["exp"], claims["iat"]
-        if not isinstance(exp, int | float) or not isinstance(iat, int | float):
-            raise AuthError("exp/iat are not numbers")
         if exp - iat > self.config.max_token_lifetime_seconds:
             raise AuthError("token lifetime too long")
         tenant = claims.get("tenant")
