@@ -123,13 +123,14 @@ def _describe(label: str | None, when: date | None, extra: str | None) -> str:
 
 
 def detail(result: ScreeningResult, rules: Mapping[str, Rule], record: PatientRecord | None,
-           unavailable: list[str], incomplete: list[str]) -> str:
-    """GitHub-flavoured Markdown: reasons with their basis, evidence, test, notes and data gaps."""
+           unavailable: list[str], incomplete: list[str], distinct: Mapping[str, str] | None = None) -> str:
+    """GitHub-flavoured Markdown: reasons with their basis, evidence, test, notes and data gaps
+    (``distinct``: the result's :func:`distinct_reasons`, when the caller already has them)."""
     lines = [f"**{md(OUTCOME_DISPLAY[result.outcome])}** (priority {result.priority})", ""]
     if result.rules:
         lines.append("**Why**")
         lines.append("")
-        reasons = distinct_reasons(result)
+        reasons = distinct_reasons(result) if distinct is None else distinct
         for rid in result.rules:
             rule = rules.get(rid)
             title = md(rule.title) if rule else rid
@@ -181,10 +182,11 @@ def service_request(result: ScreeningResult, patient_id: str) -> dict[str, Any] 
     }
 
 
-def flag_resource(result: ScreeningResult, rules: Mapping[str, Rule]) -> dict[str, Any]:
+def flag_resource(result: ScreeningResult, rules: Mapping[str, Rule],
+                  distinct: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The Flag batch mode writes (``flag_dict``, without
     re-serialising the model), without ``id``: a create must not carry one."""
-    return {k: v for k, v in flag_dict(result).items() if k != "id"}
+    return {k: v for k, v in flag_dict(result, distinct).items() if k != "id"}
 
 
 def card(result: ScreeningResult, rules: Mapping[str, Rule], *, hook_instance: str, patient_id: str,
@@ -192,6 +194,7 @@ def card(result: ScreeningResult, rules: Mapping[str, Rule], *, hook_instance: s
          source_url: str | None) -> dict[str, Any]:
     ident = flag_identifier(result)
     card_uuid = uuid.uuid5(UUID_NAMESPACE, f"{hook_instance}|{ident}")
+    distinct = distinct_reasons(result)  # once for the Flag and the detail
     suggestions = []
     order = service_request(result, patient_id)
     test = result.recommended_test
@@ -207,12 +210,12 @@ def card(result: ScreeningResult, rules: Mapping[str, Rule], *, hook_instance: s
         "uuid": str(uuid.uuid5(card_uuid, "record-flag")),
         "isRecommended": order is None,
         "actions": [{"type": "create", "description": "Record a Flag: vitamin B12 deficiency risk",
-                     "resource": flag_resource(result, rules)}],
+                     "resource": flag_resource(result, rules, distinct)}],
     })
     return prune({
         "uuid": str(card_uuid),
         "summary": summary(result, rules),
-        "detail": detail(result, rules, record, unavailable, incomplete),
+        "detail": detail(result, rules, record, unavailable, incomplete, distinct),
         "indicator": "warning" if result.priority == "high" else "info",
         "source": {
             "label": source_label,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,12 @@ def latest_b12_text(result: ScreeningResult) -> str:
     return f"Latest vitamin B12 result {shown} on {latest['date']} ({latest['band']})"
 
 
+def _shares_stretch(text: str, said: str) -> bool:
+    """Whether ``text`` and ``said`` share :data:`_SAME` characters in a row (a cheap test before the
+    longest-match search, which is needed only then)."""
+    return any(text[i:i + _SAME] in said for i in range(len(text) - _SAME + 1))
+
+
 def distinct_reasons(result: ScreeningResult) -> dict[str, str]:
     """Each decisive rule's reason without what an earlier rule already said: a long shared stretch
     becomes "as above", a repeated clause ("age 65") is dropped."""
@@ -84,6 +91,8 @@ def distinct_reasons(result: ScreeningResult) -> dict[str, str]:
         if not text:
             continue
         for said in out.values():
+            if not _shares_stretch(text, said):
+                continue
             match = SequenceMatcher(None, text, said, autojunk=False).find_longest_match(0, len(text), 0, len(said))
             if match.size >= _SAME:
                 text = (text[:match.a] + "as above" + text[match.a + match.size:]).strip()
@@ -95,10 +104,12 @@ def distinct_reasons(result: ScreeningResult) -> dict[str, str]:
     return out
 
 
-def flag_text(result: ScreeningResult) -> str:
-    """The sentence a clinician reads: what to do, why, the latest B12 result on file, and which test."""
+def flag_text(result: ScreeningResult, distinct: Mapping[str, str] | None = None) -> str:
+    """The sentence a clinician reads: what to do, why, the latest B12 result on file, and which test.
+    ``distinct``: :func:`distinct_reasons` of ``result`` when the caller already has them."""
     test = result.recommended_test
-    reasons = "; ".join(f"{text} [{rid}]" for rid, text in distinct_reasons(result).items())
+    distinct = distinct_reasons(result) if distinct is None else distinct
+    reasons = "; ".join(f"{text} [{rid}]" for rid, text in distinct.items())
     head = {
         "suggest-b12-test": "Consider checking vitamin B12",
         "suggest-mma": "Consider a methylmalonic acid (MMA) test: the last B12 result was indeterminate",
@@ -117,8 +128,9 @@ def flag_text(result: ScreeningResult) -> str:
     return ". ".join(p.rstrip(".") for p in parts) + "."
 
 
-def flag_dict(result: ScreeningResult) -> dict[str, Any]:
-    """The Flag of a flagged result as FHIR JSON (plain dicts: no model is built)."""
+def flag_dict(result: ScreeningResult, distinct: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Flag of a flagged result as FHIR JSON (plain dicts: no model is built); ``distinct`` as for
+    :func:`flag_text`."""
     assert result.priority is not None
     ident = flag_identifier(result)
     priority = Priority(result.priority)
@@ -156,7 +168,7 @@ def flag_dict(result: ScreeningResult) -> dict[str, Any]:
         "code": {
             "coding": [{"system": OUTCOME_SYSTEM, "code": result.outcome,
                         "display": OUTCOME_DISPLAY[result.outcome]}],
-            "text": flag_text(result),
+            "text": flag_text(result, distinct),
         },
         "subject": _subject(result.patient),
         "period": {"start": result.as_of.isoformat()},
