@@ -113,3 +113,11 @@ def test_flags_of_every_outcome_validate_against_the_official_schema(screener) -
             assert not errors, (result.patient, errors[:3])
     assert {o for o, _ in seen} == {"suggest-b12-test", "suggest-mma", "unactioned-low-b12",
                                      "deficiency-without-treatment"}
+
+
+def test_prune_drops_every_empty_value_at_every_depth_and_keeps_falsy_scalars() -> None:
+    from b12screen.sinks.cards import prune
+
+    value = {"a": None, "b": "", "c": [], "d": {}, "e": [None, "", {"x": []}, 0, False, "y"],
+             "f": {"g": {"h": None}}, "i": 0, "j": 0.0, "k": {"l": [{"m": "n", "o": {}}]}}
+    assert prune(value) == {"e": [0, False, "y"], "i": 0, "j": 0.0, "k": {"l": [{"m": "n"}]}}

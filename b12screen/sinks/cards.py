@@ -51,19 +51,24 @@ def md(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
+def _empty(value: Any) -> bool:
+    return value is None or (type(value) in (str, list, dict) and not value)
+
+
 def prune(value: Any) -> Any:
     """Drop ``None``, ``""``, ``[]`` and ``{}`` everywhere (recursively)."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict or isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
             v = prune(v)
-            if v is None or v == "" or v == [] or v == {}:
-                continue
-            out[k] = v
+            if not _empty(v):
+                out[k] = v
         return out
-    if isinstance(value, list):
-        items = [prune(v) for v in value]
-        return [v for v in items if not (v is None or v == "" or v == [] or v == {})]
+    if kind is list:
+        return [v for v in map(prune, value) if not _empty(v)]
     return value
 
 
