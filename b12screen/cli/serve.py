@@ -103,8 +103,17 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         fail(str(exc))
     log.info("%s", app.state.cds.startup_line())
     if config.workers > 1:
+        from ..cdshooks.workers import reuse_port_supported, run_workers
+
         os.environ["B12SCREEN__SERVE_CONFIG"] = config.as_json()
-        uvicorn.run("b12screen.cdshooks.app:app_from_environment", factory=True, workers=config.workers, **common)
+        factory = "b12screen.cdshooks.app:app_from_environment"
+        if not reuse_port_supported():  # one shared socket: the kernel does not balance connections
+            uvicorn.run(factory, factory=True, workers=config.workers, **common)
+            return
+        try:
+            run_workers(uvicorn.Config(factory, factory=True, workers=config.workers, **common))
+        except OSError as exc:
+            fail(f"cannot bind {config.host}:{config.port}: {exc.strerror or exc}")
         return
     uvicorn.run(app, **common)
 
