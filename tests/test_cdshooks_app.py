@@ -182,6 +182,8 @@ def test_card_for_a_patient_at_risk(client: TestClient) -> None:
     assert card["source"]["label"] == "b12screen"
     assert card["source"]["topic"]["code"] == "suggest-b12-test"
     assert "MET-2" in card["detail"] and "Basis:" in card["detail"] and "MedicationRequest/m1" in card["detail"]
+    evidence = [line for line in card["detail"].splitlines() if line.startswith("- `")]
+    assert evidence == ["- `MedicationRequest/m1` (metformin hydrochloride 500 MG Oral Tablet, 2019-05-10, active)"]
     assert card["selectionBehavior"] == "any"
     order, flag = card["suggestions"]
     assert order["isRecommended"] is True

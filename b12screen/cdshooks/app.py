@@ -107,9 +107,14 @@ class CorsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        allow = self._allowed(headers.get("origin"))
-        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+        origin, preflight = None, False
+        for name, value in scope["headers"]:  # ASGI header names are lower-case bytes
+            if name == b"origin":
+                origin = value.decode("latin-1")
+            elif name == b"access-control-request-method":
+                preflight = True
+        allow = self._allowed(origin)
+        if scope["method"] == "OPTIONS" and preflight:
             if allow is None:
                 response = json_response(operation_outcome("forbidden", "origin not allowed"), 403)
             else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import date
 from typing import Any
 
@@ -106,19 +106,25 @@ def summary(result: ScreeningResult, rules: Mapping[str, Rule]) -> str:
     return _shorten(f"{head}: {reason}{extra}")
 
 
-def _evidence_index(record: PatientRecord | None) -> dict[str, str]:
+def _evidence_index(record: PatientRecord | None, wanted: Collection[str]) -> dict[str, str]:
+    """How each fact among ``wanted`` (evidence references) reads in the detail; no other fact is described."""
     index: dict[str, str] = {}
     if record is None:
         return index
+    wanted = set(wanted)
     for fact in record.medications:
-        index[fact.ref] = _describe(fact.label, fact.start, fact.status)
+        if fact.ref in wanted:
+            index[fact.ref] = _describe(fact.label, fact.start, fact.status)
     for c in record.conditions:
-        index[c.ref] = _describe(c.label, c.onset, c.clinical_status)
+        if c.ref in wanted:
+            index[c.ref] = _describe(c.label, c.onset, c.clinical_status)
     for p in record.procedures:
-        index[p.ref] = _describe(p.label, p.performed, p.status)
+        if p.ref in wanted:
+            index[p.ref] = _describe(p.label, p.performed, p.status)
     for o in record.observations:
-        value = f"{o.value:g} {o.unit or ''}".strip() if o.value is not None else None
-        index[o.ref] = _describe(o.label, o.effective, value)
+        if o.ref in wanted:
+            value = f"{o.value:g} {o.unit or ''}".strip() if o.value is not None else None
+            index[o.ref] = _describe(o.label, o.effective, value)
     return index
 
 
@@ -145,7 +151,7 @@ def detail(result: ScreeningResult, rules: Mapping[str, Rule], record: PatientRe
                 lines.append(f"  - Basis: {md(rule.basis)}")
         lines.append("")
     if result.evidence:
-        index = _evidence_index(record)
+        index = _evidence_index(record, result.evidence)
         lines.append("**Evidence**")
         lines.append("")
         for ref in result.evidence:
