@@ -197,8 +197,10 @@ def free_port() -> int:
 
 
 def start_server(port: int, auth: bool, workers: int, key: ec.EllipticCurvePrivateKey, folder: Path,
-                 validate: str = "evidence") -> subprocess.Popen[bytes]:
-    config: dict[str, Any] = {"host": "127.0.0.1", "port": port, "workers": workers, "log_level": "warning",
+                 validate: str = "evidence", log_level: str = "info") -> subprocess.Popen[bytes]:
+    """``b12screen serve`` on loopback, as deployed by default (access log at info, to a file in
+    ``folder``), once it accepts connections."""
+    config: dict[str, Any] = {"host": "127.0.0.1", "port": port, "workers": workers, "log_level": log_level,
                               "public_base_url": f"http://127.0.0.1:{port}", "validate": validate}
     if auth:
         jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
@@ -209,8 +211,10 @@ def start_server(port: int, auth: bool, workers: int, key: ec.EllipticCurvePriva
     path = folder / "service.json"
     path.write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("B12SCREEN_CDS_")}
-    process = subprocess.Popen([sys.executable, "-m", "b12screen", "serve", "--config", str(path)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = folder / f"server-{port}.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "b12screen", "serve", "--config", str(path)], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -218,7 +222,7 @@ def start_server(port: int, auth: bool, workers: int, key: ec.EllipticCurvePriva
                 return process
         except OSError:
             if process.poll() is not None:
-                raise RuntimeError(process.stderr.read().decode() if process.stderr else "server exited") from None
+                raise RuntimeError(log.read_text(errors="replace")[-2000:] or "server exited") from None
             time.sleep(0.1)
     process.kill()
     raise RuntimeError("the server did not start within 60 s")

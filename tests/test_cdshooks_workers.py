@@ -1,0 +1,154 @@
+"""``serve --workers 2``: one SO_REUSEPORT socket per worker, connections spread, a dead worker replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from cdshooks_helpers import free_port
+
+from b12screen.cdshooks.workers import reuse_port_sockets, reuse_port_supported
+
+pytestmark = pytest.mark.skipif(not reuse_port_supported() or not Path("/proc/self/fd").is_dir(),
+                                reason="needs SO_REUSEPORT and /proc (Linux)")
+
+
+def test_sockets_share_one_port_and_all_listen() -> None:
+    sockets = reuse_port_sockets("127.0.0.1", 0, 3)
+    try:
+        ports = {s.getsockname()[1] for s in sockets}
+        assert len(ports) == 1 and ports != {0}
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) for s in sockets)
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in sockets)
+        with socket.create_connection(("127.0.0.1", ports.pop()), timeout=5):
+            pass  # the kernel queued it on one of them
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_a_port_in_use_without_reuse_port_is_refused() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError):
+            reuse_port_sockets("127.0.0.1", taken.getsockname()[1], 2)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
+def _server_side(port: int, state: str) -> set[str]:
+    """Inodes of sockets with local ``port`` in ``state`` (01 established, 0A listening)."""
+    out = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == state:
+            out.add(cols[9])
+    return out
+
+
+def _workers(process: subprocess.Popen[bytes], port: int) -> list[int]:
+    """The children of ``serve`` that hold a listening socket on ``port``."""
+    listening = _server_side(port, "0A")
+    return sorted(c for c in _children(process.pid) if _socket_inodes(c) & listening)
+
+
+def _get_health(sock: socket.socket) -> bytes:
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while not data.endswith(b'{"status":"ok"}'):
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed"
+        data += chunk
+    return data
+
+
+@contextmanager
+def two_workers() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "b12screen", "serve", "--insecure-no-auth", "--port", str(port),
+                                "--workers", "2", "--log-level", "warning"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_workers(process, port)) < 2:
+            assert time.monotonic() < deadline, "the workers did not start"
+            assert process.poll() is None, "serve exited"
+            time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            _get_health(sock)  # a worker answers
+        yield port, process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _connections_per_worker(process: subprocess.Popen[bytes], port: int) -> list[int]:
+    established = _server_side(port, "01")
+    return [len(_socket_inodes(w) & established) for w in _workers(process, port)]
+
+
+def test_connections_spread_over_both_workers_and_a_dead_worker_is_replaced() -> None:
+    with two_workers() as (port, process):
+        listening = _server_side(port, "0A")
+        held = [_socket_inodes(w) & listening for w in _workers(process, port)]
+        assert len(listening) == 2 and all(len(h) == 1 for h in held) and held[0] != held[1]  # a socket each
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(24)]
+        try:
+            for sock in clients:
+                assert _get_health(sock).startswith(b"HTTP/1.1 200")
+            spread = _connections_per_worker(process, port)
+            # hashed over 24 connections: all on one worker has odds of 2 in 16 million
+            assert len(spread) == 2 and sum(spread) == 24 and min(spread) >= 1, spread
+        finally:
+            for sock in clients:
+                sock.close()
+        victim = _workers(process, port)[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while victim in _workers(process, port) or len(_workers(process, port)) < 2:
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            time.sleep(0.2)
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(24)]
+        try:
+            for sock in clients:  # every connection is answered, the replacement's included
+                assert _get_health(sock).startswith(b"HTTP/1.1 200")
+            spread = _connections_per_worker(process, port)
+            assert len(spread) == 2 and sum(spread) == 24 and min(spread) >= 1, spread
+        finally:
+            for sock in clients:
+                sock.close()
