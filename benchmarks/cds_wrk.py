@@ -320,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("wrk is not installed (Debian: apt-get install wrk)")
     if min(args.workers + args.connections) < 1 or args.duration < 1 or args.threads < 1:
         parser.error("workers, connections, threads and duration must be at least 1")
+    if any(c % args.threads for c in args.connections):
+        parser.error("each connection count must be a multiple of --threads (wrk gives each thread c/t)")
     key = ec.generate_private_key(ec.SECP384R1())
     phases: list[Phase] = []
     with tempfile.TemporaryDirectory() as name:
