@@ -1,4 +1,4 @@
-"""Slow or stalled clients on a real loopback uvicorn with :class:`BoundedH11Protocol`: a request whose
+"""Slow or stalled clients on a real loopback uvicorn with :class:`BoundedHttpToolsProtocol`: a request whose
 headers or body do not arrive within the read timeout is cut off, and connections are bounded."""
 
 from __future__ import annotations
@@ -11,21 +11,21 @@ from cdshooks_helpers import running_server
 
 from b12screen.cdshooks.app import create_app
 from b12screen.cdshooks.config import ServiceConfig
-from b12screen.cdshooks.protocol import BoundedH11Protocol
+from b12screen.cdshooks.protocol import BoundedHttpToolsProtocol
 
 READ_TIMEOUT = 0.5
 
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[tuple[str, int]]:
-    before = (BoundedH11Protocol.read_timeout, BoundedH11Protocol.max_connections)
-    BoundedH11Protocol.configure(READ_TIMEOUT, 3)
+    before = (BoundedHttpToolsProtocol.read_timeout, BoundedHttpToolsProtocol.max_connections)
+    BoundedHttpToolsProtocol.configure(READ_TIMEOUT, 3)
     try:
         app = create_app(ServiceConfig(insecure_no_auth=True))
-        with running_server(app, http=BoundedH11Protocol) as url:
+        with running_server(app, http=BoundedHttpToolsProtocol) as url:
             yield "127.0.0.1", int(url.rsplit(":", 1)[1])
     finally:
-        BoundedH11Protocol.configure(*before)
+        BoundedHttpToolsProtocol.configure(*before)
 
 
 def connect(base: tuple[str, int]) -> socket.socket:
@@ -126,7 +126,7 @@ def test_a_client_that_hangs_up_is_logged_at_info_not_as_an_error(base: tuple[st
 
 
 @pytest.mark.parametrize("request_bytes", [
-    # never ends: past h11's 16 KiB limit for incomplete headers
+    # never ends: past the 16 KiB bound for headers
     b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000,
     b"POST /cds-services/b12screen-patient-view HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n",
 ], ids=["oversized headers", "bad Content-Length"])
@@ -154,7 +154,7 @@ def test_connections_on_a_worker_style_socket_get_tcp_nodelay() -> None:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    config = uvicorn.Config(create_app(ServiceConfig(insecure_no_auth=True)), http=BoundedH11Protocol,
+    config = uvicorn.Config(create_app(ServiceConfig(insecure_no_auth=True)), http=BoundedHttpToolsProtocol,
                             log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[listener])), daemon=True)
@@ -174,3 +174,34 @@ def test_connections_on_a_worker_style_socket_get_tcp_nodelay() -> None:
         server.should_exit = True
         thread.join(timeout=10)
         listener.close()
+
+
+def _read_answers(sock: socket.socket, count: int) -> list[bytes]:
+    data = b""
+    while data.count(b"HTTP/1.1 ") < count or not data.endswith(b"}"):
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {data.count(b'HTTP/1.1 ')} answer(s)"
+        data += chunk
+    return [b"HTTP/1.1 " + part for part in data.split(b"HTTP/1.1 ")[1:]]
+
+
+def test_headers_under_the_bound_and_a_large_body_in_one_packet_are_served(base: tuple[str, int]) -> None:
+    """Only header bytes count toward the 16 KiB bound: a 15 KB header passes, and so does a body of 200 KB
+    sent with its headers in one go."""
+    with connect(base) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 15_000 + b"\r\n\r\n")
+        [answer] = _read_answers(sock, 1)
+        assert answer.startswith(b"HTTP/1.1 200")
+    body = b'{"hook":"patient-view","pad":"' + b"a" * 200_000 + b'"}'
+    with connect(base) as sock:
+        sock.sendall(b"POST /cds-services/b12screen-patient-view HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        [answer] = _read_answers(sock, 1)
+        assert answer.startswith(b"HTTP/1.1 400") and b"hookInstance is required" in answer  # the app's 400
+
+
+def test_pipelined_requests_are_all_answered_in_order(base: tuple[str, int]) -> None:
+    with connect(base) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2 + b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = _read_answers(sock, 3)
+        assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 2 + [b"HTTP/1.1 404 Not Found"]

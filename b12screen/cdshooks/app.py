@@ -394,9 +394,9 @@ def app_from_environment() -> Starlette:
     """uvicorn factory for ``--workers`` > 1: the settings travel as JSON in ``B12SCREEN__SERVE_CONFIG``."""
     raw = os.environ.get("B12SCREEN__SERVE_CONFIG")
     config = ServiceConfig.from_mapping(orjson.loads(raw), "B12SCREEN__SERVE_CONFIG") if raw else ServiceConfig.load()
-    from .protocol import BoundedH11Protocol
+    from .protocol import BoundedHttpToolsProtocol
 
     use_log_format(config.log_format)
     logging.getLogger("b12screen").setLevel(config.log_level.upper())
-    BoundedH11Protocol.configure(config.read_timeout_seconds, config.max_connections)
+    BoundedHttpToolsProtocol.configure(config.read_timeout_seconds, config.max_connections)
     return create_app(config)

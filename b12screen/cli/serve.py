@@ -67,7 +67,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     from ..cdshooks.app import create_app
     from ..cdshooks.config import ServiceConfig
     from ..cdshooks.observe import use_log_format
-    from ..cdshooks.protocol import BoundedH11Protocol
+    from ..cdshooks.protocol import BoundedHttpToolsProtocol
     from ..errors import B12ScreenError
 
     try:
@@ -93,10 +93,10 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         click.echo("b12screen: warning: JWT verification is OFF (--insecure-no-auth); loopback testing only", err=True)
     common: dict[str, Any] = {"host": config.host, "port": config.port, "access_log": False,
                               "log_level": config.log_level, "server_header": False, "timeout_keep_alive": 5,
-                              "http": BoundedH11Protocol, "h11_max_incomplete_event_size": 16_384}
+                              "http": BoundedHttpToolsProtocol}
     if config.log_format == "json":
         common["log_config"] = None  # uvicorn's own lines go through the JSON handler too
-    BoundedH11Protocol.configure(config.read_timeout_seconds, config.max_connections)
+    BoundedHttpToolsProtocol.configure(config.read_timeout_seconds, config.max_connections)
     try:
         app = create_app(config)  # also checks the rules config and profile before any worker starts
     except B12ScreenError as exc:
