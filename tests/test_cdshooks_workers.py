@@ -122,33 +122,30 @@ def _connections_per_worker(process: subprocess.Popen[bytes], port: int) -> list
     return [len(_socket_inodes(w) & established) for w in _workers(process, port)]
 
 
+def _assert_spread(process: subprocess.Popen[bytes], port: int, count: int = 24) -> None:
+    """``count`` keep-alive connections, each answered, held by both workers (hashed over 24 connections,
+    all on one worker has odds of 2 in 16 million)."""
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(count)]
+    try:
+        for sock in clients:
+            assert _get_health(sock).startswith(b"HTTP/1.1 200")
+        spread = _connections_per_worker(process, port)
+        assert len(spread) == 2 and sum(spread) == count and min(spread) >= 1, spread
+    finally:
+        for sock in clients:
+            sock.close()
+
+
 def test_connections_spread_over_both_workers_and_a_dead_worker_is_replaced() -> None:
     with two_workers() as (port, process):
         listening = _server_side(port, "0A")
         held = [_socket_inodes(w) & listening for w in _workers(process, port)]
         assert len(listening) == 2 and all(len(h) == 1 for h in held) and held[0] != held[1]  # a socket each
-        clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(24)]
-        try:
-            for sock in clients:
-                assert _get_health(sock).startswith(b"HTTP/1.1 200")
-            spread = _connections_per_worker(process, port)
-            # hashed over 24 connections: all on one worker has odds of 2 in 16 million
-            assert len(spread) == 2 and sum(spread) == 24 and min(spread) >= 1, spread
-        finally:
-            for sock in clients:
-                sock.close()
+        _assert_spread(process, port)
         victim = _workers(process, port)[0]
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while victim in _workers(process, port) or len(_workers(process, port)) < 2:
             assert time.monotonic() < deadline, "the dead worker was not replaced"
             time.sleep(0.2)
-        clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(24)]
-        try:
-            for sock in clients:  # every connection is answered, the replacement's included
-                assert _get_health(sock).startswith(b"HTTP/1.1 200")
-            spread = _connections_per_worker(process, port)
-            assert len(spread) == 2 and sum(spread) == 24 and min(spread) >= 1, spread
-        finally:
-            for sock in clients:
-                sock.close()
+        _assert_spread(process, port)  # the replacement's connections answered too

@@ -7,6 +7,7 @@ benchmark's baseline). Every non-2xx answer is an OperationOutcome without a sta
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -18,9 +19,7 @@ from contextlib import asynccontextmanager
 from datetime import date
 from typing import Any
 
-import anyio
 import orjson
-from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -155,8 +154,8 @@ class CdsApp:
         self.handler = HookHandler(config, screener, today, self.executor, self.registry)
         self.feedback_recorder = FeedbackRecorder(config.feedback_log, self.registry)
         self.discovery_body = orjson.dumps(discovery(screener.terminology, services))
-        self.cpu_limiter = anyio.CapacityLimiter(4)
-        self.io_limiter = anyio.CapacityLimiter(max(4, config.fetch_workers * 4))
+        self.cpu_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="b12-cpu")
+        self.io_pool = ThreadPoolExecutor(max_workers=max(4, config.fetch_workers * 4), thread_name_prefix="b12-io")
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -181,16 +180,17 @@ class CdsApp:
         """``work`` in a worker thread under the hard time budget (a late result is dropped; waiting for a
         thread counts too, so an overloaded service sheds load with 503 instead of queueing without end).
 
-        First ``work(allow_io=False)`` under the CPU limiter (a few threads: screening is CPU-bound and the
+        First ``work(allow_io=False)`` in the CPU pool (a few threads: screening is CPU-bound and the
         GIL serialises it anyway, so more would only contend; ``workers`` adds cores). If it needs network
         I/O (a JWK Set or FHIR fetch) it raises ``NeedsIo`` before any, and ``work(allow_io=True)`` runs
-        under the I/O limiter, so slow FHIR servers never hold up requests that came with their prefetch."""
+        in the I/O pool, so slow FHIR servers never hold up requests that came with their prefetch."""
+        loop = asyncio.get_running_loop()
         try:
-            with anyio.fail_after(self.config.time_budget_seconds):
+            async with asyncio.timeout(self.config.time_budget_seconds):
                 try:
-                    return await to_thread.run_sync(work, False, abandon_on_cancel=True, limiter=self.cpu_limiter)
+                    return await loop.run_in_executor(self.cpu_pool, work, False)
                 except NeedsIo:
-                    return await to_thread.run_sync(work, True, abandon_on_cancel=True, limiter=self.io_limiter)
+                    return await loop.run_in_executor(self.io_pool, work, True)
         except TimeoutError:
             raise Problem(503, "timeout", "the service ran out of time") from None
 
@@ -233,8 +233,8 @@ class CdsApp:
     async def ready(self, request: Request) -> Response:
         """Readiness: the configuration is loaded and every issuer's keys are inline, cached or reachable."""
         verifier = self.verifier
-        unready = [] if verifier is None else await anyio.to_thread.run_sync(verifier.unready_issuers,
-                                                                             limiter=self.io_limiter)
+        unready = [] if verifier is None else await asyncio.get_running_loop().run_in_executor(
+            self.io_pool, verifier.unready_issuers)
         if unready:
             log.warning("not ready: no keys for %d issuer(s)", len(unready))
             return json_response(operation_outcome("transient", "the key sets of some issuers are unreachable"),
@@ -348,7 +348,8 @@ class CdsApp:
         return problem_response(Problem(400, "incomplete", "the client disconnected"))
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        for pool in (self.executor, self.cpu_pool, self.io_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
