@@ -164,35 +164,34 @@ def _tcp_inodes(port: int, state: str) -> set[str]:
     return out
 
 
+def socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets ``pid`` holds (an fd closing while it is read is passed over)."""
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
 def connections_by_pid(pids: list[int], port: int) -> list[int]:
     """Established server-side connections on ``port`` held by each pid."""
     established = _tcp_inodes(port, "01")
-    counts = []
-    for pid in pids:
-        inodes = set()
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with_link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if with_link.startswith("socket:["):
-                    inodes.add(with_link[8:-1])
-        except OSError:
-            pass
-        counts.append(len(inodes & established))
-    return counts
+    return [len(socket_inodes(pid) & established) for pid in pids]
 
 
 def workers_of(root: int, port: int) -> list[int]:
     """The pids that serve connections: those holding a listening socket on ``port`` (the workers;
     the supervisor too when it is the only process)."""
     listening = _listening_inodes(port)
-    out = []
-    for pid in sorted(process_tree(root)):
-        try:
-            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
-        except OSError:
-            continue
-        if any(link.startswith("socket:[") and link[8:-1] in listening for link in links):
-            out.append(pid)
+    out = [pid for pid in sorted(process_tree(root)) if socket_inodes(pid) & listening]
     children = [pid for pid in out if pid != root]
     return children or out
 
