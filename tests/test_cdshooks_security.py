@@ -263,3 +263,28 @@ def test_sandbox_issuer_only_in_dev_mode() -> None:
     dev = ServiceConfig(dev=True)
     assert "https://sandbox.cds-hooks.org" in dev.trusted_issuers()
     assert "https://sandbox.cds-hooks.org" in dev.allowed_origins()
+
+
+def test_the_token_is_parsed_once_and_pyjwt_only_checks_the_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    from b12screen.cdshooks import tokens
+
+    calls: list[str] = []
+    real_parse = tokens.parse
+
+    def counting_parse(token: str) -> tokens.Token:
+        calls.append(token)
+        return real_parse(token)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("PyJWT decoded the token again")
+
+    monkeypatch.setattr(tokens, "parse", counting_parse)
+    for name in ("decode", "decode_complete", "get_unverified_header"):
+        monkeypatch.setattr(jwt, name, refuse)
+        monkeypatch.setattr(jwt.api_jwt, name, refuse, raising=False)
+    monkeypatch.setattr(jwt.api_jws.PyJWS, "_load", refuse)
+    v = verifier()
+    for alg in ("ES384", "RS384"):
+        token = ehr().token(AUD, alg=alg)
+        assert v.verify(bearer(token), AUD).iss == ISS
+    assert len(calls) == 2
