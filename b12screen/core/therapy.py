@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from .dates import months
 from .facts import MedicationUse
@@ -22,7 +24,8 @@ class Therapy:
     high_oral: list[str] = field(default_factory=list)
     low_oral: list[str] = field(default_factory=list)
     starts: list[tuple[date, str]] = field(default_factory=list)
-    #: Active parenteral orders/statements authored or started before the order window (they do not suppress).
+    #: Active parenteral orders/statements authored or started before ``parenteral_order_months`` (they do not
+    #: suppress).
     stale: list[tuple[date | None, str]] = field(default_factory=list)
 
     def stale_notes(self) -> list[str]:
@@ -81,3 +84,10 @@ def b12_therapy(record: PatientRecord, as_of: date, parenteral_months: float = 4
         else:
             therapy.low_oral.append(use.ref)
     return therapy
+
+
+def therapy_at(record: PatientRecord, as_of: date, settings: Mapping[str, Any]) -> Therapy:
+    """B12 therapy at ``as_of`` with the windows and threshold of the screening ``settings``
+    (``parenteral_months``, ``high_dose_oral_ug``, ``parenteral_order_months``)."""
+    return b12_therapy(record, as_of, settings["parenteral_months"], settings["high_dose_oral_ug"],
+                       settings["parenteral_order_months"])
