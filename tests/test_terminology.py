@@ -118,3 +118,17 @@ def test_value_set_readme_counts_concepts_per_system() -> None:
         if rows[vs["id"]] != counts:
             problems.append(f"{vs['id']}: README {rows[vs['id']]!r}, file {counts!r}")
     assert problems == []
+
+
+def test_label_falls_back_to_the_value_set_display_of_a_bare_code() -> None:
+    t = _terminology()
+    assert t.label({"coding": [{"system": RXNORM, "code": "858069"}]}) == "colchicine 0.6 MG [Colcrys]"
+    assert t.label({"coding": [{"system": "urn:oid:2.16.840.1.113883.6.88", "code": " 858069 "}]}) == (
+        "colchicine 0.6 MG [Colcrys]")
+    assert t.label({"coding": [{"system": RXNORM, "code": "858069"}], "text": "Colcrys 0.6 mg"}) == "Colcrys 0.6 mg"
+    assert t.label({"coding": [{"system": RXNORM, "code": "858069"},
+                               {"system": "http://example.org/local", "code": "x", "display": "Local name"}]}) == (
+        "Local name")
+    assert t.label({"coding": [{"system": RXNORM, "code": "312617"}]}) == "312617"  # in no value set: the code
+    assert t.label({"coding": [{"system": "http://snomed.info/sct", "code": "858069"}]}) == "858069"  # wrong system
+    assert t.label(None) == "" and t.label({"coding": [{}]}) == ""
