@@ -143,3 +143,50 @@ def test_a_bad_value_in_a_config_file_names_the_file(record_file: Path, tmp_path
     assert "site.toml: settings.parenteral_order_months='a year' is not valid: expected a number" in out.stderr
     with pytest.raises(ConfigError, match="parenteral_order_months=5000 is not valid"):
         Config.from_dict({"settings": {"parenteral_order_months": 5000}})
+
+
+def test_every_door_reads_the_window_from_the_same_configuration(record_file: Path, tmp_path: Path) -> None:
+    """screen, batch and the CDS service, each given the site file, treat the 400-day-old order alike."""
+    import warnings
+
+    from batch_helpers import batch, rows
+    from cdshooks_helpers import full_prefetch, request_body, searchset
+
+    from b12screen.cdshooks.app import create_app
+    from b12screen.cdshooks.config import ServiceConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    site = tmp_path / "site.toml"
+    site.write_text("[settings]\nparenteral_order_months = 14\n")
+    prefetch = full_prefetch("p", birth="1970-01-01", medicationRequests=searchset(
+        metformin_request("m", "p", "2024-11-01"), injection_order("p", 400)))
+    for config, outcome, cards in ((None, "suggest-b12-test", 1), (site, "suppressed", 0)):
+        screener = Screener(config=Config.from_file(config) if config else None)
+        out = tmp_path / f"batch-{cards}"
+        batch(screener, [record_file], out)
+        assert [r["outcome"] for r in rows(out / "report.ndjson")] == [outcome]
+        app = create_app(ServiceConfig(rules_config=str(config) if config else None, insecure_no_auth=True),
+                         today=lambda: AS_OF)
+        with TestClient(app) as client:
+            answer = client.post("/cds-services/b12screen-patient-view", json=request_body(pid="p", prefetch=prefetch))
+        assert answer.status_code == 200 and len(answer.json()["cards"]) == cards
+        if cards:
+            assert STALE_NOTE.format((AS_OF - timedelta(days=400)).isoformat()) in answer.json()["cards"][0]["detail"]
+
+
+@pytest.mark.parametrize(("days_ago", "months", "inside"), [(365, 12, True), (366, 12, False), (366, 13, True)])
+def test_an_active_statement_uses_the_same_window(days_ago: int, months: float, inside: bool) -> None:
+    order = injection_order("p", 0)
+    statement = {"resourceType": "MedicationStatement", "id": "p-st", "status": "active",
+                 "medicationCodeableConcept": order["medicationCodeableConcept"], "subject": order["subject"],
+                 "effectiveDateTime": (AS_OF - timedelta(days=days_ago)).isoformat()}
+    data = bundle(patient("p", birth="1970-01-01"), metformin_request("m", "p", "2024-11-01"), statement)
+    config = Config().with_changes(settings={"parenteral_order_months": months})
+    result = Screener(config=config).screen(data, AS_OF)[0]
+    if inside:
+        assert_therapy(result)
+    else:
+        assert_stale(result, days_ago)
