@@ -190,3 +190,22 @@ def test_an_active_statement_uses_the_same_window(days_ago: int, months: float, 
         assert_therapy(result)
     else:
         assert_stale(result, days_ago)
+
+
+def test_explain_shows_each_injection_order_against_the_window() -> None:
+    from b12screen.core.explain import explain, render
+    from b12screen.sources import group_entries, read_value
+
+    def mod_tx_im(days_ago: int, months: float) -> dict[str, Any]:
+        screener = Screener(config=Config().with_changes(settings={"parenteral_order_months": months}))
+        grouped = group_entries(read_value(record(days_ago), "t"), screener.extractor)
+        explanation = explain(screener, next(iter(grouped.records.values())), AS_OF)
+        assert render(explanation).count("injection order MedicationRequest/p-inj") == 1
+        return next(m for m in explanation["modifiers"] if m["id"] == "MOD-TX-IM")
+
+    stale = mod_tx_im(366, 12)
+    assert not stale["applied"] and stale["figures"] == [
+        "injection order MedicationRequest/p-inj from 2025-11-23: outside the 12-month order window (from 2025-11-24)"]
+    current = mod_tx_im(366, 13)
+    assert current["applied"] and current["figures"] == [
+        "injection order MedicationRequest/p-inj from 2025-11-23: inside the 13-month order window (from 2025-10-25)"]

@@ -27,11 +27,22 @@ class Therapy:
     #: Active parenteral orders/statements authored or started before ``parenteral_order_months`` (they do not
     #: suppress).
     stale: list[tuple[date | None, str]] = field(default_factory=list)
+    #: Active parenteral orders/statements inside that window (they count as therapy), with their dates.
+    current_orders: list[tuple[date, str]] = field(default_factory=list)
 
     def stale_notes(self) -> list[str]:
         """What the clinician should confirm about each stale injection order (docs/clinical-rules.md 6.6)."""
         return [f"An active B12 injection order from {when.isoformat() if when else 'an unknown date'} is on "
                 "file: confirm that treatment is current" for when, _ in sorted(self.stale, key=_oldest_first)]
+
+    def order_figures(self, as_of: date, order_months: float) -> list[str]:
+        """Each active injection order against the order window, in words (for ``b12screen explain``)."""
+        span = f"{order_months:g}-month order window (from {(as_of - months(order_months)).isoformat()})"
+        inside = [f"injection order {ref} from {when.isoformat()}: inside the {span}"
+                  for when, ref in sorted(self.current_orders)]
+        outside = [f"injection order {ref} from {when.isoformat() if when else 'an unknown date'}: outside the {span}"
+                   for when, ref in sorted(self.stale, key=_oldest_first)]
+        return inside + outside
 
     def any_after(self, when: date) -> list[str]:
         """Therapy started or given on or after ``when``."""
@@ -73,6 +84,8 @@ def b12_therapy(record: PatientRecord, as_of: date, parenteral_months: float = 4
                 therapy.stale.append((use.start, use.ref))
             elif active or (when is not None and when >= recent):
                 therapy.parenteral.append(use.ref)
+                if active and use.resource_type in ORDER_TYPES and use.start is not None:
+                    therapy.current_orders.append((use.start, use.ref))
             continue
         if not active:
             continue
