@@ -66,8 +66,8 @@ def is_parenteral(use: MedicationUse) -> bool:
     return any(word in route for word in _INJECTION_WORDS)
 
 
-def b12_therapy(record: PatientRecord, as_of: date, parenteral_months: float = 4,
-                high_dose_ug: float = 1000, order_months: float = 12) -> Therapy:
+def b12_therapy(record: PatientRecord, as_of: date, parenteral_months: float,
+                high_dose_ug: float, order_months: float) -> Therapy:
     """B12 therapy at ``as_of``. A parenteral order or statement counts only when authored or started within
     ``order_months`` (an older one still "active" is reported in ``stale``); an administration or dispense
     counts when active or given within ``parenteral_months``."""
