@@ -146,10 +146,10 @@ def process_tree(root: int) -> dict[int, float]:
 
 
 def _listening_inodes(port: int) -> set[str]:
-    return _tcp_inodes(port, "0A")
+    return tcp_inodes(port, "0A")
 
 
-def _tcp_inodes(port: int, state: str) -> set[str]:
+def tcp_inodes(port: int, state: str) -> set[str]:
     """Socket inodes of TCP sockets with local ``port`` in ``state`` (01 established, 0A listening)."""
     out: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -183,7 +183,7 @@ def socket_inodes(pid: int) -> set[str]:
 
 def connections_by_pid(pids: list[int], port: int) -> list[int]:
     """Established server-side connections on ``port`` held by each pid."""
-    established = _tcp_inodes(port, "01")
+    established = tcp_inodes(port, "01")
     return [len(socket_inodes(pid) & established) for pid in pids]
 
 

@@ -17,6 +17,9 @@ from cdshooks_helpers import free_port
 
 from b12screen.cdshooks.workers import reuse_port_sockets, reuse_port_supported
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from cds_wrk import socket_inodes, tcp_inodes  # the benchmark's /proc readers: sockets by pid and by port
+
 pytestmark = pytest.mark.skipif(not reuse_port_supported() or not Path("/proc/self/fd").is_dir(),
                                 reason="needs SO_REUSEPORT and /proc (Linux)")
 
@@ -56,32 +59,10 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    return inodes
-
-
-def _server_side(port: int, state: str) -> set[str]:
-    """Inodes of sockets with local ``port`` in ``state`` (01 established, 0A listening)."""
-    out = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        cols = line.split()
-        if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == state:
-            out.add(cols[9])
-    return out
-
-
 def _workers(process: subprocess.Popen[bytes], port: int) -> list[int]:
     """The children of ``serve`` that hold a listening socket on ``port``."""
-    listening = _server_side(port, "0A")
-    return sorted(c for c in _children(process.pid) if _socket_inodes(c) & listening)
+    listening = tcp_inodes(port, "0A")
+    return sorted(c for c in _children(process.pid) if socket_inodes(c) & listening)
 
 
 def _get_health(sock: socket.socket) -> bytes:
@@ -118,8 +99,8 @@ def two_workers() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
 
 
 def _connections_per_worker(process: subprocess.Popen[bytes], port: int) -> list[int]:
-    established = _server_side(port, "01")
-    return [len(_socket_inodes(w) & established) for w in _workers(process, port)]
+    established = tcp_inodes(port, "01")
+    return [len(socket_inodes(w) & established) for w in _workers(process, port)]
 
 
 def _assert_spread(process: subprocess.Popen[bytes], port: int, count: int = 24) -> None:
@@ -138,8 +119,8 @@ def _assert_spread(process: subprocess.Popen[bytes], port: int, count: int = 24)
 
 def test_connections_spread_over_both_workers_and_a_dead_worker_is_replaced() -> None:
     with two_workers() as (port, process):
-        listening = _server_side(port, "0A")
-        held = [_socket_inodes(w) & listening for w in _workers(process, port)]
+        listening = tcp_inodes(port, "0A")
+        held = [socket_inodes(w) & listening for w in _workers(process, port)]
         assert len(listening) == 2 and all(len(h) == 1 for h in held) and held[0] != held[1]  # a socket each
         _assert_spread(process, port)
         victim = _workers(process, port)[0]
