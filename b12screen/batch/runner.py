@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,7 +48,7 @@ from .outputs import (
 from .progress import Progress
 from .scan import Plan, Unit, scan
 from .stream import MAX_LINE_BYTES, Pos, StreamContext, stream_unit
-from .workdir import clean_stale, make_work
+from .workdir import clean_stale, die_with_parent, make_work
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +277,9 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
            ignored: Sequence[str] = ()) -> BatchResult:
     names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if parquet.available() else ())
     files = {name: AtomicFile(out / name) for name in names}
-    table = parquet.ParquetRows(files[REPORT_PARQUET].handle) if REPORT_PARQUET in files else None
+    # report.parquet is written from these rows by a child process once they are all known
+    table = AtomicFile(work / "rows.ndjson") if REPORT_PARQUET in files else None
+    child: parquet.ParquetChild | None = None
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
     try:
         by_outcome: Counter[str] = Counter({o: 0 for o in OUTCOMES})
@@ -299,7 +302,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             values = analyst_row(orjson.loads(patient.report), flag)
             files[REPORT_CSV].write(csv_line(values))
             if table is not None:
-                table.add(values)
+                table.write(orjson.dumps(values) + b"\n")
             progress.written(values["flagged"])
             for i, has in enumerate(patient.coverage):
                 covered[i] += has
@@ -314,6 +317,9 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
                 rule_errors += 1
                 rule_tmp.write(line + b"\n")
             late.extend(patient.input_errors)
+        if table is not None:
+            table.close()
+            child = parquet.ParquetChild(table.tmp, files[REPORT_PARQUET].tmp, partial(die_with_parent, os.getpid()))
         late.sort(key=error_key)
         input_errors = 0
         shown: list[dict[str, Any]] = []
@@ -343,9 +349,9 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         (out / SUMMARY).unlink(missing_ok=True)  # no summary: the set is incomplete until the end
         if table is None:
             (out / REPORT_PARQUET).unlink(missing_ok=True)  # never leave an earlier run's table beside this one
-        if table is not None:
-            table.close()
         files[SUMMARY_HTML].write(summary_page.render(summary, listed, shown))
+        if child is not None:
+            child.wait()
         for name in names:
             files[name].commit()
         summary_file = AtomicFile(out / SUMMARY)
@@ -353,8 +359,9 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         summary_file.commit()
         fsync_dir(out)
     except BaseException:
-        for handle in files.values():
+        if child is not None:
+            child.stop()
+        for handle in [*files.values(), rule_tmp, *([table] if table is not None else [])]:
             handle.discard()
-        rule_tmp.discard()
         raise
     return BatchResult(summary, input_errors, rule_errors, out)
