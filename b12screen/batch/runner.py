@@ -147,20 +147,6 @@ def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: in
     return LocalEngine(workers, work, partitions, progress)
 
 
-def _warm_up(screener: Screener, as_of: date) -> None:
-    """Import the fhir.resources models validation needs, once, before local workers fork (so they share
-    them). One process imports just the models it uses, when it first uses them; Flags are plain JSON."""
-    from ..core.record import PatientRecord
-    from ..sources.extract import UNDERSTOOD_TYPES
-    from ..sources.models import ResourceProblem, validate_resource
-
-    for rtype in sorted(UNDERSTOOD_TYPES):
-        with contextlib.suppress(ResourceProblem):
-            validate_resource({"resourceType": rtype, "id": "warm-up", "subject": {"reference": "Patient/x"},
-                               "code": {"coding": [{"system": "http://loinc.org", "code": "1"}], "text": "x"}})
-    screener.evaluate(PatientRecord("Patient/warm-up"), as_of)
-
-
 def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options: BatchOptions) -> BatchResult:
     """Screen the exports and Bundle folders at ``paths``, writing the four outputs into ``out``.
 
@@ -197,8 +183,6 @@ def _run(paths: Sequence[str], out: Path, screener: Screener, options: BatchOpti
     log.info("batch: %d partition(s)", partitions)
     deleted, deleted_errors = read_deleted(plan.deleted_files)
     ctx = StreamContext(extractor_for(screener.terminology, options.validate), {}, deleted, options.max_line_bytes)
-    if options.engine == "local" and workers > 1:
-        _warm_up(screener, options.as_of)
     work = make_work(out)
     progress.reading(plan.total_bytes)
     engine: Any = None
