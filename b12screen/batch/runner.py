@@ -24,8 +24,7 @@ from ..core.model import Priority
 from ..core.outcome import OUTCOMES
 from ..errors import B12ScreenError, InputError
 from ..sinks import parquet, summary_page
-from ..sinks.rows import csv_header, csv_line
-from ..sinks.rows import row as analyst_row
+from ..sinks.rows import csv_header
 from ..sources.files import discover, read_deleted
 from ..sources.validation import EVIDENCE, check_policy, extractor_for
 from .evaluate import EvalContext, PatientOutput
@@ -280,15 +279,13 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         for patient in patients:
             count += 1
             files[REPORT].write(patient.report + b"\n")
-            flag = None
             if patient.flag is not None:
                 flagged += 1
                 files[FLAGS].write(patient.flag + b"\n")
-                flag = orjson.loads(patient.flag)
-            values = analyst_row(orjson.loads(patient.report), flag)
-            files[REPORT_CSV].write(csv_line(values))
+            values = orjson.loads(patient.row)
+            files[REPORT_CSV].write(patient.csv)
             if table is not None:
-                table.write(orjson.dumps(values) + b"\n")
+                table.write(patient.row + b"\n")
             progress.written(values["flagged"])
             for i, has in enumerate(patient.coverage):
                 covered[i] += has
