@@ -267,6 +267,8 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
     child: parquet.ParquetChild | None = None
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
     try:
+        if table is not None:
+            child = parquet.ParquetChild(table.tmp, files[REPORT_PARQUET].tmp, partial(die_with_parent, os.getpid()))
         by_outcome: Counter[str] = Counter({o: 0 for o in OUTCOMES})
         by_rule: Counter[str] = Counter()
         by_priority: Counter[str] = Counter({p.value: 0 for p in Priority})
@@ -300,9 +302,9 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
                 rule_errors += 1
                 rule_tmp.write(line + b"\n")
             late.extend(patient.input_errors)
-        if table is not None:
+        if table is not None and child is not None:
             table.close()
-            child = parquet.ParquetChild(table.tmp, files[REPORT_PARQUET].tmp, partial(die_with_parent, os.getpid()))
+            child.write()
         late.sort(key=error_key)
         input_errors = 0
         shown: list[dict[str, Any]] = []

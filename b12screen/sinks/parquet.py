@@ -95,39 +95,49 @@ def _import_lean() -> None:
         sys.meta_path.remove(refuse)
 
 
-def _child(rows_path: Path, target: Path, report: Any, prepare: Callable[[], None]) -> None:
+def _child(rows_path: Path, target: Path, channel: Any, prepare: Callable[[], None]) -> None:
     prepare()
     try:
-        _import_lean()
+        _import_lean()  # while the parent is still writing the rows
+        if not channel.recv():
+            return  # the parent gave up
         with open(rows_path, "rb") as f:
             write_rows((orjson.loads(line) for line in f), target)
+    except EOFError:
+        return  # the parent is gone
     except OSError as exc:
-        report.send((exc.errno, exc.strerror or str(exc)))
+        channel.send((exc.errno, exc.strerror or str(exc)))
         sys.exit(1)
     except Exception as exc:  # pyarrow's own errors (e.g. ArrowIOError wrapping a full disk)
-        report.send((None, str(exc).split("\n")[0][:200]))
+        channel.send((None, str(exc).split("\n")[0][:200]))
         sys.exit(1)
-    report.send(None)
+    channel.send(None)
 
 
 class ParquetChild:
-    """Writes ``target`` from ``rows_path`` in a forked child process; :meth:`wait` raises ``OSError`` with
-    the child's reason when it failed. ``prepare`` runs first in the child (e.g. to die with the parent)."""
+    """Writes ``target`` from ``rows_path`` in a forked child process, which loads pyarrow as soon as it
+    starts and reads the rows once :meth:`write` says they are complete; :meth:`wait` raises ``OSError``
+    with the child's reason when it failed. ``prepare`` runs first in the child (e.g. to die with the
+    parent)."""
 
     def __init__(self, rows_path: Path, target: Path, prepare: Callable[[], None]) -> None:
         context = multiprocessing.get_context("fork")
-        self._receive, send = context.Pipe(duplex=False)
-        self.process = context.Process(target=_child, args=(rows_path, target, send, prepare), daemon=True)
+        self._channel, theirs = context.Pipe()
+        self.process = context.Process(target=_child, args=(rows_path, target, theirs, prepare), daemon=True)
         self.process.start()
-        send.close()
+        theirs.close()
+
+    def write(self) -> None:
+        """The rows file is complete: write the table."""
+        self._channel.send(True)
 
     def wait(self) -> None:
         try:
-            outcome = self._receive.recv()
+            outcome = self._channel.recv()
         except EOFError:
             outcome = (None, "the process writing report.parquet ended without a word")
         finally:
-            self._receive.close()
+            self._channel.close()
             self.process.join()
         if outcome is not None:
             raise OSError(outcome[0], f"report.parquet: {outcome[1]}")
@@ -136,4 +146,4 @@ class ParquetChild:
         if self.process.is_alive():
             self.process.kill()
         self.process.join()
-        self._receive.close()
+        self._channel.close()
