@@ -166,7 +166,7 @@ def run_batch(folder: Path, out: Path, workers: int) -> dict[str, float]:
     def sample() -> None:
         while proc.poll() is None:
             peak[0] = max(peak[0], sum(_pss_kb(p) for p in _tree(proc.pid)))
-            time.sleep(0.25)  # sparse sampling: reading smaps costs CPU the workers need
+            time.sleep(0.05)  # often enough to see the short-lived report.parquet child at its peak
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

@@ -146,8 +146,8 @@ def write_rows(rows, target):
     Path({str(tmp_path / "modules")!r}).write_text(" ".join(sorted(m for m in sys.modules if m in ("pandas", "numpy"))))
 parquet.write_rows = write_rows
 Path({str(tmp_path / "rows")!r}).write_text("")
-child = parquet.ParquetChild(Path({str(tmp_path / "rows")!r}), Path({str(tmp_path / "t.parquet")!r}), lambda: None)
-child.write()
+child = parquet.ParquetChild(lambda: None)
+child.write(Path({str(tmp_path / "rows")!r}), Path({str(tmp_path / "t.parquet")!r}))
 child.wait()
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

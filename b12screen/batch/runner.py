@@ -170,6 +170,17 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
 
 def _run(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions) -> BatchResult:
     started = time.perf_counter()
+    # forked first, while this process is small, to write report.parquet at the end
+    child = parquet.ParquetChild(partial(die_with_parent, os.getpid())) if parquet.available() else None
+    try:
+        return _screen(paths, out, screener, options, started, child)
+    finally:
+        if child is not None:
+            child.stop()
+
+
+def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions, started: float,
+            child: parquet.ParquetChild | None) -> BatchResult:
     started_at = options.clock()
     workers = options.workers or default_workers()
     progress = Progress(options.progress)
@@ -218,7 +229,7 @@ def _run(paths: Sequence[str], out: Path, screener: Screener, options: BatchOpti
         run = _run_record(paths, screener, options, workers, started_at)
         result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started,
                         {"files_read": len(plan.files), "files_ignored": len(plan.ignored)}, run,
-                        options.clock, progress, plan.ignored)
+                        options.clock, progress, plan.ignored, child)
     finally:
         progress.close()
         if engine is not None and hasattr(engine, "close"):
@@ -259,16 +270,14 @@ def _input_size(paths: Sequence[str]) -> int:
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
            unit_errors: Iterator[dict[str, Any]], resources: int, started: float, file_counts: dict[str, int],
            run: dict[str, Any], clock: Callable[[], datetime], progress: Progress,
-           ignored: Sequence[str] = ()) -> BatchResult:
-    names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if parquet.available() else ())
+           ignored: Sequence[str], child: parquet.ParquetChild | None) -> BatchResult:
+    """Write the outputs; ``child``, when there, writes report.parquet from the rows."""
+    names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if child is not None else ())
     files = {name: AtomicFile(out / name) for name in names}
     # report.parquet is written from these rows by a child process once they are all known
     table = AtomicFile(work / "rows.ndjson") if REPORT_PARQUET in files else None
-    child: parquet.ParquetChild | None = None
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
     try:
-        if table is not None:
-            child = parquet.ParquetChild(table.tmp, files[REPORT_PARQUET].tmp, partial(die_with_parent, os.getpid()))
         by_outcome: Counter[str] = Counter({o: 0 for o in OUTCOMES})
         by_rule: Counter[str] = Counter()
         by_priority: Counter[str] = Counter({p.value: 0 for p in Priority})
@@ -304,7 +313,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             late.extend(patient.input_errors)
         if table is not None and child is not None:
             table.close()
-            child.write()
+            child.write(table.tmp, files[REPORT_PARQUET].tmp)
         late.sort(key=error_key)
         input_errors = 0
         shown: list[dict[str, Any]] = []

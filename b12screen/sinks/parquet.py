@@ -1,14 +1,15 @@
 """``report.parquet``: the rows of ``report.csv`` with typed columns (lists as lists), written in batches so
 memory stays bounded. Needs pyarrow (the ``parquet`` extra).
 
-pyarrow is never imported by the process that calls :class:`ParquetChild`: a short-lived child process
-reads the rows (one JSON object a line) and writes the table, so the batch and its workers do not carry
-pyarrow's ~50 MB, and the child does not load pandas or NumPy, which pyarrow would import for conversions
-never used here (another ~45 MB and a quarter of a second).
+pyarrow is never imported by the process that starts a :class:`ParquetChild`: a child process reads the
+rows (one JSON object a line) and writes the table, so the batch and its workers do not carry pyarrow's
+~35 MB, and the child does not load pandas or NumPy, which pyarrow would import for conversions never
+used here (another ~45 MB and a quarter of a second).
 """
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import multiprocessing
 import os
@@ -23,7 +24,7 @@ import orjson
 
 from .rows import COLUMNS
 
-BATCH_ROWS = 8192
+BATCH_ROWS = 2048  # rows held before a row group is written: the child stays small
 _UNUSED = ("pandas", "numpy")  # modules pyarrow imports when they are installed, for conversions not used here
 
 
@@ -95,12 +96,15 @@ def _import_lean() -> None:
         sys.meta_path.remove(refuse)
 
 
-def _child(rows_path: Path, target: Path, channel: Any, prepare: Callable[[], None]) -> None:
+def _child(channel: Any, prepare: Callable[[], None]) -> None:
+    gc.freeze()  # collections here would touch, and so copy, every page of the objects inherited from the parent
     prepare()
     try:
-        _import_lean()  # while the parent is still writing the rows
-        if not channel.recv():
+        job = channel.recv()
+        if job is None:
             return  # the parent gave up
+        _import_lean()
+        rows_path, target = job
         with open(rows_path, "rb") as f:
             write_rows((orjson.loads(line) for line in f), target)
     except EOFError:
@@ -115,21 +119,21 @@ def _child(rows_path: Path, target: Path, channel: Any, prepare: Callable[[], No
 
 
 class ParquetChild:
-    """Writes ``target`` from ``rows_path`` in a forked child process, which loads pyarrow as soon as it
-    starts and reads the rows once :meth:`write` says they are complete; :meth:`wait` raises ``OSError``
-    with the child's reason when it failed. ``prepare`` runs first in the child (e.g. to die with the
-    parent)."""
+    """A child process forked early, while the parent is small (it shares the parent's pages and costs
+    almost nothing while it waits), that writes a table from a rows file when :meth:`write` asks;
+    :meth:`wait` raises ``OSError`` with the child's reason when it failed. ``prepare`` runs first in the
+    child (e.g. to die with the parent)."""
 
-    def __init__(self, rows_path: Path, target: Path, prepare: Callable[[], None]) -> None:
+    def __init__(self, prepare: Callable[[], None]) -> None:
         context = multiprocessing.get_context("fork")
         self._channel, theirs = context.Pipe()
-        self.process = context.Process(target=_child, args=(rows_path, target, theirs, prepare), daemon=True)
+        self.process = context.Process(target=_child, args=(theirs, prepare), daemon=True)
         self.process.start()
         theirs.close()
 
-    def write(self) -> None:
-        """The rows file is complete: write the table."""
-        self._channel.send(True)
+    def write(self, rows_path: Path, target: Path) -> None:
+        """Write ``target`` from the (complete) rows file ``rows_path``."""
+        self._channel.send((rows_path, target))
 
     def wait(self) -> None:
         try:
@@ -143,6 +147,7 @@ class ParquetChild:
             raise OSError(outcome[0], f"report.parquet: {outcome[1]}")
 
     def stop(self) -> None:
+        """End the child if it is still there (nothing to write, or the batch failed)."""
         if self.process.is_alive():
             self.process.kill()
         self.process.join()
