@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .core.record import PatientRecord
     from .hookspecs import hookimpl
     from .library import screen_paths
+    from .sources.fhirread import read_patient
 
 #: Public names and the module each one lives in; they load on first use (PEP 562), so that
 #: ``import b12screen`` (and so ``b12screen --help``) does not pay for the engine and its models.
@@ -29,6 +30,7 @@ _LAZY = {
     "PatientRecord": "core.record",
     "hookimpl": "hookspecs",
     "screen_paths": "library",
+    "read_patient": "sources.fhirread",
 }
 
 
@@ -63,6 +65,7 @@ __all__ = [
     "ScreeningResults",
     "__version__",
     "hookimpl",
+    "read_patient",
     "screen",
     "screen_paths",
 ]

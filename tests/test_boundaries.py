@@ -116,3 +116,17 @@ def test_acid2_starts_at_exactly_75(make_screener, birth: str, fires: bool) -> N
     assert ("ACID-2" in result.triggered) is fires
     if fires:
         assert result.rules == ["ACID-2"] and "age 75" in result.reasons["ACID-2"]
+
+
+def test_a_tablet_dose_coded_only_by_product_code_takes_its_strength_from_the_value_set(screener: Screener) -> None:
+    """metformin 861007 without a display: 2 tablets twice a day of the 500 MG tablet are 2000 mg/day (MET-2)."""
+    dosage = [{"timing": {"code": {"coding": [{"code": "BID"}]}},
+               "doseAndRate": [{"doseQuantity": {"value": 2, "unit": "tablet"}}]}]
+    request = metformin_request("m", "p", "2025-06-01", dosageInstruction=dosage)
+    request["medicationCodeableConcept"] = {"coding": [{"system": RX, "code": "861007"}]}
+    result = screener.screen(bundle(patient("p", birth="1980-01-01"), request), AS_OF)[0]
+    assert result.rules == ["MET-2"]
+    assert "2000 mg/day" in result.reasons["MET-2"]
+    one = dict(request, dosageInstruction=[{**dosage[0], "doseAndRate": [{"doseQuantity": {"value": 1,
+                                                                                           "unit": "tablet"}}]}])
+    assert screener.screen(bundle(patient("p", birth="1980-01-01"), one), AS_OF)[0].rules == ["MET-1"]

@@ -75,3 +75,11 @@ def test_a_stale_injection_order_is_named_in_flag_and_card(screener) -> None:
     assert note in flag_text(stale)
     assert note.rstrip(".") in detail(stale, screener.rules_by_id, None, [], [])
     assert "injection order" not in flag_text(results["Patient/im-6mo"])
+
+
+def test_a_medicine_coded_without_any_name_is_named_by_its_value_set_display(screener) -> None:
+    """The prescription carries only RxNorm 858069: the clinician reads the drug's name, not the number."""
+    result = _results(screener, "sym1.json")["Patient/sym1-colcrys-code-only"]
+    assert "Tingling in both feet (first recorded 2026-10-01) with active colchicine 0.6 MG [Colcrys]" in (
+        flag_text(result))
+    assert "858069" not in flag_text(result)

@@ -113,7 +113,7 @@ def test_b12screen_modifiers_change_the_ruleset_version_and_explain_lists_them()
     listed = explain(screener, record, AS_OF)["modifiers"]
     assert [m["id"] for m in listed] == [m.id for m in screener.modifiers]
     site = next(m for m in listed if m["id"] == "SITE-DROP")
-    assert site == {"id": "SITE-DROP", "step": 6, "effect": "drop every rule", "applied": True}
+    assert site == {"id": "SITE-DROP", "step": 6, "effect": "drop every rule", "applied": True, "figures": []}
 
 
 def _records(screener: Screener) -> list:

@@ -69,3 +69,66 @@ def test_value_set_readme_lists_every_shipped_set() -> None:
     readme = (ROOT / "b12screen" / "valuesets" / "README.md").read_text()
     for vs in builtin_value_sets():
         assert f"| `{vs['id']}` |" in readme, vs["id"]
+
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+#: Colchicine product RxCUIs as real prescriptions carry them (SBDC, SBD, SCD of each US product), with no text.
+COLCHICINE_PRODUCTS = {
+    "858069": "colchicine 0.6 MG [Colcrys]",
+    "858071": "colchicine 0.6 MG Oral Tablet [Colcrys]",
+    "197541": "colchicine 0.6 MG Oral Tablet",
+    "1550940": "colchicine 0.6 MG Oral Capsule",
+    "1550946": "colchicine 0.6 MG Oral Capsule [Mitigare]",
+    "2118892": "colchicine 0.12 MG/ML Oral Solution",
+    "2180558": "colchicine 0.12 MG/ML Oral Solution [Gloperba]",
+    "197540": "colchicine 0.5 MG Oral Tablet",
+    "198153": "colchicine 0.5 MG / probenecid 500 MG Oral Tablet",
+}
+
+
+def test_colchicine_products_match_by_code_alone() -> None:
+    t = _terminology()
+    for code, name in COLCHICINE_PRODUCTS.items():
+        assert t.match_concept({"coding": [{"system": RXNORM, "code": code}]}) == {"b12-depleting-medicines"}, name
+
+
+def test_topical_colchicine_and_unrelated_products_do_not_match() -> None:
+    t = _terminology()
+    # colchicine / podophyllin ointment (topical, not systemic) and prednisone 5 MG Oral Tablet
+    for code in ("246063", "376488", "312617"):
+        assert t.match_concept({"coding": [{"system": RXNORM, "code": code}]}) == frozenset(), code
+
+
+def test_value_set_readme_counts_concepts_per_system() -> None:
+    """The README's 'concepts per system' column is what each shipped set holds."""
+    from conftest import ROOT
+
+    names = {"http://snomed.info/sct": "SNOMED CT", "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+             "http://loinc.org": "LOINC", RXNORM: "RxNorm", "http://www.whocc.no/atc": "ATC",
+             "http://www.ama-assn.org/go/cpt": "CPT", "http://www.cms.gov/Medicare/Coding/ICD10": "ICD-10-PCS",
+             "http://terminology.hl7.org/CodeSystem/diet": "FHIR diet"}
+    readme = (ROOT / "b12screen" / "valuesets" / "README.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip() for line in readme.splitlines()
+            if line.startswith("| `")}
+    problems = []
+    for vs in builtin_value_sets():
+        counts = ", ".join(f"{names.get(i['system'], i['system'])} {len(i['concept'])}"
+                           for i in vs.get("compose", {}).get("include", [])) or "—"
+        if rows[vs["id"]] != counts:
+            problems.append(f"{vs['id']}: README {rows[vs['id']]!r}, file {counts!r}")
+    assert problems == []
+
+
+def test_label_falls_back_to_the_value_set_display_of_a_bare_code() -> None:
+    t = _terminology()
+    assert t.label({"coding": [{"system": RXNORM, "code": "858069"}]}) == "colchicine 0.6 MG [Colcrys]"
+    assert t.label({"coding": [{"system": "urn:oid:2.16.840.1.113883.6.88", "code": " 858069 "}]}) == (
+        "colchicine 0.6 MG [Colcrys]")
+    assert t.label({"coding": [{"system": RXNORM, "code": "858069"}], "text": "Colcrys 0.6 mg"}) == "Colcrys 0.6 mg"
+    assert t.label({"coding": [{"system": RXNORM, "code": "858069"},
+                               {"system": "http://example.org/local", "code": "x", "display": "Local name"}]}) == (
+        "Local name")
+    assert t.label({"coding": [{"system": RXNORM, "code": "312617"}]}) == "312617"  # in no value set: the code
+    assert t.label({"coding": [{"system": "http://snomed.info/sct", "code": "858069"}]}) == "858069"  # wrong system
+    assert t.label(None) == "" and t.label({"coding": [{}]}) == ""

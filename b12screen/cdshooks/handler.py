@@ -22,12 +22,13 @@ from ..core.engine import Screener
 from ..sinks import cards as cardlib
 from ..sources import group_entries, read_value
 from ..sources.extract import PATIENT_SCOPED_TYPES
+from ..sources.fhirread import is_valid_id
 from ..sources.validation import extractor_for, screen_one
 from .config import ServiceConfig
 from .declarations import ServiceDecl
 from .order_select import concise, selected_drafts
 from .orders import analyse_drafts
-from .prefetch import FhirAccess, Gatherer, MissingData, fhir_access, is_valid_id
+from .prefetch import FhirAccess, Gatherer, MissingData, fhir_access
 from .security import Caller
 
 log = logging.getLogger("b12screen.cdshooks")

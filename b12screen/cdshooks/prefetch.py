@@ -19,7 +19,6 @@ that cannot be had raise :class:`MissingData` (HTTP 412); optional ones are list
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -29,13 +28,11 @@ from urllib.parse import urlsplit
 
 from ..core.terminology import Terminology
 from ..sources.fhirclient import BearerToken, FhirClient, FhirError, SearchResult, check_url, next_link, within
+from ..sources.fhirread import fetch_declared, medication_ids_to_read
 from .config import ServiceConfig
-from .declarations import PrefetchDecl, ServiceDecl, fill_tokens
+from .declarations import PrefetchDecl, ServiceDecl
 
 log = logging.getLogger(__name__)
-
-MEDICATION_USERS = ("MedicationRequest", "MedicationStatement", "MedicationDispense", "MedicationAdministration")
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,256}$")
 
 
 class NeedsIo(Exception):
@@ -227,11 +224,7 @@ class Gatherer:
 
     def _fetch(self, client: FhirClient, decl: PrefetchDecl, context: Mapping[str, Any]
                ) -> SearchResult | dict[str, Any] | None:
-        path, params = decl.parts(self.terminology)
-        if decl.is_read:
-            resource_type, _, rid = fill_tokens(path, context).partition("/")
-            return client.read(resource_type, rid)
-        return client.search(path, [(name, fill_tokens(value, context)) for name, value in params])
+        return fetch_declared(client, decl, context, self.terminology)
 
     def _medications(self, resources: list[dict[str, Any]], access: FhirAccess, out: Gathered
                      ) -> list[dict[str, Any]]:
@@ -261,34 +254,3 @@ class Gatherer:
                 continue
             found.append(medication)
         return found
-
-
-def medication_ids_to_read(resources: list[dict[str, Any]], base_url: str | None) -> list[str]:
-    """Ids of Medications that medicationReference points to (relatively, or absolutely on ``base_url``)
-    and that ``resources`` do not hold; contained (``#x``) references need nothing."""
-    have = {f"Medication/{r.get('id')}" for r in resources if r.get("resourceType") == "Medication"}
-    wanted: list[str] = []
-    for resource in resources:
-        if resource.get("resourceType") not in MEDICATION_USERS:
-            continue
-        reference = resource.get("medicationReference")
-        target = reference.get("reference") if isinstance(reference, Mapping) else None
-        if not isinstance(target, str) or target.startswith("#"):
-            continue
-        local = _local_medication_id(target, base_url)
-        if local is not None and f"Medication/{local}" not in have and local not in wanted:
-            wanted.append(local)
-    return wanted
-
-
-def _local_medication_id(target: str, base_url: str | None) -> str | None:
-    """The Medication id of a relative reference, or of an absolute one on ``base_url``."""
-    for prefix in ("Medication/", f"{base_url}/Medication/" if base_url else None):
-        if prefix and target.startswith(prefix):
-            rid = target[len(prefix):].split("/_history", 1)[0]
-            return rid if _ID.match(rid) else None
-    return None
-
-
-def is_valid_id(value: str) -> bool:
-    return bool(_ID.match(value))

@@ -26,7 +26,6 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..core.terminology import Terminology
     from ..sources.fhirclient import Auth, FhirClient
 
 TOKEN_ENV = "B12SCREEN_FHIR_TOKEN"
@@ -67,49 +66,6 @@ def _default_scope(write_back: bool) -> str:
     return " ".join(scopes)
 
 
-def read_patient(client: FhirClient, patient_id: str, terminology: Terminology
-                 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Everything the rules read about one patient (the CDS Hooks prefetch declarations, run as FHIR
-    searches), plus the Medications that medicationReference points to. Returns (resources, problems);
-    raises :class:`FhirError` when required data cannot be read."""
-    from ..cdshooks.declarations import RECORD_PREFETCH, fill_tokens
-    from ..cdshooks.prefetch import medication_ids_to_read
-    from ..sources.fhirclient import FhirError
-
-    context = {"patientId": patient_id}
-    resources: list[dict[str, Any]] = []
-    problems: list[str] = []
-    for decl in RECORD_PREFETCH:
-        try:
-            if decl.is_read:
-                found = client.read(decl.resource_type, patient_id)
-                if found is None:
-                    raise FhirError(f"{decl.resource_type} {patient_id} not found", 404)
-                resources.append(found)
-                continue
-            _, params = decl.parts(terminology)
-            result = client.search(decl.resource_type, [(n, fill_tokens(v, context)) for n, v in params])
-        except FhirError as exc:
-            if decl.required:
-                raise
-            problems.append(f"{decl.label}: {exc}")
-            continue
-        resources.extend(result.resources)
-        if not result.complete:
-            problems.append(f"{decl.label}: incomplete ({result.reason})")
-    for mid in medication_ids_to_read(resources, client.base_url):
-        try:
-            medication = client.read("Medication", mid)
-        except FhirError as exc:
-            problems.append(f"Medication: {exc}")
-            continue
-        if medication is None:
-            problems.append("a referenced Medication was not found")
-        else:
-            resources.append(medication)
-    return resources, problems
-
-
 @click.command()
 @click.option("--fhir-server", required=True, metavar="URL", help="FHIR R4 base URL (https; http only on loopback).")
 @click.option("--patient", "patient_id", required=True, metavar="ID", help="Patient.id to screen.")
@@ -148,10 +104,10 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
           config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...],
           strict_plugins: bool, validate: str) -> None:
     """Read one patient from a FHIR REST server, screen it, print the result; optionally write the Flag back."""
-    from ..cdshooks.prefetch import is_valid_id
     from ..errors import B12ScreenError, InputError
     from ..sources import group_entries, read_value
     from ..sources.fhirclient import FhirClient, FhirError
+    from ..sources.fhirread import is_valid_id, read_patient
     from ..sources.validation import extractor_for, screen_one
 
     when: date = as_of_date(as_of)

@@ -32,6 +32,8 @@ SETTINGS: dict[str, Param] = {
     "evaluate_deceased": Param(False, "", "evaluate deceased patients too"),
     "symptom_months": Param(12, "months", "look-back for symptoms and signs", 0, 1200),
     "parenteral_months": Param(4, "months", "MOD-TX-IM: an injection within this many months is therapy", 0, 1200),
+    "parenteral_order_months": Param(12, "months", "MOD-TX-IM: an active injection order or statement counts only "
+                                     "when authored or started within this many months", 0, 1200),
     "high_dose_oral_ug": Param(1000, "µg/day", "MOD-TX-ORAL-HI: oral B12 at or above this is high-dose", 0),
     "latest_b12_months": Param(12, "months", "MOD-LOW / MOD-INDET look at the latest B12 within this", 0, 1200),
     "total_b12_deficient_ng_l": Param(180, "ng/L", "total B12 below this is deficient", 0),

@@ -27,7 +27,7 @@ from .outcome import (
     UNACTIONED_LOW_B12,
 )
 from .record import PatientRecord
-from .therapy import Therapy, b12_therapy
+from .therapy import Therapy, therapy_at
 
 
 @dataclass
@@ -77,8 +77,7 @@ class DecisionContext:
 
     @cached_property
     def therapy(self) -> Therapy:
-        return b12_therapy(self.record, self.as_of, self.settings["parenteral_months"],
-                           self.settings["high_dose_oral_ug"])
+        return therapy_at(self.record, self.as_of, self.settings)
 
     @cached_property
     def latest(self) -> B12Result | None:

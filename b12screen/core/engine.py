@@ -28,7 +28,7 @@ from .params import as_param, check_values, unknown_name
 from .record import PatientRecord
 from .results import ScreeningResults
 from .terminology import Terminology, builtin_value_sets
-from .therapy import b12_therapy
+from .therapy import therapy_at
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,8 @@ class Screener:
         triggered = self.triggered(findings)
         decision = self.decide(record, as_of, triggered)
         if decision.priority is not None:  # a stale injection order is named where the Flag is read (6.6)
-            decision.notes = [*decision.notes, *b12_therapy(
-                record, as_of, self.settings["parenteral_months"]).stale_notes()]
+            decision.notes = [*decision.notes, *therapy_at(
+                record, as_of, self.settings).stale_notes()]
         modifiers = {**noted, **decision.modifiers}
         evidence: list[str] = []
         for rid in decision.rules:

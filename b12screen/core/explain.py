@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dates import DAYS_PER_MONTH
 from .modifiers import STEPS
+from .therapy import therapy_at
 
 if TYPE_CHECKING:
     from .engine import Screener
@@ -54,8 +55,10 @@ def explain(screener: Screener, record: PatientRecord, as_of: date) -> dict[str,
             entry["status"] = "not fired"
         rules.append(entry)
     step = screener.decide(record, as_of, screener.triggered(findings)).step
-    modifiers = [{"id": m.id, "step": m.step, "effect": m.effect, "applied": m.id in result.modifiers}
-                 for m in screener.modifiers]
+    figures = {"MOD-TX-IM": therapy_at(record, as_of, screener.settings).order_figures(
+        as_of, screener.settings["parenteral_order_months"])}
+    modifiers = [{"id": m.id, "step": m.step, "effect": m.effect, "applied": m.id in result.modifiers,
+                  "figures": figures.get(m.id, [])} for m in screener.modifiers]
     return {
         "patient": result.patient, "as_of": as_of.isoformat(), "profile": result.profile,
         "ruleset_version": result.ruleset_version, "outcome": result.outcome, "priority": result.priority,
@@ -79,6 +82,7 @@ def render(explanation: dict[str, Any]) -> str:
     for mod in explanation["modifiers"]:
         lines.append(f"  {'applied    ' if mod['applied'] else 'not applied'} {mod['id']:<15} (step {mod['step']}) "
                      f"{mod['effect']}")
+        lines.extend(f"  {'':<27}   {figure}" for figure in mod.get("figures", []))
     lines.extend(f"note: {note}" for note in explanation["notes"])
     lines.append("evidence: " + (", ".join(explanation["evidence"]) or "none"))
     return "\n".join(lines)

@@ -112,6 +112,8 @@ class Terminology:
     def __init__(self, value_sets: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         """``value_sets`` holds (origin, ValueSet) pairs; the same id from two origins is merged."""
         self.sets: dict[str, ValueSetInfo] = {}
+        #: (system, code) -> the display a value set gives the concept (the first one wins)
+        self._displays: dict[tuple[str, str], str] = {}
         for origin, vs in value_sets:
             self._add(origin, vs)
         self._build_index()
@@ -133,7 +135,10 @@ class Terminology:
             codes = info.codes.setdefault(system, set())
             for concept in include.get("concept") or []:
                 code = concept["code"].strip()
-                codes.add(_hier_key(code) if system in HIERARCHICAL_SYSTEMS else code)
+                key = _hier_key(code) if system in HIERARCHICAL_SYSTEMS else code
+                codes.add(key)
+                if isinstance(concept.get("display"), str) and concept["display"].strip():
+                    self._displays.setdefault((system, key), concept["display"].strip())
         for ext in vs.get("extension") or []:
             if isinstance(ext, Mapping) and ext.get("url") == TEXT_EXTENSION and ext.get("valueString"):
                 info.terms.add(ext["valueString"].strip().lower())
@@ -213,6 +218,28 @@ class Terminology:
         for text in texts:
             found |= self.match_text(text)
         return frozenset(found)
+
+    def label(self, concept: Any) -> str:
+        """A human label of a raw CodeableConcept dict: its text, else a coding's display, else the display a
+        value set gives one of its codes (a prescription coded only "RxNorm 858069" reads "colchicine 0.6 MG
+        [Colcrys]"), else the first code."""
+        if not isinstance(concept, Mapping):
+            return ""
+        if isinstance(concept.get("text"), str) and concept["text"]:
+            return concept["text"]
+        codings = [c for c in concept.get("coding") or [] if isinstance(c, Mapping)]
+        for coding in codings:
+            if coding.get("display"):
+                return str(coding["display"])
+        for coding in codings:
+            code = coding.get("code")
+            if isinstance(code, str) and code.strip():
+                system = normalize_system(coding.get("system"))
+                key = _hier_key(code.strip()) if system in HIERARCHICAL_SYSTEMS else code.strip()
+                known = self._displays.get((system, key))
+                if known:
+                    return known
+        return next((str(c["code"]) for c in codings if c.get("code")), "")
 
     def title(self, vs_id: str) -> str:
         info = self.sets.get(vs_id)

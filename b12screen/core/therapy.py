@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from .dates import months
 from .facts import MedicationUse
@@ -22,13 +24,25 @@ class Therapy:
     high_oral: list[str] = field(default_factory=list)
     low_oral: list[str] = field(default_factory=list)
     starts: list[tuple[date, str]] = field(default_factory=list)
-    #: Active parenteral orders/statements authored or started before the order window (they do not suppress).
+    #: Active parenteral orders/statements authored or started before ``parenteral_order_months`` (they do not
+    #: suppress).
     stale: list[tuple[date | None, str]] = field(default_factory=list)
+    #: Active parenteral orders/statements inside that window (they count as therapy), with their dates.
+    current_orders: list[tuple[date, str]] = field(default_factory=list)
 
     def stale_notes(self) -> list[str]:
         """What the clinician should confirm about each stale injection order (docs/clinical-rules.md 6.6)."""
         return [f"An active B12 injection order from {when.isoformat() if when else 'an unknown date'} is on "
                 "file: confirm that treatment is current" for when, _ in sorted(self.stale, key=_oldest_first)]
+
+    def order_figures(self, as_of: date, order_months: float) -> list[str]:
+        """Each active injection order against the order window, in words (for ``b12screen explain``)."""
+        span = f"{order_months:g}-month order window (from {(as_of - months(order_months)).isoformat()})"
+        inside = [f"injection order {ref} from {when.isoformat()}: inside the {span}"
+                  for when, ref in sorted(self.current_orders)]
+        outside = [f"injection order {ref} from {when.isoformat() if when else 'an unknown date'}: outside the {span}"
+                   for when, ref in sorted(self.stale, key=_oldest_first)]
+        return inside + outside
 
     def any_after(self, when: date) -> list[str]:
         """Therapy started or given on or after ``when``."""
@@ -52,8 +66,8 @@ def is_parenteral(use: MedicationUse) -> bool:
     return any(word in route for word in _INJECTION_WORDS)
 
 
-def b12_therapy(record: PatientRecord, as_of: date, parenteral_months: float = 4,
-                high_dose_ug: float = 1000, order_months: float = 12) -> Therapy:
+def b12_therapy(record: PatientRecord, as_of: date, parenteral_months: float,
+                high_dose_ug: float, order_months: float) -> Therapy:
     """B12 therapy at ``as_of``. A parenteral order or statement counts only when authored or started within
     ``order_months`` (an older one still "active" is reported in ``stale``); an administration or dispense
     counts when active or given within ``parenteral_months``."""
@@ -70,6 +84,8 @@ def b12_therapy(record: PatientRecord, as_of: date, parenteral_months: float = 4
                 therapy.stale.append((use.start, use.ref))
             elif active or (when is not None and when >= recent):
                 therapy.parenteral.append(use.ref)
+                if active and use.resource_type in ORDER_TYPES and use.start is not None:
+                    therapy.current_orders.append((use.start, use.ref))
             continue
         if not active:
             continue
@@ -81,3 +97,10 @@ def b12_therapy(record: PatientRecord, as_of: date, parenteral_months: float = 4
         else:
             therapy.low_oral.append(use.ref)
     return therapy
+
+
+def therapy_at(record: PatientRecord, as_of: date, settings: Mapping[str, Any]) -> Therapy:
+    """B12 therapy at ``as_of`` with the windows and threshold of the screening ``settings``
+    (``parenteral_months``, ``high_dose_oral_ug``, ``parenteral_order_months``)."""
+    return b12_therapy(record, as_of, settings["parenteral_months"], settings["high_dose_oral_ug"],
+                       settings["parenteral_order_months"])

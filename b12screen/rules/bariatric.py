@@ -6,7 +6,7 @@ from ..core.dates import DAYS_PER_MONTH
 from ..core.facts import ProcedureFact
 from ..core.model import Finding, Priority, Rule, RuleContext
 from ..core.params import Param
-from ..core.therapy import b12_therapy
+from ..core.therapy import therapy_at
 from ..hookspecs import hookimpl
 
 #: ``recent_months``: surgery within this many months is recent.
@@ -49,7 +49,7 @@ def bar_2(ctx: RuleContext) -> Finding | None:
             evidence.extend(c.ref for c in status)
     if not evidence:
         return None
-    therapy = b12_therapy(ctx.record, ctx.as_of, ctx.setting("parenteral_months"), ctx.setting("high_dose_oral_ug"))
+    therapy = therapy_at(ctx.record, ctx.as_of, ctx.settings)
     priority = None
     if therapy.high_oral:
         priority = Priority.MEDIUM

@@ -199,7 +199,7 @@ class Extractor:
         """(value sets, label, strengths) of a drug named by a CodeableConcept and/or a Medication."""
         terminology = self.terminology
         concepts: frozenset[str] = terminology.match_concept(code) if code else frozenset()
-        label = concept_label(code)
+        label = terminology.label(code)
         strengths = []
         if medication is not None:
             med_code = medication.get("code")
@@ -207,7 +207,7 @@ class Extractor:
             for ingredient in medication.get("ingredient") or []:
                 if isinstance(ingredient, Mapping):
                     concepts |= terminology.match_concept(ingredient.get("itemCodeableConcept"))
-            label = label or concept_label(med_code) or display
+            label = label or terminology.label(med_code) or display
             strengths.extend(strengths_from_medication(medication, terminology))
             if not strengths and concepts:
                 strengths.extend(strengths_from_name(concept_label(med_code), concepts, terminology))
@@ -278,7 +278,7 @@ class Extractor:
             validate_resource(resource)
         onset, _ = effective_dates(resource, "onset")
         abatement, _ = effective_dates(resource, "abatement")
-        label = concept_label(resource.get("code"))
+        label = self.terminology.label(resource.get("code"))
         if "atrophic-gastritis" in concepts:
             # codes cannot tell autoimmune from other atrophic gastritis; the text can (a MOD-DX diagnosis)
             concepts |= self.terminology.match_text(label) & {"b12-deficiency-dx"}
@@ -366,7 +366,7 @@ class Extractor:
         if self.validate:
             validate_resource(resource)
         performed, _ = effective_dates(resource, "performed")
-        label = concept_label(resource.get("code"))
+        label = self.terminology.label(resource.get("code"))
         return ProcedureFact(
             ref=ref,
             concepts=concepts,
