@@ -265,3 +265,30 @@ def test_batches_of_one_type_decoded_at_once_keep_every_line_level_error(screene
     del report["Patient/p9"]  # screen reads a resource whatever the file's name
     assert {r["patient"]: (r["rules"], r["evidence"]) for r in rows(tmp_path / "out" / "report.ndjson")} == report
     assert report["Patient/p1"][0] == ["MET-2"] and len(report["Patient/p1"][1]) > 10
+
+
+def test_clean_lines_of_one_type_never_take_the_line_by_line_path(screener: Screener, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch-at-once decode is what keeps the read path fast: an export uses it for every line of every
+    file, plain or gzip, but the Patient ones (Patients are parsed whole) and a read holding a deleted
+    resource (here MedicationRequest.001, whose ten requests are all deleted)."""
+    from b12screen.batch.stream import UnitReader
+
+    per_line: list[str] = []
+    real = UnitReader._batch
+
+    def counted(self: UnitReader, batch: list[Any], rel: int) -> None:
+        per_line.extend(self.piece.file_type or "?" for _ in batch)
+        real(self, batch, rel)
+
+    monkeypatch.setattr(UnitReader, "_batch", counted)
+    export = export_folder(tmp_path)
+    write_ndjson(export / "Condition.000.ndjson", [
+        {"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/{'ab'[i % 2]}"},
+         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "235595009"}]}} for i in range(50)])
+    result = batch(screener, [export], tmp_path / "out")
+    assert result.exit_code == 0
+    assert sorted(per_line) == ["MedicationRequest"] * 10 + ["Patient"] * 2
+    assert result.summary["resources_read"] == 2 + 10 + 10 + 50
+    report = {r["patient"]: r["rules"] for r in rows(tmp_path / "out" / "report.ndjson")}
+    assert "MET-2" in report["Patient/a"] and "MET-2" not in report["Patient/b"]  # b's requests are deleted

@@ -174,7 +174,7 @@ class UnitReader:
         batch, and any batch with something unusual in it, line by line (:meth:`_batch`)."""
         ftype = self.piece.file_type
         typed = (ftype is not None and ftype in _FAST_TYPES and ftype not in _SPECIAL_TYPES
-                 and not self.ctx.deleted and typed_decoder(ftype) is not None)
+                 and typed_decoder(ftype) is not None)
         rel = 0
         for batch in self._line_source() if source is None else source:
             if batch and not (typed and self._typed(batch, rel)):  # type: ignore[arg-type]
@@ -186,7 +186,7 @@ class UnitReader:
         """The lines of a batch in a file of one resource type, decoded by one ``map`` and counted per
         patient at once, keeping the relevant lines. False (nothing changed) when the batch must be read
         line by line: an unreadable or blank line, one that is not an object of the file's type, bad JSON
-        or UTF-8, a reference that needs looking at."""
+        or UTF-8, a reference that needs looking at, a deleted resource."""
         rt = self.piece.file_type
         assert rt is not None
         try:
@@ -195,6 +195,9 @@ class UnitReader:
                     if not line.isascii():
                         line.decode()
             heads = list(map(typed_decoder(rt), lines))
+            deleted = self.ctx.deleted
+            if deleted and any(h.id.__class__ is str and f"{rt}/{h.id}" in deleted for h in heads):
+                return False  # a deleted resource: counted, and left out, line by line
             none = NO_REFERENCE
             refs = [(h.subject or h.patient or none).reference for h in heads]
             counts = Counter(refs)
