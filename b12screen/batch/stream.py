@@ -174,7 +174,7 @@ class UnitReader:
         batch, and any batch with something unusual in it, line by line (:meth:`_batch`)."""
         ftype = self.piece.file_type
         typed = (ftype is not None and ftype in _FAST_TYPES and ftype not in _SPECIAL_TYPES
-                 and typed_decoder(ftype) is not None)
+                 and typed_decoder(ftype, False, False) is not None)
         rel = 0
         for batch in self._line_source() if source is None else source:
             if batch and not (typed and self._typed(batch, rel)):  # type: ignore[arg-type]
@@ -194,8 +194,8 @@ class UnitReader:
                 for line in lines:
                     if not line.isascii():
                         line.decode()
-            heads = list(map(typed_decoder(rt), lines))
             deleted = self.ctx.deleted
+            heads = list(map(typed_decoder(rt, rt in UNDERSTOOD_TYPES, bool(deleted)), lines))
             if deleted and any(h.id.__class__ is str and f"{rt}/{h.id}" in deleted for h in heads):
                 return False  # a deleted resource: counted, and left out, line by line
             none = NO_REFERENCE
