@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -111,3 +113,62 @@ def test_report_parquet_has_typed_columns_and_the_csv_rows(screener: Screener, t
     expected = b12screen.screen_paths(BATCH / "bundles", AS_OF, screener=screener).to_rows()
     assert table.to_pylist() == [r | {"as_of": AS_OF} for r in expected]
     assert (tmp_path / "one" / "report.parquet").read_bytes() == (tmp_path / "two" / "report.parquet").read_bytes()
+
+
+def test_report_parquet_is_written_by_a_child_so_the_batch_never_loads_pyarrow(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
+    code = f"""
+import sys
+from datetime import date
+from b12screen import Screener
+from b12screen.batch import BatchOptions, run_batch
+run_batch([{str(BATCH / "bundles")!r}], {str(tmp_path / "out")!r}, Screener(),
+          BatchOptions(as_of=date.fromisoformat({str(AS_OF)!r}), workers=1))
+print(sorted(m for m in sys.modules if m.partition(".")[0] in ("pyarrow", "pandas", "numpy")))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "out" / "report.parquet").num_rows == len(rows(tmp_path / "out" / "report.ndjson"))
+
+
+def test_the_parquet_child_loads_neither_pandas_nor_numpy(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
+    code = f"""
+import sys
+from pathlib import Path
+from b12screen.sinks import parquet
+real = parquet.write_rows
+def write_rows(rows, target):
+    real(rows, target)
+    Path({str(tmp_path / "modules")!r}).write_text(" ".join(sorted(m for m in sys.modules if m in ("pandas", "numpy"))))
+parquet.write_rows = write_rows
+Path({str(tmp_path / "rows")!r}).write_text("")
+child = parquet.ParquetChild(lambda: None)
+child.write(Path({str(tmp_path / "rows")!r}), Path({str(tmp_path / "t.parquet")!r}))
+child.wait()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "modules").read_text() == ""
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "t.parquet").column_names == list(COLUMNS)
+
+
+def test_a_parquet_child_that_fails_is_an_output_error_and_leaves_no_output(
+        screener: Screener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
+    from b12screen.batch import OutputError
+    from b12screen.sinks import parquet
+
+    def full(rows: object, target: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(parquet, "write_rows", full)  # the forked child inherits it
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match=r"report\.parquet: No space left on device"):
+        batch(screener, [BATCH / "bundles"], out)
+    assert sorted(p.name for p in out.iterdir()) == []

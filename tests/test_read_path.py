@@ -223,3 +223,72 @@ def test_relevance_is_decided_from_the_header_alone() -> None:
     assert not is_relevant("Encounter", decode_head(json.dumps(encounter).encode()), matcher)
     head = decode_head(b'{"resourceType":"Condition","subject":{"reference":"Patient/a","display":"x"}}')
     assert head.subject.reference == "Patient/a" and head.patient is None
+
+
+def test_batches_of_one_type_decoded_at_once_keep_every_line_level_error(screener: Screener, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines of a file of one type are decoded a batch at a time; a batch holding anything unusual is read
+    line by line, so each odd line is still one error at its own line, and the rest is screened as ever."""
+    import b12screen.batch.lines as lines
+
+    monkeypatch.setattr(lines, "BLOCK", 4096)  # about a dozen lines a batch: each odd line in a batch of its own
+    good = [json.dumps(metformin_request(f"m{i}", f"p{i % 7}", f"{2000 + i % 25}-01-01")).encode()
+            for i in range(400)]
+    odd = {
+        50: json.dumps(metformin_request("x1", "p1", "2020-01-01")).encode() * 2,  # two objects on one line
+        100: b'{"id": "x2", "subject": {"reference": "Patient/p1"}}',  # no resourceType
+        150: json.dumps(patient("p9")).encode(),  # a Patient in a file of MedicationRequests
+        200: b"",  # a blank line: nothing to report
+        250: json.dumps(metformin_request("x3", "p1", "2020-01-01", subject="Patient/p1")).encode(),
+        300: json.dumps(metformin_request("x4", "p1", "2020-01-01", subject={"reference": "Group/g"})).encode(),
+        350: json.dumps(metformin_request("x5", "p1", "2020-01-01", note=[{"text": "?"}])).encode().replace(
+            b'"?"', b'"\xff"'),  # not UTF-8, in a field the header does not decode
+    }
+    data = [odd.get(n, line) for n, line in enumerate(good, 1)]
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "MedicationRequest.000.ndjson").write_bytes(b"\n".join(data) + b"\n")
+    write_ndjson(export / "Patient.000.ndjson", [patient(f"p{i}", "1950-01-01") for i in range(7)])
+    result = batch(screener, [export], tmp_path / "out")
+    errors = [(e["line"], e["reason"].split(" (")[0]) for e in rows(tmp_path / "out" / "errors.ndjson")]
+    assert errors == [
+        (50, "malformed JSON"),
+        (100, "not a FHIR resource"),
+        (150, "a Patient resource in a file of MedicationRequest resources"),
+        (250, "MedicationRequest has no usable reference to a Patient"),
+        (300, "MedicationRequest has no usable reference to a Patient"),
+        (350, "malformed JSON"),
+    ], errors
+    assert result.summary["resources_read"] == 7 + 400 - 5  # blank, two-object, typeless, Patient, bad UTF-8 lines
+    screened = run("screen", "--as-of", AS_OF, "--format", "report", str(export))
+    report = {r["patient"]: (r["rules"], r["evidence"]) for r in json.loads(screened.stdout)}
+    del report["Patient/p9"]  # screen reads a resource whatever the file's name
+    assert {r["patient"]: (r["rules"], r["evidence"]) for r in rows(tmp_path / "out" / "report.ndjson")} == report
+    assert report["Patient/p1"][0] == ["MET-2"] and len(report["Patient/p1"][1]) > 10
+
+
+def test_clean_lines_of_one_type_never_take_the_line_by_line_path(screener: Screener, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch-at-once decode is what keeps the read path fast: an export uses it for every line of every
+    file, plain or gzip, but the Patient ones (Patients are parsed whole) and a read holding a deleted
+    resource (here MedicationRequest.001, whose ten requests are all deleted)."""
+    from b12screen.batch.stream import UnitReader
+
+    per_line: list[str] = []
+    real = UnitReader._batch
+
+    def counted(self: UnitReader, batch: list[Any], rel: int) -> None:
+        per_line.extend(self.piece.file_type or "?" for _ in batch)
+        real(self, batch, rel)
+
+    monkeypatch.setattr(UnitReader, "_batch", counted)
+    export = export_folder(tmp_path)
+    write_ndjson(export / "Condition.000.ndjson", [
+        {"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/{'ab'[i % 2]}"},
+         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "235595009"}]}} for i in range(50)])
+    result = batch(screener, [export], tmp_path / "out")
+    assert result.exit_code == 0
+    assert sorted(per_line) == ["MedicationRequest"] * 10 + ["Patient"] * 2
+    assert result.summary["resources_read"] == 2 + 10 + 10 + 50
+    report = {r["patient"]: r["rules"] for r in rows(tmp_path / "out" / "report.ndjson")}
+    assert "MET-2" in report["Patient/a"] and "MET-2" not in report["Patient/b"]  # b's requests are deleted

@@ -20,6 +20,8 @@ import orjson
 from ..core.engine import Screener
 from ..core.record import PatientRecord
 from ..sinks.flag import flag_json
+from ..sinks.rows import csv_line
+from ..sinks.rows import row as analyst_row
 from ..sources import limits
 from ..sources.extract import Extractor, Fact, resource_ref
 from ..sources.grouping import merge_target
@@ -68,6 +70,9 @@ class PatientOutput:
     input_errors: tuple[dict[str, Any], ...] = ()
     #: Screened data the patient had: a medication, a condition, a laboratory result, a B12 result.
     coverage: tuple[bool, bool, bool, bool] = (False, False, False, False)
+    #: The analyst row (:func:`b12screen.sinks.rows.row`) as JSON, and as a line of report.csv.
+    row: bytes = b"{}"
+    csv: bytes = b""
 
 
 def bare_id(key: str) -> str:
@@ -152,15 +157,21 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
         for e in result.rule_errors
     )
     errors.sort(key=lambda e: (e["file"], e["line"] or 0, e["location"] or "", e["reason"]))
+    report = orjson.dumps(result.report(), option=_DUMP)
+    flag_line = None if flag is None else orjson.dumps(flag, option=_DUMP)
+    # the analyst row is made from the JSON written, as a reader of report.ndjson and flags.ndjson would
+    values = analyst_row(orjson.loads(report), None if flag_line is None else orjson.loads(flag_line))
     return PatientOutput(
         key=key,
-        report=orjson.dumps(result.report(), option=_DUMP),
-        flag=None if flag is None else orjson.dumps(flag, option=_DUMP),
+        report=report,
+        flag=flag_line,
         outcome=result.outcome,
         rules=tuple(result.rules),
         rule_errors=rule_errors,
         input_errors=tuple(errors),
         coverage=coverage(checked.record),
+        row=orjson.dumps(values),
+        csv=csv_line(values),
     )
 
 

@@ -7,6 +7,7 @@ Workers get their context by fork, so they share the parent's Screener (and its 
 
 from __future__ import annotations
 
+import gc
 import heapq
 import multiprocessing
 import os
@@ -75,6 +76,13 @@ def _eval_task(partition: int) -> PartitionSummary:
     return PartitionSummary(partition, len(outputs), sum(1 for o in outputs if o.flag is not None))
 
 
+def _worker_start(parent: int) -> None:
+    """Pool initializer: die with the parent, and leave the objects inherited from it out of this worker's
+    garbage collections (``gc.freeze``), which would otherwise touch, and so copy, every page of them."""
+    die_with_parent(parent)
+    gc.freeze()
+
+
 def _context() -> Any:
     methods = multiprocessing.get_all_start_methods()
     if "fork" not in methods:  # pragma: no cover - Windows; macOS has fork
@@ -96,7 +104,7 @@ class LocalEngine:
         if self.workers <= 1 or len(items) <= 1:
             yield from map(func, items)
             return
-        with _context().Pool(min(self.workers, len(items)), die_with_parent, (os.getpid(),)) as pool:
+        with _context().Pool(min(self.workers, len(items)), _worker_start, (os.getpid(),)) as pool:
             yield from pool.imap_unordered(func, items, chunksize=1)
 
     def stream(self, ctx: StreamContext, units: Sequence[Unit]) -> list[UnitSummary]:

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,8 +24,7 @@ from ..core.model import Priority
 from ..core.outcome import OUTCOMES
 from ..errors import B12ScreenError, InputError
 from ..sinks import parquet, summary_page
-from ..sinks.rows import csv_header, csv_line
-from ..sinks.rows import row as analyst_row
+from ..sinks.rows import csv_header
 from ..sources.files import discover, read_deleted
 from ..sources.validation import EVIDENCE, check_policy, extractor_for
 from .evaluate import EvalContext, PatientOutput
@@ -47,7 +47,7 @@ from .outputs import (
 from .progress import Progress
 from .scan import Plan, Unit, scan
 from .stream import MAX_LINE_BYTES, Pos, StreamContext, stream_unit
-from .workdir import clean_stale, make_work
+from .workdir import clean_stale, die_with_parent, make_work
 
 log = logging.getLogger(__name__)
 
@@ -146,19 +146,6 @@ def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: in
     return LocalEngine(workers, work, partitions, progress)
 
 
-def _warm_up(screener: Screener, as_of: date) -> None:
-    """Import the fhir.resources models evidence validation and Flags need, once, before workers fork."""
-    from ..core.record import PatientRecord
-    from ..sources.extract import UNDERSTOOD_TYPES
-    from ..sources.models import ResourceProblem, validate_resource
-
-    for rtype in sorted(UNDERSTOOD_TYPES | {"Flag"}):
-        with contextlib.suppress(ResourceProblem):
-            validate_resource({"resourceType": rtype, "id": "warm-up", "subject": {"reference": "Patient/x"},
-                               "code": {"coding": [{"system": "http://loinc.org", "code": "1"}], "text": "x"}})
-    screener.evaluate(PatientRecord("Patient/warm-up"), as_of)
-
-
 def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options: BatchOptions) -> BatchResult:
     """Screen the exports and Bundle folders at ``paths``, writing the four outputs into ``out``.
 
@@ -183,6 +170,17 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
 
 def _run(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions) -> BatchResult:
     started = time.perf_counter()
+    # forked first, while this process is small, to write report.parquet at the end
+    child = parquet.ParquetChild(partial(die_with_parent, os.getpid())) if parquet.available() else None
+    try:
+        return _screen(paths, out, screener, options, started, child)
+    finally:
+        if child is not None:
+            child.stop()
+
+
+def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions, started: float,
+            child: parquet.ParquetChild | None) -> BatchResult:
     started_at = options.clock()
     workers = options.workers or default_workers()
     progress = Progress(options.progress)
@@ -195,7 +193,6 @@ def _run(paths: Sequence[str], out: Path, screener: Screener, options: BatchOpti
     log.info("batch: %d partition(s)", partitions)
     deleted, deleted_errors = read_deleted(plan.deleted_files)
     ctx = StreamContext(extractor_for(screener.terminology, options.validate), {}, deleted, options.max_line_bytes)
-    _warm_up(screener, options.as_of)
     work = make_work(out)
     progress.reading(plan.total_bytes)
     engine: Any = None
@@ -232,7 +229,7 @@ def _run(paths: Sequence[str], out: Path, screener: Screener, options: BatchOpti
         run = _run_record(paths, screener, options, workers, started_at)
         result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started,
                         {"files_read": len(plan.files), "files_ignored": len(plan.ignored)}, run,
-                        options.clock, progress, plan.ignored)
+                        options.clock, progress, plan.ignored, child)
     finally:
         progress.close()
         if engine is not None and hasattr(engine, "close"):
@@ -273,10 +270,12 @@ def _input_size(paths: Sequence[str]) -> int:
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
            unit_errors: Iterator[dict[str, Any]], resources: int, started: float, file_counts: dict[str, int],
            run: dict[str, Any], clock: Callable[[], datetime], progress: Progress,
-           ignored: Sequence[str] = ()) -> BatchResult:
-    names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if parquet.available() else ())
+           ignored: Sequence[str], child: parquet.ParquetChild | None) -> BatchResult:
+    """Write the outputs; ``child``, when there, writes report.parquet from the rows."""
+    names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if child is not None else ())
     files = {name: AtomicFile(out / name) for name in names}
-    table = parquet.ParquetRows(files[REPORT_PARQUET].handle) if REPORT_PARQUET in files else None
+    # report.parquet is written from these rows by a child process once they are all known
+    table = AtomicFile(work / "rows.ndjson") if REPORT_PARQUET in files else None
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
     try:
         by_outcome: Counter[str] = Counter({o: 0 for o in OUTCOMES})
@@ -291,15 +290,13 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         for patient in patients:
             count += 1
             files[REPORT].write(patient.report + b"\n")
-            flag = None
             if patient.flag is not None:
                 flagged += 1
                 files[FLAGS].write(patient.flag + b"\n")
-                flag = orjson.loads(patient.flag)
-            values = analyst_row(orjson.loads(patient.report), flag)
-            files[REPORT_CSV].write(csv_line(values))
+            values = orjson.loads(patient.row)
+            files[REPORT_CSV].write(patient.csv)
             if table is not None:
-                table.add(values)
+                table.write(patient.row + b"\n")
             progress.written(values["flagged"])
             for i, has in enumerate(patient.coverage):
                 covered[i] += has
@@ -314,6 +311,9 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
                 rule_errors += 1
                 rule_tmp.write(line + b"\n")
             late.extend(patient.input_errors)
+        if table is not None and child is not None:
+            table.close()
+            child.write(table.tmp, files[REPORT_PARQUET].tmp)
         late.sort(key=error_key)
         input_errors = 0
         shown: list[dict[str, Any]] = []
@@ -343,9 +343,9 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         (out / SUMMARY).unlink(missing_ok=True)  # no summary: the set is incomplete until the end
         if table is None:
             (out / REPORT_PARQUET).unlink(missing_ok=True)  # never leave an earlier run's table beside this one
-        if table is not None:
-            table.close()
         files[SUMMARY_HTML].write(summary_page.render(summary, listed, shown))
+        if child is not None:
+            child.wait()
         for name in names:
             files[name].commit()
         summary_file = AtomicFile(out / SUMMARY)
@@ -353,8 +353,9 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         summary_file.commit()
         fsync_dir(out)
     except BaseException:
-        for handle in files.values():
+        if child is not None:
+            child.stop()
+        for handle in [*files.values(), rule_tmp, *([table] if table is not None else [])]:
             handle.discard()
-        rule_tmp.discard()
         raise
     return BatchResult(summary, input_errors, rule_errors, out)

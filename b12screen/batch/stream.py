@@ -11,6 +11,7 @@ Bundles, bad types, bad JSON) falls back to the general path with ``screen``'s s
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,16 @@ from ..sources.extract import (
 from ..sources.files import DOCUMENT, GZIP
 from ..sources.grouping import BundleIndex, patient_key, patient_resource_key
 from ..sources.reader import EMPTY_FILE, unwrap
-from ..sources.relevance import CACHE_LIMIT, HEAD_ERRORS, ConceptMatcher, decode_head, is_relevant
+from ..sources.relevance import (
+    CACHE_LIMIT,
+    HEAD_ERRORS,
+    NO_REFERENCE,
+    ConceptMatcher,
+    decode_head,
+    is_relevant,
+    relevant_indices,
+    typed_decoder,
+)
 from ..sources.walk import unreadable_reason
 from .lines import Problem, gzip_lines, plain_lines
 from .scan import Piece, Unit
@@ -160,7 +170,62 @@ class UnitReader:
     def _lines(self, source: Iterable[list[bytes | Problem]] | None = None) -> int:
         """Read every line of the current piece; returns the number of lines (for line numbering).
 
-        The common case (one resource per line) is inlined here: it runs once per resource."""
+        In a file of one resource type a batch of lines is decoded at once (:meth:`_typed`); any other
+        batch, and any batch with something unusual in it, line by line (:meth:`_batch`)."""
+        ftype = self.piece.file_type
+        typed = (ftype is not None and ftype in _FAST_TYPES and ftype not in _SPECIAL_TYPES
+                 and typed_decoder(ftype, False, False) is not None)
+        rel = 0
+        for batch in self._line_source() if source is None else source:
+            if batch and not (typed and self._typed(batch, rel)):  # type: ignore[arg-type]
+                self._batch(batch, rel)
+            rel += len(batch)
+        return rel
+
+    def _typed(self, lines: list[bytes], base: int) -> bool:
+        """The lines of a batch in a file of one resource type, decoded by one ``map`` and counted per
+        patient at once, keeping the relevant lines. False (nothing changed) when the batch must be read
+        line by line: an unreadable or blank line, one that is not an object of the file's type, bad JSON
+        or UTF-8, a reference that needs looking at, a deleted resource."""
+        rt = self.piece.file_type
+        assert rt is not None
+        try:
+            if not all(map(bytes.isascii, lines)):
+                for line in lines:
+                    if not line.isascii():
+                        line.decode()
+            deleted = self.ctx.deleted
+            heads = list(map(typed_decoder(rt, rt in UNDERSTOOD_TYPES, bool(deleted)), lines))
+            if deleted and any(h.id.__class__ is str and f"{rt}/{h.id}" in deleted for h in heads):
+                return False  # a deleted resource: counted, and left out, line by line
+            none = NO_REFERENCE
+            refs = [(h.subject or h.patient or none).reference for h in heads]
+            counts = Counter(refs)
+        except (*HEAD_ERRORS, TypeError):  # TypeError: a Problem, or a reference that is not hashable
+            return False
+        keys = {}
+        for reference in counts:
+            key = self._key(reference) if reference.__class__ is str else None
+            if key is None:
+                return False
+            keys[reference] = key
+        partials = self.out.partials
+        for reference, n in counts.items():
+            key = keys[reference]
+            partial = partials.get(key)
+            if partial is None:
+                partial = partials[key] = Partial()
+            partial.resources += n
+        self.out.resources += len(lines)
+        if rt in UNDERSTOOD_TYPES:
+            fid, pidx = self.piece.file_id, self.piece.index
+            for i in relevant_indices(rt, heads, self.ctx.matcher):
+                partials[keys[refs[i]]].lines.append((lines[i], (fid, pidx, base + i + 1, None)))
+        return True
+
+    def _batch(self, batch: list[bytes | Problem], rel: int) -> None:
+        """Read a batch of lines, the first numbered ``rel + 1``. The common case (one resource per line)
+        is inlined here: it runs once per resource."""
         piece = self.piece
         fid, pidx, ftype = piece.file_id, piece.index, piece.file_type
         out, ctx = self.out, self.ctx
@@ -168,64 +233,62 @@ class UnitReader:
         decode, head_errors, fast_types = decode_head, HEAD_ERRORS, _FAST_TYPES
         understood, scoped, relevant = UNDERSTOOD_TYPES, PATIENT_SCOPED_TYPES, is_relevant
         matches = ctx.matcher
-        rel = resources = 0
+        resources = 0
         special = _SPECIAL_TYPES
-        for batch in self._line_source() if source is None else source:
-            for rel, line in enumerate(batch, rel + 1):  # noqa: B020 - numbering goes on across batches
-                if line.__class__ is not bytes:
-                    errors.append(((fid, pidx, rel, None), line.reason))  # type: ignore[union-attr]
-                    continue
-                if not line:
-                    continue
-                if decode is None:  # pragma: no cover - without msgspec
-                    self._slow_line(line, rel)  # type: ignore[arg-type]
-                    continue
-                try:
-                    head = decode(line)
-                    if not line.isascii():  # type: ignore[union-attr]
-                        line.decode()  # type: ignore[union-attr]
-                except head_errors:
-                    self._slow_line(line, rel)  # type: ignore[arg-type]
-                    continue
-                rt = head.resourceType
-                if rt.__class__ is not str or rt not in fast_types:
-                    self._slow_line(line, rel)  # type: ignore[arg-type]
-                    continue
-                if ftype is not None and rt != ftype:
-                    errors.append(((fid, pidx, rel, None), f"a {rt} resource in a file of {ftype} resources"))
-                    continue
-                resources += 1
-                if deleted and head.id.__class__ is str and f"{rt}/{head.id}" in deleted:
-                    continue
-                if rt in special:
-                    value = self._loads(line, rel)  # type: ignore[arg-type]
-                    if value is not None:
-                        self._resource(value, rt, rel, None, None, None, line)  # type: ignore[arg-type]
-                    continue
-                holder = head.subject
+        for rel, line in enumerate(batch, rel + 1):  # noqa: B020 - numbering goes on across batches
+            if line.__class__ is not bytes:
+                errors.append(((fid, pidx, rel, None), line.reason))  # type: ignore[union-attr]
+                continue
+            if not line:
+                continue
+            if decode is None:  # pragma: no cover - without msgspec
+                self._slow_line(line, rel)  # type: ignore[arg-type]
+                continue
+            try:
+                head = decode(line)
+                if not line.isascii():  # type: ignore[union-attr]
+                    line.decode()  # type: ignore[union-attr]
+            except head_errors:
+                self._slow_line(line, rel)  # type: ignore[arg-type]
+                continue
+            rt = head.resourceType
+            if rt.__class__ is not str or rt not in fast_types:
+                self._slow_line(line, rel)  # type: ignore[arg-type]
+                continue
+            if ftype is not None and rt != ftype:
+                errors.append(((fid, pidx, rel, None), f"a {rt} resource in a file of {ftype} resources"))
+                continue
+            resources += 1
+            if deleted and head.id.__class__ is str and f"{rt}/{head.id}" in deleted:
+                continue
+            if rt in special:
+                value = self._loads(line, rel)  # type: ignore[arg-type]
+                if value is not None:
+                    self._resource(value, rt, rel, None, None, None, line)  # type: ignore[arg-type]
+                continue
+            holder = head.subject
+            reference = holder.reference if holder is not None else None
+            if reference.__class__ is not str:
+                holder = head.patient
                 reference = holder.reference if holder is not None else None
-                if reference.__class__ is not str:
-                    holder = head.patient
-                    reference = holder.reference if holder is not None else None
-                key = None
-                if reference.__class__ is str:
-                    key = key_cache.get(reference, _MISSING)
-                    if key is _MISSING:
-                        key = self._key(reference)
-                if key is None:
-                    if rt in scoped:
-                        errors.append(((fid, pidx, rel, None), f"{rt} has no usable reference to a Patient"))
-                    continue
-                partial = partials.get(key)
-                if partial is None:
-                    partial = partials[key] = Partial()
-                partial.resources += 1
-                if rt not in understood:
-                    continue
-                if relevant(rt, head, matches):
-                    partial.lines.append((line, (fid, pidx, rel, None)))  # type: ignore[arg-type]
+            key = None
+            if reference.__class__ is str:
+                key = key_cache.get(reference, _MISSING)
+                if key is _MISSING:
+                    key = self._key(reference)
+            if key is None:
+                if rt in scoped:
+                    errors.append(((fid, pidx, rel, None), f"{rt} has no usable reference to a Patient"))
+                continue
+            partial = partials.get(key)
+            if partial is None:
+                partial = partials[key] = Partial()
+            partial.resources += 1
+            if rt not in understood:
+                continue
+            if relevant(rt, head, matches):
+                partial.lines.append((line, (fid, pidx, rel, None)))  # type: ignore[arg-type]
         out.resources += resources
-        return rel
 
     # -- one NDJSON line ---------------------------------------------------------------------
 
