@@ -47,6 +47,9 @@ def _b12_low(rid: str, pid: str) -> dict[str, Any]:
             "valueQuantity": {"value": 120, "unit": "pg/mL", "system": "http://unitsofmeasure.org", "code": "pg/mL"}}
 
 
+MISFILED = "a MedicationRequest resource in a file of Observation resources"
+
+
 def build_inputs(root: Path) -> tuple[Path, Path, dict[str, list[dict[str, Any]]]]:
     """(Bulk Data folder, folder of Bundles, what a FHIR server holds per patient id after deletes)."""
     export, bundles = root / "export", root / "bundles"
@@ -55,7 +58,9 @@ def build_inputs(root: Path) -> tuple[Path, Path, dict[str, list[dict[str, Any]]
                  gz=True)
     write_ndjson(export / "MedicationRequest.000.jsonl", a_meds[:5] + b_meds)  # a split over files
     write_ndjson(export / "MedicationRequest.001.ndjson.gz", a_meds[5:], gz=True)
-    write_ndjson(export / "Observation.000.ndjson", [_b12_low("lowb", "b")])
+    # a file of one type holding another: every door refuses the misfiled metformin orders of "d"
+    misfiled = _metformin("misfiled", "d", range(2015, 2025))
+    write_ndjson(export / "Observation.000.ndjson", [_b12_low("lowb", "b"), *misfiled])
     write_ndjson(export / "MedicationRequest.002.ndjson", _metformin("l", LONG, range(2015, 2025)))
     (export / "manifest.json").write_text(json.dumps({"transactionTime": "2026-11-01T00:00:00Z", "output": []}))
     write_ndjson(export / "log.ndjson", [{"resourceType": "OperationOutcome", "issue": [
@@ -92,7 +97,8 @@ def run(*args: str) -> Any:
 def screen_door(paths: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
     report = run("screen", "--as-of", AS_OF, "--format", "report", *map(str, paths))
     flags = run("screen", "--as-of", AS_OF, "--format", "ndjson", *map(str, paths))
-    assert report.exit_code == 0, report.stderr
+    assert report.exit_code == 1, report.stderr  # the misfiled lines
+    assert MISFILED in report.stderr
     entries = {r["patient"]: (r["outcome"], r["priority"], tuple(r["rules"])) for r in json.loads(report.stdout)}
     found = {f["subject"]["reference"]: flag_summary(f) for f in map(json.loads, flags.stdout.splitlines())}
     return entries, found
@@ -100,7 +106,8 @@ def screen_door(paths: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def batch_door(paths: list[Path], out: Path, *options: str) -> tuple[dict[str, Any], dict[str, Any]]:
     result = run("batch", "--as-of", AS_OF, "--no-progress", *options, *map(str, paths), "--out", str(out))
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 1, result.stderr  # the misfiled lines
+    assert MISFILED in (out / "errors.ndjson").read_text()
     entries = {}
     for line in (out / "report.ndjson").read_text().splitlines():
         r = json.loads(line)

@@ -262,7 +262,8 @@ def test_batches_of_one_type_decoded_at_once_keep_every_line_level_error(screene
     assert result.summary["resources_read"] == 7 + 400 - 5  # blank, two-object, typeless, Patient, bad UTF-8 lines
     screened = run("screen", "--as-of", AS_OF, "--format", "report", str(export))
     report = {r["patient"]: (r["rules"], r["evidence"]) for r in json.loads(screened.stdout)}
-    del report["Patient/p9"]  # screen reads a resource whatever the file's name
+    assert "Patient/p9" not in report  # screen, too, refuses a resource of another type than its file's
+    assert "a Patient resource in a file of MedicationRequest resources" in screened.stderr
     assert {r["patient"]: (r["rules"], r["evidence"]) for r in rows(tmp_path / "out" / "report.ndjson")} == report
     assert report["Patient/p1"][0] == ["MET-2"] and len(report["Patient/p1"][1]) > 10
 

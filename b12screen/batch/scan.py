@@ -11,10 +11,9 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
-from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
 from ..sources.files import DOCUMENT, GZIP, PLAIN, discover, file_kind
-from ..sources.reader import EMPTY_FILE
+from ..sources.reader import EMPTY_FILE, announced_type
 from ..sources.walk import unreadable_reason
 
 
@@ -51,15 +50,6 @@ class Plan:
     errors: list[InputError] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     total_bytes: int = 0
-
-
-def file_type_of(name: str) -> str | None:
-    """The resource type a Bulk Data file name announces (``Patient.000.ndjson``, ``1.Patient.ndjson``)."""
-    parts = name.split(".")
-    for part in parts[:-1]:
-        if part in R4_RESOURCE_TYPES:
-            return part
-    return None
 
 
 def _split_plain(path: str, size: int, piece_bytes: int) -> list[tuple[int, int]]:
@@ -102,7 +92,7 @@ def scan(paths: list[str], unit_bytes: int) -> Plan:
             continue
         kind = file_kind(name) or DOCUMENT
         base = os.path.basename(name)
-        ftype = file_type_of(base) if kind != DOCUMENT else None
+        ftype = announced_type(base) if kind != DOCUMENT else None
         if kind == PLAIN:
             try:
                 ranges = _split_plain(name, size, unit_bytes)

@@ -4,11 +4,13 @@ item never stops the rest."""
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
 from . import limits
 
@@ -67,7 +69,30 @@ def _is_ndjson_name(source: str) -> bool:
     return name.endswith((".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz"))
 
 
+def announced_type(name: str) -> str | None:
+    """The resource type a Bulk Data file name announces (``Patient.000.ndjson``, ``1.Patient.ndjson``).
+
+    Every door that reads NDJSON files holds their lines to it: a resource of another type is an input
+    error naming the line (a Bulk Data file holds the resources of one type)."""
+    parts = os.path.basename(name).split(".")
+    for part in parts[:-1]:
+        if part in R4_RESOURCE_TYPES:
+            return part
+    return None
+
+
+def type_mismatch(value: Any, announced: str | None) -> str | None:
+    """The reason a line's value does not belong in a file of ``announced`` resources, else None."""
+    if announced is None or not isinstance(value, dict):
+        return None
+    found = value.get("resourceType")
+    if isinstance(found, str) and found in R4_RESOURCE_TYPES and found != announced:
+        return f"a {found} resource in a file of {announced} resources"
+    return None
+
+
 def _read_lines(data: bytes, source: str) -> Iterator[Entry | InputError]:
+    announced = announced_type(source) if _is_ndjson_name(source) else None
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -75,6 +100,10 @@ def _read_lines(data: bytes, source: str) -> Iterator[Entry | InputError]:
             value = limits.loads(line)
         except limits.JSONProblem as exc:
             yield InputError(source, f"line {number}", str(exc))
+            continue
+        mismatch = type_mismatch(value, announced)
+        if mismatch is not None:
+            yield InputError(source, f"line {number}", mismatch)
             continue
         yield from read_value(value, source, f"line {number}")
 
