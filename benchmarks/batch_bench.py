@@ -5,7 +5,8 @@ by copying its patients with rewritten ids, then prints, per size: orjson parse-
 decode-only throughput, batch throughput with 1 and 2 workers, the ratios batch/parse, batch/decode and
 2-workers/1-worker in wall-clock time and in CPU time (the batch's whole process tree: robust to other
 jobs on the machine), and peak memory (PSS summed over the batch process, its workers and its
-report.parquet child, sampled every 0.05 s; also without what writing report.parquet adds). Generated
+report.parquet child, sampled every 0.05 s in a run of its own, since sampling costs CPU the timed runs
+need; also without what writing report.parquet adds). Generated
 data lives in a temporary folder that is removed at the end. Usage::
 
     python benchmarks/batch_bench.py                 # 1,000 and 10,000 patients
@@ -156,9 +157,10 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def run_batch(folder: Path, out: Path, workers: int) -> dict[str, float]:
-    """Run the batch in a subprocess; sample the memory (PSS) of it and its workers. ``cpu`` is the CPU
-    time of the whole process tree (the interpreter's start-up included), robust to a shared machine."""
+def run_batch(folder: Path, out: Path, workers: int, sample_memory: bool = False) -> dict[str, float]:
+    """Run the batch in a subprocess; with ``sample_memory``, sample the memory (PSS) of it and its workers
+    (reading ``smaps`` costs CPU that two workers on two cores need, so timed runs do not sample).
+    ``process_cpu`` is the CPU time of the whole process tree (the interpreter's start-up included)."""
     cpu_before = _children_cpu()
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(folder), str(out), str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -180,9 +182,11 @@ def run_batch(folder: Path, out: Path, workers: int) -> dict[str, float]:
             time.sleep(0.05)  # often enough to see the short-lived report.parquet child at its peak
 
     sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    if sample_memory:
+        sampler.start()
     stdout, _ = proc.communicate()
-    sampler.join()
+    if sample_memory:
+        sampler.join()
     cpu = _children_cpu() - cpu_before
     if proc.returncode not in (0, 1):
         raise SystemExit(f"batch failed with exit code {proc.returncode}")
@@ -196,6 +200,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000", help="patient counts (comma-separated)")
     parser.add_argument("--source", type=Path, default=None, help="a Bulk Data export folder to copy")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per size (best of each)")
     parser.add_argument("--budget", type=float, default=900, help="stop starting new sizes after this many seconds")
     parser.add_argument("--tmp", type=Path, default=None, help="where to build the exports (default: system temp)")
     args = parser.parse_args()
@@ -218,12 +223,18 @@ def main() -> None:
             t0 = time.perf_counter()
             nbytes = build(source, folder, copies)
             print(f"\n{copies * per_copy:,} patients: built {nbytes / 1e6:,.0f} MB in {time.perf_counter() - t0:.1f} s")
-            # best of two runs each: other processes on a shared machine only ever slow a run down
-            parse = min((parse_only(folder) for _ in range(2)), key=lambda r: r[1])
+            # best of ``--rounds`` runs each, the four measurements interleaved round by round: other jobs
+            # (and a virtual machine's varying speed) only ever slow a run down, and drift hits all alike
+            rounds = [(parse_only(folder), decode_only(folder), run_batch(folder, work / "out", 1),
+                       run_batch(folder, work / "out", 2)) for _ in range(args.rounds)]
+            parse = min((r[0] for r in rounds), key=lambda r: r[1])
             parse_s, parse_cpu, count = parse[0], parse[1], parse[2]
-            decode_s, decode_cpu = min((decode_only(folder) for _ in range(2)), key=lambda r: r[1])
-            one = min((run_batch(folder, work / "out", 1) for _ in range(2)), key=lambda r: r["cpu"])
-            two = min((run_batch(folder, work / "out", 2) for _ in range(2)), key=lambda r: r["seconds"])
+            decode_s, decode_cpu = min((r[1] for r in rounds), key=lambda r: r[1])
+            one = min((r[2] for r in rounds), key=lambda r: r["cpu"])
+            two = min((r[3] for r in rounds), key=lambda r: r["seconds"])
+            for timed, workers in ((one, 1), (two, 2)):  # memory from a run of its own
+                sampled = run_batch(folder, work / "out", workers, sample_memory=True)
+                timed.update(peak_mb=sampled["peak_mb"], peak_screening_mb=sampled["peak_screening_mb"])
             mb = nbytes / 1e6
             row = {
                 "patients": one["patients"], "resources": count, "mb": mb,
