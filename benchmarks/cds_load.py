@@ -196,6 +196,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_server(process: subprocess.Popen[Any], timeout: float = 20) -> None:
+    """Stop ``b12screen serve`` as Ctrl-C does (its workers with it); kill it if it does not stop in time."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def start_server(port: int, auth: bool, workers: int, key: ec.EllipticCurvePrivateKey, folder: Path,
                  validate: str = "evidence", log_level: str = "info") -> subprocess.Popen[bytes]:
     """``b12screen serve`` on loopback, as deployed by default (access log at info, to a file in
@@ -281,11 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(summarize("patient-view (full prefetch)", stats, elapsed))
         finally:
             if process is not None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                stop_server(process)
     baseline, service = results
     ratio = service["rps"] / baseline["rps"] if baseline["rps"] else 0.0
     verdict = {"p95_under_50ms": service["p95_ms"] < 50, "rps_ratio": round(ratio, 3),

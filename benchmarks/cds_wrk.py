@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jwt
-from cds_load import ISS, KID, PATH, free_port, request_bodies, start_server
+from cds_load import ISS, KID, PATH, free_port, request_bodies, start_server, stop_server
 from cryptography.hazmat.primitives.asymmetric import ec
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -265,11 +264,7 @@ def run_server(workers: int, args: argparse.Namespace, key: ec.EllipticCurvePriv
             service = Phase(workers, "patient-view", connections, seconds)
             phases.append(measure(service, process.pid, port, base + PATH, service_script, lua_args, args.threads))
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)
     return phases
 
 

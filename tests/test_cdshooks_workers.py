@@ -18,6 +18,7 @@ from cdshooks_helpers import free_port
 from b12screen.cdshooks.workers import reuse_port_sockets, reuse_port_supported
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from cds_load import stop_server
 from cds_wrk import socket_inodes, tcp_inodes  # the benchmark's /proc readers: sockets by pid and by port
 
 pytestmark = pytest.mark.skipif(not reuse_port_supported() or not Path("/proc/self/fd").is_dir(),
@@ -91,11 +92,7 @@ def two_workers() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
             _get_health(sock)  # a worker answers
         yield port, process
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)
 
 
 def _connections_per_worker(process: subprocess.Popen[bytes], port: int) -> list[int]:
