@@ -103,3 +103,20 @@ def test_ids_and_medication_references() -> None:
     data.append({"resourceType": "Medication", "id": "held"})
     data.append({"resourceType": "MedicationStatement", "medicationReference": {"reference": "Medication/held"}})
     assert medication_ids_to_read(data, BASE) == ["a", "b"]
+
+
+@responses.activate
+def test_referenced_medications_are_read_up_to_the_cap_and_more_is_a_problem() -> None:
+    serve(responses)
+    orders = [{"resourceType": "MedicationRequest", "id": f"r{i}", "status": "active", "intent": "order",
+               "medicationReference": {"reference": f"Medication/x{i}"}, "subject": {"reference": "Patient/p1"},
+               "authoredOn": "2020-01-01"} for i in range(3)]
+    responses.replace(responses.GET, f"{BASE}/MedicationRequest", json=searchset(*orders))
+    for i in range(3):
+        responses.add(responses.GET, f"{BASE}/Medication/x{i}", json={"resourceType": "Medication", "id": f"x{i}"})
+    resources, problems = read_patient(client(), "p1", Screener().terminology, max_medication_reads=2)
+    assert problems == ["referenced Medication resources: incomplete (3 to read, the first 2 read)"]
+    assert sorted(r["id"] for r in resources if r["resourceType"] == "Medication") == ["x0", "x1"]
+    assert not any(url.endswith("/Medication/x2") for url in requested())
+    _, problems = read_patient(client(), "p1", Screener().terminology, max_medication_reads=3)
+    assert problems == []

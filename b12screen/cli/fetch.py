@@ -85,6 +85,8 @@ def _default_scope(write_back: bool) -> str:
               help="Largest response body read (MiB); a larger one is an error.")
 @click.option("--retries", type=int, default=3, show_default=True, help="Retries on 429/5xx/timeouts.")
 @click.option("--max-pages", type=int, default=50, show_default=True, help="Pages per search at most.")
+@click.option("--max-medication-reads", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Referenced Medication resources read at most (more: reported as incomplete, exit 1).")
 @click.option("--format", "fmt", type=click.Choice(["report", "bundle", "ndjson"]), default="report",
               show_default=True, help="Report entry, Bundle of the Flag, or NDJSON Flag.")
 @click.option("--as-of", "as_of", metavar="DATE", help="Evaluation date (YYYY-MM-DD); default today.")
@@ -99,7 +101,8 @@ def _default_scope(write_back: bool) -> str:
 @validate_option
 def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str | None, client_id: str | None,
           private_key: str | None, key_id: str | None, alg: str, token_url: str | None, scope: str | None,
-          timeout: float, max_response_mb: float, retries: int, max_pages: int, fmt: str, as_of: str | None,
+          timeout: float, max_response_mb: float, retries: int, max_pages: int,
+          max_medication_reads: int, fmt: str, as_of: str | None,
           profile: str,
           config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...],
           strict_plugins: bool, validate: str) -> None:
@@ -123,7 +126,8 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     try:
-        resources, problems = read_patient(client, patient_id, screener.terminology)
+        resources, problems = read_patient(client, patient_id, screener.terminology,
+                                           max_medication_reads=max_medication_reads)
     except FhirError as exc:
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)

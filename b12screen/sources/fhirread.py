@@ -42,13 +42,19 @@ def fetch_declared(client: FhirClient, decl: PrefetchDecl, context: Mapping[str,
     return client.search(path, [(name, fill_tokens(value, context)) for name, value in params])
 
 
+#: Referenced Medications read for one patient at most (each is a request of its own).
+MAX_MEDICATION_READS = 50
+
+
 def read_patient(client: FhirClient, patient_id: str, terminology: Terminology,
-                 declarations: Iterable[PrefetchDecl] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+                 declarations: Iterable[PrefetchDecl] | None = None,
+                 max_medication_reads: int = MAX_MEDICATION_READS) -> tuple[list[dict[str, Any]], list[str]]:
     """Everything the rules read about one patient: each declaration (default: the CDS Hooks record
     prefetch) run as a FHIR read or search, then the Medications that medicationReference points to.
     Returns (resources, problems): a problem names optional data that could not be read or is incomplete
     ("medication statements: HTTP 404 ..."); required data that cannot be read (the Patient, medication
-    orders, conditions) raises ``FhirError``. ``terminology`` supplies the Observation codes searched for."""
+    orders, conditions) raises ``FhirError``. ``terminology`` supplies the Observation codes searched for.
+    At most ``max_medication_reads`` referenced Medications are read; more is a problem (incomplete)."""
     from ..cdshooks.declarations import RECORD_PREFETCH
     from .fhirclient import FhirError, SearchResult
 
@@ -71,7 +77,12 @@ def read_patient(client: FhirClient, patient_id: str, terminology: Terminology,
                 problems.append(f"{decl.label}: incomplete ({found.reason})")
         else:
             resources.append(found)
-    for mid in medication_ids_to_read(resources, client.base_url):
+    wanted = medication_ids_to_read(resources, client.base_url)
+    if len(wanted) > max_medication_reads:
+        problems.append(f"referenced Medication resources: incomplete ({len(wanted)} to read, "
+                        f"the first {max_medication_reads} read)")
+        wanted = wanted[:max_medication_reads]
+    for mid in wanted:
         try:
             medication = client.read("Medication", mid)
         except FhirError as exc:
