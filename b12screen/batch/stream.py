@@ -35,7 +35,7 @@ from ..sources.extract import (
 )
 from ..sources.files import DOCUMENT, GZIP
 from ..sources.grouping import BundleIndex, patient_key, patient_resource_key
-from ..sources.reader import EMPTY_FILE, unwrap
+from ..sources.reader import EMPTY_FILE, misfiled, unwrap
 from ..sources.relevance import (
     CACHE_LIMIT,
     HEAD_ERRORS,
@@ -256,7 +256,7 @@ class UnitReader:
                 self._slow_line(line, rel)  # type: ignore[arg-type]
                 continue
             if ftype is not None and rt != ftype:
-                errors.append(((fid, pidx, rel, None), f"a {rt} resource in a file of {ftype} resources"))
+                errors.append(((fid, pidx, rel, None), misfiled(rt, ftype)))
                 continue
             resources += 1
             if deleted and head.id.__class__ is str and f"{rt}/{head.id}" in deleted:
@@ -309,7 +309,7 @@ class UnitReader:
         ftype = self.piece.file_type
         if isinstance(value, dict) and value.get("resourceType") == "Bundle":
             if ftype is not None and ftype != "Bundle":
-                self._error(rel, None, f"a Bundle resource in a file of {ftype} resources")
+                self._error(rel, None, misfiled("Bundle", ftype))
                 return
             self._entries(read_value(value, self.piece.path), rel)
             return
@@ -322,7 +322,7 @@ class UnitReader:
             self._error(rel, None, str(exc))
             return
         if ftype is not None and rt != ftype:
-            self._error(rel, None, f"a {rt} resource in a file of {ftype} resources")
+            self._error(rel, None, misfiled(rt, ftype))
             return
         self.out.resources += 1
         if self.ctx.deleted and resource_ref(value, None) in self.ctx.deleted:

@@ -81,13 +81,18 @@ def announced_type(name: str) -> str | None:
     return None
 
 
+def misfiled(found: str, announced: str) -> str:
+    """The reason given for a ``found`` resource in a file announcing ``announced`` resources."""
+    return f"a {found} resource in a file of {announced} resources"
+
+
 def type_mismatch(value: Any, announced: str | None) -> str | None:
     """The reason a line's value does not belong in a file of ``announced`` resources, else None."""
     if announced is None or not isinstance(value, dict):
         return None
     found = value.get("resourceType")
     if isinstance(found, str) and found in R4_RESOURCE_TYPES and found != announced:
-        return f"a {found} resource in a file of {announced} resources"
+        return misfiled(found, announced)
     return None
 
 
