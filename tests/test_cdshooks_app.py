@@ -27,7 +27,7 @@ from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from b12screen import Screener
-from b12screen.cdshooks.app import create_app
+from b12screen.cdshooks.app import INLINE_MAX_BYTES, create_app
 from b12screen.cdshooks.config import IssuerConfig, ServiceConfig
 from b12screen.plugins import get_plugin_manager
 from b12screen.sinks.flag import flag_json
@@ -420,7 +420,8 @@ def test_medication_reference_is_resolved_from_the_fhir_server(client: TestClien
 # -- time budget, CORS, feedback, logs ------------------------------------------------------------
 
 
-def test_processing_time_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_processing_time_is_bounded_for_work_in_the_cpu_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large request runs in the CPU pool: still stuck at the budget, it is answered 503 at once."""
     client = make_client(time_budget_seconds=0.2)
     release = threading.Event()
     slow = screener().evaluate
@@ -430,9 +431,11 @@ def test_processing_time_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         return slow(record, as_of)
 
     monkeypatch.setattr(client.app.state.cds.handler.screener, "evaluate", stuck)  # type: ignore[attr-defined]
+    body = {**request_body(prefetch=metformin_patient()), "padding": "x" * (INLINE_MAX_BYTES + 1)}
     try:
-        outcome = is_outcome(post(client, PV, request_body(prefetch=metformin_patient())), 503)
+        outcome = is_outcome(post(client, PV, body), 503)
         assert outcome["issue"][0]["code"] == "timeout"
+        assert not release.is_set()  # answered while the work was still stuck
     finally:
         release.set()
 

@@ -45,12 +45,15 @@ from .handler import (
 )
 from .observe import FIELDS, Metrics, rejection_reason, use_log_format
 from .prefetch import NeedsIo
+from .protocol import RECEIVED
 from .security import ANONYMOUS, AuthError, Caller, JwtVerifier
 
 log = logging.getLogger("b12screen.cdshooks")
 
 NO_STORE = {"Cache-Control": "no-store"}
 _SAFE_LOG = re.compile(r"[^A-Za-z0-9._:\-]")
+#: a service call with a body up to this size runs its CPU work on the event loop (``CdsApp.run_within_budget``)
+INLINE_MAX_BYTES = 256 * 1024
 _STATUS_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
 
 
@@ -176,19 +179,32 @@ class CdsApp:
             log.info("401 on %s: %s", path.rsplit("/", 1)[-1] or "discovery", exc.reason)
             raise Problem(401, "login") from None
 
-    async def _run(self, work: Callable[[bool], Any]) -> Any:
-        """``work`` in a worker thread under the hard time budget (a late result is dropped; waiting for a
-        thread counts too, so an overloaded service sheds load with 503 instead of queueing without end).
+    async def run_within_budget(self, work: Callable[[bool], Any], inline: bool = False,
+                                received: float | None = None) -> Any:
+        """``work`` under the hard time budget, counted from ``received`` (``time.monotonic()`` when the
+        request was fully received; now if None): waiting counts too, so an overloaded service sheds
+        load with 503 instead of queueing without end, and a late result is dropped.
 
-        First ``work(allow_io=False)`` in the CPU pool (a few threads: screening is CPU-bound and the
-        GIL serialises it anyway, so more would only contend; ``workers`` adds cores). If it needs network
-        I/O (a JWK Set or FHIR fetch) it raises ``NeedsIo`` before any, and ``work(allow_io=True)`` runs
-        in the I/O pool, so slow FHIR servers never hold up requests that came with their prefetch."""
+        First ``work(allow_io=False)``: on the event loop itself when ``inline`` (a small request: its CPU
+        work takes milliseconds and the GIL would serialise it anyway, so a thread hand-off only adds
+        cost), else in the CPU pool (a few threads, so that a large request does not hold up the loop).
+        If it needs network I/O (a JWK Set or FHIR fetch) it raises ``NeedsIo`` before any, and
+        ``work(allow_io=True)`` runs in the I/O pool, so slow FHIR servers never hold up requests that
+        came with their prefetch."""
         loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        deadline = (now if received is None else min(received, now)) + self.config.time_budget_seconds
         try:
-            async with asyncio.timeout(self.config.time_budget_seconds):
+            if now >= deadline:
+                raise TimeoutError  # waited past the budget before it could start
+            async with asyncio.timeout_at(loop.time() + deadline - now):
                 try:
-                    return await loop.run_in_executor(self.cpu_pool, work, False)
+                    if not inline:
+                        return await loop.run_in_executor(self.cpu_pool, work, False)
+                    result = work(False)
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError  # finished late: dropped, as a late thread's result is
+                    return result
                 except NeedsIo:
                     return await loop.run_in_executor(self.io_pool, work, True)
         except TimeoutError:
@@ -252,7 +268,8 @@ class CdsApp:
         started = time.perf_counter()
         try:
             if not self.config.public_discovery:
-                await self._run(lambda allow_io: self.authenticate(request, "/cds-services", allow_io))
+                await self.run_within_budget(lambda allow_io: self.authenticate(request, "/cds-services", allow_io),
+                                             True, request.scope.get(RECEIVED))
         except Problem as problem:
             self._access_log("discovery", problem.status, started)
             return problem_response(problem)
@@ -283,7 +300,8 @@ class CdsApp:
                 hook_instance = payload.get("hookInstance") if isinstance(payload.get("hookInstance"), str) else None
                 return self.handler.call(service, payload, caller, deadline, allow_io)
 
-            outcome = await self._run(work)
+            outcome = await self.run_within_budget(work, len(body) <= INLINE_MAX_BYTES,
+                                                   request.scope.get(RECEIVED))
         except ClientDisconnect:
             return self._disconnected(what, started)
         except _TooLarge:
@@ -324,7 +342,7 @@ class CdsApp:
                 self.feedback_recorder.record(service_id, items)
                 return Outcome({"received": len(items)})
 
-            outcome = await self._run(work)
+            outcome = await self.run_within_budget(work, len(body) <= INLINE_MAX_BYTES, request.scope.get(RECEIVED))
         except ClientDisconnect:
             return self._disconnected(what, started)
         except _TooLarge:

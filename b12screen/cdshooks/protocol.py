@@ -7,7 +7,9 @@ Here every request (headers and body) must arrive within ``read_timeout`` second
 opening or of the previous response; otherwise the connection is closed. Headers over ``max_header_bytes``
 (httptools sets no limit of its own) and requests the parser cannot read get a 400 OperationOutcome, not
 uvicorn's plain text. A connection past ``max_connections`` open ones (per worker) is closed at once.
-Every accepted connection gets TCP_NODELAY, also under ``--workers``.
+Every accepted connection gets TCP_NODELAY, also under ``--workers``. The ASGI scope of a request holds,
+under :data:`RECEIVED`, the ``time.monotonic()`` at which its last byte was read (the service's time
+budget counts from then).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -23,6 +26,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 16_384
+#: the scope key of the time the whole request had been read
+RECEIVED = "b12screen.received"
 _BAD_REQUEST = (b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid",'
                 b'"diagnostics":"malformed HTTP request (bad or oversized headers)"}]}')
 
@@ -102,6 +107,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        self.scope[RECEIVED] = time.monotonic()  # type: ignore[literal-required]
         super().on_message_complete()
         self._unanswered += 1
         self._completed_here = True

@@ -1,0 +1,136 @@
+"""The time budget of a service call: small requests run inline on the event loop, large ones in the CPU
+pool; either way a call that waited or ran past the budget is answered 503 and its result dropped, and
+work that needs network I/O moves to the I/O pool."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from typing import Any
+
+import orjson
+import pytest
+from cdshooks_helpers import AS_OF, metformin_patient, request_body, running_server
+
+from b12screen import Screener
+from b12screen.cdshooks.app import INLINE_MAX_BYTES, create_app
+from b12screen.cdshooks.config import ServiceConfig
+from b12screen.cdshooks.handler import Problem
+from b12screen.cdshooks.prefetch import NeedsIo
+from b12screen.cdshooks.protocol import BoundedHttpToolsProtocol
+from b12screen.plugins import get_plugin_manager
+
+PV = "/cds-services/b12screen-patient-view"
+
+
+def service(budget: float = 0.3) -> Any:
+    screener = Screener(plugin_manager=get_plugin_manager(load_entry_points=False))
+    app = create_app(ServiceConfig(insecure_no_auth=True, time_budget_seconds=budget).checked(), screener=screener,
+                     today=lambda: AS_OF)
+    return app, app.state.cds
+
+
+def run(state: Any, work: Any, inline: bool, received: float | None = None) -> Any:
+    async def main() -> Any:
+        return await state.run_within_budget(work, inline, received)
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_work_runs_inline_only_when_asked_and_its_result_is_returned(inline: bool) -> None:
+    _, state = service()
+    threads: list[str] = []
+
+    def work(allow_io: bool) -> str:
+        threads.append(threading.current_thread().name)
+        return f"done, io={allow_io}"
+
+    assert run(state, work, inline) == "done, io=False"
+    assert threads[0].startswith("b12-cpu") is not inline
+    assert (threads[0] == threading.current_thread().name) is inline
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_a_call_that_waited_past_the_budget_is_shed_without_running(inline: bool) -> None:
+    _, state = service(budget=0.3)
+    calls: list[bool] = []
+    with pytest.raises(Problem) as caught:
+        run(state, calls.append, inline, received=time.monotonic() - 0.31)
+    assert (caught.value.status, caught.value.code) == (503, "timeout")
+    assert calls == []
+    assert run(state, lambda io: "ran", inline, received=time.monotonic() - 0.1) == "ran"  # within the budget
+
+
+def test_inline_work_that_finishes_late_is_dropped() -> None:
+    _, state = service(budget=0.2)
+    with pytest.raises(Problem) as caught:
+        run(state, lambda io: time.sleep(0.25) or "late", True)
+    assert caught.value.status == 503
+    assert run(state, lambda io: time.sleep(0.05) or "in time", True) == "in time"
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_work_that_needs_io_moves_to_the_io_pool(inline: bool) -> None:
+    _, state = service()
+    seen: list[tuple[bool, str]] = []
+
+    def work(allow_io: bool) -> str:
+        seen.append((allow_io, threading.current_thread().name))
+        if not allow_io:
+            raise NeedsIo
+        return "fetched"
+
+    assert run(state, work, inline) == "fetched"
+    assert [io for io, _ in seen] == [False, True]
+    assert seen[1][1].startswith("b12-io")
+
+
+def _http(path: str, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def _answers(sock: socket.socket, count: int) -> list[bytes]:
+    data, out = b"", []
+    while len(out) < count:
+        chunk = sock.recv(65536)
+        assert chunk, "closed early"
+        data += chunk
+        while b"\r\n\r\n" in data:
+            head, rest = data.split(b"\r\n\r\n", 1)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            if len(rest) < length:
+                break
+            out.append(head.split(b" ")[1] + b" " + rest[:length])
+            data = rest[length:]
+    return out
+
+
+def test_on_a_real_server_the_budget_counts_the_wait_behind_an_inline_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two pipelined calls: the first holds the event loop past the budget (its result is dropped); the
+    second, received meanwhile, has waited past the budget and is shed before it is screened."""
+    app, state = service(budget=0.3)
+    slow = state.handler.screener.evaluate
+    calls: list[float] = []
+
+    def evaluate(record: Any, as_of: Any) -> Any:
+        calls.append(time.monotonic())
+        time.sleep(0.4)
+        return slow(record, as_of)
+
+    monkeypatch.setattr(state.handler.screener, "evaluate", evaluate)
+    body = orjson.dumps(request_body(prefetch=metformin_patient()))
+    assert len(body) <= INLINE_MAX_BYTES
+    with running_server(app, http=BoundedHttpToolsProtocol) as url, \
+            socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as sock:
+        sock.sendall(_http(PV, body) + _http(PV, body))
+        answers = _answers(sock, 2)
+    for answer in answers:
+        status, payload = answer.split(b" ", 1)
+        assert status == b"503"
+        assert orjson.loads(payload)["issue"][0]["code"] == "timeout"
+    assert len(calls) == 1  # the second call was never screened
