@@ -134,3 +134,31 @@ def test_on_a_real_server_the_budget_counts_the_wait_behind_an_inline_call(monke
         assert status == b"503"
         assert orjson.loads(payload)["issue"][0]["code"] == "timeout"
     assert len(calls) == 1  # the second call was never screened
+
+
+PRELOAD_PROBE = """
+import json, sys
+from starlette.testclient import TestClient
+from b12screen.cdshooks.app import create_app
+from b12screen.cdshooks.config import ServiceConfig
+from b12screen.sources.models import validate_resource
+with TestClient(create_app(ServiceConfig(insecure_no_auth=True))):
+    before = set(sys.modules)
+    validate_resource(json.loads(sys.argv[1]))
+    print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith("fhir"))))
+"""
+
+
+def test_the_service_loads_the_models_of_what_it_reads_before_it_serves() -> None:
+    """fhir.resources imports a model's element types on first use; the service does so at start-up, so
+    that no call pays for it (a fresh interpreter: other tests have loaded models already)."""
+    import subprocess
+    import sys
+
+    request = metformin_patient()["medicationRequests"]["entry"][0]["resource"]
+    request = {**request, "dosageInstruction": [{"timing": {"repeat": {"frequency": 2, "period": 1,
+                                                                        "periodUnit": "d"}},
+                                                  "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "tablet"}}]}]}
+    done = subprocess.run([sys.executable, "-c", PRELOAD_PROBE, orjson.dumps(request).decode()],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert orjson.loads(done.stdout.strip().splitlines()[-1]) == []

@@ -3,7 +3,8 @@ to import), and the error every reader raises for a resource it cannot use."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import typing
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
@@ -21,6 +22,28 @@ def _model_class(resource_type: str) -> Any:
     from fhir.resources.R4B import get_fhir_model_class
 
     return get_fhir_model_class(resource_type)
+
+
+def preload_models(resource_types: Iterable[str]) -> int:
+    """Load the R4B model classes of ``resource_types`` and of every element type they can hold (which
+    fhir.resources would otherwise import on first use, while validating); the number of classes."""
+    from fhir_core.types import FhirBase
+
+    seen: set[type] = set()
+    pending = [_model_class(name) for name in resource_types]
+    while pending:
+        model = pending.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        annotations = [f.annotation for f in model.model_fields.values()]
+        while annotations:
+            annotation = annotations.pop()
+            if isinstance(annotation, type) and issubclass(annotation, FhirBase) \
+                    and getattr(annotation, "_model_klass", None):
+                pending.append(annotation.get_model_klass())
+            annotations.extend(typing.get_args(annotation))
+    return len(seen)
 
 
 def validate_resource(resource: Mapping[str, Any]) -> None:
