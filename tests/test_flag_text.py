@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import date
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
 from conftest import AS_OF, FIXTURES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from b12screen.core.outcome import TESTS, ScreeningResult
 from b12screen.sinks.cards import detail, summary
-from b12screen.sinks.flag import distinct_reasons, flag_text, with_article
+from b12screen.sinks.flag import distinct_reasons, flag_text, longest_shared, with_article
 from b12screen.sources import group_entries, read_path
 
 
@@ -83,3 +86,19 @@ def test_a_medicine_coded_without_any_name_is_named_by_its_value_set_display(scr
     assert "Tingling in both feet (first recorded 2026-10-01) with active colchicine 0.6 MG [Colcrys]" in (
         flag_text(result))
     assert "858069" not in flag_text(result)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.text("ab c;", max_size=60), st.text("ab c;", max_size=60), st.integers(1, 6))
+def test_longest_shared_is_the_longest_match_difflib_finds(text: str, said: str, least: int) -> None:
+    match = SequenceMatcher(None, text, said, autojunk=False).find_longest_match(0, len(text), 0, len(said))
+    expected = (match.a, match.size) if match.size >= least else (-1, 0)
+    assert longest_shared(text, said, least) == expected
+
+
+def test_longest_shared_needs_the_least_length_and_takes_the_earliest_longest() -> None:
+    said = "metformin for 5 years with tingling"
+    assert longest_shared("tingling and metformin for 5 years", said) == (13, 21)
+    assert longest_shared("metformin for 5 year", said) == (0, 20)
+    assert longest_shared("metformin for 5 yea", said) == (-1, 0)  # 19 shared characters: not a repeat
+    assert longest_shared("xx metformin for 5 years; metformin for 5 years with", said) == (26, 26)

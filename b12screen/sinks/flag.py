@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
@@ -75,10 +74,28 @@ def latest_b12_text(result: ScreeningResult) -> str:
     return f"Latest vitamin B12 result {shown} on {latest['date']} ({latest['band']})"
 
 
-def _shares_stretch(text: str, said: str) -> bool:
-    """Whether ``text`` and ``said`` share :data:`_SAME` characters in a row (a cheap test before the
-    longest-match search, which is needed only then)."""
-    return any(text[i:i + _SAME] in said for i in range(len(text) - _SAME + 1))
+def longest_shared(text: str, said: str, least: int = _SAME) -> tuple[int, int]:
+    """(start in ``text``, length) of the longest stretch of ``text`` that also stands in ``said`` (the
+    earliest in ``text`` of the longest), when at least ``least`` characters long; else ``(-1, 0)``.
+    What ``difflib.SequenceMatcher.find_longest_match`` gives for such a stretch, without its quadratic
+    search: each run of ``least`` characters of ``text`` is looked up in ``said`` (``str.find``) and
+    extended only where it starts a shared stretch."""
+    best, size = -1, 0
+    n, m = len(text), len(said)
+    for i in range(n - least + 1):
+        if n - i <= size:
+            break  # nothing starting here can be longer
+        seed = text[i:i + least]
+        j = said.find(seed)
+        while j >= 0:
+            if not (i and j and text[i - 1] == said[j - 1]):  # else inside a stretch that starts earlier
+                k = least
+                while i + k < n and j + k < m and text[i + k] == said[j + k]:
+                    k += 1
+                if k > size:
+                    best, size = i, k
+            j = said.find(seed, j + 1)
+    return best, size
 
 
 def distinct_reasons(result: ScreeningResult) -> dict[str, str]:
@@ -91,11 +108,9 @@ def distinct_reasons(result: ScreeningResult) -> dict[str, str]:
         if not text:
             continue
         for said in out.values():
-            if not _shares_stretch(text, said):
-                continue
-            match = SequenceMatcher(None, text, said, autojunk=False).find_longest_match(0, len(text), 0, len(said))
-            if match.size >= _SAME:
-                text = (text[:match.a] + "as above" + text[match.a + match.size:]).strip()
+            start, size = longest_shared(text, said)
+            if size:
+                text = (text[:start] + "as above" + text[start + size:]).strip()
         pieces = _CLAUSE.split(text)  # clause, separator, clause, ...
         kept = "".join(piece for i, piece in enumerate(pieces) if i % 2 or piece.strip() not in clauses
                        ).strip(" ;,") if len(pieces) > 1 else text
