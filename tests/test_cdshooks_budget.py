@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
+import warnings
 from typing import Any
 
 import orjson
@@ -21,6 +24,10 @@ from b12screen.cdshooks.handler import Problem
 from b12screen.cdshooks.prefetch import NeedsIo
 from b12screen.cdshooks.protocol import BoundedHttpToolsProtocol
 from b12screen.plugins import get_plugin_manager
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 PV = "/cds-services/b12screen-patient-view"
 
@@ -152,9 +159,6 @@ with TestClient(create_app(ServiceConfig(insecure_no_auth=True))):
 def test_the_service_loads_the_models_of_what_it_reads_before_it_serves() -> None:
     """fhir.resources imports a model's element types on first use; the service does so at start-up, so
     that no call pays for it (a fresh interpreter: other tests have loaded models already)."""
-    import subprocess
-    import sys
-
     request = metformin_patient()["medicationRequests"]["entry"][0]["resource"]
     request = {**request, "dosageInstruction": [{"timing": {"repeat": {"frequency": 2, "period": 1,
                                                                         "periodUnit": "d"}},
@@ -162,3 +166,24 @@ def test_the_service_loads_the_models_of_what_it_reads_before_it_serves() -> Non
     done = subprocess.run([sys.executable, "-c", PRELOAD_PROBE, orjson.dumps(request).decode()],
                           capture_output=True, text=True, timeout=120, check=True)
     assert orjson.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_small_calls_are_screened_on_the_event_loop_and_large_ones_in_the_cpu_pool_with_one_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app, state = service(budget=5)
+    evaluate = state.handler.screener.evaluate
+    threads: list[str] = []
+
+    def spy(record: Any, as_of: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return evaluate(record, as_of)
+
+    monkeypatch.setattr(state.handler.screener, "evaluate", spy)
+    small = request_body(prefetch=metformin_patient())
+    large = {**small, "padding": "x" * INLINE_MAX_BYTES}
+    with TestClient(app) as client:
+        answers = [client.post(PV, content=orjson.dumps(body), headers={"Content-Type": "application/json"})
+                   for body in (small, large)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json() == answers[1].json() and answers[0].json()["cards"]
+    assert not threads[0].startswith("b12-cpu") and threads[1].startswith("b12-cpu")
