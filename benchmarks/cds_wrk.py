@@ -12,8 +12,9 @@ tokens for the whole run and a request past the last token is sent without one (
 error, never as a success). Server CPU per call is the utime + stime of the server's process tree
 (supervisor and every worker, from ``/proc/<pid>/stat``) over the phase, divided by the requests wrk
 completed. Prints per phase: requests, req/s, p50/p95/p99, errors (non-2xx and socket errors), server CPU
-per call; then CPU patient-view / CPU ``/health``, req/s 2 workers / 1 worker, and how connections and CPU
-spread over the workers. The load generator shares the machine's cores with the server.
+per call; then CPU patient-view / CPU ``/health``, req/s 2 workers / 1 worker, how connections and CPU
+spread over the workers, and the CPU of one ES384 signature check in this process (the service's own check,
+a floor of every call) against the first ``/health`` phase. The load generator shares the machine's cores with the server.
 """
 
 from __future__ import annotations
@@ -236,6 +237,21 @@ def sign_tokens(key: ec.EllipticCurvePrivateKey, audience: str, count: int, path
                                 key, algorithm="ES384", headers={"kid": KID, "typ": "JWT"}) + "\n")
 
 
+def signature_cpu_ms(key: ec.EllipticCurvePrivateKey, tokens_file: Path, count: int = 300) -> float:
+    """CPU per ES384 signature check in this process, with the service's own check (the floor of a call)."""
+    from jwt.algorithms import ECAlgorithm
+
+    from b12screen.cdshooks import tokens
+
+    token = tokens.parse(tokens_file.read_text().split("\n", 1)[0])
+    public = ECAlgorithm(ECAlgorithm.SHA384).prepare_key(key.public_key())
+    tokens.check_signature(token, "ES384", public)
+    start = time.process_time()
+    for _ in range(count):
+        tokens.check_signature(token, "ES384", public)
+    return (time.process_time() - start) * 1000 / count
+
+
 def run_server(workers: int, args: argparse.Namespace, key: ec.EllipticCurvePrivateKey, folder: Path,
                bodies_file: Path) -> list[Phase]:
     port = free_port()
@@ -325,15 +341,21 @@ def main(argv: list[str] | None = None) -> int:
                                          for prefix, suffix in request_bodies(args.patients)))
         for workers in args.workers:
             phases += run_server(workers, args, key, folder, bodies_file)
+        verify_ms = signature_cpu_ms(key, folder / f"tokens-{args.workers[0]}.txt")
     ratios = report(phases, args)
+    health = next((p for p in phases if p.endpoint == "GET /health"), None)
+    if health and health.requests:
+        ratios["es384_verify_over_health"] = verify_ms / health.cpu_ms_per_call
     if args.json:
         print(json.dumps({"cpus": os.cpu_count(), "duration_s": args.duration, "ratios": ratios,
+                          "es384_verify_ms": verify_ms,
                           "phases": [{**p.__dict__, "rps": p.rps, "cpu_ms_per_call": p.cpu_ms_per_call}
                                      for p in phases]}))
     else:
         print(f"{os.cpu_count()} CPU(s), {args.duration:g} s per phase, JWT verification on (ES384), "
               f"validation policy {args.validate}, wrk with {args.threads} thread(s) on the same machine")
         print_table(phases, ratios)
+        print(f"ES384 signature check (in process, the service's own code): {verify_ms:.3f} ms CPU a call")
     return 0 if all(p.errors == 0 for p in phases) else 1
 
 

@@ -34,6 +34,9 @@ def test_a_short_run_uses_every_token_once_over_two_wrk_threads(capsys: pytest.C
     assert sum(service["per_worker_connections"]) == 4 and len(service["per_worker_cpu"]) == 1
     assert out["ratios"]["cpu_pv_over_health_w1_c4"] == pytest.approx(
         service["cpu_ms_per_call"] / health["cpu_ms_per_call"])
+    assert 0 < out["es384_verify_ms"] < service["cpu_ms_per_call"]  # the signature check is part of a call
+    assert out["ratios"]["es384_verify_over_health"] == pytest.approx(
+        out["es384_verify_ms"] / health["cpu_ms_per_call"])
 
 
 def test_requests_past_the_last_token_fail_instead_of_replaying_one(capsys: pytest.CaptureFixture[str]) -> None:
