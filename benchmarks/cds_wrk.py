@@ -14,7 +14,8 @@ error, never as a success). Server CPU per call is the utime + stime of the serv
 completed. Prints per phase: requests, req/s, p50/p95/p99, errors (non-2xx and socket errors), server CPU
 per call; then CPU patient-view / CPU ``/health``, req/s 2 workers / 1 worker, how connections and CPU
 spread over the workers, and the CPU of one ES384 signature check in this process (the service's own check,
-a floor of every call) against the first ``/health`` phase. The load generator shares the machine's cores with the server.
+a floor of every call) against the first ``/health`` phase. The load generator shares the machine's cores
+with the server.
 """
 
 from __future__ import annotations
