@@ -37,7 +37,8 @@ def class_use(record: PatientRecord, concepts: tuple[str, ...], as_of: date, lab
     """Activity, exposure and evidence of one medication class (docs/clinical-rules.md section 1)."""
     uses = record.uses(concepts, as_of)
     active = [u for u in uses if record.is_active(u, as_of)]
-    start = record.exposure_start(concepts, as_of) if active else None
+    starts = [u.start for u in uses if u.start is not None] if active else None
+    start = min(starts) if starts else None  # record.exposure_start, from the uses in hand
     exposure = (as_of - start).days if start is not None else None
     evidence: list[str] = [u.ref for u in active]
     if start is not None:

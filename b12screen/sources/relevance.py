@@ -81,18 +81,17 @@ class _MatchCache(dict[bytes, bool]):
     costs one dict lookup and no Python call."""
 
     def __init__(self, terminology: Terminology) -> None:
-        super().__init__()
+        super().__init__({b"": False})  # an absent field: a hit, not a call
         self.terminology = terminology
 
     def __missing__(self, key: bytes) -> bool:
-        if not key:
-            return False
         try:
             hit = bool(self.terminology.match_concept(orjson.loads(key)))
         except orjson.JSONDecodeError:
             hit = True  # let the full parse report it
         if len(self) > CACHE_LIMIT:
             self.clear()
+            self[b""] = False
         self[key] = hit
         return hit
 
