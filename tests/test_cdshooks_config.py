@@ -124,3 +124,25 @@ def test_check_config_prints_the_effective_settings_with_secrets_masked_and_exit
     assert "PRIVATE-D" not in result.output
     bad = CliRunner().invoke(cli, ["serve", "--check-config"], env={"B12SCREEN_CDS_PORT": "x"})
     assert bad.exit_code == 2 and "B12SCREEN_CDS_PORT (port)" in bad.output
+
+
+def test_serve_runs_uvicorn_with_the_bounded_protocol_on_asyncios_own_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calls are screened on the event loop; the load test's figures are asyncio's (uvloop, which uvicorn
+    would pick where installed, gave a p99 of seconds at 50 connections)."""
+    import logging
+
+    import uvicorn
+
+    from b12screen.cdshooks.protocol import BoundedHttpToolsProtocol
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **settings: seen.update(settings, app=app))
+    monkeypatch.setattr(BoundedHttpToolsProtocol, "read_timeout", BoundedHttpToolsProtocol.read_timeout)
+    monkeypatch.setattr(BoundedHttpToolsProtocol, "max_connections", BoundedHttpToolsProtocol.max_connections)
+    level = logging.getLogger("b12screen").level
+    try:
+        result = CliRunner().invoke(cli, ["serve", "--insecure-no-auth", "--port", "0"], env={})
+    finally:
+        logging.getLogger("b12screen").setLevel(level)
+    assert result.exit_code == 0, result.output
+    assert seen["loop"] == "asyncio" and seen["http"] is BoundedHttpToolsProtocol and seen["host"] == "127.0.0.1"
