@@ -187,3 +187,27 @@ def test_small_calls_are_screened_on_the_event_loop_and_large_ones_in_the_cpu_po
     assert [a.status_code for a in answers] == [200, 200]
     assert answers[0].json() == answers[1].json() and answers[0].json()["cards"]
     assert not threads[0].startswith("b12-cpu") and threads[1].startswith("b12-cpu")
+
+
+def test_fetches_get_what_is_left_of_the_budget_counted_from_receipt(monkeypatch: pytest.MonkeyPatch) -> None:
+    from b12screen.cdshooks.protocol import RECEIVED
+
+    app, state = service(budget=5)
+    received = time.monotonic() - 1.0
+    deadlines: list[float] = []
+    call = state.handler.call
+
+    def spy(service: Any, body: Any, caller: Any, deadline: float, allow_io: bool = True) -> Any:
+        deadlines.append(deadline)
+        return call(service, body, caller, deadline, allow_io)
+
+    monkeypatch.setattr(state.handler, "call", spy)
+
+    async def stamped(scope: Any, receive: Any, send: Any) -> None:  # as BoundedHttpToolsProtocol stamps it
+        await app({**scope, RECEIVED: received}, receive, send)
+
+    with TestClient(stamped) as client:
+        answer = client.post(PV, content=orjson.dumps(request_body(prefetch=metformin_patient())),
+                             headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200
+    assert deadlines == [pytest.approx(received + 5 - 0.5, abs=1e-6)]

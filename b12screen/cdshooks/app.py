@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import time
@@ -291,7 +292,8 @@ class CdsApp:
         hook_instance: str | None = None
         try:
             body = await read_limited(request, self.config.max_request_bytes)
-            deadline = time.monotonic() + self.config.time_budget_seconds - 0.5
+            received = min(request.scope.get(RECEIVED) or math.inf, time.monotonic())
+            deadline = received + self.config.time_budget_seconds - 0.5  # fetches end within the budget
             content_type = request.headers.get("content-type")
 
             def work(allow_io: bool) -> Outcome:
@@ -303,8 +305,7 @@ class CdsApp:
                 hook_instance = payload.get("hookInstance") if isinstance(payload.get("hookInstance"), str) else None
                 return self.handler.call(service, payload, caller, deadline, allow_io)
 
-            outcome = await self.run_within_budget(work, len(body) <= INLINE_MAX_BYTES,
-                                                   request.scope.get(RECEIVED))
+            outcome = await self.run_within_budget(work, len(body) <= INLINE_MAX_BYTES, received)
         except ClientDisconnect:
             return self._disconnected(what, started)
         except _TooLarge:
