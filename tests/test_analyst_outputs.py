@@ -158,6 +158,39 @@ child.wait()
     assert pq.read_table(tmp_path / "t.parquet").column_names == list(COLUMNS)
 
 
+def test_a_prepared_parquet_child_loads_pyarrow_before_the_rows_come(tmp_path: Path) -> None:
+    """``prepare`` has the waiting child load pyarrow at once (so loading overlaps the parent's other
+    outputs); the table it writes afterwards is the same. In a fresh interpreter, where pyarrow is not
+    loaded yet."""
+    pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
+    code = f"""
+import time
+from pathlib import Path
+from b12screen.sinks import parquet
+
+def loaded(pid):
+    return "libarrow" in Path(f"/proc/{{pid}}/maps").read_text()
+
+child = parquet.ParquetChild(lambda: None)
+pid = child.process.pid
+before = loaded(pid)
+child.prepare()
+deadline = time.monotonic() + 60
+while not loaded(pid) and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(before, loaded(pid))
+Path({str(tmp_path / "rows")!r}).write_text("")
+child.write(Path({str(tmp_path / "rows")!r}), Path({str(tmp_path / "t.parquet")!r}))
+child.wait()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "t.parquet").column_names == list(COLUMNS)
+
+
 def test_a_parquet_child_that_fails_is_an_output_error_and_leaves_no_output(
         screener: Screener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")

@@ -24,6 +24,7 @@ import orjson
 
 from .rows import COLUMNS
 
+PREPARE = "prepare"  # the message that has the child load pyarrow before the rows are there
 BATCH_ROWS = 2048  # rows held before a row group is written: the child stays small
 _UNUSED = ("pandas", "numpy")  # modules pyarrow imports when they are installed, for conversions not used here
 
@@ -101,6 +102,9 @@ def _child(channel: Any, prepare: Callable[[], None]) -> None:
     prepare()
     try:
         job = channel.recv()
+        if job == PREPARE:  # load pyarrow now, while the parent writes the other outputs
+            _import_lean()
+            job = channel.recv()
         if job is None:
             return  # the parent gave up
         _import_lean()
@@ -130,6 +134,11 @@ class ParquetChild:
         self.process = context.Process(target=_child, args=(theirs, prepare), daemon=True)
         self.process.start()
         theirs.close()
+
+    def prepare(self) -> None:
+        """Have the child load pyarrow now (call it once the heavy work is done: pyarrow's libraries are
+        resident from then on), so that loading overlaps what the parent does before :meth:`write`."""
+        self._channel.send(PREPARE)
 
     def write(self, rows_path: Path, target: Path) -> None:
         """Write ``target`` from the (complete) rows file ``rows_path``."""
