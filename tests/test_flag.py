@@ -121,3 +121,13 @@ def test_prune_drops_every_empty_value_at_every_depth_and_keeps_falsy_scalars() 
     value = {"a": None, "b": "", "c": [], "d": {}, "e": [None, "", {"x": []}, 0, False, "y"],
              "f": {"g": {"h": None}}, "i": 0, "j": 0.0, "k": {"l": [{"m": "n", "o": {}}]}}
     assert prune(value) == {"e": [0, False, "y"], "i": 0, "j": 0.0, "k": {"l": [{"m": "n"}]}}
+
+
+def test_prune_walks_any_mapping_and_leaves_other_values_untouched() -> None:
+    from types import MappingProxyType
+
+    from b12screen.sinks.cards import prune
+
+    value = [MappingProxyType({"a": None, "b": {"c": ""}, "d": (None,)}), MappingProxyType({}), [[None]], "", 7]
+    assert prune(value) == [{"d": (None,)}, 7]
+    assert type(prune(value)[0]) is dict

@@ -51,24 +51,38 @@ def md(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
-def _empty(value: Any) -> bool:
-    return value is None or (type(value) in (str, list, dict) and not value)
+_LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
 def prune(value: Any) -> Any:
     """Drop ``None``, ``""``, ``[]`` and ``{}`` everywhere (recursively)."""
     kind = type(value)
-    if kind is str or kind is int or kind is float or kind is bool or value is None:
-        return value
-    if kind is dict or isinstance(value, Mapping):
+    if kind is dict or (kind not in _LEAVES and isinstance(value, Mapping)):
         out = {}
         for k, v in value.items():
-            v = prune(v)
-            if not _empty(v):
-                out[k] = v
+            kind = type(v)
+            if kind in _LEAVES:  # leaves inline: a card has hundreds of them
+                if v is None or (kind is str and not v):
+                    continue
+            elif kind is dict or kind is list or isinstance(v, Mapping):
+                v = prune(v)
+                if not v:
+                    continue
+            out[k] = v
         return out
     if kind is list:
-        return [v for v in map(prune, value) if not _empty(v)]
+        items = []
+        for v in value:
+            kind = type(v)
+            if kind in _LEAVES:
+                if v is None or (kind is str and not v):
+                    continue
+            elif kind is dict or kind is list or isinstance(v, Mapping):
+                v = prune(v)
+                if not v:
+                    continue
+            items.append(v)
+        return items
     return value
 
 
