@@ -66,25 +66,43 @@ def in_order(extra: Iterable[Modifier] = ()) -> tuple[Modifier, ...]:
     return tuple(sorted((*MODIFIERS, *extra), key=lambda m: m.step))
 
 
+#: The effects of each step in order: (step, ((modifier or None, effect, guarded), ...)), where a plugin's
+#: effect is guarded (its exception is reported and skipped) and the built-in checks are not.
+Plan = tuple[tuple[int, tuple[tuple[Modifier | None, Effect, bool], ...]], ...]
+
+
+def plan(modifiers: Iterable[Modifier]) -> Plan:
+    """The :data:`Plan` of ``modifiers`` (in outcome order), worked out once per list rather than per patient."""
+    by_step: dict[int, list[Modifier]] = {step: [] for step in STEPS}
+    for modifier in modifiers:
+        by_step[modifier.step].append(modifier)
+    steps = []
+    for step, members in by_step.items():
+        effects = [(None, d.STEP_STARTS.get(step)), *((m, m.apply) for m in members), (None, d.STEP_ENDS.get(step))]
+        steps.append((step, tuple((m, effect, m is not None and m not in MODIFIERS)
+                                  for m, effect in effects if effect is not None)))
+    return tuple(steps)
+
+
 def decide(ctx: DecisionContext, modifiers: Iterable[Modifier]) -> Decision:
     """Run ``modifiers`` (in outcome order) over ``ctx``, each step between its opening and closing checks;
     the first decision wins and carries its step. A plugin modifier that raises is skipped and named in
     the decision's ``errors``."""
-    by_step: dict[int, list[Modifier]] = {step: [] for step in STEPS}
-    for modifier in modifiers:
-        by_step[modifier.step].append(modifier)
+    return run_plan(ctx, plan(modifiers))
+
+
+def run_plan(ctx: DecisionContext, steps: Plan) -> Decision:
+    """:func:`decide` with the :func:`plan` already made."""
     errors: list[dict[str, str]] = []
-    for step, members in by_step.items():
-        effects = [(None, d.STEP_STARTS.get(step)), *((m, m.apply) for m in members), (None, d.STEP_ENDS.get(step))]
-        for modifier, effect in effects:
-            if effect is None:
-                continue
-            if modifier is None or modifier in MODIFIERS:
+    for step, effects in steps:
+        for modifier, effect, guarded in effects:
+            if not guarded:
                 decided = effect(ctx)
             else:
                 try:
                     decided = effect(ctx)
                 except Exception as exc:  # like a faulty rule: reported, skipped, the rest decides
+                    assert modifier is not None
                     log.info("modifier %s raised %s for one patient", modifier.id, type(exc).__name__)
                     errors.append({"rule": modifier.id, "error": f"{type(exc).__name__}: {exc}"})
                     continue
