@@ -82,6 +82,9 @@ def longest_shared(text: str, said: str, least: int = _SAME) -> tuple[int, int]:
     extended only where it starts a shared stretch."""
     best, size = -1, 0
     n, m = len(text), len(said)
+    block = least // 2  # a shared stretch of ``least`` or more holds a whole block of text[::block] in said
+    if block and not any(text[i:i + block] in said for i in range(0, n - block + 1, block)):
+        return best, size
     for i in range(n - least + 1):
         if n - i <= size:
             break  # nothing starting here can be longer
