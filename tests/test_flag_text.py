@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from difflib import SequenceMatcher
 from pathlib import Path
@@ -102,3 +103,13 @@ def test_longest_shared_needs_the_least_length_and_takes_the_earliest_longest() 
     assert longest_shared("metformin for 5 year", said) == (0, 20)
     assert longest_shared("metformin for 5 yea", said) == (-1, 0)  # 19 shared characters: not a repeat
     assert longest_shared("xx metformin for 5 years; metformin for 5 years with", said) == (26, 26)
+
+
+@settings(max_examples=600, deadline=None, derandomize=True)
+@given(st.text(alphabet="ab 1\\`*_[]<>|#~\t\n\r\x0b\x1c\x85\xa0\u2003\u2028\u3000\u200b", max_size=14))
+def test_md_collapses_every_kind_of_whitespace_and_escapes_every_markdown_character(text: str) -> None:
+    from b12screen.sinks.cards import md
+
+    expected = re.sub(r"([\\`*_\[\]<>|#~])", r"\\\1", " ".join(text.split()))
+    assert md(text) == expected
+    assert md("Metformin 500 MG  *Oral*\u00a0Tablet ") == "Metformin 500 MG \\*Oral\\* Tablet"

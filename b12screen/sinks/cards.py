@@ -46,9 +46,16 @@ MAX_SUMMARY = 139
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~])")
 
 
+#: What :func:`md` changes: a special character, or whitespace other than single inner spaces.
+_MD_WORK = re.compile(r"[\\`*_\[\]<>|#~]|[^\S ]|  |^ | $")
+
+
 def md(text: str) -> str:
     """EHR-supplied text made inert in Markdown (no links, images, HTML or emphasis)."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    text = str(text)
+    if _MD_WORK.search(text) is None:  # most titles, labels and dates: nothing to do
+        return text
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
 
 
 _LEAVES = frozenset({str, int, float, bool, type(None)})
