@@ -71,11 +71,23 @@ class Metrics:
         self.jwt_rejections = Counter("b12screen_cds_jwt_rejections_total", "JWTs rejected, by reason",
                                       ("reason",), registry=self.registry)
 
+        # Each labelled child once looked up (labels are bounded: services, statuses, two outcomes); a child
+        # is made only when first used, so /metrics shows the same series as before.
+        self._answered: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._carded: dict[tuple[str, bool], Any] = {}
+
     def observe(self, service: str, status: int, seconds: float, cards: int | None, fetched: int) -> None:
-        self.requests.labels(service, str(status)).inc()
-        self.latency.labels(service).observe(seconds)
+        answered = self._answered.get((service, status))
+        if answered is None:
+            answered = self._answered[(service, status)] = (
+                self.requests.labels(service, str(status)), self.latency.labels(service))
+        answered[0].inc()
+        answered[1].observe(seconds)
         if cards is not None:
-            self.cards.labels(service, "card" if cards else "none").inc()
+            carded = self._carded.get((service, bool(cards)))
+            if carded is None:
+                carded = self._carded[(service, bool(cards))] = self.cards.labels(service, "card" if cards else "none")
+            carded.inc()
         if fetched:
             self.fetches.labels(service).inc(fetched)
 
