@@ -108,6 +108,7 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor,
         except ResourceProblem as exc:
             out.errors.append(InputError(item.source, item.location, str(exc)))
 
+    resolved: dict[str, str | None] = {}  # raw reference -> key: a patient's resources repeat one reference
     for item, resource_type in entries:
         resource = item.resource
         if resource_type == "Patient":
@@ -116,9 +117,13 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor,
             raw = patient_reference(resource)
             key = None
             if raw:
-                key = patient_key(raw)
-                if key is not None:
-                    key = index.full_urls.get(raw) or key
+                if raw in resolved:
+                    key = resolved[raw]
+                else:
+                    key = patient_key(raw)
+                    if key is not None:
+                        key = index.full_urls.get(raw) or key
+                    resolved[raw] = key
             if key is None:
                 if resource_type in PATIENT_SCOPED_TYPES:
                     out.errors.append(
