@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import date
 from typing import Any
 
@@ -65,32 +65,27 @@ def prune(value: Any) -> Any:
     """Drop ``None``, ``""``, ``[]`` and ``{}`` everywhere (recursively)."""
     kind = type(value)
     if kind is dict or (kind not in _LEAVES and isinstance(value, Mapping)):
-        out = {}
-        for k, v in value.items():
-            kind = type(v)
-            if kind in _LEAVES:  # leaves inline: a card has hundreds of them
-                if v is None or (kind is str and not v):
-                    continue
-            elif kind is dict or kind is list or isinstance(v, Mapping):
-                v = prune(v)
-                if not v:
-                    continue
-            out[k] = v
-        return out
+        return _kept(value.items())
     if kind is list:
-        items = []
-        for v in value:
-            kind = type(v)
-            if kind in _LEAVES:
-                if v is None or (kind is str and not v):
-                    continue
-            elif kind is dict or kind is list or isinstance(v, Mapping):
-                v = prune(v)
-                if not v:
-                    continue
-            items.append(v)
-        return items
+        return list(_kept(enumerate(value)).values())
     return value
+
+
+def _kept(pairs: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
+    """The pairs whose value is not empty, containers pruned; leaves are judged inline rather than by a
+    call each (a card has hundreds of them)."""
+    out = {}
+    for k, v in pairs:
+        kind = type(v)
+        if kind in _LEAVES:
+            if v is None or (kind is str and not v):
+                continue
+        elif kind is dict or kind is list or isinstance(v, Mapping):
+            v = prune(v)
+            if not v:
+                continue
+        out[k] = v
+    return out
 
 
 def _shorten(text: str, limit: int = MAX_SUMMARY) -> str:
