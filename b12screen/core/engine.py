@@ -74,8 +74,6 @@ class Screener:
             stage: frozenset(r.id for r in self.rules if r.counts_for_later_rules and r.stage < stage)
             for stage in {r.stage for r in self.rules}
         }
-        #: What each rule's context holds besides the patient: (rule, its parameters, earlier risk factors).
-        self._rule_inputs = [(r, self.rule_params[r.id], self._earlier_risk_factors[r.stage]) for r in self.rules]
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -141,14 +139,14 @@ class Screener:
         findings: dict[str, Finding] = {}
         modifiers: dict[str, list[str]] = {}
         errors: list[dict[str, str]] = []
-        enabled, terminology, settings, rules = self.enabled, self.terminology, self.settings, self.rules_by_id
-        for rule, overrides, earlier in self._rule_inputs:
-            if not enabled(rule):
+        for rule in self.rules:
+            if not self.enabled(rule):
                 continue
             ctx = RuleContext(
-                record=record, as_of=as_of, terminology=terminology, rule=rule, overrides=overrides, findings=findings,
-                risk_factor_rules=earlier, modifiers=modifiers, settings=settings, rules=rules,
-                trace=None if trace is None else trace.setdefault(rule.id, []),
+                record=record, as_of=as_of, terminology=self.terminology, rule=rule,
+                overrides=self.rule_params[rule.id], findings=findings,
+                risk_factor_rules=self._earlier_risk_factors[rule.stage], modifiers=modifiers, settings=self.settings,
+                rules=self.rules_by_id, trace=None if trace is None else trace.setdefault(rule.id, []),
             )
             try:
                 finding = rule.evaluate(ctx)
