@@ -139,6 +139,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def get_health(sock: socket.socket) -> bytes:
+    """Send ``GET /health`` on an open keep-alive connection and read the whole answer."""
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b'{"status":"ok"}'):
+        chunk = sock.recv(65536)
+        assert chunk, "closed before the answer"
+        answer += chunk
+    return answer
+
+
 @contextmanager
 def running_server(app: Any, **settings: Any) -> Iterator[str]:
     """Serve ``app`` with a real uvicorn on 127.0.0.1 in a thread; yields the base URL, then stops it."""

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from cdshooks_helpers import running_server
+from cdshooks_helpers import get_health, running_server
 
 from b12screen.cdshooks.app import create_app
 from b12screen.cdshooks.config import ServiceConfig
@@ -65,13 +65,7 @@ def test_a_body_that_never_arrives_is_cut_off(base: tuple[str, int]) -> None:
 def test_complete_requests_are_answered_and_keep_alive_gets_a_fresh_deadline(base: tuple[str, int]) -> None:
     with connect(base) as sock:
         for _ in range(2):
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            answer = b""
-            while not answer.endswith(b'{"status":"ok"}'):
-                chunk = sock.recv(65536)
-                assert chunk, "closed before the answer"
-                answer += chunk
-            assert answer.startswith(b"HTTP/1.1 200")
+            assert get_health(sock).startswith(b"HTTP/1.1 200")
         assert closed_by_server(sock)  # then idle: closed too
 
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from cdshooks_helpers import free_port
+from cdshooks_helpers import free_port, get_health
 
 from b12screen.cdshooks.workers import reuse_port_sockets, reuse_port_supported
 
@@ -66,16 +66,6 @@ def _workers(process: subprocess.Popen[bytes], port: int) -> list[int]:
     return sorted(c for c in _children(process.pid) if socket_inodes(c) & listening)
 
 
-def _get_health(sock: socket.socket) -> bytes:
-    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-    data = b""
-    while not data.endswith(b'{"status":"ok"}'):
-        chunk = sock.recv(4096)
-        assert chunk, "connection closed"
-        data += chunk
-    return data
-
-
 @contextmanager
 def two_workers() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
@@ -89,7 +79,7 @@ def two_workers() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
             assert process.poll() is None, "serve exited"
             time.sleep(0.2)
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-            _get_health(sock)  # a worker answers
+            get_health(sock)  # a worker answers
         yield port, process
     finally:
         stop_server(process)
@@ -106,7 +96,7 @@ def _assert_spread(process: subprocess.Popen[bytes], port: int, count: int = 24)
     clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(count)]
     try:
         for sock in clients:
-            assert _get_health(sock).startswith(b"HTTP/1.1 200")
+            assert get_health(sock).startswith(b"HTTP/1.1 200")
         spread = _connections_per_worker(process, port)
         assert len(spread) == 2 and sum(spread) == count and min(spread) >= 1, spread
     finally:
