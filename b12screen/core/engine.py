@@ -22,7 +22,7 @@ from .config import PROFILES, WINDOW_PARAM, Config
 from .decision import Candidate, Decision, DecisionContext
 from .labs import Bands, latest_b12
 from .model import Finding, Priority, Rule, RuleContext
-from .modifiers import Modifier, Plan, in_order, plan, run_plan
+from .modifiers import Modifier, decide, in_order, plan
 from .outcome import TESTS, ScreeningResult
 from .params import as_param, check_values, unknown_name
 from .record import PatientRecord
@@ -57,7 +57,7 @@ class Screener:
         plugin_modifiers = collect_modifiers(self.plugin_manager)
         self.modifier_owners = {m.id: plugin for plugin, m in plugin_modifiers}
         self.modifiers: tuple[Modifier, ...] = in_order(m for _, m in plugin_modifiers)
-        self._plan: tuple[tuple[Modifier, ...], Plan] | None = None
+        self._plan = plan(self.modifiers)  # the steps and their effects, made once, not per patient
         self._check_config()
         value_sets = [("b12screen", vs) for vs in builtin_value_sets()]
         value_sets += collect_value_sets(self.plugin_manager)
@@ -204,9 +204,7 @@ class Screener:
             for rid, f in triggered.items() if self.rules_by_id[rid].priority is not None
         }
         ctx = DecisionContext(record, as_of, self.settings, self.profile, self._bands, self.rules_by_id, candidates)
-        if self._plan is None or self._plan[0] is not self.modifiers:
-            self._plan = (self.modifiers, plan(self.modifiers))
-        return run_plan(ctx, self._plan[1])
+        return decide(ctx, self._plan)
 
     def _priority(self, rule_id: str, finding: Finding) -> Priority:
         priority = finding.priority or self.rules_by_id[rule_id].priority

@@ -1,8 +1,9 @@
 """The modifiers of docs/clinical-rules.md section 4, in the order the outcome is decided.
 
 Each record names the modifier, the step of the outcome order it belongs to, its effect in words and
-the function that applies it (:mod:`b12screen.core.decision`). :func:`decide` runs the list step by
-step, and the explanation (:mod:`b12screen.core.explain`) walks it, so both read as the outcome order.
+the function that applies it (:mod:`b12screen.core.decision`). :func:`plan` orders the list into steps
+once, :func:`decide` runs them, and the explanation (:mod:`b12screen.core.explain`) walks the list, so
+both read as the outcome order.
 """
 
 from __future__ import annotations
@@ -84,15 +85,10 @@ def plan(modifiers: Iterable[Modifier]) -> Plan:
     return tuple(steps)
 
 
-def decide(ctx: DecisionContext, modifiers: Iterable[Modifier]) -> Decision:
-    """Run ``modifiers`` (in outcome order) over ``ctx``, each step between its opening and closing checks;
+def decide(ctx: DecisionContext, steps: Plan) -> Decision:
+    """Run the :func:`plan` of the modifiers over ``ctx``, each step between its opening and closing checks;
     the first decision wins and carries its step. A plugin modifier that raises is skipped and named in
     the decision's ``errors``."""
-    return run_plan(ctx, plan(modifiers))
-
-
-def run_plan(ctx: DecisionContext, steps: Plan) -> Decision:
-    """:func:`decide` with the :func:`plan` already made."""
     errors: list[dict[str, str]] = []
     for step, effects in steps:
         for modifier, effect, guarded in effects:
