@@ -41,6 +41,11 @@ def is_count_unit(unit: str | None) -> bool:
     return (unit or "").strip().lower() in _COUNT_UNITS
 
 
+def earliest_start(uses: Iterable[MedicationUse]) -> date | None:
+    """The earliest known start among ``uses``; None when none is known."""
+    return min((u.start for u in uses if u.start is not None), default=None)
+
+
 @dataclass
 class PatientRecord:
     """Everything known about one patient, as compact facts. ``key`` is ``Patient/<id>`` (or the
@@ -128,11 +133,8 @@ class PatientRecord:
 
     def exposure_start(self, concepts: Iterable[str], as_of: date) -> date | None:
         """Earliest start among all uses (past and present) of a class that is active now."""
-        concepts = list(concepts)
-        if not self.active_uses(concepts, as_of):
-            return None
-        starts = [u.start for u in self.uses(concepts, as_of) if u.start is not None]
-        return min(starts) if starts else None
+        uses = self.uses(concepts, as_of)
+        return earliest_start(uses) if any(self.is_active(u, as_of) for u in uses) else None
 
     @staticmethod
     def daily_dose_mg(use: MedicationUse, concept: str) -> float | None:

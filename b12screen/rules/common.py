@@ -8,7 +8,7 @@ from datetime import date
 from ..core.clinical import nitrous_oxide_use
 from ..core.dates import DAYS_PER_MONTH, DAYS_PER_YEAR
 from ..core.model import RuleContext
-from ..core.record import PatientRecord
+from ..core.record import PatientRecord, earliest_start
 
 METFORMIN = ("metformin",)
 ACID_SUPPRESSANTS = ("ppi", "h2ra")
@@ -37,8 +37,7 @@ def class_use(record: PatientRecord, concepts: tuple[str, ...], as_of: date, lab
     """Activity, exposure and evidence of one medication class (docs/clinical-rules.md section 1)."""
     uses = record.uses(concepts, as_of)
     active = [u for u in uses if record.is_active(u, as_of)]
-    starts = [u.start for u in uses if u.start is not None] if active else None
-    start = min(starts) if starts else None  # record.exposure_start, from the uses in hand
+    start = earliest_start(uses) if active else None  # record.exposure_start, from the uses in hand
     exposure = (as_of - start).days if start is not None else None
     evidence: list[str] = [u.ref for u in active]
     if start is not None:
