@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -226,6 +229,40 @@ def test_rule_failures_go_to_errors_ndjson(plugin_manager, tmp_path: Path) -> No
     assert result.exit_code == 1 and result.rule_errors == 1
     assert rows(tmp_path / "out" / "errors.ndjson") == [
         {"patient": "Patient/bx-only", "rule": "ZZ-FAULTY", "reason": "RuntimeError: boom"}]
+
+
+def test_a_killed_worker_ends_the_batch_with_a_clear_error_and_no_outputs(plugin_manager, tmp_path: Path) -> None:
+    parent = os.getpid()
+
+    class Killer:
+        @hookimpl
+        def b12screen_rules(self) -> list[Rule]:
+            def kill(ctx) -> Finding | None:
+                if os.getpid() != parent:  # only in a worker: the kernel's OOM killer, say
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return None
+
+            return [Rule(id="ZZ-KILL", title="kill", version="1", basis="x", evaluate=kill)]
+
+    plugin_manager.register(Killer(), name="killer")
+    out = tmp_path / "out"
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            batch(Screener(plugin_manager=plugin_manager), [BATCH / "export"], out, workers=2)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(120)
+    assert outcome, "the batch waited for the killed worker's task instead of ending"
+    assert isinstance(outcome[0], OutputError)
+    assert str(outcome[0]) == (f"no outputs were written in {out}: a worker process ended before its work "
+                               "was done (killed, perhaps for lack of memory)")
+    assert not (out / "summary.json").exists() and not (out / "report.ndjson").exists()
 
 
 def test_deleted_resources_and_export_metadata_are_left_out(screener: Screener, tmp_path: Path) -> None:

@@ -13,16 +13,25 @@ import multiprocessing
 import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import B12ScreenError
 from .evaluate import EvalContext, PatientOutput, evaluate_partials
 from .progress import Progress
 from .scan import Unit
 from .spill import SpillIndex, read_outputs, read_partition, write_objects, write_spill
 from .stream import Pos, StreamContext, stream_unit
 from .workdir import die_with_parent
+
+WORKER_LOST = "a worker process ended before its work was done (killed, perhaps for lack of memory)"
+
+
+class WorkerLost(B12ScreenError):
+    """A worker process died (a signal, the kernel's out-of-memory killer) before finishing its task."""
 
 
 @dataclass
@@ -104,8 +113,17 @@ class LocalEngine:
         if self.workers <= 1 or len(items) <= 1:
             yield from map(func, items)
             return
-        with _context().Pool(min(self.workers, len(items)), _worker_start, (os.getpid(),)) as pool:
-            yield from pool.imap_unordered(func, items, chunksize=1)
+        # concurrent.futures, not multiprocessing.Pool: Pool's worker handler wakes for every result the
+        # result thread has not read yet, taking CPU the workers need, and waits forever for the task of a
+        # worker that was killed; the executor reports that worker (BrokenProcessPool)
+        pool = ProcessPoolExecutor(min(self.workers, len(items)), _context(), _worker_start, (os.getpid(),))
+        try:
+            for future in as_completed([pool.submit(func, item) for item in items]):
+                yield future.result()
+        except BrokenProcessPool:
+            raise WorkerLost(WORKER_LOST) from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def stream(self, ctx: StreamContext, units: Sequence[Unit]) -> list[UnitSummary]:
         """Phase 1 (units largest first, for balance)."""
@@ -128,6 +146,11 @@ class LocalEngine:
             errors: list[tuple[Pos, str]] = pickle.load(f)
         return errors
 
+    def _largest_first(self) -> list[int]:
+        """The partitions, the largest spilled first (the last tasks are the small ones: balance)."""
+        sizes = [sum(s.spill[p][1] for s in self.summaries.values() if s.spill) for p in range(self.partitions)]
+        return sorted(range(self.partitions), key=lambda p: (-sizes[p], p))
+
     def evaluate(self, ctx: EvalContext) -> Iterator[PatientOutput]:
         """Phase 2, then the patients of every partition merged in key order."""
         _JOB.evaluation, _JOB.work = ctx, self.work
@@ -135,7 +158,7 @@ class LocalEngine:
                                                                                   key=lambda s: s.unit)]
         self.progress.screening(self.partitions)
         try:
-            for part in self._map(_eval_task, list(range(self.partitions))):
+            for part in self._map(_eval_task, self._largest_first()):
                 self.progress.screened(part.patients, part.flagged)
         finally:
             _JOB.evaluation = None

@@ -28,6 +28,7 @@ from ..sinks.rows import csv_header
 from ..sources.files import discover, read_deleted
 from ..sources.validation import EVIDENCE, check_policy, extractor_for
 from .evaluate import EvalContext, PatientOutput
+from .local import WorkerLost
 from .outputs import (
     COVERAGE,
     ERRORS,
@@ -164,6 +165,8 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
             raise OutputsExistError(f"{out} already holds {', '.join(present)} (use --overwrite to replace them)")
         clean_stale(out, legacy=options.overwrite)
         return _run(paths, out, screener, options)
+    except WorkerLost as exc:
+        raise OutputError(f"no outputs were written in {out}: {exc}") from None
     except OSError as exc:
         raise OutputError(f"cannot write the outputs in {out}: {exc.strerror or exc}") from None
 
