@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from ..core.engine import Screener
+from ..core.pickling import positional_pickle
 from ..core.record import PatientRecord
 from ..sinks.flag import flag_json
 from ..sinks.rows import csv_line
@@ -57,6 +58,7 @@ class EvalContext:
         return None if pos[2] is None else self.line_bases.get((pos[0], pos[1]), 0) + pos[2]
 
 
+@positional_pickle
 @dataclass(frozen=True, slots=True)
 class PatientOutput:
     """One patient's lines of report.ndjson and flags.ndjson, with counts and any errors."""

@@ -20,6 +20,7 @@ import orjson
 
 from ..core.facts import PatientFact
 from ..core.fhirtypes import R4_RESOURCE_TYPES
+from ..core.pickling import positional_pickle
 from ..core.terminology import Terminology
 from ..errors import InputError
 from ..sources import Entry, limits, read_value
@@ -60,6 +61,7 @@ _MISSING: Any = object()
 _SPECIAL_TYPES = frozenset({"Patient", "Medication"})
 
 
+@positional_pickle
 @dataclass(slots=True)
 class Partial:
     """What one unit knows about one patient: resource count, Patient facts, facts of Bundle entries

@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 from .dates import parse_date
+from .pickling import positional_pickle
 
 MEDICATION_TYPES = (
     "MedicationStatement",
@@ -23,6 +24,7 @@ MEDICATION_TYPES = (
 )
 
 
+@positional_pickle
 @dataclass(frozen=True, slots=True)
 class PatientFact:
     ref: str
@@ -32,6 +34,7 @@ class PatientFact:
     gender: str | None
 
 
+@positional_pickle
 @dataclass(frozen=True, slots=True)
 class Dose:
     """One dosage line: amount per administration and administrations per day (None = unknown)."""
@@ -41,6 +44,7 @@ class Dose:
     per_day: float | None
 
 
+@positional_pickle
 @dataclass(frozen=True, slots=True)
 class Strength:
     """Amount of one ingredient (by value set id) per unit of the product."""
@@ -50,6 +54,7 @@ class Strength:
     unit: str
 
 
+@positional_pickle
 @dataclass(frozen=True, slots=True)
 class MedicationUse:
     """One MedicationStatement/Request/Dispense/Administration of a drug the value sets know."""
@@ -68,6 +73,7 @@ class MedicationUse:
     period: bool = False
 
 
+@positional_pickle
 @dataclass(frozen=True, slots=True)
 class ConditionFact:
     """A Condition, or a Flag / Encounter diet preference read the same way."""
@@ -83,6 +89,7 @@ class ConditionFact:
     length_cm: float | None = None
 
 
+@positional_pickle
 @dataclass(frozen=True, slots=True)
 class ProcedureFact:
     ref: str
@@ -93,6 +100,7 @@ class ProcedureFact:
     length_cm: float | None
 
 
+@positional_pickle
 @dataclass(frozen=True, slots=True)
 class ObservationFact:
     ref: str
