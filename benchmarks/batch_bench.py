@@ -165,7 +165,7 @@ def run_batch(folder: Path, out: Path, workers: int, sample_memory: bool = False
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(folder), str(out), str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     # the whole tree; the tree with the report.parquet child (the batch's first child) kept at the size it
-    # has while it waits, i.e. without what writing the table (pyarrow) adds
+    # has while it waits, i.e. without what writing the table (arro3) adds
     peak = [0, 0]
     child: dict[int, int] = {}
 

@@ -19,6 +19,12 @@ import b12screen
 from b12screen import Screener
 from b12screen.sinks.rows import COLUMNS, csv_line, reasons
 
+
+def _parquet_reader():  # type: ignore[no-untyped-def]
+    """pyarrow.parquet, an independent reader of what arro3 wrote; skips unless both are installed."""
+    pytest.importorskip("arro3.io", reason="the parquet extra (arro3) is not installed")
+    return pytest.importorskip("pyarrow.parquet", reason="pyarrow (of the test extra) reads the table back")
+
 FIXED = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
 
@@ -102,7 +108,7 @@ def test_to_rows_are_the_rows_of_report_csv(screener: Screener, tmp_path: Path) 
 
 
 def test_report_parquet_has_typed_columns_and_the_csv_rows(screener: Screener, tmp_path: Path) -> None:
-    pq = pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
+    pq = _parquet_reader()
     batch(screener, [BATCH / "bundles"], tmp_path / "one", workers=1)
     batch(screener, [BATCH / "bundles"], tmp_path / "two", workers=2, unit_bytes=200)
     table = pq.read_table(tmp_path / "one" / "report.parquet")
@@ -115,8 +121,8 @@ def test_report_parquet_has_typed_columns_and_the_csv_rows(screener: Screener, t
     assert (tmp_path / "one" / "report.parquet").read_bytes() == (tmp_path / "two" / "report.parquet").read_bytes()
 
 
-def test_report_parquet_is_written_by_a_child_so_the_batch_never_loads_pyarrow(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
+def test_report_parquet_is_written_by_a_child_so_the_batch_never_loads_the_parquet_libraries(tmp_path: Path) -> None:
+    pq = _parquet_reader()
     code = f"""
 import sys
 from datetime import date
@@ -124,18 +130,17 @@ from b12screen import Screener
 from b12screen.batch import BatchOptions, run_batch
 run_batch([{str(BATCH / "bundles")!r}], {str(tmp_path / "out")!r}, Screener(),
           BatchOptions(as_of=date.fromisoformat({str(AS_OF)!r}), workers=1))
-print(sorted(m for m in sys.modules if m.partition(".")[0] in ("pyarrow", "pandas", "numpy")))
+print(sorted(m for m in sys.modules  # the bare namespace package arro3 holds no code
+             if m.partition(".")[0] in ("pyarrow", "pandas", "numpy") or m.startswith("arro3.")))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
-    import pyarrow.parquet as pq
-
     assert pq.read_table(tmp_path / "out" / "report.parquet").num_rows == len(rows(tmp_path / "out" / "report.ndjson"))
 
 
-def test_the_parquet_child_loads_neither_pandas_nor_numpy(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
+def test_the_parquet_child_loads_neither_pyarrow_pandas_nor_numpy(tmp_path: Path) -> None:
+    pq = _parquet_reader()
     code = f"""
 import sys
 from pathlib import Path
@@ -143,7 +148,8 @@ from b12screen.sinks import parquet
 real = parquet.write_rows
 def write_rows(rows, target):
     real(rows, target)
-    Path({str(tmp_path / "modules")!r}).write_text(" ".join(sorted(m for m in sys.modules if m in ("pandas", "numpy"))))
+    heavy = sorted(m for m in sys.modules if m in ("pyarrow", "pandas", "numpy"))
+    Path({str(tmp_path / "modules")!r}).write_text(" ".join(heavy))
 parquet.write_rows = write_rows
 Path({str(tmp_path / "rows")!r}).write_text("")
 child = parquet.ParquetChild(lambda: None)
@@ -153,23 +159,21 @@ child.wait()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "modules").read_text() == ""
-    import pyarrow.parquet as pq
-
     assert pq.read_table(tmp_path / "t.parquet").column_names == list(COLUMNS)
 
 
-def test_a_prepared_parquet_child_loads_pyarrow_before_the_rows_come(tmp_path: Path) -> None:
-    """``prepare`` has the waiting child load pyarrow at once (so loading overlaps the parent's other
-    outputs); the table it writes afterwards is the same. In a fresh interpreter, where pyarrow is not
+def test_a_prepared_parquet_child_loads_arro3_before_the_rows_come(tmp_path: Path) -> None:
+    """``prepare`` has the waiting child load arro3 at once (so loading overlaps the parent's other
+    outputs); the table it writes afterwards is the same. In a fresh interpreter, where arro3 is not
     loaded yet."""
-    pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
+    pq = _parquet_reader()
     code = f"""
 import time
 from pathlib import Path
 from b12screen.sinks import parquet
 
 def loaded(pid):
-    return "libarrow" in Path(f"/proc/{{pid}}/maps").read_text()
+    return "arro3/io/" in Path(f"/proc/{{pid}}/maps").read_text()
 
 child = parquet.ParquetChild(lambda: None)
 pid = child.process.pid
@@ -186,14 +190,12 @@ child.wait()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True"]
-    import pyarrow.parquet as pq
-
     assert pq.read_table(tmp_path / "t.parquet").column_names == list(COLUMNS)
 
 
 def test_a_parquet_child_that_fails_is_an_output_error_and_leaves_no_output(
         screener: Screener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pyarrow) is not installed")
+    pytest.importorskip("arro3.io", reason="the parquet extra (arro3) is not installed")
     from b12screen.batch import OutputError
     from b12screen.sinks import parquet
 

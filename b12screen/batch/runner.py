@@ -276,7 +276,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
            ignored: Sequence[str], child: parquet.ParquetChild | None) -> BatchResult:
     """Write the outputs; ``child``, when there, writes report.parquet from the rows."""
     if child is not None:
-        child.prepare()  # the workers are done: loading pyarrow takes the core they left, while this writes
+        child.prepare()  # the workers are done: loading arro3 takes the core they left, while this writes
     names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if child is not None else ())
     files = {name: AtomicFile(out / name) for name in names}
     # report.parquet is written from these rows by a child process once they are all known
