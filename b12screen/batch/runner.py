@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -172,18 +173,11 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
 
 
 def _run(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions) -> BatchResult:
-    started = time.perf_counter()
-    # forked first, while this process is small, to write report.parquet at the end
-    child = parquet.ParquetChild(partial(die_with_parent, os.getpid())) if parquet.available() else None
-    try:
-        return _screen(paths, out, screener, options, started, child)
-    finally:
-        if child is not None:
-            child.stop()
+    return _screen(paths, out, screener, options, time.perf_counter())
 
 
-def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions, started: float,
-            child: parquet.ParquetChild | None) -> BatchResult:
+def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions,
+            started: float) -> BatchResult:
     started_at = options.clock()
     workers = options.workers or default_workers()
     progress = Progress(options.progress)
@@ -232,7 +226,7 @@ def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchO
         run = _run_record(paths, screener, options, workers, started_at)
         result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started,
                         {"files_read": len(plan.files), "files_ignored": len(plan.ignored)}, run,
-                        options.clock, progress, plan.ignored, child)
+                        options.clock, progress, plan.ignored)
     finally:
         progress.close()
         if engine is not None and hasattr(engine, "close"):
@@ -273,15 +267,15 @@ def _input_size(paths: Sequence[str]) -> int:
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
            unit_errors: Iterator[dict[str, Any]], resources: int, started: float, file_counts: dict[str, int],
            run: dict[str, Any], clock: Callable[[], datetime], progress: Progress,
-           ignored: Sequence[str], child: parquet.ParquetChild | None) -> BatchResult:
-    """Write the outputs; ``child``, when there, writes report.parquet from the rows."""
-    if child is not None:
-        child.prepare()  # the workers are done: loading arro3 takes the core they left, while this writes
-    names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if child is not None else ())
+           ignored: Sequence[str]) -> BatchResult:
+    """Write the outputs; with the parquet extra, a child process writes report.parquet from the rows."""
+    names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if parquet.available() else ())
     files = {name: AtomicFile(out / name) for name in names}
     # report.parquet is written from these rows by a child process once they are all known
     table = AtomicFile(work / "rows.ndjson") if REPORT_PARQUET in files else None
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
+    child: parquet.ParquetChild | None = None
+    frozen = False
     try:
         by_outcome: Counter[str] = Counter({o: 0 for o in OUTCOMES})
         by_rule: Counter[str] = Counter()
@@ -316,9 +310,13 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
                 rule_errors += 1
                 rule_tmp.write(line + b"\n")
             late.extend(patient.input_errors)
-        if table is not None and child is not None:
+        if table is not None:
             table.close()
-            child.write(table.tmp, files[REPORT_PARQUET].tmp)
+            # forked now, when this process has little left to do, so the pages the two share stay shared;
+            # frozen, this process's collections do not write to the header of every object they share
+            gc.freeze()
+            frozen = True
+            child = parquet.ParquetChild(partial(die_with_parent, os.getpid()), table.tmp, files[REPORT_PARQUET].tmp)
         late.sort(key=error_key)
         input_errors = 0
         shown: list[dict[str, Any]] = []
@@ -363,4 +361,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         for handle in [*files.values(), rule_tmp, *([table] if table is not None else [])]:
             handle.discard()
         raise
+    finally:
+        if frozen:
+            gc.unfreeze()
     return BatchResult(summary, input_errors, rule_errors, out)
