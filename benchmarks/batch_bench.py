@@ -6,7 +6,7 @@ decode-only throughput, batch throughput with 1 and 2 workers, the ratios batch/
 2-workers/1-worker in wall-clock time and in CPU time (the batch's whole process tree: robust to other
 jobs on the machine), and peak memory (PSS summed over the batch process, its workers and its
 report.parquet child, sampled every 0.05 s in a run of its own, since sampling costs CPU the timed runs
-need; also without what writing report.parquet adds). Generated
+need; also without the report.parquet child). Generated
 data lives in a temporary folder that is removed at the end. Usage::
 
     python benchmarks/batch_bench.py                 # 1,000 and 10,000 patients
@@ -157,6 +157,13 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
+def _loads_arro3(pid: int) -> bool:
+    try:
+        return "/arro3/" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 def run_batch(folder: Path, out: Path, workers: int, sample_memory: bool = False) -> dict[str, float]:
     """Run the batch in a subprocess; with ``sample_memory``, sample the memory (PSS) of it and its workers
     (reading ``smaps`` costs CPU that two workers on two cores need, so timed runs do not sample).
@@ -164,21 +171,20 @@ def run_batch(folder: Path, out: Path, workers: int, sample_memory: bool = False
     cpu_before = _children_cpu()
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(folder), str(out), str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    # the whole tree; the tree with the report.parquet child (the batch's first child) kept at the size it
-    # has while it waits, i.e. without what writing the table (arro3) adds
+    # the whole tree, and the tree without the report.parquet child (known by the arro3 library in its
+    # memory map; it is forked when the outputs are written), i.e. without what writing the table adds
     peak = [0, 0]
-    child: dict[int, int] = {}
+    writers: set[int] = set()
 
     def sample() -> None:
         while proc.poll() is None:
             pss = {p: _pss_kb(p) for p in _tree(proc.pid)}
-            children = [p for p in pss if p != proc.pid]
-            if children and not child:
-                first = min(children)
-                child[first] = pss[first]
+            for p in pss:
+                if p != proc.pid and p not in writers and _loads_arro3(p):
+                    writers.add(p)
             total = sum(pss.values())
             peak[0] = max(peak[0], total)
-            peak[1] = max(peak[1], total - sum(max(0, pss.get(p, 0) - idle) for p, idle in child.items()))
+            peak[1] = max(peak[1], total - sum(v for p, v in pss.items() if p in writers))
             time.sleep(0.05)  # often enough to see the short-lived report.parquet child at its peak
 
     sampler = threading.Thread(target=sample, daemon=True)
