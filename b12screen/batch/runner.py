@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import math
 import os
@@ -165,15 +164,11 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
         if present and not options.overwrite:
             raise OutputsExistError(f"{out} already holds {', '.join(present)} (use --overwrite to replace them)")
         clean_stale(out, legacy=options.overwrite)
-        return _run(paths, out, screener, options)
+        return _screen(paths, out, screener, options, time.perf_counter())
     except WorkerLost as exc:
         raise OutputError(f"no outputs were written in {out}: {exc}") from None
     except OSError as exc:
         raise OutputError(f"cannot write the outputs in {out}: {exc.strerror or exc}") from None
-
-
-def _run(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions) -> BatchResult:
-    return _screen(paths, out, screener, options, time.perf_counter())
 
 
 def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions,
@@ -275,7 +270,6 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
     table = AtomicFile(work / "rows.ndjson") if REPORT_PARQUET in files else None
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
     child: parquet.ParquetChild | None = None
-    frozen = False
     try:
         by_outcome: Counter[str] = Counter({o: 0 for o in OUTCOMES})
         by_rule: Counter[str] = Counter()
@@ -312,10 +306,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             late.extend(patient.input_errors)
         if table is not None:
             table.close()
-            # forked now, when this process has little left to do, so the pages the two share stay shared;
-            # frozen, this process's collections do not write to the header of every object they share
-            gc.freeze()
-            frozen = True
+            # forked now, when this process has little left to do, so the pages the two share stay shared
             child = parquet.ParquetChild(partial(die_with_parent, os.getpid()), table.tmp, files[REPORT_PARQUET].tmp)
         late.sort(key=error_key)
         input_errors = 0
@@ -361,7 +352,4 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         for handle in [*files.values(), rule_tmp, *([table] if table is not None else [])]:
             handle.discard()
         raise
-    finally:
-        if frozen:
-            gc.unfreeze()
     return BatchResult(summary, input_errors, rule_errors, out)
