@@ -75,6 +75,10 @@ class PatientOutput:
     #: The analyst row (:func:`b12screen.sinks.rows.row`) as JSON, and as a line of report.csv.
     row: bytes = b"{}"
     csv: bytes = b""
+    #: The row's ``flagged``, ``priority`` and ``reasons``, for the summary counts (no JSON decode per patient).
+    flagged: bool = False
+    priority: str | None = None
+    reasons: tuple[str, ...] = ()
 
 
 def bare_id(key: str) -> str:
@@ -174,6 +178,9 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
         coverage=coverage(checked.record),
         row=orjson.dumps(values),
         csv=csv_line(values),
+        flagged=values["flagged"],
+        priority=values["priority"],
+        reasons=tuple(values["reasons"]),
     )
 
 

@@ -276,7 +276,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         by_priority: Counter[str] = Counter({p.value: 0 for p in Priority})
         by_reason: Counter[str] = Counter()
         covered = [0] * len(COVERAGE)
-        listed: list[dict[str, Any]] = []  # flagged rows for summary.html (bounded)
+        listed: list[bytes] = []  # flagged rows for summary.html (bounded)
         files[REPORT_CSV].write(csv_header())
         late: list[dict[str, Any]] = []
         count = flagged = rule_errors = 0
@@ -286,18 +286,17 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             if patient.flag is not None:
                 flagged += 1
                 files[FLAGS].write(patient.flag + b"\n")
-            values = orjson.loads(patient.row)
             files[REPORT_CSV].write(patient.csv)
             if table is not None:
                 table.write(patient.row + b"\n")
-            progress.written(values["flagged"])
+            progress.written(patient.flagged)
             for i, has in enumerate(patient.coverage):
                 covered[i] += has
-            if values["flagged"]:
-                by_priority[values["priority"]] += 1
-                by_reason.update(values["reasons"])
+            if patient.flagged:
+                by_priority[patient.priority] += 1
+                by_reason.update(patient.reasons)
                 if len(listed) < summary_page.MAX_ROWS:
-                    listed.append(values)
+                    listed.append(patient.row)  # as JSON: 5,000 rows as dicts would hold about 12 MB
             by_outcome[patient.outcome] += 1
             by_rule.update(patient.rules)
             for line in patient.rule_errors:
@@ -337,7 +336,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         (out / SUMMARY).unlink(missing_ok=True)  # no summary: the set is incomplete until the end
         if table is None:
             (out / REPORT_PARQUET).unlink(missing_ok=True)  # never leave an earlier run's table beside this one
-        files[SUMMARY_HTML].write(summary_page.render(summary, listed, shown))
+        files[SUMMARY_HTML].write(summary_page.render(summary, map(orjson.loads, listed), shown))
         if child is not None:
             child.wait()
         for name in names:

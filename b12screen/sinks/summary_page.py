@@ -5,8 +5,9 @@ library would add a dependency (or inline hundreds of kilobytes of script) for a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from html import escape
+from itertools import islice
 from typing import Any
 
 MAX_ERRORS = 200  # the page lists this many input errors; errors.ndjson has all of them
@@ -44,7 +45,7 @@ def bar_chart(title: str, counts: Mapping[str, int]) -> str:
             f'xmlns="http://www.w3.org/2000/svg">{"".join(bars)}</svg>')
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str = "") -> str:
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str = "") -> str:
     head = "".join(f'<th onclick="sortBy(this)">{escape(h)}</th>' for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
@@ -52,9 +53,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str 
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any]],
+def render(summary: Mapping[str, Any], flagged: Iterable[Mapping[str, Any]],
            errors: Sequence[Mapping[str, Any]]) -> bytes:
-    """The page for one batch run."""
+    """The page for one batch run (``flagged``: the flagged rows, read once, the first ``MAX_ROWS`` shown)."""
     run = summary.get("run", {})
     coverage = summary.get("coverage", {})
     patients = summary["patients"]
@@ -77,8 +78,8 @@ def render(summary: Mapping[str, Any], flagged: Sequence[Mapping[str, Any]],
         "<p><input id='filter' type='search' placeholder='Filter the table' oninput='filterRows(this)'> "
         "<span class='note'>Click a column heading to sort.</span></p>",
         _table(["patient", "priority", "outcome", "reasons", "suggested test", "flag text"],
-               [[r["patient"], r["priority"], r["outcome"], "; ".join(r["reasons"]), r["recommended_test_code"],
-                 r["flag_text"]] for r in flagged[:MAX_ROWS]], "flagged"),
+               ([r["patient"], r["priority"], r["outcome"], "; ".join(r["reasons"]), r["recommended_test_code"],
+                 r["flag_text"]] for r in islice(flagged, MAX_ROWS)), "flagged"),
         f"<p class='note'>The first {MAX_ROWS:,} are listed; report.csv has all of them.</p>"
         if summary["flagged"] > MAX_ROWS else "",
         "<h2>Data coverage</h2><p class='note'>Patients with screened data of each kind (resources whose codes "
