@@ -122,6 +122,24 @@ def test_report_parquet_has_typed_columns_and_the_csv_rows(screener: Screener, t
     assert (tmp_path / "one" / "report.parquet").read_bytes() == (tmp_path / "two" / "report.parquet").read_bytes()
 
 
+def test_report_parquet_row_groups_hold_batch_rows_whatever_the_record_batches(
+        screener: Screener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows reach the writer in record batches of ARRAY_ROWS; the file's row groups are BATCH_ROWS rows all
+    the same, with every row in order (none lost or doubled at a batch's edge)."""
+    pq = _parquet_reader()
+    from b12screen.sinks import parquet
+
+    base = b12screen.screen_paths(BATCH / "bundles", AS_OF, screener=screener).to_rows()
+    many = [r | {"patient": f"{r['patient']}-{i}", "as_of": AS_OF.isoformat()} for i in range(4) for r in base]
+    monkeypatch.setattr(parquet, "ARRAY_ROWS", 2)
+    monkeypatch.setattr(parquet, "BATCH_ROWS", 3)
+    parquet.write_rows(iter(many), tmp_path / "t.parquet")
+    meta = pq.ParquetFile(tmp_path / "t.parquet").metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sizes == [3] * (len(many) // 3) + ([len(many) % 3] if len(many) % 3 else [])
+    assert [r["patient"] for r in pq.read_table(tmp_path / "t.parquet").to_pylist()] == [r["patient"] for r in many]
+
+
 def test_report_parquet_is_written_by_a_child_so_the_batch_never_loads_the_parquet_libraries(tmp_path: Path) -> None:
     pq = _parquet_reader()
     code = f"""

@@ -25,7 +25,8 @@ import orjson
 
 from .rows import COLUMNS, LIST_COLUMNS
 
-BATCH_ROWS = 2048  # rows per row group: the child holds one group at a time
+BATCH_ROWS = 2048  # rows per row group, which the writer holds encoded until it is complete
+ARRAY_ROWS = 512  # rows per record batch handed to the writer: the child holds one batch as Python values
 ZSTD = "zstd(3)"
 _EPOCH = date(1970, 1, 1).toordinal()
 
@@ -61,10 +62,17 @@ class _Table:
         return ac.Array(values, kind)
 
     def batches(self, rows: Iterable[Mapping[str, Any]]) -> Iterator[Any]:
+        """Record batches of ``ARRAY_ROWS`` rows, each row put into its columns as it comes (no row kept)."""
         it = iter(rows)
-        while chunk := list(islice(it, BATCH_ROWS)):
-            columns = [self.column(name, [r[name] for r in chunk]) for name in COLUMNS]
-            yield self.ac.RecordBatch.from_arrays(columns, schema=self.schema)
+        while True:
+            columns: list[list[Any]] = [[] for _ in COLUMNS]
+            for row in islice(it, ARRAY_ROWS):
+                for values, name in zip(columns, COLUMNS, strict=True):
+                    values.append(row[name])
+            if not columns[0]:
+                return
+            arrays = [self.column(name, values) for name, values in zip(COLUMNS, columns, strict=True)]
+            yield self.ac.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
 def write_rows(rows: Iterable[Mapping[str, Any]], target: Path) -> None:
