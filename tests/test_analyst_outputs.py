@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
@@ -180,23 +181,34 @@ child.wait()
     assert pq.read_table(tmp_path / "t.parquet").column_names == list(COLUMNS)
 
 
-def test_the_parquet_child_is_forked_only_once_the_screening_is_done(plugin_manager, tmp_path: Path) -> None:
-    """Forked at the start, the child would keep its own copy of every page the screening writes to."""
+@pytest.mark.parametrize(("workers", "unit_bytes"), [(1, None), (1, 200), (2, 200)])
+def test_the_parquet_child_is_forked_only_once_the_screening_is_done(plugin_manager, tmp_path: Path,
+                                                                     workers: int, unit_bytes: int | None) -> None:
+    """Forked at the start, the child would keep its own copy of every page the screening writes to. Rules
+    run in the main process (one worker, one unit) or in workers: either way the main process has no other
+    child while they run."""
     pytest.importorskip("arro3.io", reason="the parquet extra (arro3) is not installed")
-    seen: list[int] = []
+    main = os.getpid()
+    seen = tmp_path / "children"
 
     class Watch:
         @hookimpl
         def b12screen_rules(self) -> list[Rule]:
             def watch(ctx) -> Finding | None:
-                seen.append(len(multiprocessing.active_children()))  # one worker: rules run in this process
+                if os.getpid() == main:
+                    children = len(multiprocessing.active_children())
+                else:  # a worker: its siblings, the main process's children, are the pool's workers
+                    children = len(Path(f"/proc/{main}/task/{main}/children").read_text().split()) - workers
+                with open(seen, "a") as f:
+                    f.write(f"{children}\n")
                 return None
 
             return [Rule(id="ZZ-WATCH", title="watch", version="1", basis="x", evaluate=watch)]
 
     plugin_manager.register(Watch(), name="watch")
-    batch(Screener(plugin_manager=plugin_manager), [BATCH / "bundles"], tmp_path / "out", workers=1)
-    assert seen and set(seen) == {0}
+    batch(Screener(plugin_manager=plugin_manager), [BATCH / "bundles"], tmp_path / "out", workers=workers,
+          **({"unit_bytes": unit_bytes} if unit_bytes else {}))
+    assert set(seen.read_text().split()) == {"0"}
     assert (tmp_path / "out" / "report.parquet").stat().st_size > 0
 
 

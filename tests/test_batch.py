@@ -8,7 +8,9 @@ import os
 import shutil
 import signal
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from batch_helpers import BATCH, batch, outputs, rows, summary, write_ndjson
@@ -16,8 +18,9 @@ from click.testing import CliRunner
 from conftest import AS_OF, SHARED_DATA, metformin_request, patient
 
 from b12screen import Finding, Rule, Screener, hookimpl
-from b12screen.batch import OutputError, OutputsExistError
+from b12screen.batch import OutputError, OutputsExistError, local
 from b12screen.batch.outputs import OUTPUT_NAMES
+from b12screen.batch.scan import COST_PER_BYTE, dearest_first, scan, unit_cost
 from b12screen.cli import cli
 from b12screen.sinks.flag import flag_json
 from b12screen.sources import group_entries, read_path
@@ -263,6 +266,81 @@ def test_a_killed_worker_ends_the_batch_with_a_clear_error_and_no_outputs(plugin
     assert str(outcome[0]) == (f"no outputs were written in {out}: a worker process ended before its work "
                                "was done (killed, perhaps for lack of memory)")
     assert not (out / "summary.json").exists() and not (out / "report.ndjson").exists()
+
+
+class _CountingPool(ProcessPoolExecutor):
+    made: ClassVar[list[int]] = []
+
+    def __init__(self, workers: int, *args: object) -> None:
+        _CountingPool.made.append(workers)
+        super().__init__(workers, *args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_one_pool_of_forked_workers_serves_both_phases(plugin_manager, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    """Workers are forked once per batch, not once per phase; even one worker screens outside the main
+    process (which stays small for the report.parquet child), unless the input is a single unit."""
+    parent = os.getpid()
+    seen = tmp_path / "pids"  # where the rules ran (a worker's memory is its own: a file tells)
+
+    def pids() -> set[int]:
+        return {int(line) for line in seen.read_text().split()} if seen.exists() else set()
+
+    class Where:
+        @hookimpl
+        def b12screen_rules(self) -> list[Rule]:
+            def where(ctx) -> Finding | None:
+                with open(seen, "a") as f:
+                    f.write(f"{os.getpid()}\n")
+                return None
+
+            return [Rule(id="ZZ-WHERE", title="where", version="1", basis="x", evaluate=where)]
+
+    plugin_manager.register(Where(), name="where")
+    _CountingPool.made = []
+    monkeypatch.setattr(local, "ProcessPoolExecutor", _CountingPool)
+    screener = Screener(plugin_manager=plugin_manager)
+    export = tmp_path / "export"
+    shutil.copytree(BATCH / "export", export)
+    assert batch(screener, [export], tmp_path / "many", workers=workers, unit_bytes=300).exit_code == 0
+    assert len(scan([str(export)], 300).units) > 1
+    assert _CountingPool.made == [workers]  # one pool, both phases
+    assert pids() and parent not in pids() and len(pids()) <= workers
+    # a single unit with one worker: no fork at all
+    seen.unlink()
+    _CountingPool.made = []
+    assert batch(screener, [export], tmp_path / "one", workers=1).exit_code == 0
+    assert _CountingPool.made == [] and pids() == {parent}
+    assert (tmp_path / "one" / "report.ndjson").read_bytes() == (tmp_path / "many" / "report.ndjson").read_bytes()
+
+
+def test_units_are_cut_by_cost_and_the_dearest_are_screened_first(tmp_path: Path) -> None:
+    """A Patient line is parsed in full, so a Patient file's bytes weigh COST_PER_BYTE["Patient"] times
+    as much: its units are that much smaller, and the scheduler starts them before cheaper ones."""
+    export = tmp_path / "export"
+    write_ndjson(export / "Patient.ndjson", [patient(f"p{i}") for i in range(40)])
+    write_ndjson(export / "Encounter.ndjson", [{"resourceType": "Encounter", "id": f"e{i}", "status": "finished",
+                                                "subject": {"reference": f"Patient/p{i}"}} for i in range(40)])
+    size = {name: (export / name).stat().st_size for name in ("Patient.ndjson", "Encounter.ndjson")}
+    unit_bytes = size["Encounter.ndjson"] // 4
+    units = scan([str(export)], unit_bytes).units
+    kinds = {u.pieces[0].file_type for u in units}
+    assert kinds == {"Patient", "Encounter"} and all(len({p.file_type for p in u.pieces}) == 1 for u in units)
+    weight = COST_PER_BYTE["Patient"]
+    assert weight > 1
+    longest = max(len(line) for line in (export / "Patient.ndjson").read_bytes().splitlines()) + 1
+    for unit in units:
+        assert unit_cost(unit) == unit.size * (weight if unit.pieces[0].file_type == "Patient" else 1)
+        assert unit_cost(unit) <= unit_bytes + longest * weight  # a piece ends at the newline after its target
+    patient_units = sum(u.pieces[0].file_type == "Patient" for u in units)
+    assert patient_units >= weight * size["Patient.ndjson"] // unit_bytes - 1
+    order = dearest_first(units)
+    assert sorted(order, key=lambda u: u.id) == sorted(units, key=lambda u: u.id)
+    assert [unit_cost(u) for u in order] == sorted((unit_cost(u) for u in units), reverse=True)
+    rank = {u.id: i for i, u in enumerate(order)}  # not by bytes: a smaller Patient unit before a larger one
+    assert any(rank[p.id] < rank[e.id] and p.size < e.size for p in units for e in units
+               if p.pieces[0].file_type == "Patient" and e.pieces[0].file_type == "Encounter")
 
 
 def test_deleted_resources_and_export_metadata_are_left_out(screener: Screener, tmp_path: Path) -> None:

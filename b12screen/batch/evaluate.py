@@ -48,6 +48,11 @@ class EvalContext:
     def __post_init__(self) -> None:
         self.extractor = extractor_for(self.screener.terminology, self.policy)
 
+    def portable(self) -> dict[str, Any]:
+        """The fields besides the Screener (which holds plugins and need not pickle), as keyword arguments:
+        ``EvalContext(screener, **ctx.portable())`` is the same context."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "screener"}
+
     def error(self, pos: Pos, reason: str) -> dict[str, Any]:
         """An errors.ndjson row for an input problem at ``pos``."""
         file_id, piece, rel, location = pos

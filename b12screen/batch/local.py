@@ -1,8 +1,14 @@
-"""The local engine: a pool of forked worker processes (or none, with one worker).
+"""The local engine: a pool of forked worker processes, kept for both phases.
 
 Phase 1 streams units into spill files (one per unit, cut into partitions); phase 2 screens one
 partition per task and writes its patients sorted by key; the main process merges the sorted partitions.
-Workers get their context by fork, so they share the parent's Screener (and its plugins) as they are.
+Workers get their context by fork, so they share the parent's Screener (and its plugins) as they are; what
+phase 2 needs besides (the Medication pool, line numbers, spill indexes) is known only after phase 1, so it
+reaches them through a file in the work folder.
+
+With one worker the work still runs in one forked process, so the main process stays as small as it
+started: it is what the report.parquet child is forked from. Only an input of a single unit, with one
+worker, is screened in the main process (a fork would cost more than it saves).
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.engine import Screener
 from ..errors import B12ScreenError
 from .evaluate import EvalContext, PatientOutput, evaluate_partials
 from .progress import Progress
-from .scan import Unit
+from .scan import Unit, dearest_first
 from .spill import SpillIndex, read_outputs, read_partition, write_objects, write_spill
 from .stream import Pos, StreamContext, stream_unit
 from .workdir import die_with_parent
@@ -57,13 +64,23 @@ class PartitionSummary:
 @dataclass
 class _Job:
     stream: StreamContext | None = None
+    screener: Screener | None = None
     evaluation: EvalContext | None = None
     work: Path | None = None
     partitions: int = 1
     spills: list[tuple[Path, SpillIndex]] = field(default_factory=list)
 
+    def load_evaluation(self) -> EvalContext:
+        """In a worker forked before phase 2: its context, from the file the main process wrote."""
+        assert self.screener is not None and self.work is not None
+        with open(self.work / EVAL_CONTEXT, "rb") as f:
+            portable, self.spills = pickle.load(f)
+        self.evaluation = EvalContext(self.screener, **portable)
+        return self.evaluation
+
 
 _JOB = _Job()
+EVAL_CONTEXT = "evaluation.pickle"
 
 
 def _stream_task(unit: Unit) -> UnitSummary:
@@ -79,8 +96,9 @@ def _stream_task(unit: Unit) -> UnitSummary:
 
 def _eval_task(partition: int) -> PartitionSummary:
     job = _JOB
-    assert job.evaluation is not None and job.work is not None
-    outputs = evaluate_partials(job.evaluation, read_partition(job.spills, partition))
+    assert job.work is not None
+    evaluation = job.evaluation or job.load_evaluation()
+    outputs = evaluate_partials(evaluation, read_partition(job.spills, partition))
     write_objects(job.work / f"p{partition}.out", outputs)
     return PartitionSummary(partition, len(outputs), sum(1 for o in outputs if o.flag is not None))
 
@@ -95,42 +113,57 @@ def _worker_start(parent: int) -> None:
 def _context() -> Any:
     methods = multiprocessing.get_all_start_methods()
     if "fork" not in methods:  # pragma: no cover - Windows; macOS has fork
-        raise RuntimeError("the local engine needs the 'fork' start method for more than one worker")
+        raise RuntimeError("the local engine needs the 'fork' start method")
     return multiprocessing.get_context("fork")
 
 
 class LocalEngine:
     """Runs the two phases on ``workers`` processes, spilling to ``work``."""
 
-    def __init__(self, workers: int, work: Path, partitions: int, progress: Progress) -> None:
-        self.workers = workers
+    def __init__(self, workers: int, work: Path, partitions: int, progress: Progress, screener: Screener) -> None:
+        self.workers = max(1, workers)
         self.work = work
         self.partitions = partitions
         self.progress = progress
+        self.screener = screener
         self.summaries: dict[int, UnitSummary] = {}
+        self._pool: ProcessPoolExecutor | None = None
 
-    def _map(self, func: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
-        if self.workers <= 1 or len(items) <= 1:
+    def _map(self, func: Callable[[Any], Any], items: Sequence[Any], inline: bool) -> Iterator[Any]:
+        """``func`` over ``items``, in the main process when ``inline``, else on the pool (made at the first
+        call and kept for the next: its workers are forked once and stay warm), in the order tasks end."""
+        if inline:
             yield from map(func, items)
             return
         # concurrent.futures, not multiprocessing.Pool: Pool's worker handler wakes for every result the
         # result thread has not read yet, taking CPU the workers need, and waits forever for the task of a
         # worker that was killed; the executor reports that worker (BrokenProcessPool)
-        pool = ProcessPoolExecutor(min(self.workers, len(items)), _context(), _worker_start, (os.getpid(),))
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, _context(), _worker_start, (os.getpid(),))
+        done = False
         try:
-            for future in as_completed([pool.submit(func, item) for item in items]):
+            for future in as_completed([self._pool.submit(func, item) for item in items]):
                 yield future.result()
+            done = True
         except BrokenProcessPool:
             raise WorkerLost(WORKER_LOST) from None
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if not done:
+                self.close()
+
+    def close(self) -> None:
+        """End the workers (the runner calls this when the batch ends, however it ends)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def stream(self, ctx: StreamContext, units: Sequence[Unit]) -> list[UnitSummary]:
-        """Phase 1 (units largest first, for balance)."""
-        _JOB.stream, _JOB.work, _JOB.partitions = ctx, self.work, self.partitions
+        """Phase 1 (units dearest first, for balance: the last tasks are the cheap ones)."""
+        _JOB.stream, _JOB.screener, _JOB.work, _JOB.partitions = ctx, self.screener, self.work, self.partitions
         done = []
+        inline = len(units) <= 1 and self.workers == 1
         try:
-            for summary in self._map(_stream_task, sorted(units, key=lambda u: (-u.size, u.id))):
+            for summary in self._map(_stream_task, dearest_first(units), inline):
                 self.summaries[summary.unit] = summary
                 done.append(summary)
                 self.progress.read(summary.bytes, summary.resources)
@@ -153,16 +186,22 @@ class LocalEngine:
 
     def evaluate(self, ctx: EvalContext) -> Iterator[PatientOutput]:
         """Phase 2, then the patients of every partition merged in key order."""
-        _JOB.evaluation, _JOB.work = ctx, self.work
-        _JOB.spills = [(self.work / f"u{s.unit}.spill", s.spill) for s in sorted(self.summaries.values(),
-                                                                                  key=lambda s: s.unit)]
+        spills = [(self.work / f"u{s.unit}.spill", s.spill) for s in sorted(self.summaries.values(),
+                                                                             key=lambda s: s.unit)]
+        inline = self._pool is None and self.workers == 1
+        if inline:
+            _JOB.evaluation, _JOB.spills = ctx, spills
+        else:  # workers forked in phase 1 (or now) read it from the work folder
+            with open(self.work / EVAL_CONTEXT, "wb") as f:
+                pickle.dump((ctx.portable(), spills), f, protocol=pickle.HIGHEST_PROTOCOL)
         self.progress.screening(self.partitions)
         try:
-            for part in self._map(_eval_task, self._largest_first()):
+            for part in self._map(_eval_task, self._largest_first(), inline):
                 self.progress.screened(part.patients, part.flagged)
         finally:
             _JOB.evaluation = None
             _JOB.spills = []
+        self.close()
         for spill in self.work.glob("u*.spill"):
             spill.unlink()
         streams = [read_outputs(self.work / f"p{p}.out") for p in range(self.partitions)]

@@ -137,14 +137,15 @@ def _line_bases(summaries: Sequence[Any]) -> dict[tuple[int, int], int]:
     return bases
 
 
-def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: int, progress: Progress) -> Engine:
+def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: int, progress: Progress,
+                 screener: Screener) -> Engine:
     if options.engine == "spark":
         from .spark import SparkEngine
 
         return SparkEngine(options, partitions, progress)
     from .local import LocalEngine
 
-    return LocalEngine(workers, work, partitions, progress)
+    return LocalEngine(workers, work, partitions, progress, screener)
 
 
 def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options: BatchOptions) -> BatchResult:
@@ -197,7 +198,7 @@ def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchO
             for key, resource in med.medications:
                 pool.setdefault(key, resource)
         ctx.pool = pool
-        engine = _make_engine(options, workers, work, partitions, progress)
+        engine = _make_engine(options, workers, work, partitions, progress, screener)
         summaries = engine.stream(ctx, plan.units)
         full_pool = dict(pool)
         for summary in summaries:

@@ -2,13 +2,15 @@
 
 Plain NDJSON files are split into byte ranges at newline boundaries, so that workers stay balanced even
 when one file dominates; gzip files and JSON documents (per-patient Bundles) are read whole. Small pieces
-are grouped into units of about ``unit_bytes`` so that many small files do not mean many tiny tasks.
+are grouped into units of about ``unit_bytes`` so that many small files do not mean many tiny tasks. Bytes
+of a type that costs more to read count for more (``COST_PER_BYTE``): a Patient file's units are smaller.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import InputError
@@ -95,7 +97,7 @@ def scan(paths: list[str], unit_bytes: int) -> Plan:
         ftype = announced_type(base) if kind != DOCUMENT else None
         if kind == PLAIN:
             try:
-                ranges = _split_plain(name, size, unit_bytes)
+                ranges = _split_plain(name, size, max(1, unit_bytes // COST_PER_BYTE.get(ftype or "", 1)))
             except OSError as exc:
                 plan.errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
                 continue
@@ -107,6 +109,27 @@ def scan(paths: list[str], unit_bytes: int) -> Plan:
     plan.units = _group(pieces, unit_bytes)
     plan.medication_units = _group(medication, unit_bytes, first_id=len(plan.units))
     return plan
+
+
+#: Relative CPU per byte of reading a file of a type, where it differs much from the rest: each Patient line
+#: is parsed in full (every one is evidence), the others mostly end after the header decode. Measured on
+#: Synthea Bulk Data: Patient files stream at about 65 MB/s, the other types at 180-340 MB/s.
+COST_PER_BYTE = {"Patient": 4}
+
+
+def _piece_cost(piece: Piece) -> int:
+    return _piece_size(piece) * COST_PER_BYTE.get(piece.file_type or "", 1)
+
+
+def unit_cost(unit: Unit) -> int:
+    """An estimate of a unit's CPU (its bytes weighted by ``COST_PER_BYTE``), to schedule the dearest first.
+    Units are cut to about the same cost, not the same size."""
+    return sum(map(_piece_cost, unit.pieces))
+
+
+def dearest_first(units: Sequence[Unit]) -> list[Unit]:
+    """``units`` in the order to schedule them: dearest first, so the last tasks to end are the cheap ones."""
+    return sorted(units, key=lambda u: (-unit_cost(u), u.id))
 
 
 def _piece_size(piece: Piece) -> int:
@@ -122,13 +145,15 @@ def _group(pieces: list[Piece], unit_bytes: int, first_id: int = 0) -> list[Unit
     units: list[Unit] = []
     current: list[Piece] = []
     size = 0
+    cost = 0
     for piece in pieces:
-        psize = _piece_size(piece)
-        if current and size + psize > unit_bytes:
+        psize, pcost = _piece_size(piece), _piece_cost(piece)
+        if current and cost + pcost > unit_bytes:
             units.append(Unit(first_id + len(units), tuple(current), size))
-            current, size = [], 0
+            current, size, cost = [], 0, 0
         current.append(piece)
         size += psize
+        cost += pcost
     if current:
         units.append(Unit(first_id + len(units), tuple(current), size))
     return units

@@ -23,7 +23,7 @@ from ..errors import B12ScreenError
 from ..sources.validation import extractor_for
 from .evaluate import EvalContext, PatientOutput, bare_id, evaluate_partials
 from .progress import Progress
-from .scan import Unit
+from .scan import Unit, dearest_first
 from .stream import Partial, Pos, StreamContext, UnitOutput, stream_unit
 
 _SCREENERS: dict[Any, Screener] = {}
@@ -178,7 +178,7 @@ class SparkEngine:
         if not units:
             return []
         spec, shared = self.spec, self._broadcast((dict(ctx.pool), ctx.deleted, ctx.max_line, self.policy))
-        rdd = self.sc.parallelize(list(units), len(units))
+        rdd = self.sc.parallelize(dearest_first(units), len(units))  # tasks start in this order
         self.results = rdd.map(lambda unit: _stream(spec, shared, unit)).persist(StorageLevel.MEMORY_AND_DISK)
         summaries = sorted(self.results.map(_summary).collect(), key=lambda s: s.unit)
         for summary in summaries:
