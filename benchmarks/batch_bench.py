@@ -5,10 +5,10 @@ by copying its patients with rewritten ids, then prints, per size: orjson parse-
 decode-only throughput, batch throughput with 1 and 2 workers, the ratios batch/parse, batch/decode and
 2-workers/1-worker in wall-clock time and in CPU time (the batch's whole process tree: robust to other
 jobs on the machine), the machine's own two-process scaling (two orjson parse-only passes at once
-against one: the most 2 workers/1 can reach on it), and peak memory (PSS summed over the batch process,
-its workers and its report.parquet child, sampled every 0.05 s in a run of its own, since sampling costs
-CPU the timed runs need; also without the report.parquet child). Generated
-data lives in a temporary folder that is removed at the end. Usage::
+against one: the most 2 workers/1 can reach on it), and peak memory (PSS summed over the batch process
+and its workers, report.parquet's writing included, sampled every 0.01 s in a run of its own, since
+sampling costs CPU the timed runs need). Generated data lives in a temporary folder that is removed at
+the end. Usage::
 
     python benchmarks/batch_bench.py                 # 1,000 and 10,000 patients
     python benchmarks/batch_bench.py --sizes 100,1000 --budget 300
@@ -173,13 +173,6 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def _loads_arro3(pid: int) -> bool:
-    try:
-        return "/arro3/" in Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return False
-
-
 def run_batch(folder: Path, out: Path, workers: int, sample_memory: bool = False) -> dict[str, float]:
     """Run the batch in a subprocess; with ``sample_memory``, sample the memory (PSS) of it and its workers
     (reading ``smaps`` costs CPU that two workers on two cores need, so timed runs do not sample).
@@ -187,21 +180,12 @@ def run_batch(folder: Path, out: Path, workers: int, sample_memory: bool = False
     cpu_before = _children_cpu()
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(folder), str(out), str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    # the whole tree, and the tree without the report.parquet child (known by the arro3 library in its
-    # memory map; it is forked when the outputs are written), i.e. without what writing the table adds
-    peak = [0, 0]
-    writers: set[int] = set()
+    peak = [0]  # PSS of the whole tree: the batch process and its workers
 
     def sample() -> None:
         while proc.poll() is None:
-            pss = {p: _pss_kb(p) for p in _tree(proc.pid)}
-            for p in pss:
-                if p != proc.pid and p not in writers and _loads_arro3(p):
-                    writers.add(p)
-            total = sum(pss.values())
-            peak[0] = max(peak[0], total)
-            peak[1] = max(peak[1], total - sum(v for p, v in pss.items() if p in writers))
-            time.sleep(0.05)  # often enough to see the short-lived report.parquet child at its peak
+            peak[0] = max(peak[0], sum(_pss_kb(p) for p in _tree(proc.pid)))
+            time.sleep(0.01)  # often enough to see the short writing of report.parquet at the end
 
     sampler = threading.Thread(target=sample, daemon=True)
     if sample_memory:
@@ -214,8 +198,7 @@ def run_batch(folder: Path, out: Path, workers: int, sample_memory: bool = False
         raise SystemExit(f"batch failed with exit code {proc.returncode}")
     seconds, patients, resources, batch_cpu = stdout.split()
     return {"seconds": float(seconds), "patients": int(patients), "resources": int(resources),
-            "cpu": float(batch_cpu), "process_cpu": cpu, "peak_mb": peak[0] / 1024,
-            "peak_screening_mb": peak[1] / 1024}
+            "cpu": float(batch_cpu), "process_cpu": cpu, "peak_mb": peak[0] / 1024}
 
 
 def main() -> None:
@@ -258,7 +241,7 @@ def main() -> None:
             ceiling = max(2 * r[0][0] / r[4] for r in rounds)
             for timed, workers in ((one, 1), (two, 2)):  # memory from a run of its own
                 sampled = run_batch(folder, work / "out", workers, sample_memory=True)
-                timed.update(peak_mb=sampled["peak_mb"], peak_screening_mb=sampled["peak_screening_mb"])
+                timed.update(peak_mb=sampled["peak_mb"])
             mb = nbytes / 1e6
             row = {
                 "patients": one["patients"], "resources": count, "mb": mb,
@@ -266,7 +249,6 @@ def main() -> None:
                 "parse_cpu_mb_s": mb / parse_cpu, "decode_cpu_mb_s": mb / decode_cpu,
                 "batch1_cpu_mb_s": mb / one["cpu"], "batch1_cpu": one["cpu"], "batch2_cpu": two["cpu"],
                 "batch1_process_cpu": one["process_cpu"], "peak1_mb": one["peak_mb"], "peak2_mb": two["peak_mb"],
-                "peak1_screening_mb": one["peak_screening_mb"], "peak2_screening_mb": two["peak_screening_mb"],
             }
             row["batch_over_parse"] = row["batch1_mb_s"] / row["parse_mb_s"]
             row["batch_over_decode"] = one["seconds"] / decode_s
@@ -280,12 +262,10 @@ def main() -> None:
             print(f"  decode-only (msgspec, 1 process): {mb / decode_s:5.1f} MB/s  "
                   f"({row['decode_cpu_mb_s']:.1f} MB per CPU second)")
             print(f"  batch, 1 worker:                {row['batch1_mb_s']:7.1f} MB/s  "
-                  f"{count / one['seconds']:>10,.0f} resources/s  peak {one['peak_mb']:.0f} MB "
-                  f"({one['peak_screening_mb']:.0f} MB without writing report.parquet)  "
+                  f"{count / one['seconds']:>10,.0f} resources/s  peak {one['peak_mb']:.0f} MB  "
                   f"CPU {one['cpu']:.2f} s ({one['process_cpu']:.2f} s with interpreter start-up)")
             print(f"  batch, 2 workers:               {row['batch2_mb_s']:7.1f} MB/s  "
-                  f"{count / two['seconds']:>10,.0f} resources/s  peak {two['peak_mb']:.0f} MB "
-                  f"({two['peak_screening_mb']:.0f} MB without writing report.parquet)  "
+                  f"{count / two['seconds']:>10,.0f} resources/s  peak {two['peak_mb']:.0f} MB  "
                   f"CPU {two['cpu']:.2f} s")
             print(f"  wall ratios: batch(1) throughput / orjson parse-only = {row['batch_over_parse']:.2f} "
                   f"(target >= 1.0), batch(1) time / msgspec decode-only = {row['batch_over_decode']:.2f} "

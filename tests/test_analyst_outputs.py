@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import multiprocessing
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +16,7 @@ from batch_helpers import BATCH, batch, rows
 from conftest import AS_OF
 
 import b12screen
-from b12screen import Finding, Rule, Screener, hookimpl
+from b12screen import Screener
 from b12screen.sinks.rows import COLUMNS, csv_line, reasons
 
 
@@ -141,78 +139,47 @@ def test_report_parquet_row_groups_hold_batch_rows_whatever_the_record_batches(
     assert [r["patient"] for r in pq.read_table(tmp_path / "t.parquet").to_pylist()] == [r["patient"] for r in many]
 
 
-def test_report_parquet_is_written_by_a_child_so_the_batch_never_loads_the_parquet_libraries(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("workers", "unit_bytes"), [(1, 10**9), (1, 200), (2, 200)])
+def test_the_parquet_libraries_load_only_once_the_screening_is_done_and_never_pyarrow(
+        tmp_path: Path, workers: int, unit_bytes: int) -> None:
+    """report.parquet is written by the batch process once the screening is done: arro3 is not in it while
+    rules run (in the batch process itself, one worker and one unit, or in workers forked from it), and
+    pyarrow, pandas and NumPy are never loaded. A fresh interpreter, since this one has loaded them all."""
     pq = _parquet_reader()
+    seen = tmp_path / "mapped"
     code = f"""
-import sys
+import os, sys
 from datetime import date
-from b12screen import Screener
+from pathlib import Path
+from b12screen import Finding, Rule, Screener, hookimpl
 from b12screen.batch import BatchOptions, run_batch
-run_batch([{str(BATCH / "bundles")!r}], {str(tmp_path / "out")!r}, Screener(),
-          BatchOptions(as_of=date.fromisoformat({str(AS_OF)!r}), workers=1))
+from b12screen.plugins import get_plugin_manager
+main = os.getpid()
+class Watch:
+    @hookimpl
+    def b12screen_rules(self):
+        def watch(ctx):
+            mapped = "/arro3/" in Path(f"/proc/{{main}}/maps").read_text() or "arro3.io" in sys.modules
+            with open({str(seen)!r}, "a") as f:
+                f.write(f"{{int(mapped)}}\\n")
+            return None
+        return [Rule(id="ZZ-WATCH", title="watch", version="1", basis="x", evaluate=watch)]
+pm = get_plugin_manager(load_entry_points=False)
+pm.register(Watch(), name="watch")
+run_batch([{str(BATCH / "bundles")!r}], {str(tmp_path / "out")!r}, Screener(plugin_manager=pm),
+          BatchOptions(as_of=date.fromisoformat({str(AS_OF)!r}), workers={workers}, unit_bytes={unit_bytes},
+                       progress=False))
 print(sorted(m for m in sys.modules  # the bare namespace package arro3 holds no code
-             if m.partition(".")[0] in ("pyarrow", "pandas", "numpy") or m.startswith("arro3.")))
+             if m.partition(".")[0] in ("pyarrow", "pandas", "numpy") or m in ("arro3.io", "arro3.core")))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.strip() == "['arro3.core', 'arro3.io']"
+    assert set(seen.read_text().split()) == {"0"}
     assert pq.read_table(tmp_path / "out" / "report.parquet").num_rows == len(rows(tmp_path / "out" / "report.ndjson"))
 
 
-def test_the_parquet_child_loads_neither_pyarrow_pandas_nor_numpy(tmp_path: Path) -> None:
-    pq = _parquet_reader()
-    code = f"""
-import sys
-from pathlib import Path
-from b12screen.sinks import parquet
-real = parquet.write_rows
-def write_rows(rows, target):
-    real(rows, target)
-    heavy = sorted(m for m in sys.modules if m in ("pyarrow", "pandas", "numpy"))
-    Path({str(tmp_path / "modules")!r}).write_text(" ".join(heavy))
-parquet.write_rows = write_rows
-Path({str(tmp_path / "rows")!r}).write_text("")
-child = parquet.ParquetChild(lambda: None, Path({str(tmp_path / "rows")!r}), Path({str(tmp_path / "t.parquet")!r}))
-child.wait()
-"""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "modules").read_text() == ""
-    assert pq.read_table(tmp_path / "t.parquet").column_names == list(COLUMNS)
-
-
-@pytest.mark.parametrize(("workers", "unit_bytes"), [(1, None), (1, 200), (2, 200)])
-def test_the_parquet_child_is_forked_only_once_the_screening_is_done(plugin_manager, tmp_path: Path,
-                                                                     workers: int, unit_bytes: int | None) -> None:
-    """Forked at the start, the child would keep its own copy of every page the screening writes to. Rules
-    run in the main process (one worker, one unit) or in workers: either way the main process has no other
-    child while they run."""
-    pytest.importorskip("arro3.io", reason="the parquet extra (arro3) is not installed")
-    main = os.getpid()
-    seen = tmp_path / "children"
-
-    class Watch:
-        @hookimpl
-        def b12screen_rules(self) -> list[Rule]:
-            def watch(ctx) -> Finding | None:
-                if os.getpid() == main:
-                    children = len(multiprocessing.active_children())
-                else:  # a worker: its siblings, the main process's children, are the pool's workers
-                    children = len(Path(f"/proc/{main}/task/{main}/children").read_text().split()) - workers
-                with open(seen, "a") as f:
-                    f.write(f"{children}\n")
-                return None
-
-            return [Rule(id="ZZ-WATCH", title="watch", version="1", basis="x", evaluate=watch)]
-
-    plugin_manager.register(Watch(), name="watch")
-    batch(Screener(plugin_manager=plugin_manager), [BATCH / "bundles"], tmp_path / "out", workers=workers,
-          **({"unit_bytes": unit_bytes} if unit_bytes else {}))
-    assert set(seen.read_text().split()) == {"0"}
-    assert (tmp_path / "out" / "report.parquet").stat().st_size > 0
-
-
-def test_a_parquet_child_that_fails_is_an_output_error_and_leaves_no_output(
+def test_a_failure_to_write_report_parquet_is_an_output_error_and_leaves_no_output(
         screener: Screener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("arro3.io", reason="the parquet extra (arro3) is not installed")
     from b12screen.batch import OutputError
@@ -221,7 +188,7 @@ def test_a_parquet_child_that_fails_is_an_output_error_and_leaves_no_output(
     def full(rows: object, target: Path) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(parquet, "write_rows", full)  # the forked child inherits it
+    monkeypatch.setattr(parquet, "write_rows", full)
     out = tmp_path / "out"
     with pytest.raises(OutputError, match=r"report\.parquet: No space left on device"):
         batch(screener, [BATCH / "bundles"], out)

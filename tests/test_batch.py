@@ -280,7 +280,7 @@ class _CountingPool(ProcessPoolExecutor):
 def test_one_pool_of_forked_workers_serves_both_phases(plugin_manager, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
     """Workers are forked once per batch, not once per phase; even one worker screens outside the main
-    process (which stays small for the report.parquet child), unless the input is a single unit."""
+    process (which stays small for writing the outputs), unless the input is a single unit."""
     parent = os.getpid()
     seen = tmp_path / "pids"  # where the rules ran (a worker's memory is its own: a file tells)
 

@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,7 +47,7 @@ from .outputs import (
 from .progress import Progress
 from .scan import Plan, Unit, scan
 from .stream import MAX_LINE_BYTES, Pos, StreamContext, stream_unit
-from .workdir import clean_stale, die_with_parent, make_work
+from .workdir import clean_stale, make_work
 
 log = logging.getLogger(__name__)
 
@@ -264,13 +263,12 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
            unit_errors: Iterator[dict[str, Any]], resources: int, started: float, file_counts: dict[str, int],
            run: dict[str, Any], clock: Callable[[], datetime], progress: Progress,
            ignored: Sequence[str]) -> BatchResult:
-    """Write the outputs; with the parquet extra, a child process writes report.parquet from the rows."""
+    """Write the outputs; with the parquet extra, report.parquet from the rows once the others are written."""
     names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if parquet.available() else ())
     files = {name: AtomicFile(out / name) for name in names}
-    # report.parquet is written from these rows by a child process once they are all known
+    # report.parquet is written from these rows once they are all known
     table = AtomicFile(work / "rows.ndjson") if REPORT_PARQUET in files else None
     rule_tmp = AtomicFile(work / "rule-errors.ndjson")
-    child: parquet.ParquetChild | None = None
     try:
         by_outcome: Counter[str] = Counter({o: 0 for o in OUTCOMES})
         by_rule: Counter[str] = Counter()
@@ -306,8 +304,6 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             late.extend(patient.input_errors)
         if table is not None:
             table.close()
-            # forked now, when this process has little left to do, so the pages the two share stay shared
-            child = parquet.ParquetChild(partial(die_with_parent, os.getpid()), table.tmp, files[REPORT_PARQUET].tmp)
         late.sort(key=error_key)
         input_errors = 0
         shown: list[dict[str, Any]] = []
@@ -338,8 +334,8 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         if table is None:
             (out / REPORT_PARQUET).unlink(missing_ok=True)  # never leave an earlier run's table beside this one
         files[SUMMARY_HTML].write(summary_page.render(summary, map(orjson.loads, listed), shown))
-        if child is not None:
-            child.wait()
+        if table is not None:  # last: its writer's memory is added to none of the work before
+            parquet.write_file(table.tmp, files[REPORT_PARQUET].tmp)
         for name in names:
             files[name].commit()
         summary_file = AtomicFile(out / SUMMARY)
@@ -347,8 +343,6 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         summary_file.commit()
         fsync_dir(out)
     except BaseException:
-        if child is not None:
-            child.stop()
         for handle in [*files.values(), rule_tmp, *([table] if table is not None else [])]:
             handle.discard()
         raise
