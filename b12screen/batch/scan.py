@@ -97,7 +97,7 @@ def scan(paths: list[str], unit_bytes: int) -> Plan:
         ftype = announced_type(base) if kind != DOCUMENT else None
         if kind == PLAIN:
             try:
-                ranges = _split_plain(name, size, max(1, unit_bytes // COST_PER_BYTE.get(ftype or "", 1)))
+                ranges = _split_plain(name, size, max(1, unit_bytes // _weight(ftype)))
             except OSError as exc:
                 plan.errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
                 continue
@@ -117,8 +117,12 @@ def scan(paths: list[str], unit_bytes: int) -> Plan:
 COST_PER_BYTE = {"Patient": 4}
 
 
+def _weight(file_type: str | None) -> int:
+    return COST_PER_BYTE.get(file_type or "", 1)
+
+
 def _piece_cost(piece: Piece) -> int:
-    return _piece_size(piece) * COST_PER_BYTE.get(piece.file_type or "", 1)
+    return _piece_size(piece) * _weight(piece.file_type)
 
 
 def unit_cost(unit: Unit) -> int:
@@ -147,7 +151,8 @@ def _group(pieces: list[Piece], unit_bytes: int, first_id: int = 0) -> list[Unit
     size = 0
     cost = 0
     for piece in pieces:
-        psize, pcost = _piece_size(piece), _piece_cost(piece)
+        psize = _piece_size(piece)
+        pcost = psize * _weight(piece.file_type)
         if current and cost + pcost > unit_bytes:
             units.append(Unit(first_id + len(units), tuple(current), size))
             current, size, cost = [], 0, 0
