@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fhir.resources.R4B.valueset import ValueSet
 
 from b12screen.core.terminology import SOURCE_EXTENSION, Terminology, builtin_value_sets
@@ -23,6 +25,22 @@ def test_shipped_value_sets_are_valid_r4_valuesets_with_sources() -> None:
             for concept in include["concept"]:
                 sources = [e for e in concept.get("extension", []) if e["url"] == SOURCE_EXTENSION]
                 assert sources and sources[0]["valueString"], (vs["id"], concept["code"])
+
+
+#: Notes about how a code was looked up (a search index, a hit id) are not provenance.
+_LOOKUP_NOTES = re.compile(r"find_string|read_file|search index|search tool|\bhit id", re.IGNORECASE)
+
+
+def test_concept_sources_name_documents_not_how_they_were_found() -> None:
+    noted = [
+        (vs["id"], concept["code"])
+        for vs in builtin_value_sets()
+        for include in vs.get("compose", {}).get("include", [])
+        for concept in include["concept"]
+        for ext in concept.get("extension", [])
+        if ext["url"] == SOURCE_EXTENSION and _LOOKUP_NOTES.search(ext["valueString"])
+    ]
+    assert noted == []
 
 
 def test_rxnorm_atc_and_aliases() -> None:
