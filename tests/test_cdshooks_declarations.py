@@ -14,9 +14,7 @@ from b12screen import Screener, hookimpl
 from b12screen.cdshooks.config import ServiceConfig
 from b12screen.cdshooks.declarations import (
     HOOK_CONTEXT,
-    SERVICE_ID_RE,
     SERVICES,
-    USER_TOKENS,
     discovery,
     services_by_id,
 )
@@ -25,6 +23,10 @@ from b12screen.cdshooks.security import ANONYMOUS
 from b12screen.plugins import get_plugin_manager
 
 ALLOWED_PARAMS = {"patient", "code", "category"}
+#: User tokens CDS Hooks 2.0 allows in templates besides context fields.
+USER_TOKENS = ("userPractitionerId", "userPractitionerRoleId", "userPatientId", "userRelatedPersonId")
+#: What CDS Hooks allows in a service id (it becomes a URL path segment).
+SERVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @cache

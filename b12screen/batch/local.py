@@ -7,9 +7,9 @@ phase 2 needs besides (the Medication pool, line numbers, spill indexes) is know
 reaches them through a file in the work folder.
 
 With one worker the work still runs in one forked process, so the main process stays as small as it
-started for writing the outputs, report.parquet's writer among them (at 10,000 patients: a 51 MB peak,
-against 55-56 MB with the screening in the main process). Only an input of a single unit, with one worker,
-is screened in the main process (a fork would cost more than it saves).
+started for writing the outputs, report.parquet's writer among them (measured in
+``docs/batch-benchmarks.md``). Only an input of a single unit, with one worker, is screened in the main
+process (a fork would cost more than it saves).
 """
 
 from __future__ import annotations

@@ -25,11 +25,7 @@ HOOK_CONTEXT: dict[str, dict[str, tuple[str, ...]]] = {
     "order-select": {"required": ("userId", "patientId", "selections", "draftOrders"),
                      "tokens": ("userId", "patientId", "encounterId")},
 }
-#: User tokens CDS Hooks 2.0 allows in templates besides context fields.
-USER_TOKENS = ("userPractitionerId", "userPractitionerRoleId", "userPatientId", "userRelatedPersonId")
-
 TOKEN_RE = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
-SERVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 #: the ``extra`` key under which the access log hands its fields to :class:`JsonFormatter`
 FIELDS = "b12_fields"
-LOG_FORMATS = ("text", "json")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 

@@ -1,8 +1,10 @@
 """Compact, typed facts extracted from FHIR R4 resources: what the rules need and nothing more.
 
 Extraction works on the raw JSON (dicts) so that screening millions of resources stays close to raw
-JSON speed; resources a rule can use are validated with the fhir.resources R4B model first (see
-:mod:`b12screen.sources.extract`). Facts are small frozen dataclasses that pickle cheaply.
+JSON speed. Which resources are also checked against their fhir.resources R4B model depends on the
+validation policy (``evidence``, the default: only those a result rests on, after screening; ``all``: every
+resource a rule can use, when it is read; see :mod:`b12screen.sources.extract`).
+Facts are small frozen dataclasses that pickle cheaply.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """``report.parquet``: the rows of ``report.csv`` with typed columns (lists as lists), written in row
 groups of ``BATCH_ROWS`` rows so memory stays bounded. Needs arro3 (``arro3-core`` and ``arro3-io``, the
-``parquet`` extra): the Rust Arrow and Parquet implementation, whose import adds about 9 MB and a few
-milliseconds, where pyarrow's libraries added about 40 MB and 0.07 s of CPU to every batch.
+``parquet`` extra), the Rust Arrow and Parquet implementation, much lighter to load than pyarrow (why:
+``docs/batch-benchmarks.md``).
 
 The batch writes the table from the rows file (one JSON object a line) once the screening is done and its
-workers have ended, so they never load the Parquet libraries. It used to be written by a child process forked
-then; measured at 10,000 patients with one worker, the child's own pages brought the run's peak to 60 MB
-PSS, against 51 MB with the table written in the batch process (which is no higher than while screening).
+workers have ended, so they never load the Parquet libraries and the run's peak memory stays that of the
+screening.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Turn raw FHIR R4 resources (JSON dicts) into facts.
 
-Cheap JSON checks come first (resource type, codes against the value sets); only a resource that a
-rule can use is validated with its fhir.resources R4B model, and then reduced to a compact fact.
+Cheap JSON checks come first (resource type, codes against the value sets); a resource that a rule can
+use is reduced to a compact fact. Under the ``all`` validation policy (``validate=True``) it is first checked
+against its fhir.resources R4B model; under the default ``evidence`` policy only the resources a result rests
+on are checked, after screening, and the patient is screened again without any that fail.
 """
 
 from __future__ import annotations
