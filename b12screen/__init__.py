@@ -12,10 +12,11 @@ from .errors import B12ScreenError, ConfigError, DuplicateRuleError, InputError,
 
 if TYPE_CHECKING:
     from .core.config import Config
-    from .core.engine import Screener, ScreeningResults, screen
+    from .core.engine import Screener, screen
     from .core.model import Finding, Priority, Rule, RuleContext
     from .core.outcome import ScreeningResult
     from .core.record import PatientRecord
+    from .core.results import ScreeningResults
     from .hookspecs import hookimpl
     from .library import screen_paths
     from .sources.fhirread import read_patient

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from datetime import date
 
 from .core.config import Config
-from .core.engine import Screener, ScreeningResults
+from .core.engine import Screener
+from .core.results import ScreeningResults
 from .errors import InputError
 from .sources import group_entries, read_inputs
 from .sources.validation import EVIDENCE, extractor_for, screen_grouped

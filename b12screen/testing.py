@@ -22,9 +22,10 @@ from datetime import date
 from typing import Any
 
 from .core.config import Config
-from .core.engine import Screener, ScreeningResults
+from .core.engine import Screener
 from .core.model import Finding, Rule, RuleContext
 from .core.record import PatientRecord
+from .core.results import ScreeningResults
 from .core.terminology import ATC, ICD10CM, LOINC, RXNORM, SNOMED
 from .errors import InputError
 from .plugins import DEFAULT_PLUGINS, PluginManager, builtin_plugin_manager

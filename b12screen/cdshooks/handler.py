@@ -142,11 +142,11 @@ def _normalise(resources: list[dict[str, Any]], pid: str) -> list[dict[str, Any]
             resource = {**resource, "id": pid}
         elif kind in PATIENT_SCOPED_TYPES:
             key = "patient" if "patient" in resource and "subject" not in resource else "subject"
-            ref = resource.get(key)
-            target = ref.get("reference") if isinstance(ref, Mapping) else None
+            given = resource.get(key)
+            ref: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+            target = ref.get("reference")
             if not isinstance(target, str) or not target:
-                resource = {**resource, key: {**(ref if isinstance(ref, Mapping) else {}),
-                                              "reference": f"Patient/{pid}"}}
+                resource = {**resource, key: {**ref, "reference": f"Patient/{pid}"}}
             elif "/" not in target and not target.startswith(("urn:", "#")):
                 resource = {**resource, key: {**ref, "reference": f"Patient/{target}"}}
         rid = resource.get("id")

@@ -31,7 +31,8 @@ def selected_drafts(context: Mapping[str, Any], terminology: Terminology, patien
                     as_of: date) -> tuple[DraftOrders, list[str]]:
     """The selected drafts' effect, and which trigger medicines (value set ids) they include."""
     selections = {s for s in context.get("selections") or [] if isinstance(s, str)}
-    bundle = context.get("draftOrders") if isinstance(context.get("draftOrders"), Mapping) else {}
+    drafts_given = context.get("draftOrders")
+    bundle: Mapping[str, Any] = drafts_given if isinstance(drafts_given, Mapping) else {}
     entries = [e for e in bundle.get("entry") or [] if isinstance(e, Mapping) and isinstance(e.get("resource"),
                                                                                                  Mapping)]
     chosen = [e for e in entries if e["resource"].get("resourceType") == "Medication"

@@ -26,7 +26,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..core.engine import ScreeningResults
+    from ..core.results import ScreeningResults
 
 
 def write_results(results: ScreeningResults, fmt: str, out: Any) -> None:

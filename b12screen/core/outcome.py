@@ -74,7 +74,7 @@ class ScreeningResult:
     def report(self) -> dict[str, Any]:
         """The report entry of docs/interfaces.md (exactly its keys; plus ``errors`` only when a rule failed
         for this patient, so a failure is never silent)."""
-        entry = {
+        entry: dict[str, Any] = {
             "patient": self.patient,
             "outcome": self.outcome,
             "priority": self.priority,

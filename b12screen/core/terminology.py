@@ -225,8 +225,9 @@ class Terminology:
         [Colcrys]"), else the first code."""
         if not isinstance(concept, Mapping):
             return ""
-        if isinstance(concept.get("text"), str) and concept["text"]:
-            return concept["text"]
+        text = concept.get("text")
+        if isinstance(text, str) and text:
+            return text
         codings = [c for c in concept.get("coding") or [] if isinstance(c, Mapping)]
         for coding in codings:
             if coding.get("display"):

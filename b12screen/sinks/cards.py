@@ -112,7 +112,7 @@ def summary(result: ScreeningResult, rules: Mapping[str, Rule]) -> str:
         return "Vitamin B12 deficiency recorded without B12 treatment: please review"
     name = test_name(result.recommended_test or {})
     main = _main_rule(result, rules)
-    reason = rules[main].title if main in rules else (main or "risk factors")
+    reason = rules[main].title if main is not None and main in rules else (main or "risk factors")
     more = len(result.rules) - 1
     extra = f" (+{more} more)" if more > 0 else ""
     if result.outcome == SUGGEST_MMA:

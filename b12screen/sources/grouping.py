@@ -77,12 +77,12 @@ class BundleIndex:
                 self.medications[key] = resource
             return False
         if resource_type == "Patient":
-            key = patient_resource_key(resource, full_url)
-            if key is None:
+            patient_key = patient_resource_key(resource, full_url)
+            if patient_key is None:
                 raise ResourceProblem("Patient has neither id nor fullUrl")
             if full_url:
-                self.full_urls[full_url] = key
-                self.full_urls[normalize_reference(full_url)] = key
+                self.full_urls[full_url] = patient_key
+                self.full_urls[normalize_reference(full_url)] = patient_key
         return True
 
 
