@@ -21,6 +21,7 @@ from b12screen.cdshooks.declarations import (
 from b12screen.cdshooks.handler import CardRegistry, HookHandler
 from b12screen.cdshooks.security import ANONYMOUS
 from b12screen.plugins import get_plugin_manager
+from b12screen.sources.fhirqueries import PrefetchDecl
 
 ALLOWED_PARAMS = {"patient", "code", "category"}
 #: User tokens CDS Hooks 2.0 allows in templates besides context fields.
@@ -32,6 +33,12 @@ SERVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 @cache
 def screener() -> Screener:
     return Screener(plugin_manager=get_plugin_manager(load_entry_points=False))
+
+
+def prefetch_decl(key: str) -> PrefetchDecl:
+    """The patient-view service's prefetch declaration of ``key``."""
+    [decl] = [d for d in services_by_id()["b12screen-patient-view"].prefetch if d.key == key]
+    return decl
 
 
 def test_services_and_ids() -> None:
@@ -72,7 +79,7 @@ def test_templates_keep_to_the_cds_hooks_2_query_subset() -> None:
 
 
 def test_b12_lab_codes_come_from_the_value_sets() -> None:
-    b12 = services_by_id()["b12screen-patient-view"].prefetch_key("b12Labs").template(screener().terminology)
+    b12 = prefetch_decl("b12Labs").template(screener().terminology)
     for code in ("2132-9", "14685-2", "72160-5", "13964-2"):
         assert f"http://loinc.org|{code}" in b12
 
@@ -86,7 +93,7 @@ def test_a_plugin_value_set_code_is_prefetched_too() -> None:
 
     manager = get_plugin_manager(load_entry_points=False)
     manager.register(ExtraLoinc(), "extra-loinc")
-    decl = services_by_id()["b12screen-patient-view"].prefetch_key("b12Labs")
+    decl = prefetch_decl("b12Labs")
     assert "http://loinc.org|99999-9" in decl.template(Screener(plugin_manager=manager).terminology)
 
 

@@ -14,9 +14,10 @@ from cdshooks_helpers import metformin_request, searchset
 import b12screen
 from b12screen import Screener
 from b12screen.cdshooks.config import ServiceConfig
-from b12screen.cdshooks.declarations import PATIENT_VIEW, RECORD_PREFETCH
+from b12screen.cdshooks.declarations import PATIENT_VIEW
 from b12screen.cdshooks.prefetch import FhirAccess, Gatherer
 from b12screen.sources.fhirclient import FhirClient, FhirError
+from b12screen.sources.fhirqueries import RECORD_PREFETCH
 from b12screen.sources.fhirread import is_valid_id, medication_ids_to_read, read_patient
 
 BASE = "https://fhir.example.org/r4"

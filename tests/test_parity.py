@@ -165,8 +165,9 @@ def serve_door(base: str, ids: list[str], prefetch: bool) -> dict[str, Any]:
     from b12screen import Screener
     from b12screen.cdshooks.app import create_app
     from b12screen.cdshooks.config import ServiceConfig
-    from b12screen.cdshooks.declarations import PATIENT_VIEW, fill_tokens
+    from b12screen.cdshooks.declarations import PATIENT_VIEW
     from b12screen.plugins import get_plugin_manager
+    from b12screen.sources.fhirqueries import fill_tokens
 
     screener = Screener(plugin_manager=get_plugin_manager(load_entry_points=False))
     config = ServiceConfig(insecure_no_auth=True, test_mode=True, auto_write_flag=True, fhir_servers=(base,))

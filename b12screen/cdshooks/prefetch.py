@@ -28,9 +28,10 @@ from urllib.parse import urlsplit
 
 from ..core.terminology import Terminology
 from ..sources.fhirclient import BearerToken, FhirClient, FhirError, SearchResult, check_url, next_link, within
+from ..sources.fhirqueries import PrefetchDecl
 from ..sources.fhirread import fetch_declared, medication_ids_to_read
 from .config import ServiceConfig
-from .declarations import PrefetchDecl, ServiceDecl
+from .declarations import ServiceDecl
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ def make_auth(token_file: str | None, client_id: str | None, private_key: str | 
 
 
 def _default_scope(write_back: bool) -> str:
-    from ..cdshooks.declarations import RECORD_PREFETCH
+    from ..sources.fhirqueries import RECORD_PREFETCH
 
     types = sorted({d.resource_type for d in RECORD_PREFETCH} | {"Medication"})
     scopes = [f"system/{t}.read" for t in types]

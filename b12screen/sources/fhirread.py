@@ -1,5 +1,5 @@
 """What b12screen reads about one patient from a FHIR REST server: the queries the CDS Hooks prefetch
-declares (``b12screen.cdshooks.declarations.RECORD_PREFETCH``), run one by one, plus the Medications that
+declares (``b12screen.sources.fhirqueries.RECORD_PREFETCH``), run one by one, plus the Medications that
 ``medicationReference`` points to. ``b12screen fetch`` and the CDS service's fallback fetch both read
 through :func:`fetch_declared`, so the two doors ask the server the same questions.
 
@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..cdshooks.declarations import PrefetchDecl
     from ..core.terminology import Terminology
     from .fhirclient import FhirClient, SearchResult
+    from .fhirqueries import PrefetchDecl
 
 #: Resource types whose ``medicationReference`` names the drug.
 MEDICATION_USERS = ("MedicationRequest", "MedicationStatement", "MedicationDispense", "MedicationAdministration")
@@ -33,7 +33,7 @@ def fetch_declared(client: FhirClient, decl: PrefetchDecl, context: Mapping[str,
     """Run one prefetch declaration against ``client``: an instance read (the resource, or None when the
     server has none) or a search (a :class:`~b12screen.sources.fhirclient.SearchResult`), its tokens
     (``{{context.patientId}}``) filled from ``context``. Raises ``FhirError`` when the server fails."""
-    from ..cdshooks.declarations import fill_tokens
+    from .fhirqueries import fill_tokens
 
     path, params = decl.parts(terminology)
     if decl.is_read:
@@ -55,8 +55,8 @@ def read_patient(client: FhirClient, patient_id: str, terminology: Terminology,
     ("medication statements: HTTP 404 ..."); required data that cannot be read (the Patient, medication
     orders, conditions) raises ``FhirError``. ``terminology`` supplies the Observation codes searched for.
     At most ``max_medication_reads`` referenced Medications are read; more is a problem (incomplete)."""
-    from ..cdshooks.declarations import RECORD_PREFETCH
     from .fhirclient import FhirError, SearchResult
+    from .fhirqueries import RECORD_PREFETCH
 
     context = {"patientId": patient_id}
     resources: list[dict[str, Any]] = []
