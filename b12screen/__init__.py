@@ -12,20 +12,19 @@ from .errors import B12ScreenError, ConfigError, DuplicateRuleError, InputError,
 
 if TYPE_CHECKING:
     from .core.config import Config
-    from .core.engine import Screener, screen
     from .core.model import Finding, Priority, Rule, RuleContext
     from .core.outcome import ScreeningResult
     from .core.record import PatientRecord
-    from .core.results import ScreeningResults
     from .hookspecs import hookimpl
     from .library import screen_paths
+    from .screening import Screener, ScreeningResults, screen
     from .sources.fhirread import read_patient
 
 #: Public names and the module each one lives in; they load on first use (PEP 562), so that
 #: ``import b12screen`` (and so ``b12screen --help``) does not pay for the engine and its models.
 _LAZY = {
     "Config": "core.config",
-    "Screener": "core.engine", "ScreeningResults": "core.engine", "screen": "core.engine",
+    "Screener": "screening", "ScreeningResults": "screening", "screen": "screening",
     "Finding": "core.model", "Priority": "core.model", "Rule": "core.model", "RuleContext": "core.model",
     "ScreeningResult": "core.outcome",
     "PatientRecord": "core.record",

@@ -8,11 +8,10 @@ from collections.abc import Iterable
 from datetime import date
 
 from .core.config import Config
-from .core.engine import Screener
-from .core.results import ScreeningResults
 from .errors import InputError
-from .sources import group_entries, read_inputs
-from .sources.validation import EVIDENCE, extractor_for, screen_grouped
+from .screening import Screener, ScreeningResults, group, screen_grouped
+from .sources import read_inputs
+from .sources.validation import EVIDENCE
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -44,6 +43,5 @@ def screen_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
     screener = screener or Screener(profile=profile, config=config)
     names, pattern_errors = expand(paths)
     inputs = read_inputs(names)
-    grouped = group_entries([*pattern_errors, *inputs.items], extractor_for(screener.terminology, validate),
-                            inputs.deleted)
-    return screen_grouped(screener, grouped, as_of, validate)
+    grouped = group(screener, [*pattern_errors, *inputs.items], validate, inputs.deleted)
+    return screen_grouped(screener, grouped, as_of)

@@ -22,15 +22,14 @@ from datetime import date
 from typing import Any
 
 from .core.config import Config
-from .core.engine import Screener
 from .core.model import Finding, Rule, RuleContext
 from .core.record import PatientRecord
-from .core.results import ScreeningResults
 from .core.terminology import ATC, ICD10CM, LOINC, RXNORM, SNOMED
 from .errors import InputError
 from .plugins import DEFAULT_PLUGINS, PluginManager, builtin_plugin_manager
-from .sources import Entry, group_entries, read_value
-from .sources.validation import EVIDENCE, extractor_for, screen_grouped
+from .screening import Screener, ScreeningResults, group, screen_grouped
+from .sources import Entry, read_value
+from .sources.validation import ALL
 
 __all__ = [
     "ATC",
@@ -95,19 +94,19 @@ def record_from(*resources: Any, patient: str | None = None, plugins: Iterable[o
     problem raises ``ValueError``: a test fixture should be valid.
     """
     scr = screener or make_screener(*plugins)
-    grouped = group_entries(_entries(resources), scr.extractor)
+    grouped = group(scr, _entries(resources), ALL)
     if grouped.errors:
         raise ValueError("input problems: " + "; ".join(str(e) for e in grouped.errors))
-    records = grouped.records
+    records = grouped.patients
     if patient is not None:
         key = patient if patient.startswith(("Patient/", "urn:")) else f"Patient/{patient}"
         if key not in records:
             raise KeyError(f"no patient {key!r} in the input (found: {', '.join(sorted(records)) or 'none'})")
-        return records[key]
+        return records[key].record()
     if len(records) != 1:
         raise ValueError(f"{len(records)} patients in the input ({', '.join(sorted(records))}); "
                          "name one with patient=")
-    return next(iter(records.values()))
+    return next(iter(records.values())).record()
 
 
 # -- running rules ----------------------------------------------------------------------------------
@@ -161,8 +160,7 @@ def screen_resources(*resources: Any, as_of: date, plugins: Iterable[object] = (
     """Screen resources (dicts, Bundles or lists of them) at ``as_of``: one result per patient, sorted by
     patient, with input problems in ``.errors`` and rule failures in each result's ``rule_errors``."""
     scr = make_screener(*plugins, profile=profile, config=config, plugin_manager=plugin_manager)
-    grouped = group_entries(_entries(resources), extractor_for(scr.terminology, EVIDENCE))
-    return screen_grouped(scr, grouped, as_of, EVIDENCE)
+    return screen_grouped(scr, group(scr, _entries(resources)), as_of)
 
 
 # -- resource builders --------------------------------------------------------------------------------

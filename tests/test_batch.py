@@ -22,8 +22,10 @@ from b12screen.batch import OutputError, OutputsExistError, local
 from b12screen.batch.outputs import OUTPUT_NAMES
 from b12screen.batch.scan import COST_PER_BYTE, dearest_first, scan, unit_cost
 from b12screen.cli import cli
+from b12screen.screening import group, screen_grouped
 from b12screen.sinks.flag import flag_json
-from b12screen.sources import group_entries, read_path
+from b12screen.sources import read_path
+from b12screen.sources.validation import ALL
 
 SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "by_priority", "by_reason", "errors", "resources_read",
                 "files_read", "files_ignored", "ignored_files", "coverage", "seconds", "run"}
@@ -83,8 +85,7 @@ def test_a_patient_split_over_many_files_equals_screening_it_whole(screener: Scr
     batch(screener, [export], tmp_path / "out", unit_bytes=300)
     report = {r["patient"]: r for r in rows(tmp_path / "out" / "report.ndjson")}
     assert len(report) == 41
-    records = group_entries(read_path(export), screener.extractor).records.values()
-    whole = {r.patient: r.report() for r in screener.screen_records(records, AS_OF)}
+    whole = {r.patient: r.report() for r in screen_grouped(screener, group(screener, read_path(export), ALL), AS_OF)}
     assert report == whole
     assert report["Patient/split"]["rules"] == ["MET-2"]  # exposure from the earliest (2010) request
 
@@ -381,6 +382,6 @@ def test_synthea_export_matches_screen(screener: Screener, tmp_path: Path) -> No
     batch(screener, [source], tmp_path / "out", workers=2)
     files = sorted(p for p in source.glob("*.ndjson") if p.name != "log.ndjson")
     items = [item for f in files for item in read_path(f)]
-    results = screener.screen_records(group_entries(items, screener.extractor).records.values(), AS_OF)
+    results = screen_grouped(screener, group(screener, items, ALL), AS_OF)
     assert rows(tmp_path / "out" / "report.ndjson") == [r.report() for r in results]
     assert rows(tmp_path / "out" / "flags.ndjson") == [flag_json(r) for r in results if r.flagged]

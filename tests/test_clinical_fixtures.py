@@ -20,8 +20,10 @@ import pytest
 from b12screen import Screener
 from b12screen.core.outcome import FLAGGED_OUTCOMES, OUTCOMES
 from b12screen.plugins import get_plugin_manager
+from b12screen.screening import group, screen_grouped
 from b12screen.sinks.flag import flag_model
-from b12screen.sources import group_entries, read_path
+from b12screen.sources import read_path
+from b12screen.sources.validation import ALL
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CLINICAL = FIXTURES / "clinical"
@@ -44,8 +46,8 @@ def _screened(name: str) -> tuple[list[str], dict[str, Any]]:
     """(input errors, {patient: ScreeningResult}) of one fixture, screened once per test run."""
     entry = EXPECTED[name]
     screener = _screener(entry["profile"])
-    grouped = group_entries(read_path(FIXTURES / name), screener.extractor)
-    results = screener.screen_records(grouped.records.values(), date.fromisoformat(entry["as_of"]))
+    grouped = group(screener, read_path(FIXTURES / name), ALL)
+    results = screen_grouped(screener, grouped, date.fromisoformat(entry["as_of"]))
     return [str(e) for e in grouped.errors], {r.patient: r for r in results}
 
 

@@ -16,8 +16,9 @@ from b12screen.core.explain import explain
 from b12screen.core.modifiers import MODIFIERS
 from b12screen.hookspecs import hookimpl
 from b12screen.plugins import get_plugin_manager
-from b12screen.sources import group_entries, read_path, read_value
-from b12screen.sources.validation import ALL, extractor_for
+from b12screen.screening import group
+from b12screen.sources import read_path, read_value
+from b12screen.sources.validation import ALL
 
 DEMO = str(FIXTURES / "examples" / "demo-bundle.json")
 AS_OF = date(2026, 11, 24)
@@ -32,8 +33,7 @@ def b12_test(rid: str, pid: str, when: str, value: float) -> dict:
 
 def one(data: dict, screener: Screener | None = None) -> dict:
     screener = screener or Screener()
-    extractor = extractor_for(screener.terminology, ALL)
-    record = next(iter(group_entries(read_value(data, "t"), extractor).records.values()))
+    record = next(iter(group(screener, read_value(data, "t"), ALL).patients.values())).record()
     return explain(screener, record, AS_OF)
 
 
@@ -103,8 +103,7 @@ def test_cli_json_is_the_python_explanation_and_text_names_the_step() -> None:
     out = runner.invoke(cli, ["explain", DEMO, "--patient", "demo-metformin", "--as-of", "2026-11-24", "--json"])
     assert out.exit_code == 0, out.stderr
     screener = Screener()
-    extractor = extractor_for(screener.terminology, ALL)
-    record = group_entries(read_path(Path(DEMO)), extractor).records["Patient/demo-metformin"]
+    record = group(screener, read_path(Path(DEMO)), ALL).patients["Patient/demo-metformin"].record()
     assert json.loads(out.stdout) == explain(screener, record, AS_OF)
     text = runner.invoke(cli, ["explain", DEMO, "--patient", "Patient/demo-metformin", "--as-of", "2026-11-24"])
     assert "decided at step 8" in text.stdout and "MET-2      fired" in text.stdout

@@ -19,7 +19,9 @@ from b12screen import Screener
 from b12screen.core.outcome import OUTCOMES
 from b12screen.core.terminology import builtin_value_sets
 from b12screen.plugins import get_plugin_manager
-from b12screen.sources import group_entries, read_path
+from b12screen.screening import group, screen_grouped
+from b12screen.sources import read_path
+from b12screen.sources.validation import ALL
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EXPECTED_PATH = FIXTURES / "expected.json"
@@ -70,9 +72,8 @@ def test_fixture_outcomes(name: str, shipped_value_sets: set[str]) -> None:
     if missing:
         pytest.skip(f"value set(s) not shipped yet: {', '.join(missing)}")
     screener = _screener(entry.get("profile", "default"))
-    grouped = group_entries(read_path(FIXTURES / name), screener.extractor)
-    results = screener.screen_records(grouped.records.values(), date.fromisoformat(entry["as_of"]),
-                                      grouped.errors, grouped.resources_read)
+    grouped = group(screener, read_path(FIXTURES / name), ALL)
+    results = screen_grouped(screener, grouped, date.fromisoformat(entry["as_of"]))
 
     assert [str(e) for e in grouped.errors] == [], "fixtures must read without input errors"
     assert {r.patient: r.rule_errors for r in results if r.rule_errors} == {}, "no rule may raise"

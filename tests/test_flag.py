@@ -9,10 +9,11 @@ import pytest
 from conftest import AS_OF, FIXTURES, SHARED_DATA
 from fhir.resources.R4B.flag import Flag
 
-from b12screen.core.outcome import REPORT_KEYS
 from b12screen.sinks.flag import flag_json
-from b12screen.sources import group_entries
 
+#: The keys of a report entry, in order (docs/interfaces.md).
+REPORT_KEYS = ("patient", "outcome", "priority", "rules", "risk_factors", "modifiers", "recommended_test",
+               "latest_b12", "evidence", "as_of", "profile", "ruleset_version")
 SCHEMA = SHARED_DATA / "fhir-r4-json-schema" / "fhir.schema.json"
 DEMO = FIXTURES / "examples" / "demo-bundle.json"
 
@@ -97,13 +98,15 @@ def test_every_flag_and_bundle_validates_against_the_official_r4_schema(screener
 
 @pytest.mark.skipif(not SCHEMA.exists(), reason="official FHIR R4 JSON schema not present (../shared/data)")
 def test_flags_of_every_outcome_validate_against_the_official_schema(screener) -> None:
+    from b12screen.screening import group, screen_grouped
     from b12screen.sources import read_path
+    from b12screen.sources.validation import ALL
 
     validator = _validator()
     seen: set[tuple[str, str | None]] = set()
     for folder in ("medication", "clinical"):
-        grouped = group_entries(read_path(FIXTURES / folder), screener.extractor)
-        for result in screener.screen_records(grouped.records.values(), AS_OF):
+        grouped = group(screener, read_path(FIXTURES / folder), ALL)
+        for result in screen_grouped(screener, grouped, AS_OF):
             if not result.flagged or (result.outcome, result.priority) in seen:
                 continue
             seen.add((result.outcome, result.priority))

@@ -13,14 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from b12screen.core.outcome import TESTS, ScreeningResult
+from b12screen.screening import group, screen_grouped
 from b12screen.sinks.cards import detail, summary
 from b12screen.sinks.flag import distinct_reasons, flag_text, longest_shared, with_article
-from b12screen.sources import group_entries, read_path
+from b12screen.sources import read_path
+from b12screen.sources.validation import ALL
 
 
 def _results(screener, name: str) -> dict[str, ScreeningResult]:
-    grouped = group_entries(read_path(Path(FIXTURES / "clinical" / name)), screener.extractor)
-    return {r.patient: r for r in screener.screen_records(grouped.records.values(), AS_OF)}
+    grouped = group(screener, read_path(Path(FIXTURES / "clinical" / name)), ALL)
+    return {r.patient: r for r in screen_grouped(screener, grouped, AS_OF)}
 
 
 def _result(**extra: Any) -> ScreeningResult:

@@ -117,9 +117,11 @@ def test_b12screen_modifiers_change_the_ruleset_version_and_explain_lists_them()
 
 
 def _records(screener: Screener) -> list:
-    from b12screen.sources import group_entries, read_value
+    from b12screen.screening import group
+    from b12screen.sources import read_value
+    from b12screen.sources.validation import ALL
 
-    return list(group_entries(read_value(_metformin_patient(), "t"), screener.extractor).records.values())
+    return [p.record() for p in group(screener, read_value(_metformin_patient(), "t"), ALL).patients.values()]
 
 
 @pytest.mark.parametrize("names", [("alpha", "beta"), ("beta", "alpha")])

@@ -1,4 +1,5 @@
-"""The package stays as it is laid out: no import cycles, no private cross-module imports, small modules.
+"""The package stays as it is laid out: imports point down the layers of ``docs/architecture.md``, no import
+cycles, no private cross-module imports, small modules.
 
 Static: imports are read with ``ast`` (function-level imports included), nothing is imported.
 """
@@ -13,6 +14,16 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "b12screen"
 MAX_LINES = 450
+
+#: The layers of docs/architecture.md, lowest first: a module may import its own layer and those below.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "_version"),
+    ("core", "rules", "hookspecs", "plugins"),
+    ("sources", "sinks"),
+    ("screening",),
+    ("batch", "cdshooks", "library", "testing"),
+    ("cli", "__main__"),
+)
 
 
 def module_name(path: Path) -> str:
@@ -119,3 +130,55 @@ def test_no_module_imports_another_modules_private_names() -> None:
 def test_module_is_small(name: str) -> None:
     lines = len(MODULES[name].read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{name} has {lines} lines (at most {MAX_LINES})"
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of a module of the package (``b12screen`` itself, which only re-exports, has none)."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    for level, names in enumerate(LAYERS):
+        if parts[1] in names:
+            return level
+    raise AssertionError(f"{module} is in no layer of docs/architecture.md: add it to LAYERS and the page")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import (module level, function level or under TYPE_CHECKING) of a higher layer."""
+    found = []
+    for name, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            low, high = layer_of(name), layer_of(target)
+            if low is not None and high is not None and high > low:
+                found.append(f"{name} imports {target}")
+    return found
+
+
+def test_layer_check_sees_an_upward_import_in_a_function_and_under_type_checking() -> None:
+    code = {"b12screen.core.a": "def f():\n    from ..sources import x\n",
+            "b12screen.sources.b": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..cli import y\n",
+            "b12screen.cli.c": "from ..core import a\n"}
+    names = ("b12screen.core.a", "b12screen.sources.b", "b12screen.cli.c", "b12screen.sources", "b12screen.cli")
+    added = [n for n in names if n not in MODULES]
+    for n in added:
+        MODULES[n] = PACKAGE / (n.replace(".", "/") + ".py")
+    try:
+        graph = {name: {t for t, _ in imports_of(name, ast.parse(src)) if t in MODULES} for name, src in code.items()}
+    finally:
+        for n in added:
+            del MODULES[n]
+    assert upward_imports(graph) == ["b12screen.core.a imports b12screen.sources",
+                                     "b12screen.sources.b imports b12screen.cli"]
+
+
+def test_imports_point_down_the_layers() -> None:
+    assert upward_imports(import_graph()) == []
+
+
+def test_architecture_page_draws_the_layers_the_test_checks() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    drawn = page.split("```")[1]
+    rows = [line for line in drawn.splitlines() if line.strip()]
+    assert len(rows) == len(LAYERS)
+    for row, names in zip(reversed(rows), LAYERS, strict=True):
+        assert sorted(n.strip("`/ ") for n in row.split("|")[1].split(",")) == sorted(names), row

@@ -194,12 +194,14 @@ def test_an_active_statement_uses_the_same_window(days_ago: int, months: float, 
 
 def test_explain_shows_each_injection_order_against_the_window() -> None:
     from b12screen.core.explain import explain, render
-    from b12screen.sources import group_entries, read_value
+    from b12screen.screening import group
+    from b12screen.sources import read_value
+    from b12screen.sources.validation import ALL
 
     def mod_tx_im(days_ago: int, months: float) -> dict[str, Any]:
         screener = Screener(config=Config().with_changes(settings={"parenteral_order_months": months}))
-        grouped = group_entries(read_value(record(days_ago), "t"), screener.extractor)
-        explanation = explain(screener, next(iter(grouped.records.values())), AS_OF)
+        grouped = group(screener, read_value(record(days_ago), "t"), ALL)
+        explanation = explain(screener, next(iter(grouped.patients.values())).record(), AS_OF)
         assert render(explanation).count("injection order MedicationRequest/p-inj") == 1
         return next(m for m in explanation["modifiers"] if m["id"] == "MOD-TX-IM")
 

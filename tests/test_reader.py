@@ -9,7 +9,9 @@ from pathlib import Path
 from conftest import AS_OF, FIXTURES, bundle, metformin_request, patient
 
 from b12screen.errors import InputError
-from b12screen.sources import Entry, group_entries, read_bytes, read_path
+from b12screen.screening import group, screen_grouped
+from b12screen.sources import Entry, read_bytes, read_path
+from b12screen.sources.validation import ALL
 
 
 def _split(items: list[Entry | InputError]) -> tuple[list[Entry], list[InputError]]:
@@ -74,20 +76,20 @@ def test_folder_is_read_recursively_in_sorted_order(tmp_path: Path) -> None:
 
 
 def test_bad_entries_in_a_good_bundle_are_reported_and_good_ones_screened(screener) -> None:
-    grouped = group_entries(read_path(FIXTURES / "errors" / "bundle-with-bad-entries.json"), screener.extractor)
+    grouped = group(screener, read_path(FIXTURES / "errors" / "bundle-with-bad-entries.json"), ALL)
     reasons = {e.location: e.reason for e in grouped.errors}
     assert reasons["entry[2]"] == "MedicationRequest has no usable reference to a Patient"
     assert reasons["entry[3]"].startswith("invalid MedicationRequest")
     assert reasons["entry[4]"] == "bundle entry has no resource"
     assert reasons["entry[5]"] == "unknown resourceType 'Spaceship'"
     assert "does not resolve" in reasons["entry[6]"]
-    results = screener.screen_records(grouped.records.values(), AS_OF)
+    results = screen_grouped(screener, grouped, AS_OF)
     assert [r.patient for r in results] == ["Patient/err-good"]
     assert results[0].rules == ["MET-2"]
 
 
 def test_error_messages_carry_no_patient_data(screener) -> None:
-    grouped = group_entries(read_path(FIXTURES / "errors" / "bundle-with-bad-entries.json"), screener.extractor)
+    grouped = group(screener, read_path(FIXTURES / "errors" / "bundle-with-bad-entries.json"), ALL)
     text = " ".join(str(e) for e in grouped.errors)
     assert "not-a-date" not in text  # the invalid value itself is not echoed
     assert "1950" not in text
@@ -95,6 +97,6 @@ def test_error_messages_carry_no_patient_data(screener) -> None:
 
 def test_not_fhir_and_unknown_type(screener) -> None:
     for name, reason in (("not-fhir.json", "no resourceType"), ("unknown-type.json", "unknown resourceType")):
-        grouped = group_entries(read_path(FIXTURES / "errors" / name), screener.extractor)
-        assert grouped.records == {}
+        grouped = group(screener, read_path(FIXTURES / "errors" / name), ALL)
+        assert grouped.patients == {}
         assert len(grouped.errors) == 1 and reason in grouped.errors[0].reason

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_DATA
 
-from b12screen.sources import discover, group_entries, read_path
+from b12screen.screening import group, screen_grouped
+from b12screen.sources import discover, read_path
+from b12screen.sources.validation import ALL
 
 EXPORT = SHARED_DATA / "synthea-bulk-10"
 METFORMIN_PATIENT = "Patient/79a66c97-6131-3213-f3c9-4606946ab056"
@@ -21,7 +23,7 @@ def grouped(plugin_manager_module):
     from b12screen import Screener
 
     screener = Screener(plugin_manager=plugin_manager_module)
-    return screener, group_entries(read_path(EXPORT), screener.extractor)
+    return screener, group(screener, read_path(EXPORT), ALL)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def test_every_resource_is_read_and_the_export_log_is_skipped_as_metadata(groupe
     _, data = grouped
     assert data.resources_read > 5000
     assert data.errors == []
-    assert len(data.records) >= 10
+    assert len(data.patients) >= 10
     found = discover([str(EXPORT)])
     assert [Path(f).name for f in found.metadata] == ["log.ndjson"] and found.ignored == []
 
@@ -43,7 +45,7 @@ def test_every_resource_is_read_and_the_export_log_is_skipped_as_metadata(groupe
 def test_long_term_metformin_patient_is_found(grouped) -> None:
     screener, data = grouped
     # Alive in mid-1994 (died November 1994), on metformin since 1969: MET-2.
-    results = {r.patient: r for r in screener.screen_records(data.records.values(), date(1994, 6, 1))}
+    results = {r.patient: r for r in screen_grouped(screener, data, date(1994, 6, 1))}
     result = results[METFORMIN_PATIENT]
     assert result.outcome == "suggest-b12-test"
     assert result.rules == ["MET-2"] and result.priority == "medium"
@@ -54,7 +56,7 @@ def test_long_term_metformin_patient_is_found(grouped) -> None:
 
 def test_deceased_patients_are_not_flagged_today(grouped) -> None:
     screener, data = grouped
-    results = {r.patient: r for r in screener.screen_records(data.records.values(), date(2026, 11, 24))}
+    results = {r.patient: r for r in screen_grouped(screener, data, date(2026, 11, 24))}
     result = results[METFORMIN_PATIENT]
     assert result.outcome == "not-evaluated" and result.modifiers == ["MOD-DECEASED"]
     assert result.triggered == ["MET-2"]

@@ -11,7 +11,9 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from b12screen import Config, Finding, Priority, Rule, hookimpl
 from b12screen.plugins import describe_plugins
-from b12screen.sources import group_entries, read_path
+from b12screen.screening import group
+from b12screen.sources import read_path
+from b12screen.sources.validation import ALL
 from b12screen.testing import (
     ICD10CM,
     LOINC,
@@ -40,9 +42,9 @@ def test_run_rule_finds_what_the_engine_finds(name: str) -> None:
     case = EXPECTED[name]
     as_of = date.fromisoformat(case.get("as_of", AS_OF.isoformat()))
     screener = make_screener(profile=case.get("profile", "default"))
-    grouped = group_entries(read_path(FIXTURES / name), screener.extractor)
-    assert grouped.records
-    for record in grouped.records.values():
+    grouped = group(screener, read_path(FIXTURES / name), ALL)
+    assert grouped.patients
+    for record in (p.record() for p in grouped.patients.values()):
         findings, _, errors = screener.run_rules(record, as_of)
         assert not errors
         for rule in screener.rules:

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from ..core.engine import Screener
 from ..core.pickling import positional_pickle
 from ..core.record import PatientRecord
+from ..screening import Screener, screen_facts
 from ..sinks.flag import flag_json
 from ..sinks.rows import csv_line
 from ..sinks.rows import row as analyst_row
@@ -27,7 +27,7 @@ from ..sources import limits
 from ..sources.extract import Extractor, Fact, resource_ref
 from ..sources.grouping import merge_target
 from ..sources.models import ResourceProblem
-from ..sources.validation import EVIDENCE, extractor_for, screen_checked
+from ..sources.validation import EVIDENCE, extractor_for
 from .stream import LINE_MARK, Partial, Pos
 
 _DUMP = orjson.OPT_NON_STR_KEYS
@@ -159,7 +159,7 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
             facts[i] = (fact, raw, pos)
     facts.sort(key=_position)  # input order, whatever the chunking or the order units finished in
     patient = min(patients, key=canonical) if len(patients) > 1 else patients[0] if patients else None
-    checked = screen_checked(screener, key, patient, facts, resources, ctx.as_of, ctx.policy)
+    checked = screen_facts(screener, key, patient, facts, resources, ctx.as_of, ctx.policy)
     result = checked.result
     errors.extend(ctx.error(pos, problem) for pos, problem in checked.problems)
     flag = flag_json(result)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.engine import Screener
 from ..errors import B12ScreenError
+from ..screening import Screener
 from .evaluate import EvalContext, PatientOutput, evaluate_partials
 from .progress import Progress
 from .scan import Unit, dearest_first

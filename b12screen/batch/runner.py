@@ -18,10 +18,10 @@ from typing import Any, Protocol
 import orjson
 
 from .._version import __version__
-from ..core.engine import Screener
 from ..core.model import Priority
 from ..core.outcome import OUTCOMES
 from ..errors import B12ScreenError, InputError
+from ..screening import Screener
 from ..sinks import parquet, summary_page
 from ..sinks.rows import csv_header
 from ..sources.files import discover, read_deleted

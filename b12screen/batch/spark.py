@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.config import Config
-from ..core.engine import Screener
 from ..errors import B12ScreenError
+from ..screening import Screener
 from ..sources.validation import extractor_for
 from .evaluate import EvalContext, PatientOutput, bare_id, evaluate_partials
 from .progress import Progress

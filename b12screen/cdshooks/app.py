@@ -30,7 +30,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.config import Config
-from ..core.engine import Screener
+from ..screening import Screener
 from ..sources.extract import UNDERSTOOD_TYPES
 from ..sources.models import preload_models
 from .config import ServiceConfig

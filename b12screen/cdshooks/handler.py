@@ -18,12 +18,11 @@ from typing import Any
 
 import orjson
 
-from ..core.engine import Screener
+from ..screening import Screener, screen_patient
 from ..sinks import cards as cardlib
-from ..sources import group_entries, read_value
+from ..sources import read_value
 from ..sources.extract import PATIENT_SCOPED_TYPES
 from ..sources.fhirread import is_valid_id
-from ..sources.validation import extractor_for, screen_one
 from .config import ServiceConfig
 from .declarations import ServiceDecl
 from .order_select import concise, selected_drafts
@@ -218,11 +217,10 @@ class HookHandler:
             raise Problem(412, "processing", f"required data unavailable: prefetch key '{exc.key}' "
                                              f"({exc.reason})") from None
         resources = gathered.resources + (drafts.resources if drafts else [])
-        policy = self.config.validate
-        grouped = group_entries(read_value(_normalise(resources, pid), "request"),
-                                extractor_for(self.screener.terminology, policy))
-        checked = screen_one(self.screener, grouped, f"Patient/{pid}", as_of, policy)
-        skipped = len(grouped.errors) + (len(checked.problems) if checked else 0)
+        screened = screen_patient(self.screener, read_value(_normalise(resources, pid), "request"),
+                                  f"Patient/{pid}", as_of, self.config.validate)
+        checked = screened.checked
+        skipped = len(screened.errors)
         if skipped:
             log.info("%d resource(s) in the request could not be read and were skipped", skipped)
         if checked is None:

@@ -18,7 +18,7 @@ from ..core.config import PROFILES
 
 if TYPE_CHECKING:
     from ..core.config import Config
-    from ..core.engine import Screener
+    from ..screening import Screener
 
 #: Exit codes (README, "Exit codes"): 0 all screened, 1 some input unreadable or a rule failed, 2 usage error,
 #: 3 the outputs could not be written (full disk, read-only or vanished output folder).
@@ -69,8 +69,8 @@ def rule_config(config_path: str | None, disable: tuple[str, ...], enable: tuple
 
 def make_screener(profile: str, config: Config, strict: bool) -> Screener:
     """A Screener with the built-in and installed plugins."""
-    from ..core.engine import Screener
     from ..plugins import get_plugin_manager
+    from ..screening import Screener
 
     return Screener(profile=profile, config=config, plugin_manager=get_plugin_manager(strict=strict or None))
 

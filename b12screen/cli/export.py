@@ -15,7 +15,7 @@ from .common import EXIT_PARTIAL, dumps, echo_err, fail, make_screener, rule_con
 from .fetch import make_auth
 
 if TYPE_CHECKING:
-    from ..core.engine import Screener
+    from ..screening import Screener
     from ..sources.bulkexport import ExportResult
 
 EXIT_INTERRUPTED = 130

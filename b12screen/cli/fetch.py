@@ -107,11 +107,11 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
           config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...],
           strict_plugins: bool, validate: str) -> None:
     """Read one patient from a FHIR REST server, screen it, print the result; optionally write the Flag back."""
-    from ..errors import B12ScreenError, InputError
-    from ..sources import group_entries, read_value
+    from ..errors import B12ScreenError
+    from ..screening import screen_patient
+    from ..sources import read_value
     from ..sources.fhirclient import FhirClient, FhirError
     from ..sources.fhirread import is_valid_id, read_patient
-    from ..sources.validation import extractor_for, screen_one
 
     when: date = as_of_date(as_of)
     if not is_valid_id(patient_id):
@@ -133,11 +133,8 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
         sys.exit(EXIT_USAGE)
     for problem in problems:
         echo_err(f"warning: {problem}")
-    grouped = group_entries(read_value(resources, fhir_server), extractor_for(screener.terminology, validate))
-    checked = screen_one(screener, grouped, f"Patient/{patient_id}", when, validate)
-    errors = list(grouped.errors)
-    if checked is not None:
-        errors.extend(InputError(src, where, reason) for (src, where), reason in checked.problems)
+    screened = screen_patient(screener, read_value(resources, fhir_server), f"Patient/{patient_id}", when, validate)
+    checked, errors = screened.checked, screened.errors
     for error in errors:
         echo_err(f"error: {error}")
     if checked is None:
@@ -145,7 +142,7 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
         sys.exit(EXIT_USAGE)
     result = checked.result
     _print(result, fmt)
-    echo_err(f"screened Patient/{patient_id} from {grouped.resources_read} resource(s) as of {when.isoformat()}: "
+    echo_err(f"screened Patient/{patient_id} from {screened.resources_read} resource(s) as of {when.isoformat()}: "
          f"{result.outcome}")
     if write_back:
         _write_back(client, result)

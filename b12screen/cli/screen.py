@@ -26,7 +26,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..core.results import ScreeningResults
+    from ..screening import ScreeningResults
 
 
 def write_results(results: ScreeningResults, fmt: str, out: Any) -> None:
@@ -86,8 +86,8 @@ def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path:
            disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...], strict_plugins: bool,
            validate: str, fmt: str, output: str) -> None:
     """Screen FHIR Bundles, resources, JSON arrays or NDJSON from files, folders or stdin (-)."""
-    from ..sources import group_entries, read_inputs
-    from ..sources.validation import extractor_for, screen_grouped
+    from ..screening import group, screen_grouped
+    from ..sources import read_inputs
 
     when = as_of_date(as_of)
     screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
@@ -96,8 +96,7 @@ def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path:
     if inputs.found.missing:
         fail("; ".join(str(e) for e in inputs.found.missing))
     report_ignored(inputs.found.ignored)
-    grouped = group_entries(inputs.items, extractor_for(screener.terminology, validate), inputs.deleted)
-    results = screen_grouped(screener, grouped, when, validate)
+    results = screen_grouped(screener, group(screener, inputs.items, validate, inputs.deleted), when)
     for error in results.errors:
         echo_err(f"error: {error}")
     rule_errors = 0

@@ -1,6 +1,7 @@
-"""The engine: runs rule plugins over patient records and decides one outcome per patient.
+"""The rule engine: runs rule plugins over patient records and decides one outcome per patient.
 
-It does no I/O and never reads the clock: every call takes an explicit as-of date.
+It does no I/O, reads no input and never reads the clock: every call takes a built record and an explicit
+as-of date. Reading and grouping input is the front door's (:mod:`b12screen.screening`).
 """
 
 from __future__ import annotations
@@ -8,16 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
 from .._version import __version__
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..plugins import PluginManager, collect_modifiers, collect_rules, collect_value_sets, get_plugin_manager
-from ..sources import group_entries, read_value
-from ..sources.extract import Extractor
-from ..sources.validation import ALL, EVIDENCE, extractor_for, screen_grouped
 from .config import PROFILES, WINDOW_PARAM, Config
 from .decision import Candidate, Decision, DecisionContext
 from .labs import Bands, latest_b12
@@ -26,18 +24,18 @@ from .modifiers import Modifier, decide, in_order, plan
 from .outcome import TESTS, ScreeningResult
 from .params import as_param, check_values, unknown_name
 from .record import PatientRecord
-from .results import ScreeningResults
 from .terminology import Terminology, builtin_value_sets
 from .therapy import therapy_at
 
 log = logging.getLogger(__name__)
 
 
-class Screener:
-    """Screens patient data with the rules of the loaded plugins.
+class RuleEngine:
+    """Screens patient records with the rules and modifiers of the loaded plugins.
 
     ``profile`` is ``default`` or ``nice``; ``config`` switches rules off and tunes parameters;
-    ``plugin_manager`` defaults to one with the built-in and installed plugins.
+    ``plugin_manager`` defaults to one with the built-in and installed plugins. Build a
+    :class:`b12screen.Screener` (this engine with the reading front door) rather than this class.
     """
 
     def __init__(self, profile: str = "default", config: Config | None = None,
@@ -62,7 +60,6 @@ class Screener:
         value_sets = [("b12screen", vs) for vs in builtin_value_sets()]
         value_sets += collect_value_sets(self.plugin_manager)
         self.terminology = Terminology(value_sets)
-        self._extractor: Extractor | None = None
         self.settings = self.config.setting_values()
         self._bands = Bands(
             float(self.settings["total_b12_deficient_ng_l"]), float(self.settings["total_b12_normal_ng_l"]),
@@ -108,27 +105,6 @@ class Screener:
         if override is not None:
             return float(override)
         return finding.window_months if finding.window_months is not None else rule.window_months
-
-    # -- reading ----------------------------------------------------------------------------
-
-    @property
-    def extractor(self) -> Extractor:
-        """An extractor that validates every resource a rule can use (policy "all"), for grouping by hand."""
-        if self._extractor is None:
-            self._extractor = extractor_for(self.terminology, ALL)
-        return self._extractor
-
-    def screen(self, data: Any, as_of: date, source: str = "<input>", policy: str = EVIDENCE) -> ScreeningResults:
-        """Screen a Bundle, a resource or a list of resources (parsed JSON) at ``as_of`` under the
-        validation policy (:mod:`b12screen.sources.validation`). A convenience over
-        :func:`b12screen.sources.group_entries` and :meth:`screen_records`."""
-        grouped = group_entries(read_value(data, source), extractor_for(self.terminology, policy))
-        return screen_grouped(self, grouped, as_of, policy)
-
-    def screen_records(self, records: Iterable[PatientRecord], as_of: date,
-                       errors: Iterable[InputError] = (), resources_read: int = 0) -> ScreeningResults:
-        results = [self.evaluate(r, as_of) for r in sorted(records, key=lambda r: r.key)]
-        return ScreeningResults(results, errors, resources_read)
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -211,11 +187,3 @@ class Screener:
         assert priority is not None
         return priority
 
-
-def screen(data: Any, as_of: date, profile: str = "default", config: Config | None = None,
-           plugin_manager: PluginManager | None = None) -> ScreeningResults:
-    """Screen parsed FHIR JSON (Bundle, resource or list of resources) at ``as_of``.
-
-    Returns one :class:`ScreeningResult` per patient; input problems are in ``.errors``.
-    """
-    return Screener(profile=profile, config=config, plugin_manager=plugin_manager).screen(data, as_of)

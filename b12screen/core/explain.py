@@ -12,7 +12,7 @@ from .modifiers import STEPS
 from .therapy import therapy_at
 
 if TYPE_CHECKING:
-    from .engine import Screener
+    from .engine import RuleEngine
     from .record import PatientRecord
 
 
@@ -27,7 +27,7 @@ def window_figure(record: PatientRecord, as_of: date, window: float) -> str:
     return f"latest B12 test {when.isoformat()}, {'inside' if inside else 'outside'} the {span}"
 
 
-def explain(screener: Screener, record: PatientRecord, as_of: date) -> dict[str, Any]:
+def explain(screener: RuleEngine, record: PatientRecord, as_of: date) -> dict[str, Any]:
     """The explanation of one patient at ``as_of`` under ``screener``'s profile and configuration."""
     result = screener.evaluate(record, as_of)
     trace: dict[str, list[str]] = {}

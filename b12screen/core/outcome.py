@@ -39,10 +39,6 @@ TESTS: dict[str, dict[str, str]] = {
                      "display": "Homocysteine [Moles/volume] in Serum or Plasma"},
 }
 
-REPORT_KEYS = ("patient", "outcome", "priority", "rules", "risk_factors", "modifiers", "recommended_test",
-               "latest_b12", "evidence", "as_of", "profile", "ruleset_version")
-
-
 @dataclass
 class ScreeningResult:
     """The outcome for one patient, with everything needed to explain it."""

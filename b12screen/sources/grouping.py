@@ -1,4 +1,5 @@
-"""Split entries by patient and reduce each patient's resources to a PatientRecord."""
+"""Split entries by patient and reduce each patient's resources to facts (the front door,
+:mod:`b12screen.screening`, builds each patient's record from them once)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .extract import (
     PATIENT_SCOPED_TYPES,
     UNDERSTOOD_TYPES,
     Extractor,
+    Fact,
     ResourceProblem,
     check_resource_type,
     is_patient_reference,
@@ -22,6 +24,7 @@ from .extract import (
     resource_ref,
 )
 from .reader import Entry
+from .validation import ALL, EVIDENCE
 
 _LONG_PATIENT = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{65,})(?:/_history/[^/]+)?$")
 
@@ -36,20 +39,39 @@ def patient_key(reference: str) -> str | None:
 
 
 @dataclass
-class GroupedInput:
-    """Patient records built from some input, with every problem met on the way."""
+class PatientInput:
+    """What some input holds about one patient: their Patient fact, how many resources were filed for them,
+    and every other fact with the resource and the (source, location) it came from, in input order."""
 
-    records: dict[str, PatientRecord] = field(default_factory=dict)
+    key: str
+    patient: PatientFact | None = None
+    resource_count: int = 0
+    facts: list[tuple[Fact, Mapping[str, Any], tuple[str, str]]] = field(default_factory=list)
+
+    def record(self) -> PatientRecord:
+        """The patient's record (facts in canonical order)."""
+        record = PatientRecord(self.key, patient=self.patient, resource_count=self.resource_count)
+        for fact, _resource, _where in self.facts:
+            record.add(fact)
+        record.sort()
+        return record
+
+
+@dataclass
+class GroupedInput:
+    """Each patient's facts from some input, with every problem met on the way, and the validation policy
+    its facts were extracted under (``all`` when the extractor validated them, else ``evidence``)."""
+
+    policy: str
+    patients: dict[str, PatientInput] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
     resources_read: int = 0
-    #: Each patient's facts with the resource and the (source, location) they came from, in input order.
-    sourced: dict[str, list[tuple[Any, Mapping[str, Any], tuple[str, str]]]] = field(default_factory=dict)
 
-    def record(self, key: str) -> PatientRecord:
-        rec = self.records.get(key)
-        if rec is None:
-            rec = self.records[key] = PatientRecord(key)
-        return rec
+    def patient(self, key: str) -> PatientInput:
+        found = self.patients.get(key)
+        if found is None:
+            found = self.patients[key] = PatientInput(key)
+        return found
 
 
 def patient_resource_key(resource: Mapping[str, Any], full_url: str | None) -> str | None:
@@ -91,7 +113,7 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor,
     """Group entries by patient (``Patient/x``, ``urn:uuid:`` fullUrls and absolute URLs all resolve to
     the same key, :func:`patient_key`) and extract facts; Medications are pooled for medicationReference
     look-ups. Resources listed in ``deleted`` (Bulk Data ``deleted/``) are counted as read and dropped."""
-    out = GroupedInput()
+    out = GroupedInput(ALL if extractor.validate else EVIDENCE)
     entries: list[tuple[Entry, str]] = []
     index = BundleIndex()
     for item in items:
@@ -131,8 +153,8 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor,
                     )
                 continue
         assert key is not None
-        record = out.record(key)
-        record.resource_count += 1
+        found = out.patient(key)
+        found.resource_count += 1
         if resource_type not in UNDERSTOOD_TYPES:
             continue
         ref = resource_ref(resource, item.full_url) or f"{resource_type} at {item.location}"
@@ -141,12 +163,11 @@ def group_entries(items: Iterable[Entry | InputError], extractor: Extractor,
         except ResourceProblem as exc:
             out.errors.append(InputError(item.source, item.location, str(exc)))
             continue
-        if fact is not None:
-            record.add(fact)
-            out.sourced.setdefault(key, []).append((fact, resource, (item.source, item.location)))
+        if isinstance(fact, PatientFact):
+            found.patient = fact
+        elif fact is not None:
+            found.facts.append((fact, resource, (item.source, item.location)))
     _merge_uuid_keys(out)
-    for record in out.records.values():
-        record.sort()
     return out
 
 
@@ -159,12 +180,9 @@ def merge_target(key: str, known: Container[str]) -> str:
 
 
 def _merge_uuid_keys(out: GroupedInput) -> None:
-    for key in [k for k in out.records if merge_target(k, out.records) != k]:
-        target = out.records[merge_target(key, out.records)]
-        source = out.records.pop(key)
+    for key in [k for k in out.patients if merge_target(k, out.patients) != k]:
+        target = out.patients[merge_target(key, out.patients)]
+        source = out.patients.pop(key)
         target.resource_count += source.resource_count
         target.patient = target.patient or source.patient
-        for fact, _resource, _where in out.sourced.get(key, ()):
-            if not isinstance(fact, PatientFact):
-                target.add(fact)
-        out.sourced.setdefault(target.key, []).extend(out.sourced.pop(key, ()))
+        target.facts.extend(source.facts)
