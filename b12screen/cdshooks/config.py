@@ -105,7 +105,7 @@ class ServiceConfig:
     time_budget_seconds: float = 8.0
     max_request_bytes: int = 5_000_000
     read_timeout_seconds: float = 15.0  # a request's headers and body must arrive within this, else closed
-    max_connections: int = 200  # open connections per worker; past that a new one is closed at once
+    max_connections: int = 200  # open connections per worker; past that the longest waiting one is closed
     max_pages: int = 10
     max_resources_per_key: int = 5_000
     max_medication_reads: int = 50

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 16_384
 #: header lines a request may have (Apache httpd's LimitRequestFields default)
 MAX_HEADER_LINES = 100
+#: connections closed to admit new ones are logged at most this often
+EVICTION_LOG_SECONDS = 10.0
 #: the scope key of the time the whole request had been read
 RECEIVED = "b12screen.received"
 
@@ -77,6 +79,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes: ClassVar[int] = MAX_HEADER_BYTES
     max_header_lines: ClassVar[int] = MAX_HEADER_LINES
     _arming: ClassVar[itertools.count[int]] = itertools.count()  # orders read deadlines: lower waited longer
+    _closed_for_room: ClassVar[list[float]] = [0, -EVICTION_LOG_SECONDS]  # count since the last log line, its time
 
     @classmethod
     def configure(cls, read_timeout: float, max_connections: int) -> None:
@@ -102,10 +105,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                             self.max_connections)
                 transport.close()
                 return
-            log.info("connection closed: the longest waiting of %d open ones, to admit a new one",
-                     self.max_connections)
             waiting.transport.close()
+            self._log_closed_for_room()
         self._arm()
+
+    def _log_closed_for_room(self) -> None:
+        """One line at most every ``EVICTION_LOG_SECONDS`` (a flood of connections must not flood the log)."""
+        counts = self._closed_for_room
+        counts[0] += 1
+        now = time.monotonic()
+        if now - counts[1] >= EVICTION_LOG_SECONDS:
+            log.info("%d connection(s) closed, the longest waiting of %d open ones, to admit new ones",
+                     counts[0], self.max_connections)
+            counts[:] = [0, now]
 
     def _longest_waiting(self) -> BoundedHttpToolsProtocol | None:
         """The open connection, other than this one, that has waited longest for its client's request."""
