@@ -151,9 +151,10 @@ def get_health(sock: socket.socket) -> bytes:
 
 
 @contextmanager
-def running_server(app: Any, **settings: Any) -> Iterator[str]:
-    """Serve ``app`` with a real uvicorn on 127.0.0.1 in a thread; yields the base URL, then stops it."""
-    port = free_port()
+def running_server(app: Any, port: int | None = None, **settings: Any) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn on 127.0.0.1 (on ``port``, else a free one) in a thread; yields the
+    base URL, then stops it."""
+    port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on",
                             **settings)
     server = uvicorn.Server(config)

@@ -559,7 +559,8 @@ def test_ready_needs_every_issuers_keys_and_the_startup_line_names_issuers_only(
     line = state.startup_line()
     assert line.startswith("b12screen CDS service: issuers ") and "profile default" in line
     assert f"{len(state.handler.screener.rules)} rule(s)" in line and "keys" not in line
-    unreachable = ServiceConfig(issuers=(IssuerConfig(iss="https://down.example", jwks_url="https://down.example/j"),))
+    unreachable = ServiceConfig(issuers=(IssuerConfig(iss="https://down.example", jwks_url="https://down.example/j"),),
+                                public_base_url=BASE)
     from b12screen.cdshooks.security import JwksCache, JwtVerifier
 
     def refuse(url: str) -> Any:

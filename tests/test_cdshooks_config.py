@@ -114,7 +114,8 @@ def test_the_read_timeout_is_positive_and_at_most_15_seconds(value: str) -> None
 def test_check_config_prints_the_effective_settings_with_secrets_masked_and_exits() -> None:
     issuer = {"iss": "https://ehr.example.org", "jwks": {"keys": [
         {"kty": "EC", "crv": "P-384", "kid": "k1", "x": "public-x", "y": "public-y", "d": "PRIVATE-D"}]}}
-    env = {"B12SCREEN_CDS_ISSUERS": json.dumps([issuer]), "B12SCREEN_CDS_PORT": "9123"}
+    env = {"B12SCREEN_CDS_ISSUERS": json.dumps([issuer]), "B12SCREEN_CDS_PORT": "9123",
+           "B12SCREEN_CDS_PUBLIC_BASE_URL": "https://cds.example.org/b12"}
     result = CliRunner().invoke(cli, ["serve", "--check-config"], env=env)
     assert result.exit_code == 0, result.output
     settings = json.loads(result.output)

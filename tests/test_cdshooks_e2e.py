@@ -58,12 +58,13 @@ def ehr_servers() -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def service(ehr_servers: dict[str, Any]) -> Iterator[str]:
+    port = free_port()
     config = ServiceConfig(
         test_mode=True, fhir_servers=(ehr_servers["fhir"],), cors_origins=("https://ehr.example.org",),
-        issuers=(ehr().issuer(jwks=None, jku=(ehr_servers["jku"],)),),
+        issuers=(ehr().issuer(jwks=None, jku=(ehr_servers["jku"],)),), public_base_url=f"http://127.0.0.1:{port}",
     )
     screener = Screener(plugin_manager=get_plugin_manager(load_entry_points=False))
-    with running_server(create_app(config, screener=screener, today=lambda: AS_OF)) as base:
+    with running_server(create_app(config, screener=screener, today=lambda: AS_OF), port) as base:
         yield base
 
 
@@ -126,10 +127,12 @@ def test_redirects_to_a_host_off_the_allow_list_send_nothing_there(ehr_servers: 
     """A real allow-listed server answering 302 to a second listener: nothing reaches the second one."""
     with stub_http_server(dict(ehr_servers["routes"])) as (other, other_seen), \
             stub_http_server({}, redirect_all=Redirect(other)) as (redirecting, redirect_seen):
+        port = free_port()
         config = ServiceConfig(test_mode=True, fhir_servers=(f"{redirecting}/fhir",),
-                               issuers=(ehr().issuer(jwks=None, jku=(ehr_servers["jku"],)),))
+                               issuers=(ehr().issuer(jwks=None, jku=(ehr_servers["jku"],)),),
+                               public_base_url=f"http://127.0.0.1:{port}")
         screener = Screener(plugin_manager=get_plugin_manager(load_entry_points=False))
-        with running_server(create_app(config, screener=screener, today=lambda: AS_OF)) as service:
+        with running_server(create_app(config, screener=screener, today=lambda: AS_OF), port) as service:
             body = request_body(fhirServer=f"{redirecting}/fhir", fhirAuthorization={
                 "access_token": "loopback-token", "token_type": "Bearer", "expires_in": 60,
                 "scope": "user/*.read", "subject": "b12screen"})

@@ -255,7 +255,9 @@ def test_configuration_refuses_unsafe_settings() -> None:
     with pytest.raises(ConfigError, match="no issuers"):
         ServiceConfig(host="0.0.0.0").check_bind()
     ServiceConfig(host="::1", insecure_no_auth=True).check_bind()
-    ServiceConfig(host="0.0.0.0", issuers=(ehr().issuer(),)).check_bind()
+    with pytest.raises(ConfigError, match="public_base_url is not set"):
+        ServiceConfig(host="0.0.0.0", issuers=(ehr().issuer(),)).check_bind()
+    ServiceConfig(host="0.0.0.0", issuers=(ehr().issuer(),), public_base_url="https://cds.example.org").check_bind()
 
 
 def test_sandbox_issuer_only_in_dev_mode() -> None:

@@ -155,6 +155,7 @@ class CdsApp:
         self.screener = screener
         self.services = services_by_id(services)
         self.metrics = Metrics()
+        config.check_audience()  # JWT verification on: the aud comes from public_base_url only
         self.verifier = None if config.insecure_no_auth else (verifier or JwtVerifier(config))
         self.executor = ThreadPoolExecutor(max_workers=config.fetch_workers, thread_name_prefix="b12-fetch")
         self.registry = CardRegistry()
@@ -166,17 +167,15 @@ class CdsApp:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def endpoint_url(self, request: Request, path: str) -> str:
-        base = self.config.public_base_url
-        if not base:
-            base = f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}"
-        return base.rstrip("/") + path
+    def endpoint_url(self, path: str) -> str:
+        """The URL a token for ``path`` must name as ``aud``: from the configuration, never from the request."""
+        return str(self.config.public_base_url).rstrip("/") + path
 
     def authenticate(self, request: Request, path: str, allow_io: bool = True) -> Caller:
         if self.verifier is None:
             return ANONYMOUS
         try:
-            return self.verifier.verify(request.headers.get("authorization"), self.endpoint_url(request, path),
+            return self.verifier.verify(request.headers.get("authorization"), self.endpoint_url(path),
                                         allow_io)
         except AuthError as exc:
             self.metrics.jwt_rejections.labels(rejection_reason(exc.reason)).inc()

@@ -88,7 +88,7 @@ class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
-    public_base_url: str | None = None  # externally visible base URL (JWT ``aud``); else taken from the request
+    public_base_url: str | None = None  # externally visible base URL (JWT ``aud``); required with JWT verification
     insecure_no_auth: bool = False  # accept calls without a JWT (loopback only)
     test_mode: bool = False  # allow http://127.0.0.1 FHIR servers and JWKS URLs (loopback only)
     dev: bool = False  # trust the CDS Hooks sandbox issuer and origin (loopback only)
@@ -105,7 +105,7 @@ class ServiceConfig:
     time_budget_seconds: float = 8.0
     max_request_bytes: int = 5_000_000
     read_timeout_seconds: float = 15.0  # a request's headers and body must arrive within this, else closed
-    max_connections: int = 200  # open connections per worker; past that a new one is closed at once
+    max_connections: int = 200  # open connections per worker; past that the longest waiting one is closed
     max_pages: int = 10
     max_resources_per_key: int = 5_000
     max_medication_reads: int = 50
@@ -187,7 +187,8 @@ class ServiceConfig:
         return self
 
     def check_bind(self) -> None:
-        """Refuse the loopback-only switches on any other address, and authentication without issuers."""
+        """Refuse the loopback-only switches on any other address, and authentication without issuers or
+        without ``public_base_url``."""
         if not is_loopback_host(self.host):
             for name in ("insecure_no_auth", "test_mode", "dev"):
                 if getattr(self, name):
@@ -196,6 +197,16 @@ class ServiceConfig:
         if not self.insecure_no_auth and not self.trusted_issuers():
             raise ConfigError("authentication is on but no issuers are configured: add [[issuers]] to the config "
                               "file (or B12SCREEN_CDS_ISSUERS), or use --insecure-no-auth on a loopback address")
+        self.check_audience()
+
+    def check_audience(self) -> None:
+        """With JWT verification on, ``public_base_url`` must be set: the ``aud`` of a token is checked
+        against it, never against the request's ``Host`` or ``X-Forwarded-*`` headers (a client chooses those)."""
+        if not self.insecure_no_auth and not self.public_base_url:
+            raise ConfigError("JWT verification is on but public_base_url is not set: set it to the URL the EHR "
+                              "calls (--public-base-url, B12SCREEN_CDS_PUBLIC_BASE_URL or the config file, e.g. "
+                              "https://cds.example.org/b12); the JWT aud is checked against it, never against "
+                              "the request's Host header")
 
     # -- derived ----------------------------------------------------------------------------
 
