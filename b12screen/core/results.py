@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..sinks.flag import flag_json
-from ..sinks.rows import row
+from ..sinks.rows import row, to_pandas
 from .outcome import ScreeningResult
 
 
@@ -23,3 +23,7 @@ class ScreeningResults(list[ScreeningResult]):
     def to_rows(self) -> list[dict[str, Any]]:
         """The rows of ``report.csv`` as dicts (lists stay lists): ``pandas.DataFrame(results.to_rows())``."""
         return [row(result.report(), flag_json(result)) for result in self]
+
+    def to_pandas(self) -> Any:
+        """The rows as a pandas DataFrame (needs pandas: ``pip install 'b12screen[pandas]'``)."""
+        return to_pandas(self.to_rows())
