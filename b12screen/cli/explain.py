@@ -27,22 +27,25 @@ def explain(paths: tuple[str, ...], patient_id: str, as_of: str | None, profile:
     compared, every modifier considered, the step that decided, and the evidence."""
     from ..core.explain import explain as explain_patient
     from ..core.explain import render
-    from ..sources import group_entries, read_inputs
+    from ..sources import group_entries
+    from ..sources.locate import locate
     from ..sources.validation import ALL, extractor_for
 
     when = as_of_date(as_of)
     screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
-    inputs = read_inputs(paths)
-    if inputs.found.missing:
-        fail("; ".join(str(e) for e in inputs.found.missing))
-    grouped = group_entries(inputs.items, extractor_for(screener.terminology, ALL), inputs.deleted)
-    for error in grouped.errors:
-        echo_err(f"error: {error}")
     key = patient_id if patient_id.startswith("Patient/") else f"Patient/{patient_id}"
+    located = locate(paths, key.removeprefix("Patient/"))  # reads only what holds this patient
+    if located.missing:
+        fail("; ".join(str(e) for e in located.missing))
+    grouped = group_entries(located.items, extractor_for(screener.terminology, ALL), located.deleted)
     record = grouped.records.get(key)
     if record is None:
-        fail(f"patient {patient_id!r} is not in the input ({len(grouped.records)} patient(s) read)")
+        for error in grouped.errors:
+            echo_err(f"error: {error}")
+        fail(f"patient {patient_id!r} is not in the input ({located.searched} file(s) searched)")
     explanation = explain_patient(screener, record, when)
     click.echo(dumps(explanation) if as_json else render(explanation))
+    for error in grouped.errors:  # after the answer: the problems of what was read for this patient
+        echo_err(f"error: {error}")
     if grouped.errors or any(r["status"] == "failed" for r in explanation["rules"]):
         raise SystemExit(EXIT_PARTIAL)
