@@ -116,6 +116,18 @@ def test_ndjson_costs_the_patients_lines_with_their_own_numbers(tmp_path: Path, 
                                        "(unexpected end of data: line 1 column 24 (char 23))"]
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_document_is_searched_across_chunk_edges_for_the_whole_id(tmp_path: Path, gz: bool,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(locate, "CHUNK", 4)
+    ids = locate.Ids(["p1"])
+    for offset in range(8):
+        path = tmp_path / f"{offset}.json"
+        for text, holds in ((" " * offset + '"Patient/p1"', True), (" " * offset + '"Patient/p10", "xp1"', False)):
+            path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
+            assert locate.holds(str(path), ids) is holds, (offset, text)
+
+
 def test_a_line_too_long_holding_the_patient_is_named_not_kept(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(locate, "MAX_LINE_BYTES", 500)
@@ -145,6 +157,20 @@ def test_a_medication_defined_in_another_bundle_is_fetched_alone(tmp_path: Path,
     assert [e.resource["id"] for e in found.items] == ["p", "r", "med-x"]  # nothing else of b.json: no errors
     assert _explained(Screener(), found.items, found.deleted, "Patient/p") == _explained(
         Screener(), read_inputs([str(tmp_path)]).items, frozenset(), "Patient/p")
+
+
+def test_resources_naming_the_patient_by_its_full_url_alone_are_found(tmp_path: Path) -> None:
+    uuid = "5f0c1f6e-0000-4000-8000-00000000abcd"
+    (tmp_path / "a.json").write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": f"urn:uuid:{uuid}", "resource": patient("p")}]}))
+    request = metformin_request("r", "x", "2020-01-01", subject={"reference": f"urn:uuid:{uuid}"})
+    (tmp_path / "b.json").write_text(json.dumps(bundle(request)))
+    (tmp_path / "c.json").write_text(json.dumps(bundle(patient("q"))))
+    found = locate.locate([str(tmp_path)], "p")
+    assert sorted({e.source for e in found.items}) == [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+    explained = _explained(Screener(), found.items, found.deleted, "Patient/p")
+    assert "MedicationRequest/r" in explained["evidence"]
+    assert explained == _explained(Screener(), read_inputs([str(tmp_path)]).items, frozenset(), "Patient/p")
 
 
 def test_an_unknown_patient_or_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:

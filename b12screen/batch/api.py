@@ -127,25 +127,26 @@ def screen_files(paths: Sequence[str], options: BatchOptions, screener: Screener
         return StreamingResults(None, 0, found, 0)
     progress = _Bars(interactive() if options.progress is None else options.progress)
     work = Path(tempfile.mkdtemp(prefix="b12screen-"))
-    results = StreamingResults(work, 0, found, 0)
+    count = resources = 0
     try:
-        with screening(present, screener, dataclasses.replace(options, keep_results=True), work,
-                       progress) as done:
+        with screening(present, screener, dataclasses.replace(options, keep_results=True), work, progress) as done:
             late: list[dict[str, Any]] = []
             with open(work / PATIENTS, "wb") as f:
                 for patient in done.patients:
-                    results._count += 1
+                    count += 1
                     pickle.dump((patient.result, patient.row), f, protocol=pickle.HIGHEST_PROTOCOL)
                     late.extend(patient.input_errors)
             late.sort(key=error_key)
             found.extend(map(input_error, merged_errors([done.side_errors, done.unit_errors, late])))
-            results.resources_read = done.resources
+            resources = done.resources
     except BaseException:
-        results.close()
+        shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
         progress.close()
-    for spill in work.iterdir():  # the engine's spill and partition files: only the patients stay
-        if spill.name != PATIENTS:
-            shutil.rmtree(spill) if spill.is_dir() else spill.unlink()
-    return results
+    for leftover in work.iterdir():  # the engine's spill and partition files: only the patients stay
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        elif leftover.name != PATIENTS:
+            leftover.unlink()
+    return StreamingResults(work, count, found, resources)  # made once the workers are gone

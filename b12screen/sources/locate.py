@@ -2,7 +2,8 @@
 
 Every file is searched for the patient's id as bytes, a chunk at a time (no JSON is parsed; gzip is
 undone as a stream): a JSON document (a Bundle) that holds the id is read whole, of an NDJSON file only
-the lines that hold it are read, with their own line numbers. Medications that the resources found name
+the lines that hold it are read, with their own line numbers. When the patient's entry has a fullUrl of
+another id (``urn:uuid:x``), the search is made again for both. Medications that the resources found name
 (``medicationReference``) but do not define are then searched for the same way, by id, and only
 Medication resources are taken from what holds them. An id is matched as a whole word (``p1`` is not
 found in ``p10``); an id written with JSON ``\\u`` escapes is not found.
@@ -35,11 +36,16 @@ class Ids:
         self.needles = sorted({i.encode("utf-8", "surrogatepass") for i in ids})
         alternatives = b"|".join(map(re.escape, self.needles))
         self.pattern = re.compile(rb"(?<![%s])(?:%s)(?![%s])" % (_ID_CHARS, alternatives, _ID_CHARS))
-        self.longest = max(map(len, self.needles))
+        #: Bytes kept from one chunk for the next: the longest id and a byte either side.
+        self.overlap = max(map(len, self.needles)) + 2
 
-    def found_in(self, data: bytes) -> bool:
-        # bytes.find first: far faster than the pattern, which only confirms a word boundary
-        return any(n in data for n in self.needles) and self.pattern.search(data) is not None
+    def found_in(self, data: bytes, opens: bool = True, closes: bool = True) -> bool:
+        """Whether ``data`` holds one of the ids. ``opens``/``closes`` False: ``data`` was cut out of longer
+        bytes at its start/end, so a match touching that edge is not sure (the next chunk decides)."""
+        if not any(n in data for n in self.needles):  # bytes.find first: far faster than the pattern
+            return False
+        return any((opens or m.start() > 0) and (closes or m.end() < len(data))
+                   for m in self.pattern.finditer(data))
 
 
 def _chunks(path: str) -> Iterator[bytes]:
@@ -53,13 +59,16 @@ def _chunks(path: str) -> Iterator[bytes]:
 
 def holds(path: str, ids: Ids) -> bool:
     """Whether the file's bytes (gzip undone) hold one of ``ids``."""
-    tail = b""
+    tail, opens = b"", True  # opens: the tail starts at the start of the file
     for chunk in _chunks(path):
         window = tail + chunk
-        if ids.found_in(window):
+        if ids.found_in(window, opens, closes=False):
             return True
-        tail = window[-(ids.longest + 1):]
-    return False
+        if len(window) > ids.overlap:
+            tail, opens = window[-ids.overlap:], False
+        else:
+            tail = window
+    return ids.found_in(tail, opens)
 
 
 def matching_lines(path: str, ids: Ids) -> tuple[list[tuple[int, bytes]], list[int]]:
@@ -74,9 +83,9 @@ def matching_lines(path: str, ids: Ids) -> tuple[list[tuple[int, bytes]], list[i
         data = pending + chunk
         if skipping:
             end = data.find(b"\n")
-            hit = hit or ids.found_in(data if end < 0 else data[:end])
+            hit = hit or ids.found_in(data if end < 0 else data[:end], opens=False, closes=end >= 0)
             if end < 0:
-                pending = data[-(ids.longest + 1):]  # an id may span two chunks
+                pending = data[-ids.overlap:]  # an id may span two chunks
                 continue
             if hit:
                 too_long.append(number + 1)
@@ -88,7 +97,7 @@ def matching_lines(path: str, ids: Ids) -> tuple[list[tuple[int, bytes]], list[i
                          if ids.found_in(line))
         number += body.count(b"\n")
         if len(pending) > MAX_LINE_BYTES:
-            hit, skipping, pending = ids.found_in(pending), True, pending[-(ids.longest + 1):]
+            hit, skipping, pending = ids.found_in(pending, closes=False), True, pending[-ids.overlap:]
     if skipping:
         if hit:
             too_long.append(number + 1)
@@ -131,7 +140,8 @@ def _read_matching(name: str, ids: Ids) -> list[Entry | InputError]:
     return items + (list(read_bytes(sparse(lines), name)) if lines else [])
 
 
-def _medication_id(reference: str) -> str:
+def _bare_id(reference: str) -> str:
+    """The id part of a reference or fullUrl (``Type/x``, ``urn:uuid:x``, an absolute URL: ``x``)."""
     return normalize_reference(reference).removeprefix("urn:uuid:").rsplit("/", 1)[-1]
 
 
@@ -161,6 +171,13 @@ def _defines(item: Entry | InputError, targets: set[str]) -> bool:
     return bool({resource_ref(item.resource, item.full_url), item.full_url} & targets)
 
 
+def _aliases(patient_id: str, items: list[Entry | InputError]) -> set[str]:
+    """The ids in the fullUrls of the entries of Patient ``patient_id`` (``urn:uuid:x``: ``x``)."""
+    return {_bare_id(item.full_url) for item in items
+            if isinstance(item, Entry) and item.full_url and isinstance(item.resource, dict)
+            and item.resource.get("resourceType") == "Patient" and item.resource.get("id") == patient_id}
+
+
 def locate(paths: Iterable[str], patient_id: str) -> Located:
     """The entries ``b12screen explain`` needs for the patient ``patient_id`` (a bare id) from ``paths``,
     with the errors met in what was read."""
@@ -169,11 +186,16 @@ def locate(paths: Iterable[str], patient_id: str) -> Located:
         return Located(missing=found.missing)
     deleted, deleted_errors = read_deleted(found.deleted_files)
     out = Located(items=[*found.errors, *deleted_errors], deleted=deleted, searched=len(found.files))
-    by_file = {name: _read_matching(name, Ids([patient_id])) for name in found.files}
+    ids = {patient_id}
+    by_file = {name: _read_matching(name, Ids(ids)) for name in found.files}
+    aliases = _aliases(patient_id, [item for items in by_file.values() for item in items])
+    if aliases - ids:  # resources elsewhere may name the patient by its fullUrl alone: search again for both
+        ids |= aliases
+        by_file = {name: _read_matching(name, Ids(ids)) for name in found.files}
     wanted = missing_medications(item for items in by_file.values() for item in items)
     if wanted:
         wanted |= {normalize_reference(t) for t in wanted}
-        medications = Ids(_medication_id(t) for t in wanted)
+        medications = Ids(_bare_id(t) for t in wanted)
         for name in found.files:
             if file_kind(name) == DOCUMENT and by_file[name]:
                 continue  # read whole already: it defines none of them
