@@ -40,7 +40,7 @@ def screen_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]
     """Screen every file, folder or glob pattern in ``paths`` (Bundles, resources, NDJSON, ``.gz``) at
     ``as_of`` with the engine of ``b12screen batch``: memory is bounded by the largest patient, not the
     input. ``workers``: processes (None: the machine's cores); ``progress``: tqdm bars (None: in an
-    interactive session or notebook, not in a script). The results iterate patient by patient (sorted);
+    interactive Python prompt or notebook, not in a script). The results iterate patient by patient (sorted);
     unreadable input is in ``.errors``, each naming the file, entry or line and the reason."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

@@ -114,7 +114,7 @@ class StreamingResults:
 def screen_files(paths: Sequence[str], options: BatchOptions, screener: Screener,
                  errors: Sequence[InputError] = ()) -> StreamingResults:
     """Screen the files and folders at ``paths`` with the batch engine (``options.workers`` processes;
-    ``options.progress`` None: bars when the session is interactive). ``errors`` are put before the
+    ``options.progress`` None: bars when Python runs interactively). ``errors`` are put before the
     input errors found (a path missing is one, not an exception)."""
     found = list(errors)
     present = []
