@@ -116,6 +116,12 @@ def test_ndjson_costs_the_patients_lines_with_their_own_numbers(tmp_path: Path, 
                                        "(unexpected end of data: line 1 column 24 (char 23))"]
 
 
+def test_explain_keeps_lines_up_to_the_batch_line_limit() -> None:
+    from b12screen.batch.stream import MAX_LINE_BYTES
+
+    assert locate.MAX_LINE_BYTES == MAX_LINE_BYTES == 64 * MIB
+
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_a_document_is_searched_across_chunk_edges_for_the_whole_id(tmp_path: Path, gz: bool,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
