@@ -1,4 +1,4 @@
-"""``screen_paths``: screen files, folders and globs from Python with the reader of ``b12screen screen``."""
+"""``screen_paths``: screen files, folders and globs from Python with the engine of ``b12screen batch``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import os
 from collections.abc import Iterable
 from datetime import date
 
+from .batch.api import StreamingResults, screen_files
+from .batch.runner import BatchOptions
 from .core.config import Config
 from .errors import InputError
-from .screening import Screener, ScreeningResults, group, screen_grouped
-from .sources import read_inputs
+from .screening import Screener
 from .sources.validation import EVIDENCE
 
 GLOB_CHARS = frozenset("*?[")
@@ -34,14 +35,16 @@ def expand(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Inp
 
 def screen_paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], as_of: date,
                  profile: str = "default", config: Config | None = None, screener: Screener | None = None,
-                 validate: str = EVIDENCE) -> ScreeningResults:
+                 validate: str = EVIDENCE, workers: int | None = None,
+                 progress: bool | None = None) -> StreamingResults:
     """Screen every file, folder or glob pattern in ``paths`` (Bundles, resources, NDJSON, ``.gz``) at
-    ``as_of``, as ``b12screen screen`` does; unreadable input is in ``.errors``, each naming the file,
-    entry or line and the reason."""
+    ``as_of`` with the engine of ``b12screen batch``: memory is bounded by the largest patient, not the
+    input. ``workers``: processes (None: the machine's cores); ``progress``: tqdm bars (None: in an
+    interactive Python prompt or notebook, not in a script). The results iterate patient by patient (sorted);
+    unreadable input is in ``.errors``, each naming the file, entry or line and the reason."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     screener = screener or Screener(profile=profile, config=config)
     names, pattern_errors = expand(paths)
-    inputs = read_inputs(names)
-    grouped = group(screener, [*pattern_errors, *inputs.items], validate, inputs.deleted)
-    return screen_grouped(screener, grouped, as_of)
+    options = BatchOptions(as_of=as_of, workers=workers, progress=progress, validate=validate)
+    return screen_files(names, options, screener, pattern_errors)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ..core.outcome import ScreeningResult
 from ..core.pickling import positional_pickle
 from ..core.record import PatientRecord
 from ..screening import Screener, screen_facts
@@ -43,6 +44,7 @@ class EvalContext:
     pool: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     line_bases: Mapping[tuple[int, int], int] = field(default_factory=dict)
     policy: str = EVIDENCE
+    keep_result: bool = False  # PatientOutput.result holds the ScreeningResult (for the Python door)
     extractor: Extractor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +86,8 @@ class PatientOutput:
     flagged: bool = False
     priority: str | None = None
     reasons: tuple[str, ...] = ()
+    #: The ScreeningResult itself, when the evaluation was asked to keep it (``EvalContext.keep_result``).
+    result: ScreeningResult | None = None
 
 
 def bare_id(key: str) -> str:
@@ -186,6 +190,7 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
         flagged=values["flagged"],
         priority=values["priority"],
         reasons=tuple(values["reasons"]),
+        result=result if ctx.keep_result else None,
     )
 
 

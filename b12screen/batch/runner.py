@@ -84,6 +84,7 @@ class BatchOptions:
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     screener_spec: Any = None  # what Spark executors rebuild the Screener from (spark engine only)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # the run record's times
+    keep_results: bool = False  # each PatientOutput also carries its ScreeningResult (the Python door)
 
 
 @dataclass
@@ -171,11 +172,26 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
         raise OutputError(f"cannot write the outputs in {out}: {exc.strerror or exc}") from None
 
 
-def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions,
-            started: float) -> BatchResult:
-    started_at = options.clock()
+@dataclass
+class Screening:
+    """A run screened but not yet written: its patients (merged in key order, read lazily from the work
+    folder) and its input errors."""
+
+    plan: Plan
+    workers: int
+    patients: Iterator[PatientOutput]
+    side_errors: list[dict[str, Any]]
+    unit_errors: Iterator[dict[str, Any]]
+    resources: int
+
+
+@contextlib.contextmanager
+def screening(paths: Sequence[str], screener: Screener, options: BatchOptions, work: Path,
+              progress: Progress) -> Iterator[Screening]:
+    """Plan, stream and screen ``paths`` with the engine of ``options``, spilling into ``work``; the
+    engine's workers end when the block does. The batch writes the outputs from this, and
+    :func:`b12screen.batch.api.screen_folder` hands the patients to Python."""
     workers = options.workers or default_workers()
-    progress = Progress(options.progress)
     sizes = _input_size(paths)
     unit_bytes = options.unit_bytes or min(16 * MIB, max(MIB, sizes // max(1, workers * 16)))
     plan: Plan = scan(list(paths), unit_bytes)
@@ -185,7 +201,6 @@ def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchO
     log.info("batch: %d partition(s)", partitions)
     deleted, deleted_errors = read_deleted(plan.deleted_files)
     ctx = StreamContext(extractor_for(screener.terminology, options.validate), {}, deleted, options.max_line_bytes)
-    work = make_work(out)
     progress.reading(plan.total_bytes)
     engine: Any = None
     try:
@@ -204,7 +219,8 @@ def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchO
             for key, resource in summary.medications:
                 full_pool.setdefault(key, resource)
         evaluation = EvalContext(screener, options.as_of, plan.files, full_pool,
-                                 _line_bases([*summaries, *med_outputs]), options.validate)
+                                 _line_bases([*summaries, *med_outputs]), options.validate,
+                                 keep_result=options.keep_results)
         patients = engine.evaluate(evaluation)
         resources = sum(s.resources for s in summaries) + sum(m.resources for m in med_outputs)
         side_errors = sorted(
@@ -218,14 +234,25 @@ def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchO
                 for pos, reason in engine.unit_errors(summary.unit):
                     yield evaluation.error(pos, reason)
 
-        run = _run_record(paths, screener, options, workers, started_at)
-        result = _write(out, work, patients, side_errors, unit_error_rows(), resources, started,
-                        {"files_read": len(plan.files), "files_ignored": len(plan.ignored)}, run,
-                        options.clock, progress, plan.ignored)
+        yield Screening(plan, workers, patients, side_errors, unit_error_rows(), resources)
     finally:
-        progress.close()
         if engine is not None and hasattr(engine, "close"):
             engine.close()
+
+
+def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions,
+            started: float) -> BatchResult:
+    started_at = options.clock()
+    progress = Progress(options.progress)
+    work = make_work(out)
+    try:
+        with screening(paths, screener, options, work, progress) as done:
+            run = _run_record(paths, screener, options, done.workers, started_at)
+            result = _write(out, work, done.patients, done.side_errors, done.unit_errors, done.resources, started,
+                            {"files_read": len(done.plan.files), "files_ignored": len(done.plan.ignored)}, run,
+                            options.clock, progress, done.plan.ignored)
+    finally:
+        progress.close()
         shutil.rmtree(work, ignore_errors=True)
     return result
 

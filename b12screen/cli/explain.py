@@ -28,22 +28,24 @@ def explain(paths: tuple[str, ...], patient_id: str, as_of: str | None, profile:
     from ..core.explain import explain as explain_patient
     from ..core.explain import render
     from ..screening import group
-    from ..sources import read_inputs
+    from ..sources.locate import locate
     from ..sources.validation import ALL
 
     when = as_of_date(as_of)
     screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
-    inputs = read_inputs(paths)
-    if inputs.found.missing:
-        fail("; ".join(str(e) for e in inputs.found.missing))
-    grouped = group(screener, inputs.items, ALL, inputs.deleted)
-    for error in grouped.errors:
-        echo_err(f"error: {error}")
     key = patient_id if patient_id.startswith("Patient/") else f"Patient/{patient_id}"
+    located = locate(paths, key.removeprefix("Patient/"))  # reads only what holds this patient
+    if located.missing:
+        fail("; ".join(str(e) for e in located.missing))
+    grouped = group(screener, located.items, ALL, located.deleted)
     found = grouped.patients.get(key)
     if found is None:
-        fail(f"patient {patient_id!r} is not in the input ({len(grouped.patients)} patient(s) read)")
+        for error in grouped.errors:
+            echo_err(f"error: {error}")
+        fail(f"patient {patient_id!r} is not in the input ({located.searched} file(s) searched)")
     explanation = explain_patient(screener, found.record(), when)
     click.echo(dumps(explanation) if as_json else render(explanation))
+    for error in grouped.errors:  # after the answer: the problems of what was read for this patient
+        echo_err(f"error: {error}")
     if grouped.errors or any(r["status"] == "failed" for r in explanation["rules"]):
         raise SystemExit(EXIT_PARTIAL)

@@ -46,6 +46,16 @@ def row(report: Mapping[str, Any], flag: Mapping[str, Any] | None) -> dict[str, 
     }
 
 
+def to_pandas(rows: list[dict[str, Any]]) -> Any:
+    """Rows as a pandas DataFrame with the columns of ``report.csv`` (pandas is an optional extra)."""
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError("to_pandas() needs pandas, which b12screen does not install by default: "
+                          "pip install 'b12screen[pandas]' (or pip install pandas)") from None
+    return pandas.DataFrame(rows, columns=list(COLUMNS))
+
+
 def csv_header() -> bytes:
     return csv_line(dict(zip(COLUMNS, COLUMNS, strict=True)))
 
