@@ -203,6 +203,10 @@ class SparkEngine:
         )
         return outputs.toLocalIterator()
 
+    def abort(self) -> None:
+        """Cancel the running jobs (an interruption); :meth:`close` then stops the session."""
+        self.sc.cancelAllJobs()
+
     def close(self) -> None:
         if self.results is not None:
             self.results.unpersist()

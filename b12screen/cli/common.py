@@ -5,11 +5,15 @@ Importing this module is cheap: the engine and its models load only when a comma
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import orjson
@@ -21,8 +25,10 @@ if TYPE_CHECKING:
     from ..core.engine import Screener
 
 #: Exit codes (README, "Exit codes"): 0 all screened, 1 some input unreadable or a rule failed, 2 usage error,
-#: 3 the outputs could not be written (full disk, read-only or vanished output folder).
+#: 3 the outputs could not be written (full disk, read-only or vanished output folder); 128 + the signal's
+#: number when interrupted (130 SIGINT, 143 SIGTERM).
 EXIT_PARTIAL, EXIT_USAGE, EXIT_OUTPUT = 1, 2, 3
+INTERRUPTING = (signal.SIGINT, signal.SIGTERM)
 #: Help text that points at the project's clinical rules.
 PROFILE_HELP = "Clinical profile (docs/clinical-rules.md, 'Profiles')."
 
@@ -36,6 +42,60 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
     """Print ``error: message`` on stderr and exit with ``code``."""
     echo_err(f"error: {message}")
     sys.exit(code)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised in the main thread so that every ``finally`` on the way out runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise :class:`Interrupted`; later ones are ignored, so the
+    clean-up they start is not cut short. Outside the main thread (where no handler can be set) a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        for number in INTERRUPTING:
+            signal.signal(number, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {number: signal.signal(number, interrupt) for number in INTERRUPTING}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def exit_interrupted(exc: KeyboardInterrupt, what: str) -> NoReturn:
+    """One line, ``interrupted by SIGNAME: what``, and exit 128 + the signal's number."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    echo_err(f"interrupted by {signal.Signals(signum).name}: {what}")
+    sys.exit(128 + signum)
+
+
+def exits_on_interrupt(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A command that runs :func:`interruptible` and ends an interruption with :func:`exit_interrupted`
+    (below the ``click`` decorators)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with interruptible():
+                try:
+                    return func(*args, **kwargs)
+                except KeyboardInterrupt as exc:
+                    exit_interrupted(exc, what)
+
+        return run
+
+    return decorate
 
 
 def as_of_date(value: str | None) -> date:
