@@ -12,72 +12,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from batch_helpers import write_ndjson
-from conftest import metformin_request, patient
+from held_batch import AS_OF, B12SCREEN, BOUND, children, start_held, wait_gone
 
 from b12screen.batch.outputs import OUTPUT_NAMES, REPORT_PARQUET, SUMMARY, AtomicFile
-from b12screen.batch.workdir import HOLD_ENV, WORK_PREFIX, clean_stale, stale_entries
+from b12screen.batch.workdir import WORK_PREFIX, clean_stale, stale_entries
 from b12screen.sinks import parquet
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, /proc")
-
-AS_OF = "2026-11-24"
-B12SCREEN = str(Path(sys.executable).parent / "b12screen")
-BOUND = 30.0  # seconds: a bound that fails the test if a run hangs, never a timing assertion
-
-
-def _export(tmp_path: Path) -> Path:
-    folder = tmp_path / "in"
-    write_ndjson(folder / "Patient.ndjson", [patient(f"p{i}") for i in range(200)])
-    write_ndjson(folder / "MedicationRequest.ndjson",
-                 [metformin_request(f"m{i}", f"p{i}", "2026-01-01") for i in range(200)])
-    return folder
-
-
-def _start_held(tmp_path: Path, at: str, *args: str) -> tuple[subprocess.Popen[str], int, Path]:
-    """Start ``b12screen batch`` held at the point ``at``: (process, pid of the process held, --out)."""
-    marker, out = tmp_path / "held", tmp_path / "out"
-    proc = subprocess.Popen([B12SCREEN, "batch", str(_export(tmp_path)), "--out", str(out), "--as-of", AS_OF,
-                             *args], env={**os.environ, HOLD_ENV: f"{at}:{marker}"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + BOUND
-    while not marker.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the batch never reached the point {at!r}: {proc.communicate()[1]}")
-        time.sleep(0.02)
-    return proc, int(marker.read_text()), out
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):  # the process ended meanwhile
-            continue
-    return found
-
-
-def _running(pid: int) -> bool:
-    """The process exists and is not a zombie (a worker reparented and not yet reaped counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
-def _wait_gone(pids: list[int]) -> list[int]:
-    deadline = time.monotonic() + BOUND
-    while any(map(_running, pids)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return [p for p in pids if _running(p)]
-
 
 def _dead_pid() -> int:
     return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
@@ -111,7 +55,7 @@ def test_legacy_temporary_files_of_every_output_name_go_with_overwrite(tmp_path:
 
 
 def test_a_batch_killed_while_writing_the_outputs_leaves_nothing_the_next_run_keeps(tmp_path: Path) -> None:
-    proc, held, out = _start_held(tmp_path, "write", "--workers", "1")
+    proc, held, out = start_held(tmp_path, "write", "--workers", "1")
     assert held == proc.pid
     partial = sorted(p.name.split(f".{proc.pid}.")[0][1:] for p in out.glob(".*.partial"))
     written = sorted(n for n in OUTPUT_NAMES if n != SUMMARY and (n != REPORT_PARQUET or parquet.available()))
@@ -135,8 +79,8 @@ def test_a_batch_killed_while_writing_the_outputs_leaves_nothing_the_next_run_ke
 ])
 def test_sigterm_and_sigint_end_the_batch_with_a_line_an_exit_code_and_nothing_left(
         tmp_path: Path, signum: int, at: str, workers: str) -> None:
-    proc, held, out = _start_held(tmp_path, at, "--workers", workers, "--unit-mb", "0.01")
-    workers_seen = _children(proc.pid)
+    proc, held, out = start_held(tmp_path, at, "--workers", workers, "--unit-mb", "0.01")
+    workers_seen = children(proc.pid)
     work = [p for p in out.iterdir() if p.name.startswith(WORK_PREFIX)]
     if at == "write":  # the patients' outputs in the work folder, the temporary outputs beside it
         assert held == proc.pid and any(work[0].glob("p*.out")) and any(out.glob(".*.partial"))
@@ -152,4 +96,4 @@ def test_sigterm_and_sigint_end_the_batch_with_a_line_an_exit_code_and_nothing_l
     assert stderr == (f"b12screen: interrupted by {name}: the batch stopped; its workers, work folder and "
                       "temporary files were removed\n")  # one line, no traceback (from a worker either)
     assert list(out.iterdir()) == []  # no work folder, spill file or temporary output outlives the run
-    assert _wait_gone(workers_seen) == [], "workers outlived the interrupted batch"
+    assert wait_gone(workers_seen) == [], "workers outlived the interrupted batch"

@@ -230,10 +230,12 @@ def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchO
             engine.abort()
         raise
     finally:
-        progress.close()
-        if engine is not None:
-            engine.close()
-        shutil.rmtree(work, ignore_errors=True)  # with the raw patient data the workers spilled
+        try:
+            progress.close()
+            if engine is not None:
+                engine.close()
+        finally:  # even when ending the engine fails (Spark's JVM gone)
+            shutil.rmtree(work, ignore_errors=True)  # with the raw patient data the workers spilled
     return result
 
 

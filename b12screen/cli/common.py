@@ -52,46 +52,54 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_RECEIVED: list[int] = []  # the signal that interrupted the command running, if one did
+
+
 @contextlib.contextmanager
-def interruptible() -> Iterator[None]:
+def interruptible() -> Iterator[list[int]]:
     """Within the block, SIGINT and SIGTERM raise :class:`Interrupted`; later ones are ignored, so the
-    clean-up they start is not cut short. Outside the main thread (where no handler can be set) a no-op."""
+    clean-up they start is not cut short. Yields the list the signal's number is added to (a library can
+    replace the exception with its own on the way out: py4j does). Outside the main thread (where no handler
+    can be set) a no-op."""
+    _RECEIVED.clear()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield _RECEIVED
         return
 
     def interrupt(signum: int, _frame: Any) -> None:
         for number in INTERRUPTING:
             signal.signal(number, signal.SIG_IGN)
+        _RECEIVED.append(signum)
         raise Interrupted(signum)
 
     previous = {number: signal.signal(number, interrupt) for number in INTERRUPTING}
     try:
-        yield
+        yield _RECEIVED
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
 
 
-def exit_interrupted(exc: KeyboardInterrupt, what: str) -> NoReturn:
+def exit_interrupted(signum: int, what: str) -> NoReturn:
     """One line, ``interrupted by SIGNAME: what``, and exit 128 + the signal's number."""
-    signum = getattr(exc, "signum", signal.SIGINT)
     echo_err(f"interrupted by {signal.Signals(signum).name}: {what}")
     sys.exit(128 + signum)
 
 
 def exits_on_interrupt(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A command that runs :func:`interruptible` and ends an interruption with :func:`exit_interrupted`
-    (below the ``click`` decorators)."""
+    (below the ``click`` decorators): a KeyboardInterrupt, or any error once a signal has arrived."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
-            with interruptible():
+            with interruptible() as received:
                 try:
                     return func(*args, **kwargs)
-                except KeyboardInterrupt as exc:
-                    exit_interrupted(exc, what)
+                except (KeyboardInterrupt, Exception) as exc:
+                    if not received and not isinstance(exc, KeyboardInterrupt):
+                        raise
+                    exit_interrupted(received[0] if received else signal.SIGINT, what)
 
         return run
 
@@ -198,6 +206,12 @@ def validate_option(func: Callable[..., Any]) -> Callable[..., Any]:
              "rule can use (slower).")(func)
 
 
+def _not_an_interruption(record: logging.LogRecord) -> bool:
+    """Drop the tracebacks a library logs once a command is interrupted (py4j does, when SIGINT or SIGTERM
+    arrives during a call to Spark): the command reports the interruption, in one line."""
+    return not (record.exc_info and (_RECEIVED or isinstance(record.exc_info[1], KeyboardInterrupt)))
+
+
 def configure_logging(verbose: int) -> None:
     """Log to stderr at WARNING, INFO (-v) or DEBUG (-vv); never patient data. Safe to call again
     (``-v`` after the sub-command raises the level set before it)."""
@@ -216,6 +230,7 @@ def configure_logging(verbose: int) -> None:
         ours = [handler]
     for handler in ours:
         handler.filters.clear()
+        handler.addFilter(_not_an_interruption)
         if verbose == 0:  # plugin load failures are printed by the commands themselves, once
             handler.addFilter(lambda record: not getattr(record, REPORTED_BY_CLI, False))
     root.setLevel(level)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -121,8 +122,8 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
         fail(f"cannot write to {out} ({exc.strerror or exc})")
     except KeyboardInterrupt as exc:  # SIGINT; SIGTERM too within batch --fhir-server
         cancelled = exporter.cancel()
-        exit_interrupted(exc, "the export job was cancelled on the server" if cancelled
-                         else "the export job could not be cancelled")
+        exit_interrupted(getattr(exc, "signum", signal.SIGINT), "the export job was cancelled on the server"
+                         if cancelled else "the export job could not be cancelled")
     finally:
         if bar:
             bar.close()
