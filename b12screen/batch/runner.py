@@ -153,7 +153,9 @@ def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: in
 def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options: BatchOptions) -> BatchResult:
     """Screen the exports and Bundle folders at ``paths``, writing the four outputs into ``out``.
 
-    Raises :class:`OutputError` when ``out`` cannot be written (nothing is left under a final name)."""
+    Raises :class:`OutputError` when ``out`` cannot be written (nothing is left under a final name). Whatever
+    ends the run early (an error, a KeyboardInterrupt) first ends the workers and removes the work folder and
+    the temporary outputs."""
     if options.engine not in ENGINES:
         raise B12ScreenError(f"unknown engine {options.engine!r} (choose from {', '.join(ENGINES)})")
     check_policy(options.validate)
