@@ -78,6 +78,7 @@ def interruptible() -> Iterator[list[int]]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        _RECEIVED.clear()
 
 
 def exit_interrupted(signum: int, what: str) -> NoReturn:
