@@ -4,13 +4,17 @@ Java)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from batch_helpers import BATCH, batch, outputs, summary, write_ndjson
 from conftest import metformin_request, patient
+from held_batch import children, start_held, wait_gone
 
 from b12screen import Screener
 from b12screen.plugins import get_plugin_manager
@@ -43,3 +47,23 @@ def test_spark_outputs_match_the_local_engine(tmp_path: Path) -> None:
     assert outputs(tmp_path / "spark") == outputs(tmp_path / "local")
     assert summary(tmp_path / "spark") == summary(tmp_path / "local")
     assert summary(tmp_path / "local")["patients"] == 13
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, /proc")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_spark_batch_ends_its_jobs_and_leaves_nothing(tmp_path: Path, signum: int) -> None:
+    # slow (20-40 s: a JVM starts), bounded by the waits below
+    proc, held, out = start_held(tmp_path, "screen", "--engine", "spark", "--spark-master", "local[1]",
+                                 bound=180)  # held in a Spark Python worker, screening
+    jvm = children(proc.pid)
+    if signum == signal.SIGINT:  # as a terminal's Ctrl-C: the whole group (pyspark's JVM ignores it)
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, stderr
+    assert stderr.endswith(f"b12screen: interrupted by {signal.Signals(signum).name}: the batch stopped; its "
+                           "workers, work folder and temporary files were removed\n")
+    assert "Traceback" not in stderr and "Exception" not in stderr  # neither py4j's nor the JVM's
+    assert list(out.iterdir()) == []
+    assert wait_gone([*jvm, held]) == [], "Spark's JVM or Python worker outlived the batch"

@@ -305,16 +305,18 @@ def test_smart_backend_services_token_from_the_well_known_endpoint(tmp_path: Pat
     assert all(k["authorization"] == f"Bearer {TOKEN}" for k in server.log.kickoffs)
 
 
-def interrupt(server: BulkServer, out: Path, started: Any) -> tuple[int, bytes]:
-    """Run ``b12screen export`` in a process, send it SIGINT once ``started()`` holds: (exit code, stderr)."""
-    proc = subprocess.Popen([sys.executable, "-m", "b12screen", "export", "--fhir-server", server.base,
+def interrupt(server: BulkServer, out: Path, started: Any, command: str = "export",
+              signum: int = signal.SIGINT) -> tuple[int, bytes]:
+    """Run ``b12screen export`` (or ``batch``) in a process, send it ``signum`` once ``started()`` holds: (exit
+    code, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "b12screen", command, "--fhir-server", server.base,
                              "--out", str(out)], env={**os.environ, **ENV},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for _ in range(600):
         if started():
             break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)  # a safety bound: the slow file alone would take a minute
     return proc.returncode, err
 
@@ -331,3 +333,12 @@ def test_ctrl_c_cancels_the_job_on_the_server(tmp_path: Path, phase: str) -> Non
     assert b"the export job was cancelled on the server" in err and b"Traceback" not in err
     assert server.log.deletes == ["/fhir/status/1"]
     assert not list((tmp_path / "export").glob(".*.part"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_during_batch_fhir_server_cancels_the_job_and_exits_143(tmp_path: Path) -> None:
+    with BulkServer(quiet(never_ready=True, redirect=None)) as server:
+        code, err = interrupt(server, tmp_path, lambda: server.log.polls >= 1, "batch", signal.SIGTERM)
+    assert code == 143, err
+    assert err.endswith(b"interrupted by SIGTERM: the export job was cancelled on the server\n")
+    assert b"Traceback" not in err and server.log.deletes == ["/fhir/status/1"]

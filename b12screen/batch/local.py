@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +33,7 @@ from .progress import Progress
 from .scan import Unit, dearest_first
 from .spill import SpillIndex, read_outputs, read_partition, write_objects, write_spill
 from .stream import Pos, StreamContext, stream_unit
-from .workdir import die_with_parent
+from .workdir import die_with_parent, hold_point
 
 WORKER_LOST = "a worker process ended before its work was done (killed, perhaps for lack of memory)"
 
@@ -92,6 +92,7 @@ def _stream_task(unit: Unit) -> UnitSummary:
     if out.errors:
         with open(job.work / f"u{unit.id}.err", "wb") as f:
             pickle.dump(out.errors, f, protocol=pickle.HIGHEST_PROTOCOL)
+    hold_point("stream")
     return UnitSummary(unit.id, out.lines, out.resources, out.bytes, out.medications, len(out.errors), spill)
 
 
@@ -99,6 +100,7 @@ def _eval_task(partition: int) -> PartitionSummary:
     job = _JOB
     assert job.work is not None
     evaluation = job.evaluation or job.load_evaluation()
+    hold_point("screen")
     outputs = evaluate_partials(evaluation, read_partition(job.spills, partition))
     write_objects(job.work / f"p{partition}.out", outputs)
     return PartitionSummary(partition, len(outputs), sum(1 for o in outputs if o.flag is not None))
@@ -129,6 +131,7 @@ class LocalEngine:
         self.screener = screener
         self.summaries: dict[int, UnitSummary] = {}
         self._pool: ProcessPoolExecutor | None = None
+        self._workers: list[Any] = []  # the pool's processes, to end them at once on an interruption
 
     def _map(self, func: Callable[[Any], Any], items: Sequence[Any], inline: bool) -> Iterator[Any]:
         """``func`` over ``items``, in the main process when ``inline``, else on the pool (made at the first
@@ -139,24 +142,41 @@ class LocalEngine:
         # concurrent.futures, not multiprocessing.Pool: Pool's worker handler wakes for every result the
         # result thread has not read yet, taking CPU the workers need, and waits forever for the task of a
         # worker that was killed; the executor reports that worker (BrokenProcessPool)
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, _context(), _worker_start, (os.getpid(),))
         done = False
         try:
-            for future in as_completed([self._pool.submit(func, item) for item in items]):
+            for future in as_completed(self._submit(func, items)):
                 yield future.result()
             done = True
         except BrokenProcessPool:
             raise WorkerLost(WORKER_LOST) from None
         finally:
             if not done:
-                self.close()
+                self.abort()
+
+    def _submit(self, func: Callable[[Any], Any], items: Sequence[Any]) -> list[Future[Any]]:
+        if self._pool is not None:
+            return [self._pool.submit(func, item) for item in items]
+        before = set(multiprocessing.active_children())
+        self._pool = ProcessPoolExecutor(self.workers, _context(), _worker_start, (os.getpid(),))
+        futures = [self._pool.submit(func, item) for item in items]  # with fork, the first submit forks them all
+        self._workers = [p for p in multiprocessing.active_children() if p not in before]
+        return futures
 
     def close(self) -> None:
-        """End the workers (the runner calls this when the batch ends, however it ends)."""
+        """End the workers once their tasks are done (the runner calls this when the batch ends)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self._workers = []
+
+    def abort(self) -> None:
+        """End the workers now, their tasks unfinished (a failure, an interruption), so that nothing writes
+        in the work folder once the runner removes it."""
+        for worker in self._workers:
+            worker.kill()
+        for worker in self._workers:
+            worker.join(timeout=10)
+        self.close()
 
     def stream(self, ctx: StreamContext, units: Sequence[Unit]) -> list[UnitSummary]:
         """Phase 1 (units dearest first, for balance: the last tasks are the cheap ones)."""

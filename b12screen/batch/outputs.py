@@ -3,6 +3,7 @@ is renamed into place; ``summary.json`` comes last, so its presence marks a comp
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import tempfile
@@ -54,9 +55,10 @@ class AtomicFile:
         os.replace(self.tmp, self.final)
 
     def discard(self) -> None:
-        if not self.handle.closed:
-            self.handle.close()
+        """Remove the temporary file (first: closing flushes, which can fail on a full disk)."""
         self.tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.handle.close()
 
 
 def error_key(row: dict[str, Any]) -> tuple[str, int]:

@@ -32,6 +32,7 @@ from .outputs import (
     COVERAGE,
     ERRORS,
     FLAGS,
+    OUTPUT_NAMES,
     REPORT,
     REPORT_CSV,
     REPORT_PARQUET,
@@ -47,7 +48,7 @@ from .outputs import (
 from .progress import Progress
 from .scan import Plan, Unit, scan
 from .stream import MAX_LINE_BYTES, Pos, StreamContext, stream_unit
-from .workdir import clean_stale, make_work
+from .workdir import clean_stale, hold_point, make_work
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ class Engine(Protocol):
     def stream(self, ctx: StreamContext, units: Sequence[Unit]) -> list[Any]: ...
     def unit_errors(self, unit: int) -> list[tuple[Pos, str]]: ...
     def evaluate(self, ctx: EvalContext) -> Iterator[PatientOutput]: ...
+    def close(self) -> None: ...  # the run is over
+    def abort(self) -> None: ...  # the run failed or was interrupted: stop the work now
 
 
 def default_workers() -> int:
@@ -151,7 +154,9 @@ def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: in
 def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options: BatchOptions) -> BatchResult:
     """Screen the exports and Bundle folders at ``paths``, writing the four outputs into ``out``.
 
-    Raises :class:`OutputError` when ``out`` cannot be written (nothing is left under a final name)."""
+    Raises :class:`OutputError` when ``out`` cannot be written (nothing is left under a final name). Whatever
+    ends the run early (an error, a KeyboardInterrupt) first ends the workers and removes the work folder and
+    the temporary outputs."""
     if options.engine not in ENGINES:
         raise B12ScreenError(f"unknown engine {options.engine!r} (choose from {', '.join(ENGINES)})")
     check_policy(options.validate)
@@ -202,7 +207,7 @@ def screening(paths: Sequence[str], screener: Screener, options: BatchOptions, w
     deleted, deleted_errors = read_deleted(plan.deleted_files)
     ctx = StreamContext(extractor_for(screener.terminology, options.validate), {}, deleted, options.max_line_bytes)
     progress.reading(plan.total_bytes)
-    engine: Any = None
+    engine: Engine | None = None
     try:
         # Medication files first: their resources form the pool medicationReference resolves against.
         med_outputs = [stream_unit(ctx, unit) for unit in plan.medication_units]
@@ -235,8 +240,12 @@ def screening(paths: Sequence[str], screener: Screener, options: BatchOptions, w
                     yield evaluation.error(pos, reason)
 
         yield Screening(plan, workers, patients, side_errors, unit_error_rows(), resources)
+    except BaseException:  # an error, or an interruption (KeyboardInterrupt): the workers end first
+        if engine is not None:
+            engine.abort()
+        raise
     finally:
-        if engine is not None and hasattr(engine, "close"):
+        if engine is not None:
             engine.close()
 
 
@@ -252,8 +261,10 @@ def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchO
                             {"files_read": len(done.plan.files), "files_ignored": len(done.plan.ignored)}, run,
                             options.clock, progress, done.plan.ignored)
     finally:
-        progress.close()
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            progress.close()
+        finally:  # even when ending the engine failed (Spark's JVM gone)
+            shutil.rmtree(work, ignore_errors=True)  # with the raw patient data the workers spilled
     return result
 
 
@@ -291,7 +302,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
            run: dict[str, Any], clock: Callable[[], datetime], progress: Progress,
            ignored: Sequence[str]) -> BatchResult:
     """Write the outputs; with the parquet extra, report.parquet from the rows once the others are written."""
-    names = (FLAGS, REPORT, REPORT_CSV, ERRORS, SUMMARY_HTML) + ((REPORT_PARQUET,) if parquet.available() else ())
+    names = tuple(n for n in OUTPUT_NAMES if n != SUMMARY and (n != REPORT_PARQUET or parquet.available()))
     files = {name: AtomicFile(out / name) for name in names}
     # report.parquet is written from these rows once they are all known
     table = AtomicFile(work / "rows.ndjson") if REPORT_PARQUET in files else None
@@ -329,6 +340,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
                 rule_errors += 1
                 rule_tmp.write(line + b"\n")
             late.extend(patient.input_errors)
+        hold_point("write")
         if table is not None:
             table.close()
         late.sort(key=error_key)

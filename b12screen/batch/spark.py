@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +28,10 @@ from .evaluate import EvalContext, PatientOutput, bare_id, evaluate_partials
 from .progress import Progress
 from .scan import Unit, dearest_first
 from .stream import Partial, Pos, StreamContext, UnitOutput, stream_unit
+from .workdir import hold_point
 
 _SCREENERS: dict[Any, Screener] = {}
+ABORT_SECONDS = 10.0  # at most, for cancelled jobs to end
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ def _summary(out: UnitOutput) -> SparkUnitSummary:
 def _evaluate(spec: ScreenerSpec, shared: Any, group: tuple[str, Any]) -> list[PatientOutput]:
     as_of, files, pool, bases, policy = shared.value
     ctx = EvalContext(spec.build(), as_of, files, pool, bases, policy)
+    hold_point("screen")
     partials: dict[str, list[Partial]] = {}
     for key, partial in group[1]:
         partials.setdefault(key, []).append(partial)
@@ -142,11 +148,16 @@ def spark_session(master: str, conf: Mapping[str, str]) -> Any:
                .config("spark.pyspark.python", sys.executable))
     for key, value in session_conf(master, conf).items():
         builder = builder.config(key, value)
+    main = threading.current_thread() is threading.main_thread()
+    on_sigint = signal.getsignal(signal.SIGINT) if main else None
     try:
         session = builder.getOrCreate()
     except Exception as exc:  # Py4J/Java errors: one line, not the JVM's traceback
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise SparkSetupError(f"Spark could not start on {master} ({first})") from None
+    finally:
+        if on_sigint is not None:  # pyspark sets its own, which calls the JVM from inside a call to it
+            signal.signal(signal.SIGINT, on_sigint)
     session.sparkContext.setLogLevel("ERROR")
     return session
 
@@ -202,6 +213,15 @@ class SparkEngine:
             .sortBy(lambda o: o.key, numPartitions=self.partitions)
         )
         return outputs.toLocalIterator()
+
+    def abort(self) -> None:
+        """Cancel the running jobs (an interruption) and let them end before :meth:`close` stops the
+        session; quietly: the tasks' errors about it are expected."""
+        self.sc.setLogLevel("OFF")
+        self.sc.cancelAllJobs()
+        tracker, deadline = self.sc.statusTracker(), time.monotonic() + ABORT_SECONDS
+        while tracker.getActiveJobsIds() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def close(self) -> None:
         if self.results is not None:

@@ -2,8 +2,9 @@
 parent.
 
 A work folder is named ``.b12screen-work-<pid>-<random>`` inside ``--out``, and temporary output files
-``.<name>.<pid>.<random>.partial``: the pid says which run owns them, so a later run removes exactly those
-whose owner is gone (``--overwrite`` also removes ones from before owners were named).
+``.<name>.<pid>.<random>.partial`` for every name in :data:`~b12screen.batch.outputs.OUTPUT_NAMES`: the pid
+says which run owns them, so a later run removes exactly those whose owner is gone (``--overwrite`` also
+removes ones from before owners were named).
 """
 
 from __future__ import annotations
@@ -16,12 +17,19 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from .outputs import OUTPUT_NAMES
+
 WORK_PREFIX = ".b12screen-work-"
-_OWNED = re.compile(r"^(?:\.b12screen-work-|\.(?:flags|report|errors)\.ndjson\.|\.summary\.json\.)(\d+)[-.]")
-_LEGACY = re.compile(r"^(?:\.b12screen-work-|\.(?:flags|report|errors)\.ndjson\.|\.summary\.json\.).*")
+# the names come from the one list of outputs, so a new output's temporary files are cleaned up too
+_OURS = "|".join([re.escape(WORK_PREFIX), *(re.escape(f".{name}.") for name in OUTPUT_NAMES)])
+_OWNED = re.compile(rf"^(?:{_OURS})(\d+)[-.]")
+_LEGACY = re.compile(rf"^(?:{_OURS})")
 _PR_SET_PDEATHSIG = 1
+HOLD_ENV = "B12SCREEN_TEST_HOLD"
+HOLD_SECONDS = 60.0
 
 
 def make_work(out: Path) -> Path:
@@ -70,10 +78,28 @@ def clean_stale(out: Path, legacy: bool = False) -> int:
 
 def die_with_parent(parent: int) -> None:
     """Pool initializer: this worker gets SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``); if the
-    parent is already gone, exit now."""
+    parent is already gone, exit now. It leaves an interruption to its parent, which ends the workers before
+    removing their files: SIGINT (a terminal's Ctrl-C reaches the whole process group) is ignored, SIGTERM
+    has its default action (not the handler a command may have installed in the parent)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
+
+
+def hold_point(name: str) -> None:
+    """Test support: with ``B12SCREEN_TEST_HOLD=<name>:<file>`` in the environment, the process reaching the
+    point ``name`` creates ``file`` and waits there (``HOLD_SECONDS`` at most), so a test can signal or kill a
+    real run at that moment: ``stream`` and ``screen`` (a unit spilled, a partition about to be screened: raw
+    patient data in the work folder), ``write`` (every output's temporary file in ``--out``). Without the
+    variable it does nothing."""
+    at, _, marker = os.environ.get(HOLD_ENV, "").partition(":")
+    if at == name and marker:
+        own = f"{marker}.{os.getpid()}"  # workers can reach the point at once
+        Path(own).write_text(str(os.getpid()))  # the test reads the pid of the process held
+        os.replace(own, marker)
+        time.sleep(HOLD_SECONDS)

@@ -15,6 +15,7 @@ from .common import (
     EXIT_USAGE,
     as_of_date,
     echo_err,
+    exits_on_interrupt,
     make_screener,
     report_ignored,
     report_plugin_failures,
@@ -59,6 +60,7 @@ def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
 @export_options
 @click.option("--unit-mb", type=click.FloatRange(min=0.001), default=None, hidden=True,
               help="Size of a unit of work in MiB (tuning and tests).")
+@exits_on_interrupt("the batch stopped; its workers, work folder and temporary files were removed")
 def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, config_path: str | None,
           disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...], strict_plugins: bool,
           validate: str, workers: int | None, engine: str, spark_master: str | None, spark_conf: tuple[str, ...],
@@ -69,7 +71,8 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
 
     Exit code 0: everything screened; 1: some input unreadable or a rule failed (all reported in
     errors.ndjson); 2: usage error, outputs already present without --overwrite, or nothing readable;
-    3: the outputs could not be written (full disk, read-only or vanished --out).
+    3: the outputs could not be written (full disk, read-only or vanished --out); 130, 143: interrupted
+    (SIGINT, SIGTERM), its work and temporary files removed.
     """
     from ..batch import BatchOptions, OutputError, run_batch
     from ..batch.outputs import existing_outputs

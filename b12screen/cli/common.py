@@ -5,11 +5,15 @@ Importing this module is cheap: the engine and its models load only when a comma
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import orjson
@@ -21,8 +25,10 @@ if TYPE_CHECKING:
     from ..screening import Screener
 
 #: Exit codes (README, "Exit codes"): 0 all screened, 1 some input unreadable or a rule failed, 2 usage error,
-#: 3 the outputs could not be written (full disk, read-only or vanished output folder).
+#: 3 the outputs could not be written (full disk, read-only or vanished output folder); 128 + the signal's
+#: number when interrupted (130 SIGINT, 143 SIGTERM).
 EXIT_PARTIAL, EXIT_USAGE, EXIT_OUTPUT = 1, 2, 3
+INTERRUPTING = (signal.SIGINT, signal.SIGTERM)
 #: Help text that points at the project's clinical rules.
 PROFILE_HELP = "Clinical profile (docs/clinical-rules.md, 'Profiles')."
 
@@ -36,6 +42,69 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
     """Print ``error: message`` on stderr and exit with ``code``."""
     echo_err(f"error: {message}")
     sys.exit(code)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised in the main thread so that every ``finally`` on the way out runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_RECEIVED: list[int] = []  # the signal that interrupted the command running, if one did
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[list[int]]:
+    """Within the block, SIGINT and SIGTERM raise :class:`Interrupted`; later ones are ignored, so the
+    clean-up they start is not cut short. Yields the list the signal's number is added to (a library can
+    replace the exception with its own on the way out: py4j does). Outside the main thread (where no handler
+    can be set) a no-op."""
+    _RECEIVED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield _RECEIVED
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        for number in INTERRUPTING:
+            signal.signal(number, signal.SIG_IGN)
+        _RECEIVED.append(signum)
+        raise Interrupted(signum)
+
+    previous = {number: signal.signal(number, interrupt) for number in INTERRUPTING}
+    try:
+        yield _RECEIVED
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        _RECEIVED.clear()
+
+
+def exit_interrupted(signum: int, what: str) -> NoReturn:
+    """One line, ``interrupted by SIGNAME: what``, and exit 128 + the signal's number."""
+    echo_err(f"interrupted by {signal.Signals(signum).name}: {what}")
+    sys.exit(128 + signum)
+
+
+def exits_on_interrupt(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A command that runs :func:`interruptible` and ends an interruption with :func:`exit_interrupted`
+    (below the ``click`` decorators): a KeyboardInterrupt, or any error once a signal has arrived."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with interruptible() as received:
+                try:
+                    return func(*args, **kwargs)
+                except (KeyboardInterrupt, Exception) as exc:
+                    if not received and not isinstance(exc, KeyboardInterrupt):
+                        raise
+                    exit_interrupted(received[0] if received else signal.SIGINT, what)
+
+        return run
+
+    return decorate
 
 
 def as_of_date(value: str | None) -> date:
@@ -138,6 +207,12 @@ def validate_option(func: Callable[..., Any]) -> Callable[..., Any]:
              "rule can use (slower).")(func)
 
 
+def _not_an_interruption(record: logging.LogRecord) -> bool:
+    """Drop the tracebacks a library logs once a command is interrupted (py4j does, when SIGINT or SIGTERM
+    arrives during a call to Spark): the command reports the interruption, in one line."""
+    return not (record.exc_info and (_RECEIVED or isinstance(record.exc_info[1], KeyboardInterrupt)))
+
+
 def configure_logging(verbose: int) -> None:
     """Log to stderr at WARNING, INFO (-v) or DEBUG (-vv); never patient data. Safe to call again
     (``-v`` after the sub-command raises the level set before it)."""
@@ -156,6 +231,7 @@ def configure_logging(verbose: int) -> None:
         ours = [handler]
     for handler in ours:
         handler.filters.clear()
+        handler.addFilter(_not_an_interruption)
         if verbose == 0:  # plugin load failures are printed by the commands themselves, once
             handler.addFilter(lambda record: not getattr(record, REPORTED_BY_CLI, False))
     root.setLevel(level)

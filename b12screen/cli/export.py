@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,14 +12,22 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .common import EXIT_PARTIAL, dumps, echo_err, fail, make_screener, rule_config, rule_config_options
+from .common import (
+    EXIT_PARTIAL,
+    dumps,
+    echo_err,
+    exit_interrupted,
+    fail,
+    make_screener,
+    rule_config,
+    rule_config_options,
+)
 from .fetch import make_auth
 
 if TYPE_CHECKING:
     from ..screening import Screener
     from ..sources.bulkexport import ExportResult
 
-EXIT_INTERRUPTED = 130
 #: A FHIR instant: date, time to the second (fractions allowed) and a zone.
 INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 #: Resource types whose export ``--type-filter`` narrows by the codes of the value sets.
@@ -111,11 +120,10 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot write to {out} ({exc.strerror or exc})")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # SIGINT; SIGTERM too within batch --fhir-server
         cancelled = exporter.cancel()
-        echo_err("interrupted: " + ("the export job was cancelled on the server" if cancelled
-                                    else "the export job could not be cancelled"))
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted(getattr(exc, "signum", signal.SIGINT), "the export job was cancelled on the server"
+                         if cancelled else "the export job could not be cancelled")
     finally:
         if bar:
             bar.close()
