@@ -265,7 +265,7 @@ class UnitReader:
                 continue
             if rt in special:
                 value = self._loads(line, rel)  # type: ignore[arg-type]
-                if value is not None:
+                if value is not _MISSING:
                     self._resource(value, rt, rel, None, None, None, line)  # type: ignore[arg-type]
                 continue
             holder = head.subject
@@ -295,18 +295,19 @@ class UnitReader:
     # -- one NDJSON line ---------------------------------------------------------------------
 
     def _loads(self, line: bytes, rel: int) -> Any:
+        """The line's JSON value (``null`` too), or ``_MISSING`` once its error is recorded."""
         try:
             return limits.loads(line)
         except limits.JSONProblem as exc:
             self._error(rel, None, str(exc))
-            return None
+            return _MISSING
 
     def _slow_line(self, line: bytes, rel: int) -> None:
         """The general path: any JSON value, with ``screen``'s semantics."""
         if line.isspace():
             return
         value = self._loads(line, rel)
-        if value is None:
+        if value is _MISSING:
             return
         ftype = self.piece.file_type
         if isinstance(value, dict) and value.get("resourceType") == "Bundle":
