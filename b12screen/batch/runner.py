@@ -25,6 +25,7 @@ from ..errors import B12ScreenError, InputError
 from ..sinks import parquet, summary_page
 from ..sinks.rows import csv_header
 from ..sources.files import discover, read_deleted
+from ..sources.limits import line_cap
 from ..sources.validation import EVIDENCE, check_policy, extractor_for
 from .evaluate import EvalContext, PatientOutput
 from .local import WorkerLost
@@ -46,7 +47,7 @@ from .outputs import (
 )
 from .progress import Progress
 from .scan import Plan, Unit, scan
-from .stream import MAX_LINE_BYTES, Pos, StreamContext, stream_unit
+from .stream import Pos, StreamContext, stream_unit
 from .workdir import clean_stale, make_work
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class BatchOptions:
     overwrite: bool = False
     progress: bool | None = None
     unit_bytes: int | None = None
-    max_line_bytes: int = MAX_LINE_BYTES
+    max_line_bytes: int = field(default_factory=line_cap)  # B12SCREEN_MAX_LINE_BYTES or 64 MiB
     validate: str = EVIDENCE  # the validation policy (b12screen.sources.validation)
     spark_master: str | None = None
     spark_conf: Mapping[str, str] = field(default_factory=dict)

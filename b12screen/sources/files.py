@@ -15,7 +15,9 @@ from typing import Any
 import orjson
 
 from ..errors import InputError
-from .reader import Entry, read_bytes, short_reason, unwrap
+from . import limits
+from .lines import gzip_lines, plain_lines
+from .reader import Entry, read_bytes, read_lines, short_reason, unwrap
 from .walk import broken_link_reason, unreadable_reason
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -146,8 +148,17 @@ def read_deleted(files: Iterable[str]) -> tuple[frozenset[str], list[InputError]
 
 
 def read_file(path: str) -> Iterator[Entry | InputError]:
-    """Entries of one file."""
+    """Entries of one file. NDJSON (``.gz`` too) is streamed a line at a time through the line readers
+    ``batch`` uses, so every door reads it alike: a line over ``limits.line_cap()`` is refused without being
+    held, damaged gzip keeps every line before the damage, a file changing size while read is an error."""
+    kind = file_kind(path)
     try:
+        if kind in (PLAIN, GZIP):
+            size = os.path.getsize(path)
+            cap = limits.line_cap()
+            batches = gzip_lines(path, cap, size) if kind == GZIP else plain_lines(path, 0, size, cap, size)
+            yield from read_lines(batches, path)
+            return
         data = Path(path).read_bytes()
     except OSError as exc:
         yield InputError(path, None, unreadable_reason(path, exc))
