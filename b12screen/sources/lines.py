@@ -80,9 +80,12 @@ class _Splitter:
         self.carry, self.carry_len, self.oversize = [], 0, False
 
 
+CHANGED_SIZE = "file changed size while being read"
+
+
 def changed_size(planned: int, now: int) -> Problem:
     """The problem of a file that was ``planned`` bytes when reading began and is ``now`` bytes."""
-    return Problem(f"file changed size while being read ({planned} bytes, then {now}); the rest of it was not read")
+    return Problem(f"{CHANGED_SIZE} ({planned} bytes, then {now}); the rest of it was not read")
 
 
 def _size_problem(f: BinaryIO, size: int | None) -> Problem | None:
