@@ -283,3 +283,27 @@ def test_the_line_limit_is_a_setting_of_every_door(monkeypatch: pytest.MonkeyPat
     from b12screen.batch import BatchOptions
 
     assert limits.line_cap() == 1000 and BatchOptions(as_of=None).max_line_bytes == 1000  # type: ignore[arg-type]
+
+
+def test_deleted_lists_are_read_line_by_line_like_any_ndjson(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``deleted/`` list cut short still removes what it lists before the cut; the cut is one error."""
+    monkeypatch.setenv("B12SCREEN_MAX_LINE_BYTES", str(LIMIT))
+    export = tmp_path / "export"
+    write_ndjson(export / "Patient.000.ndjson", [patient("a"), patient("b")])
+    write_ndjson(export / "MedicationRequest.000.ndjson", [metformin_request(f"{p}{y}", p, f"{y}-01-01")
+                                                           for p in "ab" for y in range(2015, 2025)])
+
+    def deletes(pid: str) -> bytes:
+        return json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"request": {"method": "DELETE", "url": f"MedicationRequest/{pid}{y}"}} for y in range(2015, 2025)]}
+        ).encode()
+
+    listed = gzip.compress(_lines(deletes("a"), b"[" + b" " * LIMIT + b"]") + b"\n" * 5000 + deletes("b") + b"\n")
+    (export / "deleted").mkdir()
+    (export / "deleted" / "MedicationRequest.ndjson.gz").write_bytes(listed[:len(listed) - 40])
+    where = ("MedicationRequest.ndjson.gz", 3 + 5000, TRUNCATED)
+    patients, errors, _resources = screen_door(export)
+    assert errors == sorted([("MedicationRequest.ndjson.gz", 2, TOO_LONG), where], key=repr)
+    assert batch_door(export, tmp_path / "out", "--workers", "1")[:2] == (patients, errors)
+    report = {r["patient"]: r["rules"] for r in rows(tmp_path / "out" / "report.ndjson")}
+    assert "MET-2" not in report["Patient/a"] and report["Patient/b"] == ["MET-2"]  # b's list was cut off

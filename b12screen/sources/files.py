@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from ..errors import InputError
 from . import limits
-from .lines import gzip_lines, plain_lines
-from .reader import Entry, read_bytes, read_lines, short_reason, unwrap
+from .lines import Problem, gzip_lines, numbered, plain_lines
+from .reader import Entry, read_bytes, read_lines, unwrap
 from .walk import broken_link_reason, unreadable_reason
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -123,28 +121,38 @@ def _deleted_refs(value: Any) -> Iterable[str]:
 
 
 def read_deleted(files: Iterable[str]) -> tuple[frozenset[str], list[InputError]]:
-    """``Type/id`` of every resource the Bulk Data ``deleted/`` Bundles list (DELETE requests)."""
+    """``Type/id`` of every resource the Bulk Data ``deleted/`` Bundles list (DELETE requests). NDJSON lists
+    are read line by line like any NDJSON file (the same line limit, damage reported where it is)."""
     found: set[str] = set()
     errors: list[InputError] = []
     for name in files:
+        kind = file_kind(name)
         try:
-            data = unwrap(Path(name).read_bytes(), name)
+            lines: Iterable[tuple[int | None, bytes | Problem]] = (
+                numbered(_ndjson_lines(name, kind)) if kind in (PLAIN, GZIP)
+                else [(None, unwrap(Path(name).read_bytes(), name))])
+            for number, line in lines:
+                where = None if number is None else f"line {number}"
+                if isinstance(line, Problem):
+                    errors.append(InputError(name, where, line.reason))
+                elif line.strip():
+                    try:
+                        found.update(_deleted_refs(limits.loads(line)))
+                    except limits.JSONProblem as exc:
+                        errors.append(InputError(name, where, str(exc)))
         except OSError as exc:
             errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
-            continue
         except InputError as error:
             errors.append(error)
-            continue
-        lines = data.splitlines() if file_kind(name) in (PLAIN, GZIP) else [data]
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                found.update(_deleted_refs(orjson.loads(line)))
-            except orjson.JSONDecodeError as exc:
-                where = f"line {number}" if len(lines) > 1 else None
-                errors.append(InputError(name, where, f"malformed JSON ({short_reason(exc)})"))
     return frozenset(found), errors
+
+
+def _ndjson_lines(path: str, kind: str | None) -> Iterator[list[bytes | Problem]]:
+    """The line batches of an NDJSON file (``.gz`` too), held to ``limits.line_cap()``; the file's size
+    now is the size it must keep while it is read."""
+    size = os.path.getsize(path)
+    cap = limits.line_cap()
+    return gzip_lines(path, cap, size) if kind == GZIP else plain_lines(path, 0, size, cap, size)
 
 
 def read_file(path: str) -> Iterator[Entry | InputError]:
@@ -154,10 +162,7 @@ def read_file(path: str) -> Iterator[Entry | InputError]:
     kind = file_kind(path)
     try:
         if kind in (PLAIN, GZIP):
-            size = os.path.getsize(path)
-            cap = limits.line_cap()
-            batches = gzip_lines(path, cap, size) if kind == GZIP else plain_lines(path, 0, size, cap, size)
-            yield from read_lines(batches, path)
+            yield from read_lines(_ndjson_lines(path, kind), path)
             return
         data = Path(path).read_bytes()
     except OSError as exc:

@@ -8,6 +8,7 @@ skipped without ever being held whole.
 
 from __future__ import annotations
 
+import itertools
 import os
 import zlib
 from collections.abc import Iterable, Iterator
@@ -119,6 +120,11 @@ def plain_lines(path: str, start: int, end: int, max_line: int,
         yield [problem]
         return
     yield splitter.end()
+
+
+def numbered(batches: Iterable[list[bytes | Problem]]) -> Iterator[tuple[int, bytes | Problem]]:
+    """Each line of ``batches`` with its number in the file, from 1."""
+    return enumerate(itertools.chain.from_iterable(batches), start=1)
 
 
 def bounded(lines: Iterable[bytes], max_line: int) -> list[bytes | Problem]:

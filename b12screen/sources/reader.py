@@ -13,7 +13,7 @@ from typing import Any
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
 from . import limits
-from .lines import Problem, bounded
+from .lines import Problem, bounded, numbered
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,19 +102,16 @@ def read_lines(batches: Iterable[list[bytes | Problem]], source: str) -> Iterato
     unreadable line (a :class:`Problem`: too long, where gzip data broke off, where the file changed size) is
     an error naming it; only blank lines is nothing readable."""
     announced = announced_type(source) if _is_ndjson_name(source) else None
-    number = 0
     readable = False
-    for batch in batches:
-        for line in batch:
-            number += 1
-            if isinstance(line, Problem):
-                readable = True
-                yield InputError(source, f"line {number}", line.reason)
-                continue
-            if not line.strip():
-                continue
+    for number, line in numbered(batches):
+        if isinstance(line, Problem):
             readable = True
-            yield from _read_line(line, source, number, announced)
+            yield InputError(source, f"line {number}", line.reason)
+            continue
+        if not line.strip():
+            continue
+        readable = True
+        yield from _read_line(line, source, number, announced)
     if not readable:
         yield InputError(source, None, EMPTY_FILE)
 
