@@ -307,3 +307,31 @@ def test_deleted_lists_are_read_line_by_line_like_any_ndjson(tmp_path: Path, mon
     assert batch_door(export, tmp_path / "out", "--workers", "1")[:2] == (patients, errors)
     report = {r["patient"]: r["rules"] for r in rows(tmp_path / "out" / "report.ndjson")}
     assert "MET-2" not in report["Patient/a"] and report["Patient/b"] == ["MET-2"]  # b's list was cut off
+
+
+def test_ndjson_on_stdin_is_read_line_by_line_and_documents_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``screen -``: NDJSON is streamed under the line limit (an 8 MiB line costs a few blocks); one
+    document (compact, pretty-printed, gzip) is read whole as before; nothing at all is nothing readable."""
+    import io
+
+    from b12screen.sources.files import read_stream
+
+    monkeypatch.setenv("B12SCREEN_MAX_LINE_BYTES", str(64 << 10))
+    huge = b'{"resourceType":"Patient","id":"big","x":"' + b"x" * (8 << 20) + b'"}'
+    stream = io.BytesIO(b"\xef\xbb\xbf\n" + _lines(patient("a"), huge, b"null", patient("b")))
+    items: list[Any] = []
+    peak = _peak(lambda: items.extend(read_stream(stream)))
+    assert [str(i) if isinstance(i, Exception) else (i.resource or {}).get("id", i.location) for i in items] == [
+        "a", f"<stdin>: line 3: line longer than {64 << 10} bytes", "line 4", "b"]  # null: refused when grouped
+    assert peak < 2 << 20, peak
+    document = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": patient("x")}]}
+    for data in (json.dumps(document).encode(), json.dumps(document).encode() + b"\n\n",
+                 json.dumps(document, indent=2).encode(), gzip.compress(_lines(document))):
+        [entry] = read_stream(io.BytesIO(data))
+        assert entry.location == "entry[0]" and entry.resource["id"] == "x"  # type: ignore[union-attr]
+    for data in (b"", b" \n\n "):
+        assert [str(e) for e in read_stream(io.BytesIO(data))] == ["<stdin>: nothing readable (empty)"]
+    result = CliRunner().invoke(cli, ["screen", "--as-of", AS_OF, "--format", "report", "-"],
+                                input=_lines(patient("a"), huge, patient("b")))
+    assert result.exit_code == 1 and f"<stdin>: line 2: line longer than {64 << 10} bytes" in result.stderr
+    assert [r["patient"] for r in json.loads(result.stdout)] == ["Patient/a", "Patient/b"]

@@ -7,14 +7,15 @@ read or named as ignored, never passed over in silence.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import InputError
 from . import limits
-from .lines import Problem, gzip_lines, numbered, plain_lines
+from .lines import BLOCK, Problem, gzip_lines, numbered, plain_lines, stream_lines
 from .reader import Entry, read_bytes, read_lines, unwrap
 from .walk import broken_link_reason, unreadable_reason
 
@@ -180,6 +181,51 @@ def read_path(path: str | Path) -> Iterator[Entry | InputError]:
         yield from read_file(name)
 
 
+def read_stream(f: BinaryIO, source: str = "<stdin>") -> Iterator[Entry | InputError]:
+    """Entries of a stream (stdin). NDJSON, a first line that is JSON on its own with more after it, is read
+    line by line under ``limits.line_cap()``; anything else (one document, pretty-printed JSON, gzip) is read
+    whole and read as :func:`read_bytes` reads it."""
+    cap = limits.line_cap()
+    head, ndjson = _sniff(f, cap)
+    if ndjson:
+        yield from read_lines(stream_lines(f, head, cap), source)
+    else:
+        yield from read_bytes(head + f.read(), source)
+
+
+_NOT_SPACE = re.compile(rb"\S")
+
+
+def _sniff(f: BinaryIO, cap: int) -> tuple[bytes, bool]:
+    """(the bytes read, whether the stream is NDJSON), reading no more than needed to tell: the first line and
+    the start of the next non-blank one, a line limit and a block at most."""
+    head = bytearray(f.read(BLOCK))
+    if head[:2] == b"\x1f\x8b":
+        return bytes(head), False
+    start = end = -1  # the first line: its first non-blank byte, its newline
+    at = 3 if head.startswith(b"\xef\xbb\xbf") else 0  # where the bytes not looked at yet begin
+    while True:
+        if start < 0 and (match := _NOT_SPACE.search(head, at)):
+            start = match.start()
+        if start >= 0 > end:
+            end = head.find(b"\n", max(start, at))
+        if end >= 0 and (_NOT_SPACE.search(head, max(end + 1, at)) or len(head) - end > cap):
+            try:  # a second line, or blank lines past the limit: NDJSON when the first line is JSON
+                limits.loads(bytes(head[start:end]))
+            except limits.JSONProblem:
+                return bytes(head), False
+            return bytes(head), True
+        if start < 0 and len(head) > cap:
+            return bytes(head), True  # blank lines past the limit: read them as lines
+        if start >= 0 > end and len(head) - start > cap:
+            return bytes(head), False  # a first line over the limit: one document, read whole
+        at = len(head)
+        block = f.read(BLOCK)
+        if not block:
+            return bytes(head), False  # one line (or none) and nothing after it: one document
+        head += block
+
+
 @dataclass
 class Inputs:
     """What some input paths hold: entries and errors, the deleted resources, what was found."""
@@ -189,13 +235,14 @@ class Inputs:
     found: Discovery
 
 
-def read_inputs(paths: Iterable[str], stdin: bytes | None = None) -> Inputs:
-    """Every entry of ``paths`` (and of ``stdin``'s bytes, named ``<stdin>``), as ``batch`` reads them."""
+def read_inputs(paths: Iterable[str], stdin: bytes | BinaryIO | None = None) -> Inputs:
+    """Every entry of ``paths`` (and of ``stdin``, its bytes or the stream, named ``<stdin>``), as ``batch``
+    reads them."""
     found = discover(paths)
     deleted, errors = read_deleted(found.deleted_files)
     items: list[Entry | InputError] = [*found.errors, *errors]
     if stdin is not None:
-        items.extend(read_bytes(stdin, "<stdin>"))
+        items.extend(read_bytes(stdin, "<stdin>") if isinstance(stdin, bytes) else read_stream(stdin))
     for name in found.files:
         items.extend(read_file(name))
     return Inputs(items, deleted, found)

@@ -122,6 +122,17 @@ def plain_lines(path: str, start: int, end: int, max_line: int,
     yield splitter.end()
 
 
+def stream_lines(f: BinaryIO, head: bytes, max_line: int) -> Iterator[list[bytes | Problem]]:
+    """Batches of lines of ``head``, the bytes already read from the stream ``f`` (stdin), then of the rest
+    of it, a block at a time."""
+    splitter = _Splitter(max_line)
+    data = head
+    while data:
+        yield splitter.feed(data)
+        data = f.read(BLOCK)
+    yield splitter.end()
+
+
 def numbered(batches: Iterable[list[bytes | Problem]]) -> Iterator[tuple[int, bytes | Problem]]:
     """Each line of ``batches`` with its number in the file, from 1."""
     return enumerate(itertools.chain.from_iterable(batches), start=1)
