@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from ..errors import InputError
 from . import limits
-from .lines import BLOCK, Problem, gzip_lines, numbered, plain_lines, stream_lines
+from .lines import BLOCK, BOM, Problem, gzip_lines, numbered, plain_lines, stream_lines
 from .reader import Entry, read_bytes, read_lines, unwrap
 from .walk import broken_link_reason, unreadable_reason
 
@@ -203,7 +203,7 @@ def _sniff(f: BinaryIO, cap: int) -> tuple[bytes, bool]:
     if head[:2] == b"\x1f\x8b":
         return bytes(head), False
     start = end = -1  # the first line: its first non-blank byte, its newline
-    at = 3 if head.startswith(b"\xef\xbb\xbf") else 0  # where the bytes not looked at yet begin
+    at = 3 if head.startswith(BOM) else 0  # where the bytes not looked at yet begin
     while True:
         if start < 0 and (match := _NOT_SPACE.search(head, at)):
             start = match.start()

@@ -30,6 +30,11 @@ class Problem:
     reason: str
 
 
+def too_long(max_line: int) -> Problem:
+    """The problem of a line over ``max_line`` bytes."""
+    return Problem(f"line longer than {max_line} bytes")
+
+
 class _Splitter:
     """Split a stream of blocks into batches of lines, replacing lines over ``max_line`` bytes by a
     Problem."""
@@ -42,7 +47,7 @@ class _Splitter:
         self.oversize = False
 
     def _too_long(self) -> Problem:
-        return Problem(f"line longer than {self.max_line} bytes")
+        return too_long(self.max_line)
 
     def feed(self, data: bytes) -> list[bytes | Problem]:
         if self.at_start:
@@ -140,8 +145,8 @@ def numbered(batches: Iterable[list[bytes | Problem]]) -> Iterator[tuple[int, by
 
 def bounded(lines: Iterable[bytes], max_line: int) -> list[bytes | Problem]:
     """Lines already in memory (a document read whole that turned out to be NDJSON), held to the limit."""
-    too_long = Problem(f"line longer than {max_line} bytes")
-    return [too_long if len(line) > max_line else line for line in lines]
+    problem = too_long(max_line)
+    return [problem if len(line) > max_line else line for line in lines]
 
 
 def next_line_start(f: BinaryIO, offset: int, size: int) -> int:
