@@ -151,16 +151,18 @@ def bounded(lines: Iterable[bytes], max_line: int) -> list[bytes | Problem]:
 
 def next_line_start(f: BinaryIO, offset: int, size: int) -> int:
     """The file offset just after the first newline at or after ``offset`` (``size`` if none): found a block
-    at a time, so a line of any length costs one block of memory."""
+    at a time, so a line of any length costs one block of memory (the first reads are small: most lines are)."""
     f.seek(offset)
+    step = 8192
     while offset < size:
-        block = f.read(BLOCK)
+        block = f.read(step)
         if not block:
             return size
         at = block.find(b"\n")
         if at >= 0:
             return offset + at + 1
         offset += len(block)
+        step = min(step * 2, BLOCK)
     return size
 
 
