@@ -18,7 +18,7 @@ from b12screen import Screener
 from b12screen.cli import cli
 from b12screen.core.explain import explain
 from b12screen.screening import group
-from b12screen.sources import locate, read_inputs
+from b12screen.sources import limits, locate, read_inputs
 from b12screen.sources.validation import ALL
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -117,10 +117,16 @@ def test_ndjson_costs_the_patients_lines_with_their_own_numbers(tmp_path: Path, 
                                        "(unexpected end of data: line 1 column 24 (char 23))"]
 
 
-def test_explain_keeps_lines_up_to_the_batch_line_limit() -> None:
-    from b12screen.batch.stream import MAX_LINE_BYTES
-
-    assert locate.MAX_LINE_BYTES == MAX_LINE_BYTES == 64 * MIB
+def test_explain_keeps_lines_up_to_the_line_limit_of_every_door(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    line = b'{"resourceType":"Observation","subject":{"reference":"Patient/p1"},"note":"' + b"x" * 200 + b'"}'
+    path = tmp_path / "Observation.ndjson"
+    path.write_bytes(line + b"\n" + line + b"\n")
+    assert limits.line_cap() == 64 * MIB
+    monkeypatch.setenv("B12SCREEN_MAX_LINE_BYTES", str(len(line)))
+    assert locate.matching_lines(str(path), locate.Ids(["p1"])) == ([(1, line), (2, line)], [])
+    monkeypatch.setenv("B12SCREEN_MAX_LINE_BYTES", str(len(line) - 1))
+    assert locate.matching_lines(str(path), locate.Ids(["p1"])) == ([], [1, 2])
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -137,7 +143,7 @@ def test_a_document_is_searched_across_chunk_edges_for_the_whole_id(tmp_path: Pa
 
 def test_a_line_too_long_holding_the_patient_is_named_not_kept(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(locate, "MAX_LINE_BYTES", 500)
+    monkeypatch.setenv("B12SCREEN_MAX_LINE_BYTES", "500")
     monkeypatch.setattr(locate, "CHUNK", 64)
     padded = {"note": [{"text": "x" * 600}], **metformin_request("long", "p1", "2020-01-01")}  # the id past the limit
     _ndjson(tmp_path / "MedicationRequest.ndjson", [padded, metformin_request("b", "p1", "2020-01-01"),

@@ -1,10 +1,12 @@
 """Property-based fuzzing of ``screen`` and ``batch``: valid NDJSON exports mutated line by line (type swaps,
 deletions, deep nesting, huge numbers, NaN/Infinity, unicode oddities, duplicate keys, truncation, bad
-UTF-8) and file by file (CRLF, BOM, gzip, corrupt gzip), with patients split across files.
+UTF-8, ``null``) and file by file (CRLF, BOM, gzip, corrupt gzip, gzip cut short, bytes after the last gzip
+member), with patients split across files.
 
 Invariants, for both commands: no traceback; exit code in {0, 1, 2} and 0 exactly when nothing was
-reported; every patient whose Patient line is intact reported exactly once; every broken line reported
-with its file and line.
+reported; every patient whose Patient line is intact (before any damage to its file) reported exactly once;
+every broken line before the damage reported with its file and line; every damaged file named; the two
+commands report the same patients. (A file changing size while it is read: ``tests/test_unreadable.py``.)
 
 Deterministic (``derandomize``); ``B12SCREEN_FUZZ_EXAMPLES`` sets how many examples run (default 80;
 e.g. ``B12SCREEN_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py`` for a long run).
@@ -15,7 +17,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +36,9 @@ EXAMPLES = int(os.environ.get("B12SCREEN_FUZZ_EXAMPLES", "80"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-BROKEN = ("truncate", "deep", "deeper", "huge", "nan", "infinity", "bad-utf8")
+BROKEN = ("truncate", "deep", "deeper", "huge", "nan", "infinity", "bad-utf8", "null")
 ODD = ("type-swap", "delete", "duplicate-key", "unicode")
+ERROR = re.compile(r"^b12screen: error: (.+?)(?:: line (\d+))?: (.*)$")
 SWAPS: tuple[Any, ...] = (5, "x", [], {}, None, True, -1.5, [{"reference": 3}])
 
 
@@ -49,6 +54,8 @@ def _mutate(resource: dict[str, Any], mutation: str | None, draw: Any) -> bytes:
     value = dict(resource)
     if mutation is None:
         return json.dumps(value).encode()
+    if mutation == "null":
+        return b"null"
     if mutation == "type-swap":
         value[draw(st.sampled_from(sorted(value)))] = draw(st.sampled_from(SWAPS))
     elif mutation == "delete":
@@ -73,9 +80,40 @@ def _mutate(resource: dict[str, Any], mutation: str | None, draw: Any) -> bytes:
     return json.dumps(value).encode()
 
 
+@dataclass
+class Export:
+    """Files (name -> bytes), their lines, and what a reader must make of them."""
+
+    files: dict[str, bytes]
+    lines: list[Line]
+    intact: set[str]  # patients whose Patient line is intact and readable
+    corrupt: set[str]  # files with a flipped gzip byte: no line of them is promised
+    damaged: set[str]  # files cut short or with bytes after their last gzip member: named in an error
+    readable: dict[str, int]  # how many leading lines of each file come before any damage
+
+
+def _readable_lines(packed: bytes) -> int:
+    """Lines whole within what the damaged gzip ``packed`` still expands to."""
+    return zlib.decompressobj(31).decompress(packed).count(b"\n")
+
+
+def _pack(draw: Any, data: bytes) -> tuple[bytes, str]:
+    packing = draw(st.sampled_from(["plain", "plain", "gzip", "corrupt-gzip", "cut-gzip", "tail-gzip"]))
+    if packing == "plain":
+        return data, packing
+    packed = gzip.compress(data)
+    if packing == "corrupt-gzip":
+        at = draw(st.integers(10, len(packed) - 1))
+        packed = packed[:at] + bytes([packed[at] ^ 0x55]) + packed[at + 1:]
+    elif packing == "cut-gzip":
+        packed = packed[:draw(st.integers(10, len(packed) - 1))]
+    elif packing == "tail-gzip":
+        packed += draw(st.sampled_from([b"x", b"trailing bytes", b"\x1f", b"PK\x03\x04"]))
+    return packed, packing
+
+
 @st.composite
-def exports(draw: Any) -> tuple[dict[str, bytes], list[Line], set[str], set[str]]:
-    """(file name -> bytes, lines, intact patients, files with corrupt gzip)."""
+def exports(draw: Any) -> Export:
     mutation = st.one_of(st.none(), st.none(), st.none(), st.sampled_from(BROKEN), st.sampled_from(ODD))
     count = draw(st.integers(2, 5))
     med_files = draw(st.integers(1, 2))
@@ -87,39 +125,45 @@ def exports(draw: Any) -> tuple[dict[str, bytes], list[Line], set[str], set[str]
             lines.append(Line(name, metformin_request(f"m{i}-{j}", f"p{i}", "2026-06-01"), draw(mutation)))
     for line in lines:
         line.data = _mutate(line.resource, line.mutation, draw)
-    files: dict[str, bytes] = {}
-    corrupt: set[str] = set()
+    out = Export({}, lines, set(), set(), set(), {})
     for name in sorted({line.file for line in lines}):
         end = b"\r\n" if draw(st.booleans()) else b"\n"
         data = b"".join(line.data + end for line in lines if line.file == name)
         if draw(st.booleans()):
             data = b"\xef\xbb\xbf" + data
-        packing = draw(st.sampled_from(["plain", "plain", "gzip", "corrupt-gzip"]))
+        packed, packing = _pack(draw, data)
         if packing != "plain":
-            data = gzip.compress(data)
-            if packing == "corrupt-gzip":
-                at = draw(st.integers(10, len(data) - 1))
-                data = data[:at] + bytes([data[at] ^ 0x55]) + data[at + 1:]
-                corrupt.add(name + ".gz")
             for line in lines:
                 if line.file == name:
                     line.file = name + ".gz"
             name += ".gz"
-        files[name] = data
-    intact = {f"Patient/{line.resource['id']}" for line in lines
-              if line.resource["resourceType"] == "Patient" and line.mutation is None and line.file not in corrupt}
-    return files, lines, intact, corrupt
+        out.files[name] = packed
+        out.readable[name] = 0 if packing == "corrupt-gzip" else data.count(b"\n")
+        if packing == "corrupt-gzip":
+            out.corrupt.add(name)
+        elif packing in ("cut-gzip", "tail-gzip"):
+            out.damaged.add(name)
+            out.readable[name] = _readable_lines(packed)
+    out.intact = {f"Patient/{line.resource['id']}" for line, number in _numbered(lines)
+                  if line.resource["resourceType"] == "Patient" and line.mutation is None
+                  and number <= out.readable[line.file]}
+    return out
 
 
-def _broken(lines: list[Line], corrupt: set[str]) -> set[tuple[str, int]]:
-    """(file, line number) of every line that must be reported."""
-    out = set()
+def _numbered(lines: list[Line]) -> list[tuple[Line, int]]:
+    """Each line with its number in its file."""
     numbers: dict[str, int] = {}
+    out = []
     for line in lines:
         numbers[line.file] = numbers.get(line.file, 0) + 1
-        if line.mutation in BROKEN and line.file not in corrupt:
-            out.add((line.file, numbers[line.file]))
+        out.append((line, numbers[line.file]))
     return out
+
+
+def _broken(case: Export) -> set[tuple[str, int]]:
+    """(file, line number) of every line that must be reported."""
+    return {(line.file, number) for line, number in _numbered(case.lines)
+            if line.mutation in BROKEN and number <= case.readable[line.file]}
 
 
 def _run(args: list[str]) -> tuple[int, str, str]:
@@ -132,10 +176,9 @@ def _run(args: list[str]) -> tuple[int, str, str]:
 
 @FUZZ
 @given(exports())
-def test_screen_and_batch_survive_mutated_exports(case: tuple[dict[str, bytes], list[Line], set[str], set[str]],
-                                                  ) -> None:
-    files, lines, intact, corrupt = case
-    broken = _broken(lines, corrupt)
+def test_screen_and_batch_survive_mutated_exports(case: Export) -> None:
+    files, intact, corrupt = case.files, case.intact, case.corrupt | case.damaged
+    broken = _broken(case)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "in"
         folder.mkdir()
@@ -151,7 +194,10 @@ def test_screen_and_batch_survive_mutated_exports(case: tuple[dict[str, bytes], 
             assert any(f"{folder / name}: line {number}:" in line for line in error_lines), (name, number, stderr)
         for name in corrupt:
             assert any(str(folder / name) in line for line in error_lines), stderr
+        for name in case.damaged:  # where the damage is: after the last line still whole
+            assert any(f"{folder / name}: line {case.readable[name] + 1}:" in line for line in error_lines), stderr
         assert (code == 0) == (not error_lines), stderr
+        said = {(Path(m[1]).name, int(m[2]) if m[2] else None, m[3]) for m in map(ERROR.match, error_lines) if m}
 
         out = Path(tmp) / "out"
         code, _stdout, stderr = _run(["batch", str(folder), "--out", str(out), "--as-of", "2026-11-24",
@@ -160,9 +206,11 @@ def test_screen_and_batch_survive_mutated_exports(case: tuple[dict[str, bytes], 
         errors = [json.loads(line) for line in (out / "errors.ndjson").read_text().splitlines()]
         assert len(report) == len(set(report)) and report == sorted(report)
         assert intact <= set(report), errors
+        assert set(report) == set(reported), errors  # the same patients as screen
         rows = {(Path(e["file"]).name, e["line"]) for e in errors if "file" in e}
         assert broken <= rows, (broken - rows, errors)
         assert {name for name in corrupt} <= {name for name, _ in rows}, errors
+        assert {(Path(e["file"]).name, e["line"], e["reason"]) for e in errors} == said, errors  # as screen said
         assert (code == 0) == (not errors), errors
         summary = json.loads((out / "summary.json").read_text())
         assert code != 2 or summary["resources_read"] == 0

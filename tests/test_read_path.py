@@ -229,7 +229,7 @@ def test_batches_of_one_type_decoded_at_once_keep_every_line_level_error(screene
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Lines of a file of one type are decoded a batch at a time; a batch holding anything unusual is read
     line by line, so each odd line is still one error at its own line, and the rest is screened as ever."""
-    import b12screen.batch.lines as lines
+    import b12screen.sources.lines as lines
 
     monkeypatch.setattr(lines, "BLOCK", 4096)  # about a dozen lines a batch: each odd line in a batch of its own
     good = [json.dumps(metformin_request(f"m{i}", f"p{i % 7}", f"{2000 + i % 25}-01-01")).encode()

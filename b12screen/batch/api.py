@@ -131,14 +131,17 @@ def screen_files(paths: Sequence[str], options: BatchOptions, screener: Screener
     try:
         with screening(present, screener, dataclasses.replace(options, keep_results=True), work, progress) as done:
             late: list[dict[str, Any]] = []
+            resources = done.resources
             with open(work / PATIENTS, "wb") as f:
                 for patient in done.patients:
+                    late.extend(patient.input_errors)
+                    resources -= patient.rejected
+                    if not patient.reported:  # known only from lines that could not be read, as in screen
+                        continue
                     count += 1
                     pickle.dump((patient.result, patient.row), f, protocol=pickle.HIGHEST_PROTOCOL)
-                    late.extend(patient.input_errors)
             late.sort(key=error_key)
             found.extend(map(input_error, merged_errors([done.side_errors, done.unit_errors, late])))
-            resources = done.resources
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

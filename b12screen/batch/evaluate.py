@@ -88,6 +88,14 @@ class PatientOutput:
     reasons: tuple[str, ...] = ()
     #: The ScreeningResult itself, when the evaluation was asked to keep it (``EvalContext.keep_result``).
     result: ScreeningResult | None = None
+    #: Lines of this patient that turned out not to be JSON at evaluation (not read, as ``screen`` counts).
+    rejected: int = 0
+
+    @property
+    def reported(self) -> bool:
+        """False for a patient known only from lines that could not be read: ``screen`` never learns of
+        them, so neither report nor Flag is written; only their errors are."""
+        return bool(self.report)
 
 
 def bare_id(key: str) -> str:
@@ -139,6 +147,7 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
     patients = []
     facts: list[tuple[Fact, bytes, Pos]] = []
     errors: list[dict[str, Any]] = []
+    rejected = 0
     for part in parts:
         resources += part.resources
         patients.extend(part.patients)
@@ -148,6 +157,7 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
                 resource = limits.loads(raw)
             except limits.JSONProblem as exc:
                 errors.append(ctx.error(pos, str(exc)))
+                rejected += 1
                 continue
             ref = resource_ref(resource, None) or f"{resource['resourceType']} at line {ctx.line_of(pos)}"
             try:
@@ -157,6 +167,9 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
                 continue
             if fact is not None:
                 facts.append((fact, raw, pos))
+    resources -= rejected
+    if not resources:  # known only from lines that are not JSON
+        return PatientOutput(key, b"", None, "", (), input_errors=tuple(errors), rejected=rejected)
     for i, (fact, raw, pos) in enumerate(facts):
         if LINE_MARK in fact.ref:
             fact = dataclasses.replace(fact, ref=fact.ref.replace(LINE_MARK, f"line {ctx.line_of(pos)}"))
@@ -191,6 +204,7 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
         priority=values["priority"],
         reasons=tuple(values["reasons"]),
         result=result if ctx.keep_result else None,
+        rejected=rejected,
     )
 
 

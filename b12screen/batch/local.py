@@ -103,7 +103,8 @@ def _eval_task(partition: int) -> PartitionSummary:
     hold_point("screen")
     outputs = evaluate_partials(evaluation, read_partition(job.spills, partition))
     write_objects(job.work / f"p{partition}.out", outputs)
-    return PartitionSummary(partition, len(outputs), sum(1 for o in outputs if o.flag is not None))
+    reported = sum(1 for o in outputs if o.reported)
+    return PartitionSummary(partition, reported, sum(1 for o in outputs if o.flag is not None))
 
 
 def _worker_start(parent: int) -> None:

@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,6 +25,8 @@ from ..screening import Screener
 from ..sinks import parquet, summary_page
 from ..sinks.rows import csv_header
 from ..sources.files import discover, read_deleted
+from ..sources.limits import line_cap
+from ..sources.lines import CHANGED_SIZE
 from ..sources.validation import EVIDENCE, check_policy, extractor_for
 from .evaluate import EvalContext, PatientOutput
 from .local import WorkerLost
@@ -47,7 +49,7 @@ from .outputs import (
 )
 from .progress import Progress
 from .scan import Plan, Unit, scan
-from .stream import MAX_LINE_BYTES, Pos, StreamContext, stream_unit
+from .stream import Pos, StreamContext, stream_unit
 from .workdir import clean_stale, hold_point, make_work
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ class BatchOptions:
     overwrite: bool = False
     progress: bool | None = None
     unit_bytes: int | None = None
-    max_line_bytes: int = MAX_LINE_BYTES
+    max_line_bytes: int = field(default_factory=line_cap)  # B12SCREEN_MAX_LINE_BYTES or 64 MiB
     validate: str = EVIDENCE  # the validation policy (b12screen.sources.validation)
     spark_master: str | None = None
     spark_conf: Mapping[str, str] = field(default_factory=dict)
@@ -138,6 +140,18 @@ def _line_bases(summaries: Sequence[Any]) -> dict[tuple[int, int], int]:
         bases[(file_id, index)] = running.get(file_id, 0)
         running[file_id] = running.get(file_id, 0) + lines
     return bases
+
+
+def _once_per_file(errors: Iterable[tuple[Pos, str]]) -> Iterator[tuple[Pos, str]]:
+    """Errors in file order, a file that changed size while being read named once (at its first range that
+    found it so), not once for each range read after the change."""
+    changed: set[int] = set()
+    for pos, reason in errors:
+        if reason.startswith(CHANGED_SIZE):
+            if pos[0] in changed:
+                continue
+            changed.add(pos[0])
+        yield pos, reason
 
 
 def _make_engine(options: BatchOptions, workers: int, work: Path, partitions: int, progress: Progress,
@@ -230,14 +244,14 @@ def screening(paths: Sequence[str], screener: Screener, options: BatchOptions, w
         resources = sum(s.resources for s in summaries) + sum(m.resources for m in med_outputs)
         side_errors = sorted(
             [_input_error_row(e) for e in plan.errors + deleted_errors]
-            + [evaluation.error(pos, reason) for m in med_outputs for pos, reason in m.errors],
+            + [evaluation.error(*e) for e in _once_per_file(e for m in med_outputs for e in m.errors)],
             key=error_key,
         )
 
         def unit_error_rows() -> Iterator[dict[str, Any]]:
-            for summary in summaries:
-                for pos, reason in engine.unit_errors(summary.unit):
-                    yield evaluation.error(pos, reason)
+            errors = (e for summary in summaries for e in engine.unit_errors(summary.unit))
+            for error in _once_per_file(errors):
+                yield evaluation.error(*error)
 
         yield Screening(plan, workers, patients, side_errors, unit_error_rows(), resources)
     except BaseException:  # an error, or an interruption (KeyboardInterrupt): the workers end first
@@ -318,6 +332,10 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         late: list[dict[str, Any]] = []
         count = flagged = rule_errors = 0
         for patient in patients:
+            resources -= patient.rejected
+            if not patient.reported:
+                late.extend(patient.input_errors)
+                continue
             count += 1
             files[REPORT].write(patient.report + b"\n")
             if patient.flag is not None:

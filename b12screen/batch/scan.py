@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..sources.files import DOCUMENT, GZIP, PLAIN, discover, file_kind
+from ..sources.lines import next_line_start
 from ..sources.reader import EMPTY_FILE, announced_type
 from ..sources.walk import unreadable_reason
 
 
 @dataclass(frozen=True, slots=True)
 class Piece:
-    """A byte range of one file (``end`` -1: to the end). ``index`` numbers the pieces of a file."""
+    """A byte range of one file (``end`` -1: to the end). ``index`` numbers the pieces of a file; ``size`` is
+    the file's size when the batch was planned (a file that changes size while being read is an error)."""
 
     file_id: int
     path: str
@@ -30,6 +32,7 @@ class Piece:
     end: int
     index: int
     file_type: str | None
+    size: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +58,15 @@ class Plan:
 
 
 def _split_plain(path: str, size: int, piece_bytes: int) -> list[tuple[int, int]]:
-    """Byte ranges of about ``piece_bytes`` ending just after a newline."""
+    """Byte ranges of about ``piece_bytes`` ending just after a newline (looked for a block at a time: a
+    line of any length costs one block of memory)."""
     if size <= piece_bytes:
         return [(0, size)]
     bounds = [0]
     with open(path, "rb") as f:
         target = piece_bytes
         while target < size:
-            f.seek(target - 1)
-            f.readline()
-            end = f.tell()
+            end = next_line_start(f, target - 1, size)
             if end >= size:
                 break
             if end > bounds[-1]:
@@ -105,7 +107,7 @@ def scan(paths: list[str], unit_bytes: int) -> Plan:
             ranges = [(0, -1 if kind == GZIP else size)]
         target = medication if ftype == "Medication" else pieces
         for index, (start, end) in enumerate(ranges):
-            target.append(Piece(file_id, name, kind, start, end, index, ftype))
+            target.append(Piece(file_id, name, kind, start, end, index, ftype, size))
     plan.units = _group(pieces, unit_bytes)
     plan.medication_units = _group(medication, unit_bytes, first_id=len(plan.units))
     return plan

@@ -36,6 +36,7 @@ from ..sources.extract import (
 )
 from ..sources.files import DOCUMENT, GZIP
 from ..sources.grouping import BundleIndex, patient_key, patient_resource_key
+from ..sources.lines import Problem, bounded, gzip_lines, plain_lines
 from ..sources.reader import EMPTY_FILE, misfiled, unwrap
 from ..sources.relevance import (
     CACHE_LIMIT,
@@ -48,14 +49,12 @@ from ..sources.relevance import (
     typed_decoder,
 )
 from ..sources.walk import unreadable_reason
-from .lines import Problem, gzip_lines, plain_lines
 from .scan import Piece, Unit
 
 #: Where a fact or error came from: (file id, piece index, line within the piece or None, location).
 Pos = tuple[int, int, int | None, str | None]
 #: Stands for "line N" in evidence names of resources without id, until the line's number is known.
 LINE_MARK = "\x00line\x00"
-MAX_LINE_BYTES = 64 << 20
 _FAST_TYPES = R4_RESOURCE_TYPES - {"Bundle"}
 _MISSING: Any = object()
 _SPECIAL_TYPES = frozenset({"Patient", "Medication"})
@@ -95,7 +94,7 @@ class StreamContext:
     extractor: Extractor
     pool: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     deleted: frozenset[str] = frozenset()
-    max_line: int = MAX_LINE_BYTES
+    max_line: int = field(default_factory=limits.line_cap)
     matcher: ConceptMatcher = field(init=False)
     key_cache: dict[str, str | None] = field(default_factory=dict)
 
@@ -165,12 +164,14 @@ class UnitReader:
 
     def _line_source(self) -> Iterator[list[bytes | Problem]]:
         piece = self.piece
+        size = piece.size if piece.size >= 0 else None
         if piece.kind == GZIP:
-            return gzip_lines(piece.path, self.ctx.max_line)
-        return plain_lines(piece.path, piece.start, piece.end, self.ctx.max_line)
+            return gzip_lines(piece.path, self.ctx.max_line, size)
+        return plain_lines(piece.path, piece.start, piece.end, self.ctx.max_line, size)
 
-    def _lines(self, source: Iterable[list[bytes | Problem]] | None = None) -> int:
-        """Read every line of the current piece; returns the number of lines (for line numbering).
+    def _lines(self, held: Iterable[list[bytes]] | None = None) -> int:
+        """Read every line of the current piece, or the ``held`` lines of a document read whole that turned
+        out to be NDJSON (held to the line limit too); returns the number of lines (for line numbering).
 
         In a file of one resource type a batch of lines is decoded at once (:meth:`_typed`); any other
         batch, and any batch with something unusual in it, line by line (:meth:`_batch`)."""
@@ -178,7 +179,8 @@ class UnitReader:
         typed = (ftype is not None and ftype in _FAST_TYPES and ftype not in _SPECIAL_TYPES
                  and typed_decoder(ftype, False, False) is not None)
         rel = 0
-        for batch in self._line_source() if source is None else source:
+        source = self._line_source() if held is None else (bounded(lines, self.ctx.max_line) for lines in held)
+        for batch in source:
             if batch and not (typed and self._typed(batch, rel)):  # type: ignore[arg-type]
                 self._batch(batch, rel)
             rel += len(batch)
@@ -265,7 +267,7 @@ class UnitReader:
                 continue
             if rt in special:
                 value = self._loads(line, rel)  # type: ignore[arg-type]
-                if value is not None:
+                if value is not _MISSING:
                     self._resource(value, rt, rel, None, None, None, line)  # type: ignore[arg-type]
                 continue
             holder = head.subject
@@ -295,18 +297,19 @@ class UnitReader:
     # -- one NDJSON line ---------------------------------------------------------------------
 
     def _loads(self, line: bytes, rel: int) -> Any:
+        """The line's JSON value (``null`` too), or ``_MISSING`` once its error is recorded."""
         try:
             return limits.loads(line)
         except limits.JSONProblem as exc:
             self._error(rel, None, str(exc))
-            return None
+            return _MISSING
 
     def _slow_line(self, line: bytes, rel: int) -> None:
         """The general path: any JSON value, with ``screen``'s semantics."""
         if line.isspace():
             return
         value = self._loads(line, rel)
-        if value is None:
+        if value is _MISSING:
             return
         ftype = self.piece.file_type
         if isinstance(value, dict) and value.get("resourceType") == "Bundle":

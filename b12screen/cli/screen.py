@@ -91,7 +91,7 @@ def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path:
 
     when = as_of_date(as_of)
     screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
-    stdin = sys.stdin.buffer.read() if "-" in paths else None
+    stdin = sys.stdin.buffer if "-" in paths else None  # NDJSON is read a line at a time
     inputs = read_inputs([p for p in paths if p != "-"], stdin)
     if inputs.found.missing:
         fail("; ".join(str(e) for e in inputs.found.missing))

@@ -7,15 +7,16 @@ read or named as ignored, never passed over in silence.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import orjson
+from typing import Any, BinaryIO
 
 from ..errors import InputError
-from .reader import Entry, read_bytes, short_reason, unwrap
+from . import limits
+from .lines import BLOCK, BOM, Problem, gzip_lines, numbered, plain_lines, stream_lines
+from .reader import Entry, read_bytes, read_lines, unwrap
 from .walk import broken_link_reason, unreadable_reason
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -121,33 +122,49 @@ def _deleted_refs(value: Any) -> Iterable[str]:
 
 
 def read_deleted(files: Iterable[str]) -> tuple[frozenset[str], list[InputError]]:
-    """``Type/id`` of every resource the Bulk Data ``deleted/`` Bundles list (DELETE requests)."""
+    """``Type/id`` of every resource the Bulk Data ``deleted/`` Bundles list (DELETE requests). NDJSON lists
+    are read line by line like any NDJSON file (the same line limit, damage reported where it is)."""
     found: set[str] = set()
     errors: list[InputError] = []
     for name in files:
+        kind = file_kind(name)
         try:
-            data = unwrap(Path(name).read_bytes(), name)
+            lines: Iterable[tuple[int | None, bytes | Problem]] = (
+                numbered(_ndjson_lines(name, kind)) if kind in (PLAIN, GZIP)
+                else [(None, unwrap(Path(name).read_bytes(), name))])
+            for number, line in lines:
+                where = None if number is None else f"line {number}"
+                if isinstance(line, Problem):
+                    errors.append(InputError(name, where, line.reason))
+                elif line.strip():
+                    try:
+                        found.update(_deleted_refs(limits.loads(line)))
+                    except limits.JSONProblem as exc:
+                        errors.append(InputError(name, where, str(exc)))
         except OSError as exc:
             errors.append(InputError(name, None, f"cannot read file ({exc.strerror or exc})"))
-            continue
         except InputError as error:
             errors.append(error)
-            continue
-        lines = data.splitlines() if file_kind(name) in (PLAIN, GZIP) else [data]
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                found.update(_deleted_refs(orjson.loads(line)))
-            except orjson.JSONDecodeError as exc:
-                where = f"line {number}" if len(lines) > 1 else None
-                errors.append(InputError(name, where, f"malformed JSON ({short_reason(exc)})"))
     return frozenset(found), errors
 
 
+def _ndjson_lines(path: str, kind: str | None) -> Iterator[list[bytes | Problem]]:
+    """The line batches of an NDJSON file (``.gz`` too), held to ``limits.line_cap()``; the file's size
+    now is the size it must keep while it is read."""
+    size = os.path.getsize(path)
+    cap = limits.line_cap()
+    return gzip_lines(path, cap, size) if kind == GZIP else plain_lines(path, 0, size, cap, size)
+
+
 def read_file(path: str) -> Iterator[Entry | InputError]:
-    """Entries of one file."""
+    """Entries of one file. NDJSON (``.gz`` too) is streamed a line at a time through the line readers
+    ``batch`` uses, so every door reads it alike: a line over ``limits.line_cap()`` is refused without being
+    held, damaged gzip keeps every line before the damage, a file changing size while read is an error."""
+    kind = file_kind(path)
     try:
+        if kind in (PLAIN, GZIP):
+            yield from read_lines(_ndjson_lines(path, kind), path)
+            return
         data = Path(path).read_bytes()
     except OSError as exc:
         yield InputError(path, None, unreadable_reason(path, exc))
@@ -164,6 +181,51 @@ def read_path(path: str | Path) -> Iterator[Entry | InputError]:
         yield from read_file(name)
 
 
+def read_stream(f: BinaryIO, source: str = "<stdin>") -> Iterator[Entry | InputError]:
+    """Entries of a stream (stdin). NDJSON, a first line that is JSON on its own with more after it, is read
+    line by line under ``limits.line_cap()``; anything else (one document, pretty-printed JSON, gzip) is read
+    whole and read as :func:`read_bytes` reads it."""
+    cap = limits.line_cap()
+    head, ndjson = _sniff(f, cap)
+    if ndjson:
+        yield from read_lines(stream_lines(f, head, cap), source)
+    else:
+        yield from read_bytes(head + f.read(), source)
+
+
+_NOT_SPACE = re.compile(rb"\S")
+
+
+def _sniff(f: BinaryIO, cap: int) -> tuple[bytes, bool]:
+    """(the bytes read, whether the stream is NDJSON), reading no more than needed to tell: the first line and
+    the start of the next non-blank one, a line limit and a block at most."""
+    head = bytearray(f.read(BLOCK))
+    if head[:2] == b"\x1f\x8b":
+        return bytes(head), False
+    start = end = -1  # the first line: its first non-blank byte, its newline
+    at = 3 if head.startswith(BOM) else 0  # where the bytes not looked at yet begin
+    while True:
+        if start < 0 and (match := _NOT_SPACE.search(head, at)):
+            start = match.start()
+        if start >= 0 > end:
+            end = head.find(b"\n", max(start, at))
+        if end >= 0 and (_NOT_SPACE.search(head, max(end + 1, at)) or len(head) - end > cap):
+            try:  # a second line, or blank lines past the limit: NDJSON when the first line is JSON
+                limits.loads(bytes(head[start:end]))
+            except limits.JSONProblem:
+                return bytes(head), False
+            return bytes(head), True
+        if start < 0 and len(head) > cap:
+            return bytes(head), True  # blank lines past the limit: read them as lines
+        if start >= 0 > end and len(head) - start > cap:
+            return bytes(head), False  # a first line over the limit: one document, read whole
+        at = len(head)
+        block = f.read(BLOCK)
+        if not block:
+            return bytes(head), False  # one line (or none) and nothing after it: one document
+        head += block
+
+
 @dataclass
 class Inputs:
     """What some input paths hold: entries and errors, the deleted resources, what was found."""
@@ -173,13 +235,14 @@ class Inputs:
     found: Discovery
 
 
-def read_inputs(paths: Iterable[str], stdin: bytes | None = None) -> Inputs:
-    """Every entry of ``paths`` (and of ``stdin``'s bytes, named ``<stdin>``), as ``batch`` reads them."""
+def read_inputs(paths: Iterable[str], stdin: bytes | BinaryIO | None = None) -> Inputs:
+    """Every entry of ``paths`` (and of ``stdin``, its bytes or the stream, named ``<stdin>``), as ``batch``
+    reads them."""
     found = discover(paths)
     deleted, errors = read_deleted(found.deleted_files)
     items: list[Entry | InputError] = [*found.errors, *errors]
     if stdin is not None:
-        items.extend(read_bytes(stdin, "<stdin>"))
+        items.extend(read_bytes(stdin, "<stdin>") if isinstance(stdin, bytes) else read_stream(stdin))
     for name in found.files:
         items.extend(read_file(name))
     return Inputs(items, deleted, found)

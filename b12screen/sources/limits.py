@@ -5,6 +5,7 @@
 - :func:`loads`: ``orjson.loads`` that refuses deep nesting and turns every decode failure (bad JSON,
   a number that overflows a double, recursion) into one :class:`JSONProblem` with a short reason.
 - :func:`gunzip_bounded`: streamed gzip decompression with a cap on the expanded size.
+- :func:`line_cap`: the longest NDJSON line any door reads (longer ones are refused, never held whole).
 """
 
 from __future__ import annotations
@@ -25,14 +26,26 @@ MAX_DOCUMENT_BYTES = 256 << 20
 #: once past :data:`RATIO_FLOOR` bytes, is a decompression bomb (FHIR NDJSON compresses 10-30 times).
 MAX_RATIO = 200
 RATIO_FLOOR = 16 << 20
+#: Longest NDJSON line read, in bytes; ``B12SCREEN_MAX_LINE_BYTES`` overrides it.
+MAX_LINE_BYTES = 64 << 20
 _CHUNK = 1 << 18
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 def document_cap() -> int:
     """The expanded-size cap for documents: ``B12SCREEN_MAX_EXPANDED_BYTES`` or the default."""
-    raw = os.environ.get("B12SCREEN_MAX_EXPANDED_BYTES", "")
-    return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_DOCUMENT_BYTES
+    return _bytes_setting("B12SCREEN_MAX_EXPANDED_BYTES", MAX_DOCUMENT_BYTES)
+
+
+def _bytes_setting(name: str, default: int) -> int:
+    """A positive number of bytes from the environment variable ``name``, else ``default``."""
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else default
+
+
+def line_cap() -> int:
+    """The line limit: ``B12SCREEN_MAX_LINE_BYTES`` or :data:`MAX_LINE_BYTES`."""
+    return _bytes_setting("B12SCREEN_MAX_LINE_BYTES", MAX_LINE_BYTES)
 
 
 def bomb_reason(expanded: int, compressed: int) -> str | None:

@@ -21,11 +21,10 @@ from typing import Any
 from ..errors import InputError
 from .extract import normalize_reference, resource_ref
 from .files import DOCUMENT, discover, file_kind, read_deleted, read_file
+from .limits import line_cap
 from .reader import Entry, read_bytes
 
 CHUNK = 1 << 20
-#: An NDJSON line longer than this is not kept whole (the batch's own line limit).
-MAX_LINE_BYTES = 64 << 20
 _ID_CHARS = rb"A-Za-z0-9\-."
 
 
@@ -73,7 +72,9 @@ def holds(path: str, ids: Ids) -> bool:
 
 def matching_lines(path: str, ids: Ids) -> tuple[list[tuple[int, bytes]], list[int]]:
     """(line number, line) of every line holding one of ``ids``, and the numbers of such lines too long to
-    keep (over :data:`MAX_LINE_BYTES`: searched as they stream by, never held)."""
+    keep (over the line limit of every door, :func:`b12screen.sources.limits.line_cap`: searched as they
+    stream by, never held)."""
+    cap = line_cap()
     found: list[tuple[int, bytes]] = []
     too_long: list[int] = []
     pending = b""
@@ -93,10 +94,14 @@ def matching_lines(path: str, ids: Ids) -> tuple[list[tuple[int, bytes]], list[i
         cut = data.rfind(b"\n") + 1
         body, pending = data[:cut], data[cut:]
         if body and ids.found_in(body):
-            found.extend((number + i, line) for i, line in enumerate(body.split(b"\n")[:-1], start=1)
-                         if ids.found_in(line))
+            for i, line in enumerate(body.split(b"\n")[:-1], start=1):
+                if ids.found_in(line):
+                    if len(line) > cap:
+                        too_long.append(number + i)
+                    else:
+                        found.append((number + i, line))
         number += body.count(b"\n")
-        if len(pending) > MAX_LINE_BYTES:
+        if len(pending) > cap:
             hit, skipping, pending = ids.found_in(pending, closes=False), True, pending[-ids.overlap:]
     if skipping:
         if hit:
@@ -135,7 +140,7 @@ def _read_matching(name: str, ids: Ids) -> list[Entry | InputError]:
         lines, too_long = matching_lines(name, ids)
     except (OSError, EOFError, zlib.error):  # unreadable or broken gzip: read it to say why
         return list(read_file(name))
-    items: list[Entry | InputError] = [InputError(name, f"line {n}", f"line longer than {MAX_LINE_BYTES} bytes")
+    items: list[Entry | InputError] = [InputError(name, f"line {n}", f"line longer than {line_cap()} bytes")
                                        for n in too_long]
     return items + (list(read_bytes(sparse(lines), name)) if lines else [])
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
 from . import limits
+from .lines import Problem, bounded, numbered
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,21 +97,41 @@ def type_mismatch(value: Any, announced: str | None) -> str | None:
     return None
 
 
-def _read_lines(data: bytes, source: str) -> Iterator[Entry | InputError]:
+def read_lines(batches: Iterable[list[bytes | Problem]], source: str) -> Iterator[Entry | InputError]:
+    """Entries of NDJSON lines, in batches as :mod:`b12screen.sources.lines` yields them, numbered from 1. An
+    unreadable line (a :class:`Problem`: too long, where gzip data broke off, where the file changed size) is
+    an error naming it; only blank lines is nothing readable."""
     announced = announced_type(source) if _is_ndjson_name(source) else None
-    for number, line in enumerate(data.split(b"\n"), start=1):
+    readable = False
+    for number, line in numbered(batches):
+        if isinstance(line, Problem):
+            readable = True
+            yield InputError(source, f"line {number}", line.reason)
+            continue
         if not line.strip():
             continue
-        try:
-            value = limits.loads(line)
-        except limits.JSONProblem as exc:
-            yield InputError(source, f"line {number}", str(exc))
-            continue
-        mismatch = type_mismatch(value, announced)
-        if mismatch is not None:
-            yield InputError(source, f"line {number}", mismatch)
-            continue
-        yield from read_value(value, source, f"line {number}")
+        readable = True
+        yield from _read_line(line, source, number, announced)
+    if not readable:
+        yield InputError(source, None, EMPTY_FILE)
+
+
+def _read_line(line: bytes, source: str, number: int, announced: str | None) -> Iterator[Entry | InputError]:
+    try:
+        value = limits.loads(line)
+    except limits.JSONProblem as exc:
+        yield InputError(source, f"line {number}", str(exc))
+        return
+    mismatch = type_mismatch(value, announced)
+    if mismatch is not None:
+        yield InputError(source, f"line {number}", mismatch)
+        return
+    yield from read_value(value, source, f"line {number}")
+
+
+def _split_lines(data: bytes, source: str) -> Iterator[Entry | InputError]:
+    """NDJSON held in memory (stdin, a document that turned out to be NDJSON), lines held to the limit."""
+    return read_lines([bounded(data.split(b"\n"), limits.line_cap())], source)
 
 
 def short_reason(exc: Exception) -> str:
@@ -142,13 +163,13 @@ def read_bytes(data: bytes, source: str) -> Iterator[Entry | InputError]:
         yield InputError(source, None, EMPTY_FILE)
         return
     if _is_ndjson_name(source):
-        yield from _read_lines(data, source)
+        yield from _split_lines(data, source)
         return
     try:
         value = limits.loads(data)
     except limits.JSONProblem as exc:
         if data.strip().count(b"\n") >= 1:
-            yield from _read_lines(data, source)
+            yield from _split_lines(data, source)
         else:
             yield InputError(source, None, str(exc))
         return

@@ -1,18 +1,21 @@
-"""Line readers: a byte range of a plain NDJSON file, or a whole gzip file member by member.
+"""Line readers shared by every door: a byte range of a plain NDJSON file, or a whole gzip file member by member.
 
 Both yield batches (lists) of ``bytes`` lines (without the newline), where a :class:`Problem` stands for
-one unreadable line (too long, or where gzip data broke off). Memory stays bounded by the block size
-and the line limit.
+one unreadable line (too long, where gzip data broke off, where a file that changed size while being read
+stops being trusted). Memory stays bounded by the block size and the line limit: a line over the limit is
+skipped without ever being held whole.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..sources.limits import bomb_reason
+from .limits import bomb_reason
 
 BLOCK = 1 << 18  # lines are decoded while they are still in the CPU cache
 GZIP_BLOCK = 1 << 18
@@ -27,6 +30,11 @@ class Problem:
     reason: str
 
 
+def too_long(max_line: int) -> Problem:
+    """The problem of a line over ``max_line`` bytes."""
+    return Problem(f"line longer than {max_line} bytes")
+
+
 class _Splitter:
     """Split a stream of blocks into batches of lines, replacing lines over ``max_line`` bytes by a
     Problem."""
@@ -39,7 +47,7 @@ class _Splitter:
         self.oversize = False
 
     def _too_long(self) -> Problem:
-        return Problem(f"line longer than {self.max_line} bytes")
+        return too_long(self.max_line)
 
     def feed(self, data: bytes) -> list[bytes | Problem]:
         if self.at_start:
@@ -78,9 +86,25 @@ class _Splitter:
         self.carry, self.carry_len, self.oversize = [], 0, False
 
 
-def plain_lines(path: str, start: int, end: int, max_line: int) -> Iterator[list[bytes | Problem]]:
+CHANGED_SIZE = "file changed size while being read"
+
+
+def changed_size(planned: int, now: int) -> Problem:
+    """The problem of a file that was ``planned`` bytes when reading began and is ``now`` bytes."""
+    return Problem(f"{CHANGED_SIZE} ({planned} bytes, then {now}); the rest of it was not read")
+
+
+def _size_problem(f: BinaryIO, size: int | None) -> Problem | None:
+    """A :func:`changed_size` problem when the open file ``f`` is no longer ``size`` bytes."""
+    now = os.fstat(f.fileno()).st_size
+    return None if size is None or now == size else changed_size(size, now)
+
+
+def plain_lines(path: str, start: int, end: int, max_line: int,
+                size: int | None = None) -> Iterator[list[bytes | Problem]]:
     """Batches of lines of ``path[start:end]`` (the range starts at a line start and ends after a newline
-    or at the end of the file)."""
+    or at the end of the file). ``size`` is the file's size when the read was planned: a range cut short,
+    or a file whose size differs once its last range is read, ends with a :func:`changed_size` problem."""
     splitter = _Splitter(max_line, start == 0)
     with open(path, "rb") as f:
         f.seek(start)
@@ -91,7 +115,55 @@ def plain_lines(path: str, start: int, end: int, max_line: int) -> Iterator[list
                 break
             remaining -= len(data)
             yield splitter.feed(data)
-        yield splitter.end()
+        problem = None
+        if remaining > 0:  # cut short
+            problem = changed_size(end if size is None else size, os.fstat(f.fileno()).st_size)
+        elif size is not None and end >= size:  # the last range: the file must still end where it did
+            problem = _size_problem(f, size)
+    if problem is not None:
+        splitter.drop()  # a line cut short is no line
+        yield [problem]
+        return
+    yield splitter.end()
+
+
+def stream_lines(f: BinaryIO, head: bytes, max_line: int) -> Iterator[list[bytes | Problem]]:
+    """Batches of lines of ``head``, the bytes already read from the stream ``f`` (stdin), then of the rest
+    of it, a block at a time."""
+    splitter = _Splitter(max_line)
+    data = head
+    while data:
+        yield splitter.feed(data)
+        data = f.read(BLOCK)
+    yield splitter.end()
+
+
+def numbered(batches: Iterable[list[bytes | Problem]]) -> Iterator[tuple[int, bytes | Problem]]:
+    """Each line of ``batches`` with its number in the file, from 1."""
+    return enumerate(itertools.chain.from_iterable(batches), start=1)
+
+
+def bounded(lines: Iterable[bytes], max_line: int) -> list[bytes | Problem]:
+    """Lines already in memory (a document read whole that turned out to be NDJSON), held to the limit."""
+    problem = too_long(max_line)
+    return [problem if len(line) > max_line else line for line in lines]
+
+
+def next_line_start(f: BinaryIO, offset: int, size: int) -> int:
+    """The file offset just after the first newline at or after ``offset`` (``size`` if none): found a block
+    at a time, so a line of any length costs one block of memory (the first reads are small: most lines are)."""
+    f.seek(offset)
+    step = 8192
+    while offset < size:
+        block = f.read(step)
+        if not block:
+            return size
+        at = block.find(b"\n")
+        if at >= 0:
+            return offset + at + 1
+        offset += len(block)
+        step = min(step * 2, BLOCK)
+    return size
 
 
 def _find_magic(f: BinaryIO, offset: int) -> int | None:
@@ -111,10 +183,11 @@ def _find_magic(f: BinaryIO, offset: int) -> int | None:
         base += len(block)
 
 
-def gzip_lines(path: str, max_line: int) -> Iterator[list[bytes | Problem]]:
-    """Batches of lines of a gzip file of one or more members. A corrupt member is reported and reading resumes at
-    the next member; data cut short is reported where it stops. Output is expanded a block at a time, and a
-    file expanding like a decompression bomb is reported and left (``limits.bomb_reason``)."""
+def gzip_lines(path: str, max_line: int, size: int | None = None) -> Iterator[list[bytes | Problem]]:
+    """Batches of lines of a gzip file of one or more members. A corrupt member (trailing garbage too) is reported
+    and reading resumes at the next member; data cut short is reported where it stops, as a :func:`changed_size`
+    problem when the file is no longer ``size`` bytes (its size when the read was planned). Output is expanded a
+    block at a time, and a file expanding like a decompression bomb is reported and left (``limits.bomb_reason``)."""
     splitter = _Splitter(max_line)
     members = expanded = 0  # members started, bytes expanded
     with open(path, "rb") as f:
@@ -140,10 +213,11 @@ def gzip_lines(path: str, max_line: int) -> Iterator[list[bytes | Problem]]:
             try:
                 out = decomp.decompress(pending, BLOCK)
             except zlib.error as exc:
+                nxt = _find_magic(f, member_start + 1)
                 if not resyncing or produced:
                     splitter.drop()
-                    yield [Problem(f"corrupt gzip data in member {members} ({exc}); skipped to the next member")]
-                nxt = _find_magic(f, member_start + 1)
+                    rest = "the rest of the file skipped" if nxt is None else "skipped to the next member"
+                    yield [Problem(f"corrupt gzip data in member {members} ({exc}); {rest}")]
                 if nxt is None:
                     return
                 f.seek(nxt)
@@ -169,8 +243,13 @@ def gzip_lines(path: str, max_line: int) -> Iterator[list[bytes | Problem]]:
                 tail = decomp.unconsumed_tail
                 pending_at += len(pending) - len(tail)
                 pending = tail
+        problem = _size_problem(f, size)
         if started:
             splitter.drop()
-            yield [Problem(f"gzip data ends in the middle of member {members} (truncated file)")]
+            yield [problem or Problem(f"gzip data ends in the middle of member {members} (truncated file)")]
+            return
+        if problem is not None:
+            splitter.drop()
+            yield [problem]
             return
         yield splitter.end()
