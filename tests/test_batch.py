@@ -24,7 +24,7 @@ from b12screen.batch.scan import COST_PER_BYTE, dearest_first, scan, unit_cost
 from b12screen.cli import cli
 from b12screen.screening import group, screen_grouped
 from b12screen.sinks.flag import flag_json
-from b12screen.sources import read_path
+from b12screen.sources import discover, read_path
 from b12screen.sources.validation import ALL
 
 SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "by_priority", "by_reason", "errors", "resources_read",
@@ -305,7 +305,7 @@ def test_one_pool_of_forked_workers_serves_both_phases(plugin_manager, tmp_path:
     export = tmp_path / "export"
     shutil.copytree(BATCH / "export", export)
     assert batch(screener, [export], tmp_path / "many", workers=workers, unit_bytes=300).exit_code == 0
-    assert len(scan([str(export)], 300).units) > 1
+    assert len(scan(discover([str(export)]), 300).units) > 1
     assert _CountingPool.made == [workers]  # one pool, both phases
     assert pids() and parent not in pids() and len(pids()) <= workers
     # a single unit with one worker: no fork at all
@@ -325,7 +325,7 @@ def test_units_are_cut_by_cost_and_the_dearest_are_screened_first(tmp_path: Path
                                                 "subject": {"reference": f"Patient/p{i}"}} for i in range(40)])
     size = {name: (export / name).stat().st_size for name in ("Patient.ndjson", "Encounter.ndjson")}
     unit_bytes = size["Encounter.ndjson"] // 4
-    units = scan([str(export)], unit_bytes).units
+    units = scan(discover([str(export)]), unit_bytes).units
     kinds = {u.pieces[0].file_type for u in units}
     assert kinds == {"Patient", "Encounter"} and all(len({p.file_type for p in u.pieces}) == 1 for u in units)
     weight = COST_PER_BYTE["Patient"]

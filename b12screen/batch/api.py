@@ -26,7 +26,7 @@ from ..core.outcome import ScreeningResult
 from ..errors import InputError
 from ..screening import Screener
 from ..sinks.rows import to_pandas
-from ..sources.files import NO_SUCH_PATH
+from ..sources.files import NO_SUCH_PATH, discover
 from .outputs import error_key, merged_errors
 from .progress import Progress
 from .runner import BatchOptions, screening
@@ -129,7 +129,8 @@ def screen_files(paths: Sequence[str], options: BatchOptions, screener: Screener
     work = Path(tempfile.mkdtemp(prefix="b12screen-"))
     count = resources = 0
     try:
-        with screening(present, screener, dataclasses.replace(options, keep_results=True), work, progress) as done:
+        keep = dataclasses.replace(options, keep_results=True)
+        with screening(discover(present), screener, keep, work, progress) as done:
             late: list[dict[str, Any]] = []
             resources = done.resources
             with open(work / PATIENTS, "wb") as f:

@@ -32,7 +32,7 @@ from .evaluate import EvalContext, PatientOutput, evaluate_partials
 from .progress import Progress
 from .scan import Unit, dearest_first
 from .spill import SpillIndex, read_outputs, read_partition, write_objects, write_spill
-from .stream import Pos, StreamContext, stream_unit
+from .stream import Pos, StreamContext, UnitSummary, stream_unit
 from .workdir import die_with_parent, hold_point
 
 WORKER_LOST = "a worker process ended before its work was done (killed, perhaps for lack of memory)"
@@ -40,19 +40,6 @@ WORKER_LOST = "a worker process ended before its work was done (killed, perhaps 
 
 class WorkerLost(B12ScreenError):
     """A worker process died (a signal, the kernel's out-of-memory killer) before finishing its task."""
-
-
-@dataclass
-class UnitSummary:
-    """What the main process keeps of a streamed unit (the facts stay in the spill file)."""
-
-    unit: int
-    lines: list[tuple[int, int, int]]
-    resources: int
-    bytes: int
-    medications: list[tuple[str, dict[str, Any]]]
-    errors: int = 0
-    spill: SpillIndex = field(default_factory=list)
 
 
 @dataclass
@@ -93,7 +80,7 @@ def _stream_task(unit: Unit) -> UnitSummary:
         with open(job.work / f"u{unit.id}.err", "wb") as f:
             pickle.dump(out.errors, f, protocol=pickle.HIGHEST_PROTOCOL)
     hold_point("stream")
-    return UnitSummary(unit.id, out.lines, out.resources, out.bytes, out.medications, len(out.errors), spill)
+    return out.summary(carry_errors=False, spill=spill)
 
 
 def _eval_task(partition: int) -> PartitionSummary:
@@ -195,7 +182,7 @@ class LocalEngine:
 
     def unit_errors(self, unit: int) -> list[tuple[Pos, str]]:
         summary = self.summaries.get(unit)
-        if summary is None or not summary.errors:
+        if summary is None or not summary.error_count:
             return []
         with open(self.work / f"u{unit}.err", "rb") as f:
             errors: list[tuple[Pos, str]] = pickle.load(f)

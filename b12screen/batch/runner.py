@@ -24,7 +24,7 @@ from ..errors import B12ScreenError, InputError
 from ..screening import Screener
 from ..sinks import parquet, summary_page
 from ..sinks.rows import csv_header
-from ..sources.files import discover, read_deleted
+from ..sources.files import Discovery, discover, read_deleted
 from ..sources.limits import line_cap
 from ..sources.lines import CHANGED_SIZE
 from ..sources.validation import EVIDENCE, check_policy, extractor_for
@@ -174,9 +174,9 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
     if options.engine not in ENGINES:
         raise B12ScreenError(f"unknown engine {options.engine!r} (choose from {', '.join(ENGINES)})")
     check_policy(options.validate)
-    missing = discover(paths).missing
-    if missing:
-        raise MissingInputError("; ".join(str(e) for e in missing))
+    found = discover(paths)
+    if found.missing:
+        raise MissingInputError("; ".join(str(e) for e in found.missing))
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -184,7 +184,7 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
         if present and not options.overwrite:
             raise OutputsExistError(f"{out} already holds {', '.join(present)} (use --overwrite to replace them)")
         clean_stale(out, legacy=options.overwrite)
-        return _screen(paths, out, screener, options, time.perf_counter())
+        return _screen(paths, found, out, screener, options, time.perf_counter())
     except WorkerLost as exc:
         raise OutputError(f"no outputs were written in {out}: {exc}") from None
     except OSError as exc:
@@ -205,15 +205,13 @@ class Screening:
 
 
 @contextlib.contextmanager
-def screening(paths: Sequence[str], screener: Screener, options: BatchOptions, work: Path,
+def screening(found: Discovery, screener: Screener, options: BatchOptions, work: Path,
               progress: Progress) -> Iterator[Screening]:
     """Plan, stream and screen ``paths`` with the engine of ``options``, spilling into ``work``; the
     engine's workers end when the block does. The batch writes the outputs from this, and
     :func:`b12screen.batch.api.screen_folder` hands the patients to Python."""
     workers = options.workers or default_workers()
-    sizes = _input_size(paths)
-    unit_bytes = options.unit_bytes or min(16 * MIB, max(MIB, sizes // max(1, workers * 16)))
-    plan: Plan = scan(list(paths), unit_bytes)
+    plan = scan(found, options.unit_bytes or (lambda size: min(16 * MIB, max(MIB, size // max(1, workers * 16)))))
     log.info("batch: %d file(s), %d byte(s), %d unit(s), %d worker(s), engine %s",
              len(plan.files), plan.total_bytes, len(plan.units), workers, options.engine)
     partitions = min(1024, max(8 * workers, math.ceil(plan.total_bytes / (64 * MIB))))
@@ -263,13 +261,13 @@ def screening(paths: Sequence[str], screener: Screener, options: BatchOptions, w
             engine.close()
 
 
-def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchOptions,
+def _screen(paths: Sequence[str], found: Discovery, out: Path, screener: Screener, options: BatchOptions,
             started: float) -> BatchResult:
     started_at = options.clock()
     progress = Progress(options.progress)
     work = make_work(out)
     try:
-        with screening(paths, screener, options, work, progress) as done:
+        with screening(found, screener, options, work, progress) as done:
             run = _run_record(paths, screener, options, done.workers, started_at)
             result = _write(out, work, done.patients, done.side_errors, done.unit_errors, done.resources, started,
                             {"files_read": len(done.plan.files), "files_ignored": len(done.plan.ignored)}, run,
@@ -297,18 +295,6 @@ def _run_record(paths: Sequence[str], screener: Screener, options: BatchOptions,
         "spark_master": options.spark_master if options.engine == "spark" else None,
         "started": started_at.isoformat(timespec="seconds"),
     }
-
-
-def _input_size(paths: Sequence[str]) -> int:
-    """Bytes under ``paths`` (a first estimate, to size the units of work)."""
-    total = 0
-    for raw in paths:
-        names = [raw] if os.path.isfile(raw) else [
-            os.path.join(root, name) for root, _dirs, files in os.walk(raw) for name in files]
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += os.path.getsize(name)
-    return total
 
 
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from ..sources.files import DOCUMENT, GZIP, PLAIN, discover, file_kind
+from ..sources.files import DOCUMENT, GZIP, PLAIN, Discovery, file_kind
 from ..sources.lines import next_line_start
 from ..sources.reader import EMPTY_FILE, announced_type
 from ..sources.walk import unreadable_reason
@@ -46,15 +46,26 @@ class Unit:
 
 @dataclass
 class Plan:
-    """What a batch reads: units of work, the Medication files read first, deleted-resource lists."""
+    """What a batch reads: the files found (``found``, walked once), units of work, the Medication files read
+    first, the input errors met so far (the walk's and the planner's) and the bytes to read."""
 
-    files: list[str] = field(default_factory=list)
+    found: Discovery
     units: list[Unit] = field(default_factory=list)
     medication_units: list[Unit] = field(default_factory=list)
-    deleted_files: list[str] = field(default_factory=list)
     errors: list[InputError] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
     total_bytes: int = 0
+
+    @property
+    def files(self) -> list[str]:
+        return self.found.files
+
+    @property
+    def deleted_files(self) -> list[str]:
+        return self.found.deleted_files
+
+    @property
+    def ignored(self) -> list[str]:
+        return self.found.ignored
 
 
 def _split_plain(path: str, size: int, piece_bytes: int) -> list[tuple[int, int]]:
@@ -76,15 +87,12 @@ def _split_plain(path: str, size: int, piece_bytes: int) -> list[tuple[int, int]
     return list(itertools.pairwise(bounds))
 
 
-def scan(paths: list[str], unit_bytes: int) -> Plan:
-    """Plan the batch over ``paths`` (files or folders, found by :func:`b12screen.sources.files.discover`)."""
-    plan = Plan()
-    found = discover(paths)
-    plan.files, plan.deleted_files, plan.errors = found.files, found.deleted_files, list(found.errors)
-    plan.ignored = found.ignored
-    pieces: list[Piece] = []
-    medication: list[Piece] = []
-    for file_id, name in enumerate(plan.files):
+def scan(found: Discovery, unit_bytes: int | Callable[[int], int]) -> Plan:
+    """Plan the batch over the files ``found`` by :func:`b12screen.sources.files.discover`, in units of
+    ``unit_bytes`` (or of ``unit_bytes(total bytes)``)."""
+    plan = Plan(found, errors=list(found.errors))
+    sized: list[tuple[int, str, int]] = []
+    for file_id, name in enumerate(found.files):
         try:
             size = os.path.getsize(name)
         except OSError as exc:
@@ -94,6 +102,12 @@ def scan(paths: list[str], unit_bytes: int) -> Plan:
         if size == 0:
             plan.errors.append(InputError(name, None, EMPTY_FILE))
             continue
+        sized.append((file_id, name, size))
+    if callable(unit_bytes):
+        unit_bytes = unit_bytes(plan.total_bytes)
+    pieces: list[Piece] = []
+    medication: list[Piece] = []
+    for file_id, name, size in sized:
         kind = file_kind(name) or DOCUMENT
         base = os.path.basename(name)
         ftype = announced_type(base) if kind != DOCUMENT else None

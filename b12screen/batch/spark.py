@@ -27,7 +27,7 @@ from ..sources.validation import extractor_for
 from .evaluate import EvalContext, PatientOutput, bare_id, evaluate_partials
 from .progress import Progress
 from .scan import Unit, dearest_first
-from .stream import Partial, Pos, StreamContext, UnitOutput, stream_unit
+from .stream import Partial, Pos, StreamContext, UnitOutput, UnitSummary, stream_unit
 from .workdir import hold_point
 
 _SCREENERS: dict[Any, Screener] = {}
@@ -54,24 +54,14 @@ class ScreenerSpec:
         return screener
 
 
-@dataclass
-class SparkUnitSummary:
-    unit: int
-    lines: list[tuple[int, int, int]]
-    resources: int
-    bytes: int
-    medications: list[tuple[str, dict[str, Any]]]
-    errors: list[tuple[Pos, str]]
-
-
 def _stream(spec: ScreenerSpec, shared: Any, unit: Unit) -> UnitOutput:
     pool, deleted, max_line, policy = shared.value
     ctx = StreamContext(extractor_for(spec.build().terminology, policy), pool, deleted, max_line)
     return stream_unit(ctx, unit)
 
 
-def _summary(out: UnitOutput) -> SparkUnitSummary:
-    return SparkUnitSummary(out.unit, out.lines, out.resources, out.bytes, out.medications, out.errors)
+def _summary(out: UnitOutput) -> UnitSummary:
+    return out.summary(carry_errors=True)
 
 
 def _evaluate(spec: ScreenerSpec, shared: Any, group: tuple[str, Any]) -> list[PatientOutput]:
@@ -183,7 +173,7 @@ class SparkEngine:
         self.broadcasts.append(handle)
         return handle
 
-    def stream(self, ctx: StreamContext, units: Sequence[Unit]) -> list[SparkUnitSummary]:
+    def stream(self, ctx: StreamContext, units: Sequence[Unit]) -> list[UnitSummary]:
         from pyspark import StorageLevel
 
         if not units:

@@ -85,6 +85,28 @@ class UnitOutput:
     bytes: int = 0
     medications: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
+    def summary(self, carry_errors: bool, spill: list[Any] | None = None) -> UnitSummary:
+        """What the driver keeps of this unit: its errors themselves when ``carry_errors`` (Spark), else only
+        their count (the local engine keeps them in the work folder beside the ``spill`` index)."""
+        return UnitSummary(self.unit, self.lines, self.resources, self.bytes, self.medications, len(self.errors),
+                           self.errors if carry_errors else [], spill or [])
+
+
+@dataclass
+class UnitSummary:
+    """What the driver keeps of a streamed unit, whichever engine streamed it (the facts stay where the
+    engine put them): line counts per piece, resources and bytes read, its Medications for the pool, how
+    many input errors it met (and the errors, where the engine carries them back), and its spill index."""
+
+    unit: int
+    lines: list[tuple[int, int, int]]
+    resources: int
+    bytes: int
+    medications: list[tuple[str, dict[str, Any]]]
+    error_count: int = 0
+    errors: list[tuple[Pos, str]] = field(default_factory=list)
+    spill: list[Any] = field(default_factory=list)
+
 
 @dataclass
 class StreamContext:
