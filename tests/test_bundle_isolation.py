@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import json
 import random
-import threading
-from collections.abc import Iterator
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from batch_helpers import batch, rows
-from cdshooks_helpers import full_prefetch, request_body
+from cdshooks_helpers import full_prefetch, request_body, stub_http_server
 from click.testing import CliRunner
 from conftest import metformin_request, patient
 
@@ -115,41 +111,21 @@ def test_a_document_beyond_the_hard_limit_is_refused_whole_with_a_clear_line(tmp
     assert [r["patient"] for r in rows(tmp_path / "out" / "report.ndjson")] == ["Patient/b"]
 
 
-class _Server(BaseHTTPRequestHandler):
+def _fhir_routes(path: str) -> Any:
     """A FHIR server whose MedicationRequest search holds the hostile resource among patient a's orders."""
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        path = self.path.split("?")[0].strip("/")
-        if path == "Patient/a":
-            body = json.dumps(patient("a", "1950-01-01")).encode()
-        elif path == "MedicationRequest":
-            body = bundle_bytes(hostile_observation(), kind="searchset").replace(
-                json.dumps({"fullUrl": "urn:uuid:e0", "resource": patient("a", "1950-01-01")}).encode() + b", ", b"")
-        else:
-            body = b'{"resourceType": "Bundle", "type": "searchset", "entry": []}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/fhir+json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    path = path.split("?")[0].strip("/")
+    if path == "Patient/a":
+        return patient("a", "1950-01-01")
+    if path == "MedicationRequest":
+        return bundle_bytes(hostile_observation(), kind="searchset").replace(
+            json.dumps({"fullUrl": "urn:uuid:e0", "resource": patient("a", "1950-01-01")}).encode() + b", ", b"")
+    return {"resourceType": "Bundle", "type": "searchset", "entry": []}
 
 
-@pytest.fixture(scope="module")
-def fhir_server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def test_fetch_skips_the_hostile_resource_of_a_search_page(fhir_server: str) -> None:
-    fetched = run("fetch", "--fhir-server", fhir_server, "--patient", "a", "--as-of", AS_OF, "--retries", "0",
-                  "--format", "report")
+def test_fetch_skips_the_hostile_resource_of_a_search_page() -> None:
+    with stub_http_server(_fhir_routes) as (base, _seen):
+        fetched = run("fetch", "--fhir-server", base, "--patient", "a", "--as-of", AS_OF, "--retries", "0",
+                      "--format", "report")
     assert fetched.exit_code == 1, fetched.stderr
     assert REASON in fetched.stderr and "Traceback" not in fetched.stderr
     assert json.loads(fetched.stdout)[0]["rules"] == ["MET-2"]
