@@ -122,6 +122,22 @@ def _broken(lines: list[Line], corrupt: set[str]) -> set[tuple[str, int]]:
     return out
 
 
+def _folder(tmp: Path, files: dict[str, bytes]) -> Path:
+    folder = tmp / "in"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def _batch(folder: Path, out: Path) -> tuple[int, list[str], list[dict[str, Any]]]:
+    """Exit code, reported patients and error rows of ``batch`` (one worker)."""
+    code, _stdout, _stderr = _run(["batch", str(folder), "--out", str(out), "--as-of", "2026-11-24",
+                                   "--workers", "1", "--no-progress"])
+    report = [json.loads(line)["patient"] for line in (out / "report.ndjson").read_text().splitlines()]
+    return code, report, [json.loads(line) for line in (out / "errors.ndjson").read_text().splitlines()]
+
+
 def _run(args: list[str]) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, args)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
@@ -137,10 +153,7 @@ def test_screen_and_batch_survive_mutated_exports(case: tuple[dict[str, bytes], 
     files, lines, intact, corrupt = case
     broken = _broken(lines, corrupt)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "in"
-        folder.mkdir()
-        for name, data in files.items():
-            (folder / name).write_bytes(data)
+        folder = _folder(Path(tmp), files)
 
         code, stdout, stderr = _run(["screen", "--as-of", "2026-11-24", "--format", "report", str(folder)])
         reported = [entry["patient"] for entry in json.loads(stdout)]
@@ -154,10 +167,7 @@ def test_screen_and_batch_survive_mutated_exports(case: tuple[dict[str, bytes], 
         assert (code == 0) == (not error_lines), stderr
 
         out = Path(tmp) / "out"
-        code, _stdout, stderr = _run(["batch", str(folder), "--out", str(out), "--as-of", "2026-11-24",
-                                      "--workers", "1", "--no-progress"])
-        report = [json.loads(line)["patient"] for line in (out / "report.ndjson").read_text().splitlines()]
-        errors = [json.loads(line) for line in (out / "errors.ndjson").read_text().splitlines()]
+        code, report, errors = _batch(folder, out)
         assert len(report) == len(set(report)) and report == sorted(report)
         assert intact <= set(report), errors
         rows = {(Path(e["file"]).name, e["line"]) for e in errors if "file" in e}
@@ -220,10 +230,7 @@ def test_a_hostile_bundle_entry_costs_that_entry_only(
         case: tuple[dict[str, bytes], set[str], set[tuple[str, str]], set[str]]) -> None:
     files, intact, hostile, refused = case
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "in"
-        folder.mkdir()
-        for name, data in files.items():
-            (folder / name).write_bytes(data)
+        folder = _folder(Path(tmp), files)
         _code, stdout, stderr = _run(["screen", "--as-of", "2026-11-24", "--format", "report", str(folder)])
         assert {entry["patient"] for entry in json.loads(stdout)} == intact, stderr
         for name, where in hostile:
@@ -232,10 +239,8 @@ def test_a_hostile_bundle_entry_costs_that_entry_only(
             assert f"{folder / name}: JSON document nested more than 1024 levels deep" in stderr, stderr
 
         out = Path(tmp) / "out"
-        _run(["batch", str(folder), "--out", str(out), "--as-of", "2026-11-24", "--workers", "1", "--no-progress"])
-        report = {json.loads(line)["patient"] for line in (out / "report.ndjson").read_text().splitlines()}
-        errors = [json.loads(line) for line in (out / "errors.ndjson").read_text().splitlines()]
-        assert report == intact, errors
+        _code, report, errors = _batch(folder, out)
+        assert set(report) == intact, errors
         located = {(Path(e["file"]).name, e.get("location")) for e in errors}
         assert hostile <= located, (hostile - located, errors)
         assert {(name, None) for name in refused} <= located, errors
