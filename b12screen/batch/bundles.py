@@ -13,74 +13,91 @@ gives None: the caller reads the document the general way, with ``screen``'s sem
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
-from ..sources import limits, read_value
+from ..sources import limits, read_value, relevance
 from ..sources.extract import PATIENT_SCOPED_TYPES, UNDERSTOOD_TYPES, ResourceProblem
 from ..sources.grouping import BundleIndex
 from ..sources.reader import EMPTY_FILE, unwrap
-from ..sources.relevance import HEAD_ERRORS, decode_head, is_relevant
+from ..sources.relevance import HEAD_ERRORS, NO_REFERENCE, relevant_indices
 
 try:
     import msgspec
 except ImportError:  # pragma: no cover - without msgspec every document takes the general path
     msgspec = None  # type: ignore[assignment]
 
-#: One entry: (index in ``Bundle.entry``, fullUrl or None, raw resource JSON, its header).
-BundleEntry = tuple[int, "str | None", bytes, Any]
 _PLAIN_TYPES = R4_RESOURCE_TYPES - {"Bundle"}
-_NO_BODY = (b"", b"null")
 _PARSED_TYPES = frozenset({"Patient", "Medication"})  # parsed whole: the Bundle's index needs them
 
 if msgspec is not None:
     _EMPTY = msgspec.Raw(b"")
 
-    class _Entry(msgspec.Struct, gc=False):
+    class _HeadEntry(msgspec.Struct, gc=False):
         fullUrl: Any = None
-        resource: msgspec.Raw = _EMPTY
+        resource: relevance.Head | None = None
         request: msgspec.Raw = _EMPTY
         response: msgspec.Raw = _EMPTY
 
-    class _Bundle(msgspec.Struct, gc=False):
+    class _HeadBundle(msgspec.Struct, gc=False):
         resourceType: Literal["Bundle"]
-        entry: list[_Entry] | None = None
+        entry: list[_HeadEntry] | None = None
 
-    _decode_bundle: Any = msgspec.json.Decoder(_Bundle).decode
-    _ERRORS: tuple[type[Exception], ...] = (*HEAD_ERRORS, msgspec.ValidationError, TypeError)
+    class _RawEntry(msgspec.Struct, gc=False):
+        resource: msgspec.Raw = _EMPTY
+
+    class _RawBundle(msgspec.Struct, gc=False):
+        entry: list[_RawEntry]
+
+    _decode_heads: Any = msgspec.json.Decoder(_HeadBundle).decode
+    _decode_raws: Any = msgspec.json.Decoder(_RawBundle).decode
+    _ERRORS: tuple[type[Exception], ...] = (*HEAD_ERRORS, msgspec.ValidationError, UnicodeDecodeError)
 else:  # pragma: no cover
-    _decode_bundle = None
+    _decode_heads = _decode_raws = None
     _ERRORS = ()
 
 
-def split_bundle(data: bytes) -> list[BundleEntry] | None:
+@dataclass
+class SplitBundle:
+    """A plain Bundle's entries with a resource: their positions in ``Bundle.entry``, fullUrls (None when
+    not a string) and headers; :meth:`raw` gives an entry's resource JSON."""
+
+    data: bytes
+    positions: list[int]
+    urls: list[str | None]
+    heads: list[Any]
+    _raws: list[Any] | None = None
+
+    def raw(self, n: int) -> bytes:
+        if self._raws is None:  # a second, skipping decode: only Patients and relevant resources need it
+            self._raws = [e.resource for e in _decode_raws(self.data).entry]
+        return bytes(self._raws[self.positions[n]])
+
+
+def split_bundle(data: bytes) -> SplitBundle | None:
     """The entries of a plain Bundle (entries without a resource but with a request or response, which
     carry no data, left out), or None when the document must be read the general way."""
-    if _decode_bundle is None or decode_head is None:  # pragma: no cover
+    if _decode_heads is None:  # pragma: no cover
         return None
     try:
         if not data.isascii():
             data.decode()
-        bundle = _decode_bundle(data)
-        entries = bundle.entry or ()
-        kept = [(i, e) for i, e in enumerate(entries) if bytes(e.resource) not in _NO_BODY]
-        if len(kept) != len(entries) and any(not (e.request or e.response) for e in entries
-                                             if bytes(e.resource) in _NO_BODY):
-            return None  # "bundle entry has no resource": the general path names it
-        raws = [bytes(e.resource) for _, e in kept]
-        heads = list(map(decode_head, raws))
-    except (*_ERRORS, UnicodeDecodeError):
+        entries = _decode_heads(data).entry or ()
+    except _ERRORS:
         return None
-    out: list[BundleEntry] = []
-    for (i, entry), raw, head in zip(kept, raws, heads, strict=True):
-        if head.resourceType.__class__ is not str or head.resourceType not in _PLAIN_TYPES:
-            return None
-        url = entry.fullUrl
-        out.append((i, url if url.__class__ is str else None, raw, head))
-    return out
+    positions = [i for i, e in enumerate(entries) if e.resource is not None]
+    if len(positions) != len(entries) and not all(e.request or e.response for e in entries if e.resource is None):
+        return None  # "bundle entry has no resource": the general path names it
+    heads = [entries[i].resource for i in positions]
+    if not all(h.resourceType.__class__ is str and h.resourceType in _PLAIN_TYPES for h in heads):
+        return None
+    urls = [u if (u := entries[i].fullUrl).__class__ is str else None for i in positions]
+    return SplitBundle(data, positions, urls, heads)
 
 
 class BundleReading:
@@ -105,9 +122,9 @@ class BundleReading:
             self._error(None, None, EMPTY_FILE)
             return
         checked = limits.depth(data, limits.MAX_DEPTH) <= limits.MAX_DEPTH  # else each entry is measured
-        entries = split_bundle(data) if checked else None
-        if entries is not None:
-            self._bundle(entries)
+        split = split_bundle(data) if checked and not self.ctx.deleted else None
+        if split is not None:
+            self._bundle(split)
             return
         try:
             value = limits.loads_document(data)
@@ -119,38 +136,49 @@ class BundleReading:
             return
         self._entries(read_value(value, path, checked=checked), None)
 
-    def _bundle(self, entries: list[BundleEntry]) -> None:
+    def _bundle(self, split: SplitBundle) -> None:
         """A plain Bundle's entries, split unparsed, read as :meth:`_entries` reads parsed ones (the same
-        two passes, the same errors), parsing only Patients, Medications and the resources a rule can use."""
-        index = BundleIndex()
-        deleted, kept = self.ctx.deleted, []
-        self.out.resources += len(entries)
-        for i, full_url, raw, head in entries:
-            rt = head.resourceType
-            if deleted and head.id.__class__ is str and head.id and f"{rt}/{head.id}" in deleted:
-                continue
-            value = None
-            if rt in _PARSED_TYPES:
-                value = orjson.loads(raw)
-                try:
-                    if not index.add(value, rt, full_url):
-                        continue
-                except ResourceProblem as exc:
-                    self._error(None, f"entry[{i}]", str(exc))
-                    continue
-            kept.append((i, full_url, raw, head, value))
-        matches, understood = self.ctx.matcher, UNDERSTOOD_TYPES
-        for i, full_url, raw, head, value in kept:
-            rt = head.resourceType
-            if value is not None or (rt in understood and is_relevant(rt, head, matches)):
-                self._resource(value or orjson.loads(raw), rt, None, f"entry[{i}]", full_url, index, None)
-                continue
+        two passes, the same errors), parsing only Patients, Medications and the resources a rule can use:
+        the others are counted per patient at once."""
+        heads, urls, where = split.heads, split.urls, split.positions
+        self.out.resources += len(heads)
+        index, values = BundleIndex(), {}
+        for n in [n for n, h in enumerate(heads) if h.resourceType in _PARSED_TYPES]:
+            value = orjson.loads(split.raw(n))
+            try:
+                if index.add(value, heads[n].resourceType, urls[n]):
+                    values[n] = value
+            except ResourceProblem as exc:
+                self._error(None, f"entry[{where[n]}]", str(exc))
+        by_type: dict[str, list[int]] = {}
+        for n, h in enumerate(heads):
+            by_type.setdefault(h.resourceType, []).append(n)
+        matches = self.ctx.matcher
+        for rt, members in by_type.items():
+            if rt in UNDERSTOOD_TYPES and rt not in _PARSED_TYPES:
+                values.update((members[i], None) for i in relevant_indices(rt, [heads[n] for n in members], matches))
+        counted = [n for n, h in enumerate(heads) if n not in values and h.resourceType not in _PARSED_TYPES]
+        none = NO_REFERENCE
+        refs = Counter((heads[n].subject or heads[n].patient or none).reference for n in counted)
+        keys = {ref: self._key(ref) if ref.__class__ is str and ref else None for ref in refs}
+        if None in keys.values():  # a resource without a usable reference: entry by entry, in order
+            self._unreferenced(split, counted, index)
+        else:
+            for ref, count in refs.items():
+                self._partial(index.full_urls.get(ref) or keys[ref]).resources += count
+        for n in sorted(values):
+            value = values[n] if values[n] is not None else orjson.loads(split.raw(n))
+            self._resource(value, heads[n].resourceType, None, f"entry[{where[n]}]", urls[n], index, None)
+
+    def _unreferenced(self, split: SplitBundle, counted: list[int], index: BundleIndex) -> None:
+        for n in counted:
+            head = split.heads[n]
             holder = head.subject if head.subject is not None and head.subject.reference.__class__ is str \
                 else head.patient
             reference = holder.reference if holder is not None else None
             key = self._key(reference) if reference.__class__ is str and reference else None
-            if key is None:
-                if rt in PATIENT_SCOPED_TYPES:
-                    self._error(None, f"entry[{i}]", f"{rt} has no usable reference to a Patient")
-                continue
-            self._partial(index.full_urls.get(reference) or key).resources += 1
+            if key is not None:
+                self._partial(index.full_urls.get(reference) or key).resources += 1
+            elif head.resourceType in PATIENT_SCOPED_TYPES:
+                self._error(None, f"entry[{split.positions[n]}]",
+                            f"{head.resourceType} has no usable reference to a Patient")

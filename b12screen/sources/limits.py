@@ -65,10 +65,13 @@ def depth(data: bytes, limit: int = HARD_DEPTH) -> int:
     if b"[" not in data and b"{" not in data:
         return 0
     first = data.find(b"\\")
-    if first >= 0:  # escapes are few and close together (a narrative): rewrite that stretch only
+    if first < 0:
+        marks = data.translate(_SQUARE, _NOT_MARKS)
+    else:  # escapes are few and close together (a narrative): rewrite that stretch only
         last = data.rfind(b"\\") + 2
-        data = data[:first] + _ESCAPE.sub(b"", data[first:last]) + data[last:]
-    marks = data.translate(_SQUARE, _NOT_MARKS).replace(b'""', b"")
+        parts = (data[:first], _ESCAPE.sub(b"", data[first:last]), data[last:])
+        marks = b"".join(part.translate(_SQUARE, _NOT_MARKS) for part in parts)
+    marks = marks.replace(b'""', b"")
     if b'"' in marks:  # strings holding brackets ("[Epogen]"): keep what lies between them
         marks = b"".join(marks.split(b'"')[::2])
     level = 0
