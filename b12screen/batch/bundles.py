@@ -118,7 +118,7 @@ class BundleReading:
         except InputError as error:
             self._error(None, None, error.reason)
             return
-        if not data.strip():
+        if not data or data.isspace():
             self._error(None, None, EMPTY_FILE)
             return
         checked = limits.depth(data, limits.MAX_DEPTH) <= limits.MAX_DEPTH  # else each entry is measured
