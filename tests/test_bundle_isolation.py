@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from batch_helpers import batch, rows
+import pytest
+from batch_helpers import batch, rows, write_ndjson
 from cdshooks_helpers import full_prefetch, request_body, stub_http_server
 from click.testing import CliRunner
 from conftest import metformin_request, patient
@@ -171,3 +172,54 @@ def test_byte_level_depth_matches_a_recursive_count_with_brackets_and_escapes_in
             assert limits.depth(text) == _nesting(item)
             assert limits.depth(text, 2) == min(_nesting(item), 3)
     assert limits.depth(b"[[[") == limits.depth(b"]][[") == limits.HARD_DEPTH + 1  # unbalanced: not JSON
+
+
+def _unit_outputs(paths: list[Path], split: bool, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    from b12screen.batch import bundles
+    from b12screen.batch.scan import Piece, Unit
+    from b12screen.batch.stream import StreamContext, stream_unit
+    from b12screen.sources.files import DOCUMENT
+    from b12screen.sources.validation import extractor_for
+
+    monkeypatch.setattr(bundles, "split_bundle", bundles.split_bundle if split else lambda data: None)
+    ctx = StreamContext(extractor_for(Screener().terminology, "evidence"))
+    outputs = []
+    for i, path in enumerate(paths):
+        out = stream_unit(ctx, Unit(i, (Piece(i, str(path), DOCUMENT, 0, -1, 0, None),), 1))
+        outputs.append((out.resources, out.errors, sorted(
+            (key, p.resources, repr(p.patients), [(f, r, pos) for f, r, pos in p.facts], p.lines)
+            for key, p in out.partials.items())))
+    return outputs
+
+
+def test_the_split_path_gives_what_the_general_path_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    odd = tmp_path / "odd.json"  # an unreferenced Condition before a Patient without id or fullUrl, a Medication pool
+    odd.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Condition", "id": "c", "code": {"text": "x"}}},
+        {"resource": {"resourceType": "Patient"}},
+        {"fullUrl": "urn:uuid:p", "resource": patient("p", "1950-01-01")},
+        {"fullUrl": "urn:uuid:med", "resource": {"resourceType": "Medication", "id": "med", "code": {
+            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "860975"}]}}},
+        {"resource": {**metformin_request("r", "x", "2020-01-01"), "subject": {"reference": "urn:uuid:p"},
+                      "medicationReference": {"reference": "urn:uuid:med"}}},
+        {"request": {"method": "DELETE", "url": "Patient/gone"}}]}))
+    fixtures = Path(__file__).parent.parent / "fixtures"
+    paths = [odd, *sorted((fixtures / "batch" / "bundles").glob("*.json")),
+             *sorted((fixtures / "clinical").glob("*.json"))]
+    split = _unit_outputs(paths, True, monkeypatch)
+    assert split == _unit_outputs(paths, False, monkeypatch)
+    assert [reason for _pos, reason in split[0][1]] == [  # the odd Bundle's errors, in the order screen gives
+        "Patient has neither id nor fullUrl", "Condition has no usable reference to a Patient"]
+
+
+def test_batch_reads_family_history_from_ndjson_as_from_a_bundle(tmp_path: Path) -> None:
+    # FamilyMemberHistory's codes are in condition[].code, outside the header relevance reads: every one is read
+    bundle = json.loads((Path(__file__).parent.parent / "fixtures" / "clinical" / "sym1.json").read_text())
+    pid = "sym1-family-history-fmh"
+    mine = [r for r in (e["resource"] for e in bundle["entry"]) if r.get("id") == pid
+            or (r.get("subject") or r.get("patient") or {}).get("reference") == f"Patient/{pid}"]
+    assert sorted(r["resourceType"] for r in mine) == ["Condition", "FamilyMemberHistory", "Patient"]
+    for resource in mine:
+        write_ndjson(tmp_path / "in" / f"{resource['resourceType']}.000.ndjson", [resource])
+    batch(Screener(), [tmp_path / "in"], tmp_path / "out")
+    assert [r["rules"] for r in rows(tmp_path / "out" / "report.ndjson")] == [["SYM-1"]]

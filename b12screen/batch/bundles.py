@@ -162,17 +162,21 @@ class BundleReading:
         refs = Counter((heads[n].subject or heads[n].patient or none).reference for n in counted)
         keys = {ref: self._key(ref) if ref.__class__ is str and ref else None for ref in refs}
         if None in keys.values():  # a resource without a usable reference: entry by entry, in order
-            self._unreferenced(split, counted, index)
-        else:
-            for ref, count in refs.items():
-                self._partial(index.full_urls.get(ref) or keys[ref]).resources += count
-        for n in sorted(values):
-            value = values[n] if values[n] is not None else orjson.loads(split.raw(n))
-            self._resource(value, heads[n].resourceType, None, f"entry[{where[n]}]", urls[n], index, None)
+            self._in_order(split, sorted([*counted, *values]), values, index)
+            return
+        for ref, count in refs.items():
+            self._partial(index.full_urls.get(ref) or keys[ref]).resources += count
+        self._in_order(split, sorted(values), values, index)
 
-    def _unreferenced(self, split: SplitBundle, counted: list[int], index: BundleIndex) -> None:
-        for n in counted:
-            head = split.heads[n]
+    def _in_order(self, split: SplitBundle, entries: list[int], values: dict[int, Any], index: BundleIndex) -> None:
+        """File ``entries`` in Bundle order: those in ``values`` parsed (the value, or None: parse the raw
+        JSON), the others counted under their patient, or an error when they have no usable reference."""
+        for n in entries:
+            head, where = split.heads[n], f"entry[{split.positions[n]}]"
+            if n in values:
+                value = values[n] if values[n] is not None else orjson.loads(split.raw(n))
+                self._resource(value, head.resourceType, None, where, split.urls[n], index, None)
+                continue
             holder = head.subject if head.subject is not None and head.subject.reference.__class__ is str \
                 else head.patient
             reference = holder.reference if holder is not None else None
@@ -180,5 +184,4 @@ class BundleReading:
             if key is not None:
                 self._partial(index.full_urls.get(reference) or key).resources += 1
             elif head.resourceType in PATIENT_SCOPED_TYPES:
-                self._error(None, f"entry[{split.positions[n]}]",
-                            f"{head.resourceType} has no usable reference to a Patient")
+                self._error(None, where, f"{head.resourceType} has no usable reference to a Patient")
