@@ -223,3 +223,12 @@ def test_batch_reads_family_history_from_ndjson_as_from_a_bundle(tmp_path: Path)
         write_ndjson(tmp_path / "in" / f"{resource['resourceType']}.000.ndjson", [resource])
     batch(Screener(), [tmp_path / "in"], tmp_path / "out")
     assert [r["rules"] for r in rows(tmp_path / "out" / "report.ndjson")] == [["SYM-1"]]
+
+
+def test_values_that_are_not_objects_are_no_nesting_error() -> None:
+    from b12screen.sources import read_value
+
+    [item] = read_value(5, "x")
+    assert isinstance(item, Entry) and item.resource == 5  # "not a FHIR resource" is the grouping's to say
+    items = list(read_value([{"resourceType": "Patient", "id": "a"}, "text"], "x"))
+    assert [i.resource for i in items if isinstance(i, Entry)] == [{"resourceType": "Patient", "id": "a"}, "text"]

@@ -40,8 +40,8 @@ def read_value(value: Any, source: str, location: str = "", *, checked: bool = F
     No resource nested deeper than :data:`~b12screen.sources.limits.MAX_DEPTH` is yielded: each is one
     error naming its entry and type, and the others are read. ``checked``: the caller has measured the
     whole value within that depth (nothing left to measure)."""
-    if not checked and isinstance(value, (list, dict)):
-        checked = limits.value_within(value)
+    if not checked:
+        checked = not isinstance(value, (list, dict)) or limits.value_within(value)
     if isinstance(value, list) or (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
         if _level >= limits.MAX_DEPTH:  # only a document deeper than any resource gets here: no recursion
             yield InputError(source, location or None, f"Bundles and arrays nested more than {_level} deep")
@@ -130,7 +130,7 @@ def _read_lines(data: bytes, source: str) -> Iterator[Entry | InputError]:
         if mismatch is not None:
             yield InputError(source, f"line {number}", mismatch)
             continue
-        yield from read_value(value, source, f"line {number}")
+        yield from read_value(value, source, f"line {number}", checked=True)  # loads measured the line
 
 
 def short_reason(exc: Exception) -> str:
