@@ -232,3 +232,19 @@ def test_values_that_are_not_objects_are_no_nesting_error() -> None:
     assert isinstance(item, Entry) and item.resource == 5  # "not a FHIR resource" is the grouping's to say
     items = list(read_value([{"resourceType": "Patient", "id": "a"}, "text"], "x"))
     assert [i.resource for i in items if isinstance(i, Entry)] == [{"resourceType": "Patient", "id": "a"}, "text"]
+
+
+def test_cds_request_nested_beyond_the_document_limit_is_one_clear_400() -> None:
+    from starlette.testclient import TestClient
+
+    from b12screen.cdshooks.app import create_app
+    from b12screen.cdshooks.config import ServiceConfig
+
+    body = json.dumps(request_body(pid="a", prefetch=full_prefetch("a"))).encode()
+    deep = body[:-1] + b', "x": ' + b"[" * 1100 + b"]" * 1100 + b"}"
+    app = create_app(ServiceConfig(insecure_no_auth=True).checked(), today=lambda: date(2026, 11, 24))
+    with TestClient(app) as client:
+        response = client.post("/cds-services/b12screen-patient-view", content=deep,
+                               headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert f"JSON nested more than {limits.HARD_DEPTH} levels deep" in response.text

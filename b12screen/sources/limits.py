@@ -20,7 +20,7 @@ import orjson
 
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 
-#: Deepest JSON nesting (objects and arrays) accepted anywhere.
+#: Deepest nesting (objects and arrays) of one resource: an NDJSON line, a Bundle entry, an array item.
 MAX_DEPTH = 64
 #: Largest expanded size of one compressed document read whole (``.json.gz``, any gzip input of
 #: ``screen``); ``B12SCREEN_MAX_EXPANDED_BYTES`` overrides it.
