@@ -8,10 +8,17 @@ jobs on the machine), the machine's own two-process scaling (two orjson parse-on
 against one: the most 2 workers/1 can reach on it), and peak memory (PSS summed over the batch process
 and its workers, report.parquet's writing included, sampled every 0.01 s in a run of its own, since
 sampling costs CPU the timed runs need). Generated data lives in a temporary folder that is removed at
-the end. Usage::
+the end.
+
+``--mode bundles`` writes the same patients as one Bundle per patient (``transaction`` Bundles with
+``urn:uuid:`` fullUrls and references, as Synthea writes them) and the same resources again as NDJSON, and
+prints, in CPU time of one run: batch(1) over the Bundles against an orjson parse-only pass over the same
+files, against batch(1) over the NDJSON, and 2 workers/1 worker with the machine's own two-process scaling.
+Usage::
 
     python benchmarks/batch_bench.py                 # 1,000 and 10,000 patients
     python benchmarks/batch_bench.py --sizes 100,1000 --budget 300
+    python benchmarks/batch_bench.py --mode bundles --sizes 650
 """
 
 from __future__ import annotations
@@ -98,6 +105,97 @@ def build(source: Path, target: Path, copies: int) -> int:
     return total
 
 
+def _urn(value: Any) -> Any:
+    """References to ``Patient/x`` written ``urn:uuid:x``, as in Synthea's per-patient Bundles."""
+    if isinstance(value, dict):
+        return {k: f"urn:uuid:{v[8:]}" if k == "reference" and isinstance(v, str) and v.startswith("Patient/")
+                else _urn(v) for k, v in value.items()}
+    return [_urn(v) for v in value] if isinstance(value, list) else value
+
+
+def bundle_templates(source: Path) -> list[list[bytes]]:
+    """Per patient of the source, a transaction Bundle of all its resources, split at the id markers."""
+    per_patient: dict[str, list[dict[str, Any]]] = {}
+    for file in sorted(source.glob("*.ndjson")):
+        if file.name.startswith("log."):
+            continue
+        for line in file.read_bytes().splitlines():
+            if line.strip():
+                resource = orjson.loads(line)
+                holder = resource.get("subject") or resource.get("patient") or {}
+                owner = resource["id"] if resource["resourceType"] == "Patient" else holder.get("reference", "")
+                per_patient.setdefault(owner.rsplit("/", 1)[-1], []).append(resource)
+    out = []
+    for resources in per_patient.values():
+        resources.sort(key=lambda r: r["resourceType"] != "Patient")
+        entry = [{"fullUrl": f"urn:uuid:{r['id']}", "resource": _urn(r),
+                  "request": {"method": "POST", "url": r["resourceType"]}} for r in resources]
+        bundle = _mark({"resourceType": "Bundle", "type": "transaction", "entry": entry})
+        out.append(orjson.dumps(bundle).split(MARK.encode()))
+    return out
+
+
+def build_bundles(templates: list[list[bytes]], bundles: Path, ndjson: Path, copies: int) -> tuple[int, int]:
+    """``copies`` copies of every patient as one Bundle file each in ``bundles``, and the same resources as
+    ``<Type>.NNN.ndjson`` in ``ndjson``; the bytes of each."""
+    bundles.mkdir(parents=True)
+    ndjson.mkdir(parents=True)
+    sizes = [0, 0]
+    for k in range(copies):
+        lines: dict[str, list[bytes]] = {}
+        for n, parts in enumerate(templates):
+            data = str(k).encode().join(parts)
+            (bundles / f"patient-{k:05d}-{n:02d}.json").write_bytes(data)
+            sizes[0] += len(data)
+            for entry in orjson.loads(data)["entry"]:
+                lines.setdefault(entry["resource"]["resourceType"], []).append(orjson.dumps(entry["resource"]))
+        for rtype, found in lines.items():
+            with open(ndjson / f"{rtype}.{k // COPIES_PER_FILE:03d}.ndjson", "ab") as f:
+                data = b"\n".join(found) + b"\n"
+                f.write(data)
+                sizes[1] += len(data)
+    return sizes[0], sizes[1]
+
+
+def bundle_mode(source: Path, sizes: list[int], rounds: int, work: Path) -> list[dict[str, float]]:
+    """The Bundle door against orjson parse-only and against the NDJSON door, per size (CPU time)."""
+    templates = bundle_templates(source)
+    per_copy = len(templates)
+    results = []
+    for size in sizes:
+        copies = max(1, round(size / per_copy))
+        bundles, ndjson = work / f"bundles-{size}", work / f"ndjson-{size}"
+        t0 = time.perf_counter()
+        bundle_bytes, ndjson_bytes = build_bundles(templates, bundles, ndjson, copies)
+        print(f"\n{copies * per_copy:,} patients: built {copies * per_copy:,} Bundles ({bundle_bytes / 1e6:,.0f} MB) "
+              f"and the same resources as NDJSON ({ndjson_bytes / 1e6:,.0f} MB) in {time.perf_counter() - t0:.1f} s")
+        measured = [(parse_only(bundles), run_batch(bundles, work / "out", 1), run_batch(bundles, work / "out", 2),
+                     run_batch(ndjson, work / "out", 1), parallel_parse(bundles)) for _ in range(rounds)]
+        parse = min((r[0] for r in measured), key=lambda r: r[1])
+        one = min((r[1] for r in measured), key=lambda r: r["cpu"])
+        two = min((r[2] for r in measured), key=lambda r: r["seconds"])
+        nd = min((r[3] for r in measured), key=lambda r: r["cpu"])
+        row = {"patients": one["patients"], "resources": parse[2], "bundle_mb": bundle_bytes / 1e6,
+               "parse_cpu": parse[1], "batch1_cpu": one["cpu"], "batch2_cpu": two["cpu"], "ndjson1_cpu": nd["cpu"],
+               "cpu_batch_over_parse": one["cpu"] / parse[1], "cpu_bundles_over_ndjson": one["cpu"] / nd["cpu"],
+               "two_over_one": one["seconds"] / two["seconds"],
+               "machine_two_over_one": max(2 * r[0][0] / r[4] for r in measured)}
+        assert nd["patients"] == one["patients"], (nd, one)
+        results.append(row)
+        print(f"  orjson parse-only of the Bundle files: CPU {parse[1]:.2f} s ({parse[2]:,} resources)")
+        print(f"  batch, 1 worker, Bundles:  CPU {one['cpu']:.2f} s ({one['seconds']:.2f} s wall); "
+              f"2 workers: {two['seconds']:.2f} s wall")
+        print(f"  batch, 1 worker, the same resources as NDJSON: CPU {nd['cpu']:.2f} s")
+        print(f"  CPU ratios: batch(1) on Bundles / orjson parse-only = {row['cpu_batch_over_parse']:.2f} "
+              f"(target <= 1.2); batch(1) Bundles / batch(1) NDJSON = {row['cpu_bundles_over_ndjson']:.2f} "
+              f"(target <= 1.5)")
+        print(f"  wall: 2 workers/1 worker on Bundles = {row['two_over_one']:.2f}; the machine: two orjson "
+              f"parse-only processes at once do {row['machine_two_over_one']:.2f}x the work of one")
+        shutil.rmtree(bundles)
+        shutil.rmtree(ndjson)
+    return results
+
+
 def patients_in(source: Path) -> int:
     return sum(1 for line in (source / "Patient.000.ndjson").read_bytes().splitlines() if line.strip())
 
@@ -106,7 +204,8 @@ def patients_in(source: Path) -> int:
 
 
 def parse_only(folder: Path) -> tuple[float, float, int, int]:
-    """Wall seconds, CPU seconds, resources and bytes of parsing every line with orjson (one process)."""
+    """Wall seconds, CPU seconds, resources (lines, or Bundle entries) and bytes of parsing every NDJSON line
+    and every ``.json`` document with orjson (one process)."""
     loads = orjson.loads
     count = nbytes = 0
     started, cpu = time.perf_counter(), time.process_time()
@@ -116,6 +215,10 @@ def parse_only(folder: Path) -> tuple[float, float, int, int]:
             for line in f:
                 loads(line)
                 count += 1
+    for file in sorted(folder.glob("*.json")):
+        nbytes += file.stat().st_size
+        with open(file, "rb") as f:
+            count += len(loads(f.read()).get("entry") or ())
     return time.perf_counter() - started, time.process_time() - cpu, count, nbytes
 
 
@@ -208,6 +311,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per size (best of each)")
     parser.add_argument("--budget", type=float, default=900, help="stop starting new sizes after this many seconds")
     parser.add_argument("--tmp", type=Path, default=None, help="where to build the exports (default: system temp)")
+    parser.add_argument("--mode", choices=("ndjson", "bundles"), default="ndjson",
+                        help="ndjson: a Bulk Data export; bundles: one Bundle per patient against the same as NDJSON")
     args = parser.parse_args()
     source = args.source or next((s for s in SOURCES if s.is_dir()), None)
     if source is None:
@@ -218,6 +323,13 @@ def main() -> None:
           f"source: {source.name} ({per_copy} patients per copy)")
     results = []
     work = Path(tempfile.mkdtemp(prefix="b12bench-", dir=args.tmp))
+    if args.mode == "bundles":
+        try:
+            print("\n" + json.dumps(bundle_mode(source, [int(s) for s in args.sizes.split(",")], args.rounds, work),
+                                    indent=1))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         for size in (int(s) for s in args.sizes.split(",")):
             if time.perf_counter() - began > args.budget:

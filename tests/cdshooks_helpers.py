@@ -175,8 +175,10 @@ def running_server(app: Any, port: int | None = None, **settings: Any) -> Iterat
 
 
 def send_fhir_json(handler: Any, body: Any) -> None:
-    """Answer a request with ``body`` as FHIR JSON (200), or 404 with an OperationOutcome when None."""
-    payload = json.dumps(body if body is not None else {"resourceType": "OperationOutcome"}).encode()
+    """Answer a request with ``body`` as FHIR JSON (200; bytes sent as they are), or 404 with an
+    OperationOutcome when None."""
+    payload = body if isinstance(body, bytes) else \
+        json.dumps(body if body is not None else {"resourceType": "OperationOutcome"}).encode()
     handler.send_response(200 if body is not None else 404)
     handler.send_header("Content-Type", "application/fhir+json")
     handler.send_header("Content-Length", str(len(payload)))

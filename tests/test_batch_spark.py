@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from batch_helpers import BATCH, batch, outputs, summary, write_ndjson
+from batch_helpers import BATCH, batch, outputs, rows, summary, write_ndjson
 from conftest import metformin_request, patient
 from held_batch import children, start_held, wait_gone
+from test_bundle_isolation import HOSTILE_AT, REASON, bundle_bytes, hostile_observation
 
 from b12screen import Screener
 from b12screen.plugins import get_plugin_manager
@@ -39,14 +40,20 @@ def test_spark_outputs_match_the_local_engine(tmp_path: Path) -> None:
     write_ndjson(export / "Patient.002.ndjson.gz", [patient(f"s{i}", f"19{45 + i}-01-01") for i in range(7)], gz=True)
     # Executors rebuild the Screener from installed plugins: the local run uses the same ones.
     screener = Screener(plugin_manager=get_plugin_manager())
-    paths = [export, BATCH / "bundles"]
+    bundles = tmp_path / "bundles"
+    shutil.copytree(BATCH / "bundles", bundles)
+    (bundles / "hostile.json").write_bytes(bundle_bytes(hostile_observation()))  # one entry 603 levels deep
+    paths = [export, bundles]
     local = batch(screener, paths, tmp_path / "local", workers=2, unit_bytes=2000)
     spark = batch(screener, paths, tmp_path / "spark", engine="spark", spark_master="local[2]", unit_bytes=2000,
                   screener_spec={"profile": "default", "config": None, "strict": False})
     assert local.exit_code == spark.exit_code == 1
     assert outputs(tmp_path / "spark") == outputs(tmp_path / "local")
     assert summary(tmp_path / "spark") == summary(tmp_path / "local")
-    assert summary(tmp_path / "local")["patients"] == 13
+    assert summary(tmp_path / "local")["patients"] == 14
+    hostile = [e for e in rows(tmp_path / "spark" / "errors.ndjson") if e["file"].endswith("hostile.json")]
+    assert [(e["location"], e["reason"]) for e in hostile] == [(f"entry[{HOSTILE_AT}]", REASON)]
+    assert "Patient/a" in {r["patient"] for r in rows(tmp_path / "spark" / "report.ndjson")}
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, /proc")

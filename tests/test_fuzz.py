@@ -166,6 +166,22 @@ def _broken(case: Export) -> set[tuple[str, int]]:
             if line.mutation in BROKEN and number <= case.readable[line.file]}
 
 
+def _folder(tmp: Path, files: dict[str, bytes]) -> Path:
+    folder = tmp / "in"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def _batch(folder: Path, out: Path) -> tuple[int, list[str], list[dict[str, Any]]]:
+    """Exit code, reported patients and error rows of ``batch`` (one worker)."""
+    code, _stdout, _stderr = _run(["batch", str(folder), "--out", str(out), "--as-of", "2026-11-24",
+                                   "--workers", "1", "--no-progress"])
+    report = [json.loads(line)["patient"] for line in (out / "report.ndjson").read_text().splitlines()]
+    return code, report, [json.loads(line) for line in (out / "errors.ndjson").read_text().splitlines()]
+
+
 def _run(args: list[str]) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, args)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
@@ -180,10 +196,7 @@ def test_screen_and_batch_survive_mutated_exports(case: Export) -> None:
     files, intact, corrupt = case.files, case.intact, case.corrupt | case.damaged
     broken = _broken(case)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "in"
-        folder.mkdir()
-        for name, data in files.items():
-            (folder / name).write_bytes(data)
+        folder = _folder(Path(tmp), files)
 
         code, stdout, stderr = _run(["screen", "--as-of", "2026-11-24", "--format", "report", str(folder)])
         reported = [entry["patient"] for entry in json.loads(stdout)]
@@ -200,10 +213,7 @@ def test_screen_and_batch_survive_mutated_exports(case: Export) -> None:
         said = {(Path(m[1]).name, int(m[2]) if m[2] else None, m[3]) for m in map(ERROR.match, error_lines) if m}
 
         out = Path(tmp) / "out"
-        code, _stdout, stderr = _run(["batch", str(folder), "--out", str(out), "--as-of", "2026-11-24",
-                                      "--workers", "1", "--no-progress"])
-        report = [json.loads(line)["patient"] for line in (out / "report.ndjson").read_text().splitlines()]
-        errors = [json.loads(line) for line in (out / "errors.ndjson").read_text().splitlines()]
+        code, report, errors = _batch(folder, out)
         assert len(report) == len(set(report)) and report == sorted(report)
         assert intact <= set(report), errors
         assert set(report) == set(reported), errors  # the same patients as screen
@@ -214,3 +224,71 @@ def test_screen_and_batch_survive_mutated_exports(case: Export) -> None:
         assert (code == 0) == (not errors), errors
         summary = json.loads((out / "summary.json").read_text())
         assert code != 2 or summary["resources_read"] == 0
+
+
+# -- Bundle-shaped: per-patient Bundles with hostile entries among good ones -------------------------
+
+HOSTILE = ("deep", "not-an-object", "no-type", "unknown-type")
+
+
+def _hostile_entry(kind: str, pid: str, draw: Any) -> bytes:
+    if kind == "deep":  # nested beyond MAX_DEPTH, within the document limit: that entry only is refused
+        levels = draw(st.integers(MAX_DEPTH + 1, 1000))
+        return (b'{"resourceType": "Observation", "id": "deep", "status": "final", "code": {"text": "x"}, '
+                b'"subject": {"reference": "Patient/' + pid.encode() + b'"}, "valueString": "[", "note": '
+                + b"[" * levels + b"]" * levels + b"}")
+    return {"not-an-object": b'"[Epogen]"', "no-type": b'{"id": "x"}',
+            "unknown-type": b'{"resourceType": "Nonsense", "id": "x"}'}[kind]
+
+
+@st.composite
+def bundle_folders(draw: Any) -> tuple[dict[str, bytes], set[str], set[tuple[str, str]], set[str]]:
+    """(file name -> bytes, patients to report, (file, entry) of every hostile entry, files refused whole)."""
+    files: dict[str, bytes] = {}
+    hostile: set[tuple[str, str]] = set()
+    refused: set[str] = set()
+    intact: set[str] = set()
+    for i in range(draw(st.integers(1, 4))):
+        pid = f"p{i}"
+        entries = [json.dumps(patient(pid, "1950-01-01")).encode()]
+        entries += [json.dumps(metformin_request(f"m{i}-{y}", pid, f"{y}-01-01")).encode()
+                    for y in range(2020, 2020 + draw(st.integers(0, 3)))]
+        for kind in draw(st.lists(st.sampled_from(HOSTILE), max_size=3)):
+            entries.insert(draw(st.integers(1, len(entries))), _hostile_entry(kind, pid, draw))
+        name = f"bundle-{i}.json"
+        kind = draw(st.sampled_from(["collection", "transaction", "searchset"]))
+        body = b", ".join(b'{"fullUrl": "urn:uuid:' + pid.encode() + b"-" + str(n).encode() + b'", "resource": '
+                          + e + b"}" for n, e in enumerate(entries))
+        data = b'{"resourceType": "Bundle", "type": "' + kind.encode() + b'", "entry": [' + body + b"]}"
+        if draw(st.integers(0, 9)) == 0:  # beyond orjson's own limit outside any entry: refused whole
+            data = b'{"resourceType": "Bundle", "meta": ' + b"[" * 1100 + b"]" * 1100 + b', ' + data[1:]
+            refused.add(name)
+        else:
+            intact.add(f"Patient/{pid}")
+            hostile |= {(name, f"entry[{n}]") for n, e in enumerate(entries) if not e.startswith(b'{"resourceType": "'
+                                                                                                    b'Patient"')
+                        and not e.startswith(b'{"resourceType": "MedicationRequest"')}
+        files[name] = data
+    return files, intact, hostile, refused
+
+
+@FUZZ
+@given(bundle_folders())
+def test_a_hostile_bundle_entry_costs_that_entry_only(
+        case: tuple[dict[str, bytes], set[str], set[tuple[str, str]], set[str]]) -> None:
+    files, intact, hostile, refused = case
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = _folder(Path(tmp), files)
+        _code, stdout, stderr = _run(["screen", "--as-of", "2026-11-24", "--format", "report", str(folder)])
+        assert {entry["patient"] for entry in json.loads(stdout)} == intact, stderr
+        for name, where in hostile:
+            assert f"{folder / name}: {where}: " in stderr, (name, where, stderr)
+        for name in refused:
+            assert f"{folder / name}: JSON document nested more than 1024 levels deep" in stderr, stderr
+
+        out = Path(tmp) / "out"
+        _code, report, errors = _batch(folder, out)
+        assert set(report) == intact, errors
+        located = {(Path(e["file"]).name, e.get("location")) for e in errors}
+        assert hostile <= located, (hostile - located, errors)
+        assert {(name, None) for name in refused} <= located, errors

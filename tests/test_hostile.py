@@ -47,8 +47,8 @@ def _cli(*args: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize(("payload", "reason"), [
-    ("[" * 1000 + "]" * 1000, f"JSON nested more than {limits.MAX_DEPTH} levels deep"),
-    ("[" * 50_000 + "]" * 50_000, f"JSON nested more than {limits.MAX_DEPTH} levels deep"),
+    ("[" * 1000 + "]" * 1000, f"MedicationRequest nested more than {limits.MAX_DEPTH} levels deep"),
+    ("[" * 50_000 + "]" * 50_000, f"JSON nested more than {limits.MAX_DEPTH} levels deep"),  # beyond orjson's
     ("[1e400]", "number is infinity"),
     ('[{"text": -1e400}]', "number is infinity"),
 ])

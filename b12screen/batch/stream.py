@@ -37,7 +37,7 @@ from ..sources.extract import (
 from ..sources.files import DOCUMENT, GZIP
 from ..sources.grouping import BundleIndex, patient_key, patient_resource_key
 from ..sources.lines import Problem, bounded, gzip_lines, plain_lines
-from ..sources.reader import EMPTY_FILE, misfiled, unwrap
+from ..sources.reader import EMPTY_FILE, misfiled
 from ..sources.relevance import (
     CACHE_LIMIT,
     HEAD_ERRORS,
@@ -49,6 +49,7 @@ from ..sources.relevance import (
     typed_decoder,
 )
 from ..sources.walk import unreadable_reason
+from .bundles import BundleReading
 from .scan import Piece, Unit
 
 #: Where a fact or error came from: (file id, piece index, line within the piece or None, location).
@@ -128,7 +129,7 @@ class StreamContext:
         return self.extractor.terminology
 
 
-class UnitReader:
+class UnitReader(BundleReading):
     """Streams the pieces of one unit into a :class:`UnitOutput`."""
 
     def __init__(self, ctx: StreamContext, unit: Unit) -> None:
@@ -338,10 +339,10 @@ class UnitReader:
             if ftype is not None and ftype != "Bundle":
                 self._error(rel, None, misfiled("Bundle", ftype))
                 return
-            self._entries(read_value(value, self.piece.path), rel)
+            self._entries(read_value(value, self.piece.path, checked=True), rel)
             return
         if isinstance(value, list):
-            self._entries(read_value(value, self.piece.path), rel)
+            self._entries(read_value(value, self.piece.path, checked=True), rel)
             return
         try:
             rt = check_resource_type(value)
@@ -357,28 +358,6 @@ class UnitReader:
         self._resource(value, rt, rel, None, None, None, line)
 
     # -- documents (per-patient Bundles and other JSON files) --------------------------------
-
-    def _document(self) -> None:
-        path = self.piece.path
-        with open(path, "rb") as f:
-            data = f.read()
-        try:
-            data = unwrap(data, path)
-        except InputError as error:
-            self._error(None, None, error.reason)
-            return
-        if not data.strip():
-            self._error(None, None, EMPTY_FILE)
-            return
-        try:
-            value = limits.loads(data)
-        except limits.JSONProblem as exc:
-            if data.strip().count(b"\n") >= 1:
-                self._lines([data.split(b"\n")])
-            else:
-                self._error(None, None, str(exc))
-            return
-        self._entries(read_value(value, path), None)
 
     def _entries(self, items: Iterable[Entry | InputError], rel: int | None) -> None:
         """A Bundle's (or array's) entries, grouped like :func:`b12screen.sources.group_entries`: a local

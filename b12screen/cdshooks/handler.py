@@ -20,7 +20,7 @@ import orjson
 
 from ..screening import Screener, screen_patient
 from ..sinks import cards as cardlib
-from ..sources import read_value
+from ..sources import limits, read_value
 from ..sources.extract import PATIENT_SCOPED_TYPES
 from ..sources.fhirread import is_valid_id
 from .config import ServiceConfig
@@ -62,9 +62,10 @@ def check_content_type(content_type: str | None) -> None:
 
 def parse_json(body: bytes) -> dict[str, Any]:
     try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise Problem(400, "structure", "the request body is not valid JSON") from None
+        value = limits.loads_document(body)
+    except limits.JSONProblem as exc:
+        what = f"JSON nested more than {limits.HARD_DEPTH} levels deep" if "nested" in str(exc) else "not valid JSON"
+        raise Problem(400, "structure", f"the request body is {what}") from None
     if not isinstance(value, dict):
         raise Problem(400, "structure", "the request body must be a JSON object")
     return value

@@ -309,10 +309,13 @@ class FhirClient:
 
     @staticmethod
     def parse_json(response: requests.Response, what: str) -> Any:
+        """The body's JSON, bounded by the document limit only: a resource nested too deep is refused
+        where the resources are read (:func:`b12screen.sources.read_value`), that resource only."""
         try:
-            return limits.loads(response.content)
-        except limits.JSONProblem:
-            raise FhirError(f"{what}: malformed JSON from the server", response.status_code) from None
+            return limits.loads_document(response.content)
+        except limits.JSONProblem as exc:
+            problem = "malformed JSON" if str(exc).startswith("malformed") else str(exc)
+            raise FhirError(f"{what}: {problem} from the server", response.status_code) from None
 
     @classmethod
     def json_field(cls, response: requests.Response, what: str, name: str) -> tuple[Mapping[str, Any], str]:

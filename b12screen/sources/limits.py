@@ -1,9 +1,11 @@
 """Bounds on hostile input, shared by every reader (files, batch, the CDS service, the FHIR client).
 
-- :data:`MAX_DEPTH`: JSON nesting deeper than this is refused (no FHIR resource comes close; Python
-  recursion in decoders and validators would not survive much more).
-- :func:`loads`: ``orjson.loads`` that refuses deep nesting and turns every decode failure (bad JSON,
-  a number that overflows a double, recursion) into one :class:`JSONProblem` with a short reason.
+- :data:`MAX_DEPTH`: a resource (an NDJSON line, a Bundle entry) nesting deeper than this is refused, that
+  resource only (no FHIR resource comes close; Python recursion in validators would not survive much more).
+- :data:`HARD_DEPTH`: a whole document nesting deeper than this is refused (orjson's own limit).
+- :func:`loads` / :func:`loads_document`: ``orjson.loads`` with those bounds, every decode failure (bad
+  JSON, a number that overflows a double, nesting) one :class:`JSONProblem` with a short reason.
+- :func:`depth`: nesting measured on JSON text with C-speed byte operations (no Python loop per byte).
 - :func:`gunzip_bounded`: streamed gzip decompression with a cap on the expanded size.
 - :func:`line_cap`: the longest NDJSON line any door reads (longer ones are refused, never held whole).
 """
@@ -17,7 +19,9 @@ from typing import Any
 
 import orjson
 
-#: Deepest JSON nesting (objects and arrays) accepted anywhere.
+from ..core.fhirtypes import R4_RESOURCE_TYPES
+
+#: Deepest nesting (objects and arrays) of one resource: an NDJSON line, a Bundle entry, an array item.
 MAX_DEPTH = 64
 #: Largest expanded size of one compressed document read whole (``.json.gz``, any gzip input of
 #: ``screen``); ``B12SCREEN_MAX_EXPANDED_BYTES`` overrides it.
@@ -29,7 +33,11 @@ RATIO_FLOOR = 16 << 20
 #: Longest NDJSON line read, in bytes; ``B12SCREEN_MAX_LINE_BYTES`` overrides it.
 MAX_LINE_BYTES = 64 << 20
 _CHUNK = 1 << 18
-_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+#: A document (a Bundle, an array) nesting deeper than this is refused whole: orjson's own limit.
+HARD_DEPTH = 1024
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'[]{}"')))
 
 
 def document_cap() -> int:
@@ -61,42 +69,81 @@ class JSONProblem(ValueError):
     """JSON that cannot be used; ``str()`` is the reason for an error row."""
 
 
-def depth(data: bytes) -> int:
-    """Deepest nesting of objects and arrays in JSON text (brackets inside strings do not count)."""
-    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
-        return 0 if b"[" not in data and b"{" not in data else min(MAX_DEPTH, _scan(data))
-    return _scan(data)
+def depth(data: bytes, limit: int = HARD_DEPTH) -> int:
+    """Deepest nesting of objects and arrays in JSON text (brackets inside strings do not count), or
+    ``limit + 1`` when deeper than ``limit`` (or unbalanced). C-speed byte operations only: escape
+    sequences dropped, everything but brackets and quotes deleted, strings that hold no bracket (``""``
+    by now) removed, the rest of the strings cut out, then innermost ``[]`` pairs peeled off one level
+    per pass."""
+    if b"[" not in data and b"{" not in data:
+        return 0
+    first = data.find(b"\\")
+    if first < 0:
+        marks = data.translate(_SQUARE, _NOT_MARKS)
+    else:  # escapes are few and close together (a narrative): rewrite that stretch only
+        last = data.rfind(b"\\") + 2
+        parts = (data[:first], _ESCAPE.sub(b"", data[first:last]), data[last:])
+        marks = b"".join(part.translate(_SQUARE, _NOT_MARKS) for part in parts)
+    marks = marks.replace(b'""', b"")
+    if b'"' in marks:  # strings holding brackets ("[Epogen]"): keep what lies between them
+        marks = b"".join(marks.split(b'"')[::2])
+    level = 0
+    while marks:
+        if level >= limit:
+            return limit + 1
+        peeled = marks.replace(b"[]", b"")
+        if len(peeled) == len(marks):
+            return limit + 1  # unbalanced: not JSON, whatever a parser says of it
+        marks, level = peeled, level + 1
+    return level
 
 
-def _scan(data: bytes) -> int:
-    level = deepest = 0
-    for match in _TOKENS.finditer(data):
-        token = match.group()
-        if token in (b"[", b"{"):
-            level += 1
-            if level > deepest:
-                deepest = level
-        elif token in (b"]", b"}"):
-            level -= 1
-    return deepest
+def what(value: Any) -> str:
+    """How an error names a JSON value: its resourceType when it is a known one, else ``JSON``."""
+    kind = value.get("resourceType") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) and kind in R4_RESOURCE_TYPES else "JSON"
 
 
-def check_depth(data: bytes) -> None:
-    """Raise :class:`JSONProblem` when ``data`` nests deeper than :data:`MAX_DEPTH`."""
-    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _scan(data) > MAX_DEPTH:
-        raise JSONProblem(f"JSON nested more than {MAX_DEPTH} levels deep")
+def nesting_reason(value: Any, limit: int = MAX_DEPTH) -> str:
+    """The reason given for a value nested beyond ``limit``, naming its resource type."""
+    return f"{what(value)} nested more than {limit} levels deep"
 
 
-def loads(data: bytes | str) -> Any:
-    """Parse JSON with the depth bound; every failure is a :class:`JSONProblem`."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    check_depth(raw)
+def value_within(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether a parsed JSON value nests at most ``limit`` levels: orjson's serialisation measured at byte
+    level (C speed), or, for what orjson will not serialise, the iterative :func:`too_deep`."""
+    try:
+        data = orjson.dumps(value)
+    except TypeError:  # orjson stops at 255 levels, and at types JSON does not have
+        return not too_deep(value, limit)
+    return depth(data, limit) <= limit
+
+
+def _decode(raw: bytes, too_deep_reason: str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise JSONProblem(f"malformed JSON ({str(exc).splitlines()[0][:120]})") from None
-    except RecursionError:  # pragma: no cover - the depth check comes first
-        raise JSONProblem(f"JSON nested more than {MAX_DEPTH} levels deep") from None
+        reason = str(exc).splitlines()[0]
+        if reason.startswith("depth limit exceeded"):
+            raise JSONProblem(too_deep_reason) from None
+        raise JSONProblem(f"malformed JSON ({reason[:120]})") from None
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse one resource's JSON (an NDJSON line, a fetched resource): every failure, and nesting beyond
+    :data:`MAX_DEPTH`, is a :class:`JSONProblem` whose reason names the resource type when it is known."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    value = _decode(raw, f"JSON nested more than {MAX_DEPTH} levels deep")
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and depth(raw, MAX_DEPTH) > MAX_DEPTH:
+        raise JSONProblem(nesting_reason(value))
+    return value
+
+
+def loads_document(data: bytes) -> Any:
+    """Parse a whole document (a Bundle, an array) bounded only by orjson's own :data:`HARD_DEPTH`:
+    the depth of each entry is :func:`b12screen.sources.reader.read_value`'s to check, so that one
+    hostile entry costs that entry only."""
+    return _decode(data, f"JSON document nested more than {HARD_DEPTH} levels deep")
 
 
 def gunzip_bounded(data: bytes, limit: int) -> bytes:

@@ -34,35 +34,55 @@ def _join(prefix: str, part: str) -> str:
     return f"{prefix} {part}" if prefix else part
 
 
-def read_value(value: Any, source: str, location: str = "") -> Iterator[Entry | InputError]:
-    """Entries of a parsed JSON value: a Bundle's entries (recursively), an array's items, a resource."""
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from read_value(item, source, _join(location, f"[{i}]"))
+def read_value(value: Any, source: str, location: str = "", *, checked: bool = False,
+               _level: int = 0) -> Iterator[Entry | InputError]:
+    """Entries of a parsed JSON value: a Bundle's entries (recursively), an array's items, a resource.
+
+    No resource nested deeper than :data:`~b12screen.sources.limits.MAX_DEPTH` is yielded: each is one
+    error naming its entry and type, and the others are read. ``checked``: the caller has measured the
+    whole value within that depth (nothing left to measure)."""
+    if not checked:
+        checked = not isinstance(value, (list, dict)) or limits.value_within(value)
+    if isinstance(value, list) or (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
+        if _level >= limits.MAX_DEPTH:  # only a document deeper than any resource gets here: no recursion
+            yield InputError(source, location or None, f"Bundles and arrays nested more than {_level} deep")
+        else:
+            yield from _read_container(value, source, location, checked, _level + 1)
         return
-    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-        entries = value.get("entry") or []
-        if not isinstance(entries, list):
-            yield InputError(source, location or None, "Bundle.entry is not a list")
-            return
-        for i, entry in enumerate(entries):
-            where = _join(location, f"entry[{i}]")
-            if not isinstance(entry, dict):
-                yield InputError(source, where, "bundle entry is not a JSON object")
-                continue
-            resource = entry.get("resource")
-            if resource is None:
-                if "request" in entry or "response" in entry:
-                    continue  # a transaction/batch entry without a body (e.g. DELETE) carries no data
-                yield InputError(source, where, "bundle entry has no resource")
-                continue
-            full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
-            if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
-                yield from read_value(resource, source, where)
-            else:
-                yield Entry(resource, source, where, full_url)
+    if not checked:
+        yield InputError(source, location or "resource", limits.nesting_reason(value))
         return
     yield Entry(value, source, location or "resource")
+
+
+def _read_container(value: Any, source: str, location: str, checked: bool,
+                    level: int) -> Iterator[Entry | InputError]:
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from read_value(item, source, _join(location, f"[{i}]"), checked=checked, _level=level)
+        return
+    entries = value.get("entry") or []
+    if not isinstance(entries, list):
+        yield InputError(source, location or None, "Bundle.entry is not a list")
+        return
+    for i, entry in enumerate(entries):
+        where = _join(location, f"entry[{i}]")
+        if not isinstance(entry, dict):
+            yield InputError(source, where, "bundle entry is not a JSON object")
+            continue
+        resource = entry.get("resource")
+        if resource is None:
+            if "request" in entry or "response" in entry:
+                continue  # a transaction/batch entry without a body (e.g. DELETE) carries no data
+            yield InputError(source, where, "bundle entry has no resource")
+            continue
+        full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+            yield from read_value(resource, source, where, checked=checked, _level=level)
+        elif checked or limits.value_within(resource):
+            yield Entry(resource, source, where, full_url)
+        else:
+            yield InputError(source, where, limits.nesting_reason(resource))
 
 
 def _is_ndjson_name(source: str) -> bool:
@@ -126,7 +146,7 @@ def _read_line(line: bytes, source: str, number: int, announced: str | None) -> 
     if mismatch is not None:
         yield InputError(source, f"line {number}", mismatch)
         return
-    yield from read_value(value, source, f"line {number}")
+    yield from read_value(value, source, f"line {number}", checked=True)  # loads measured the line
 
 
 def _split_lines(data: bytes, source: str) -> Iterator[Entry | InputError]:
@@ -166,11 +186,11 @@ def read_bytes(data: bytes, source: str) -> Iterator[Entry | InputError]:
         yield from _split_lines(data, source)
         return
     try:
-        value = limits.loads(data)
+        value = limits.loads_document(data)
     except limits.JSONProblem as exc:
         if data.strip().count(b"\n") >= 1:
             yield from _split_lines(data, source)
         else:
             yield InputError(source, None, str(exc))
         return
-    yield from read_value(value, source)
+    yield from read_value(value, source, checked=limits.depth(data, limits.MAX_DEPTH) <= limits.MAX_DEPTH)

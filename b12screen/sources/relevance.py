@@ -128,6 +128,8 @@ def relevant_indices(resource_type: str, heads: Sequence[Any], matches: ConceptM
         return [i for i, h in enumerate(heads) if known[bytes(h.code)] or known[bytes(h.valueCodeableConcept)]]
     if resource_type == "Encounter":
         return [i for i, h in enumerate(heads) if h.hospitalization and b"dietPreference" in bytes(h.hospitalization)]
+    if resource_type == "FamilyMemberHistory":  # its codes are in condition[].code, not in the header: all read
+        return list(range(len(heads)))
     return [i for i, h in enumerate(heads) if known[bytes(h.code)]]
 
 
