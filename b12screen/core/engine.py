@@ -60,7 +60,7 @@ class RuleEngine:
         value_sets = [("b12screen", vs) for vs in builtin_value_sets()]
         value_sets += collect_value_sets(self.plugin_manager)
         self.terminology = Terminology(value_sets)
-        self.settings = self.config.setting_values()
+        self.settings = self.config.setting_values(profile)
         self._bands = Bands(
             float(self.settings["total_b12_deficient_ng_l"]), float(self.settings["total_b12_normal_ng_l"]),
             float(self.settings["active_b12_deficient_pmol_l"]), float(self.settings["active_b12_normal_pmol_l"]),
@@ -177,7 +177,7 @@ class RuleEngine:
         """Section 4 of docs/clinical-rules.md: the modifiers, in outcome order, over this patient."""
         candidates = {
             rid: Candidate(f, self._priority(rid, f), self.window_of(self.rules_by_id[rid], f))
-            for rid, f in triggered.items() if self.rules_by_id[rid].priority is not None
+            for rid, f in triggered.items() if self.rules_by_id[rid].priority is not None and not f.risk_factor_only
         }
         ctx = DecisionContext(record, as_of, self.settings, self.profile, self._bands, self.rules_by_id, candidates)
         return decide(ctx, self._plan)
