@@ -137,7 +137,7 @@ def mma_after(record: PatientRecord, when: date, as_of: date) -> list[str]:
 
 _UMOL_UNITS = {"umol/l": 1.0, "nmol/l": 0.001, "nmol/ml": 1.0, "mmol/l": 1000.0}
 #: The value sets of the metabolite tests, by name (MMA is a B12 status test; homocysteine a follow-up).
-METABOLITES = {"mma": "MMA", "homocysteine": "homocysteine"}
+METABOLITES = {"mma": "MMA", "homocysteine": "Homocysteine"}
 
 
 def umol_l(value: float, unit: str | None) -> float | None:
