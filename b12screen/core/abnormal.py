@@ -43,7 +43,8 @@ def _dx_on_or_after(record: PatientRecord, when: date, as_of: date) -> bool:
 
 
 def _b12_text(result: B12Result) -> str:
-    return f"{'Active' if result.kind == 'b12-active' else 'Total'} B12 {result.text}"
+    """"Latest B12 150 pg/mL" ("Latest B12 (active) 20 pmol/L"): the Flag then does not repeat the result."""
+    return f"Latest B12{' (active)' if result.kind == 'b12-active' else ''} {result.text}"
 
 
 def unactioned(record: PatientRecord, as_of: date, settings: Mapping[str, Any], bands: Bands,
@@ -116,5 +117,6 @@ def answering_tests(record: PatientRecord, as_of: date, bands: Bands, mma_limit:
 
 def unanswered_note(result: B12Result) -> str:
     """The wording for an indeterminate result older than MOD-INDET's look-back that nobody followed up."""
-    return (f"{_b12_text(result)} on {result.when.isoformat()} was indeterminate and not followed up with MMA or "
+    kind = "Active B12" if result.kind == "b12-active" else "B12"
+    return (f"{kind} {result.text} on {result.when.isoformat()} was indeterminate and not followed up with MMA or "
             "homocysteine, so it does not count as a recent test")
