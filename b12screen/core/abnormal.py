@@ -88,6 +88,32 @@ def _after_nitrous_oxide(record: PatientRecord, as_of: date, settings: Mapping[s
                       f"is raised (above {limit:.2f} µmol/L) after nitrous oxide use")
 
 
+def low_figures(record: PatientRecord, as_of: date, settings: Mapping[str, Any], bands: Bands) -> list[str]:
+    """MOD-LOW's figures against their thresholds, in words (for ``b12screen explain``)."""
+    figures: list[str] = []
+    results = b12_results(record, as_of, bands)
+    if results:
+        latest = results[-1]
+        limit = bands.active_deficient_pmol_l if latest.kind == "b12-active" else bands.total_deficient_ng_l
+        unit = "pmol/L" if latest.kind == "b12-active" else "ng/L"
+        figures.append(f"{_b12_text(latest)} on {latest.when.isoformat()}: {latest.band.value} (deficient below "
+                       f"{limit:g} {unit})")
+    limits = {"mma": float(settings["mma_raised_umol_l"]),
+              "homocysteine": float(settings["homocysteine_raised_umol_l"])}
+    for kind, limit in limits.items():
+        found = metabolites(record, as_of, (kind,))
+        if found:
+            figures.append(f"latest {found[-1].text()}: {'raised' if found[-1].raised(limit) else 'not raised'} "
+                           f"(raised above {limit:.2f} µmol/L)")
+    first = nitrous_oxide_first(record, as_of)
+    if first is not None:
+        figures.append(f"first nitrous oxide record {'undated' if first == date.min else first.isoformat()}: a "
+                       "raised homocysteine or MMA after it counts")
+    figures.append(f"HIGH when the result is on or after {(as_of - months(settings['latest_b12_months'])).isoformat()}"
+                   f" ({settings['latest_b12_months']:g} months), MEDIUM when older")
+    return figures
+
+
 @dataclass(frozen=True)
 class AnsweringTests:
     """The tests that may satisfy a rule (oldest first) and the indeterminate B12 results left unanswered."""

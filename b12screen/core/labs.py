@@ -137,7 +137,7 @@ def mma_after(record: PatientRecord, when: date, as_of: date) -> list[str]:
 
 _UMOL_UNITS = {"umol/l": 1.0, "nmol/l": 0.001, "nmol/ml": 1.0, "mmol/l": 1000.0}
 #: The value sets of the metabolite tests, by name (MMA is a B12 status test; homocysteine a follow-up).
-METABOLITES = {"mma": "MMA", "homocysteine": "Homocysteine"}
+METABOLITES = {"mma": "MMA", "homocysteine": "homocysteine"}
 
 
 def umol_l(value: float, unit: str | None) -> float | None:
@@ -160,7 +160,8 @@ class MetaboliteResult:
     def text(self) -> str:
         """"MMA 0.62 µmol/L on 2026-05-01" (two decimals, docs/clinical-rules.md 7.10)."""
         value = "no value" if self.umol_l is None else f"{self.umol_l:.2f} µmol/L"
-        return f"{METABOLITES[self.kind]} {value} on {self.when.isoformat()}"
+        name = METABOLITES[self.kind]
+        return f"{name[:1].upper()}{name[1:]} {value} on {self.when.isoformat()}"
 
     def raised(self, limit: float) -> bool:
         return self.umol_l is not None and self.umol_l > limit

@@ -24,9 +24,9 @@ def sym_1(ctx: RuleContext) -> Finding | None:
     for factor in factors:
         evidence.extend(factor.evidence)
     margin = ctx.param("hb_margin_g_dl")
-    below = "unknown" if found.hb_below_by is None else f"{found.hb_below_by:.1f} g/dL"
-    ctx.note(f"signs {'only anaemia' if found.only_anaemia else 'beyond anaemia'}; haemoglobin below its limit by "
-             f"{below}, HIGH needs more than {margin:g}")
+    below = "no figure" if found.hb_below_by is None else f"{found.hb_below_by:.1f} g/dL"
+    ctx.note(f"signs {'only anaemia' if found.only_anaemia else 'beyond anaemia'}; haemoglobin below its limit: "
+             f"{below} (HIGH when more than {margin:g} g/dL or any sign beyond anaemia)")
     priority = None if found.severe(margin) else Priority.MEDIUM
     reason = f"{found.describe()} with {', '.join(f.label for f in factors)}"
     return Finding("SYM-1", reason, tuple(dict.fromkeys(evidence)), test_after=found.test_from, symptomatic=True,
