@@ -46,7 +46,7 @@ class Finding:
     ``reason`` is a short clinical phrase ("metformin for 6.1 years, 2000 mg/day"); ``evidence`` the
     references (``Type/id``) of the resources that met the trigger. ``priority`` and ``window_months``
     override the rule's defaults for this patient; ``test_after`` makes only B12 tests dated after it
-    count (symptom rules, MS-1); ``answered_by`` names the value sets whose results satisfy the rule
+    count (symptom rules, MS-1); ``answered_by`` names which results (``homocysteine``, ``mma``) satisfy the rule
     instead of the B12 status tests (N2O-1: homocysteine or MMA); ``risk_factor_only`` keeps the finding
     among the risk factors without letting it suggest (AGE-75 beside DEM-1).
     """
