@@ -46,11 +46,12 @@ def days_ago(n: int) -> str:
 # -- 7.1 MOD-LOW: raised MMA, look-back and priority -------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "setting", "low"), [(0.45, None, False), (0.46, None, True), (0.46, 0.5, False),
-                                                       (460, None, True)])
-def test_raised_mma_is_above_the_setting(make_screener, value: float, setting: float | None, low: bool) -> None:
+@pytest.mark.parametrize(("value", "unit", "setting", "low"), [
+    (0.45, "umol/L", None, False), (0.46, "umol/L", None, True), (0.46, "umol/L", 0.5, False),
+    (460, "nmol/L", None, True), (460, "", None, False)])
+def test_raised_mma_is_above_the_setting(make_screener, value: float, unit: str, setting: float | None,
+                                         low: bool) -> None:
     config = Config().with_changes(settings={"mma_raised_umol_l": setting}) if setting is not None else None
-    unit = "nmol/L" if value > 10 else "umol/L"
     result = one(make_screener(config=config), patient("p"), lab("p", "13964-2", days_ago(30), value, unit))
     assert (result.outcome == "unactioned-low-b12") is low
     if low:

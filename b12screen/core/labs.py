@@ -141,10 +141,9 @@ METABOLITES = {"mma": "MMA", "homocysteine": "homocysteine"}
 
 
 def umol_l(value: float, unit: str | None) -> float | None:
-    """A metabolite concentration in µmol/L (MMA, homocysteine); no unit is read as µmol/L; None for other units."""
+    """A metabolite concentration in µmol/L (MMA, homocysteine); None without a unit or with another unit (a
+    serum MMA of 300 nmol/L reported without its unit must not read as 300 µmol/L)."""
     u = _unit(unit)
-    if not u:
-        return value
     return value * _UMOL_UNITS[u] if u in _UMOL_UNITS else None
 
 
