@@ -61,7 +61,7 @@ def unactioned(record: PatientRecord, as_of: date, settings: Mapping[str, Any], 
         found.append((results[-1].when, results[-1].ref, _b12_text(results[-1]), "is in the deficient range"))
     mma = metabolites(record, as_of, ("mma",))
     if mma and mma[-1].raised(mma_limit):
-        found.append((mma[-1].when, mma[-1].ref, mma[-1].text().rsplit(" on ", 1)[0],
+        found.append((mma[-1].when, mma[-1].ref, mma[-1].shown(),
                       f"is raised (above {mma_limit:.2f} µmol/L)"))
     for when, ref, text, why in sorted(found, reverse=True):
         if any(t > when for t, _ in tests) or _dx_on_or_after(record, when, as_of) or therapy.any_after(when):
@@ -84,7 +84,7 @@ def _after_nitrous_oxide(record: PatientRecord, as_of: date, settings: Mapping[s
     limit = float(settings["mma_raised_umol_l" if latest.kind == "mma" else "homocysteine_raised_umol_l"])
     if not latest.raised(limit) or therapy.any_after(latest.when):
         return None
-    return Unactioned(latest.ref, latest.when, latest.text().rsplit(" on ", 1)[0], Priority.HIGH,
+    return Unactioned(latest.ref, latest.when, latest.shown(), Priority.HIGH,
                       f"is raised (above {limit:.2f} µmol/L) after nitrous oxide use")
 
 

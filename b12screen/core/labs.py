@@ -156,11 +156,15 @@ class MetaboliteResult:
     kind: str  # "mma" or "homocysteine"
     umol_l: float | None
 
-    def text(self) -> str:
-        """"MMA 0.62 µmol/L on 2026-05-01" (two decimals, docs/clinical-rules.md 7.10)."""
+    def shown(self) -> str:
+        """"MMA 0.62 µmol/L" (two decimals, docs/clinical-rules.md 7.10)."""
         value = "no value" if self.umol_l is None else f"{self.umol_l:.2f} µmol/L"
         name = METABOLITES[self.kind]
-        return f"{name[:1].upper()}{name[1:]} {value} on {self.when.isoformat()}"
+        return f"{name[:1].upper()}{name[1:]} {value}"
+
+    def text(self) -> str:
+        """"MMA 0.62 µmol/L on 2026-05-01"."""
+        return f"{self.shown()} on {self.when.isoformat()}"
 
     def raised(self, limit: float) -> bool:
         return self.umol_l is not None and self.umol_l > limit
