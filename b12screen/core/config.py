@@ -35,7 +35,11 @@ SETTINGS: dict[str, Param] = {
     "parenteral_order_months": Param(12, "months", "MOD-TX-IM: an active injection order or statement counts only "
                                      "when authored or started within this many months", 0, 1200),
     "high_dose_oral_ug": Param(1000, "µg/day", "MOD-TX-ORAL-HI: oral B12 at or above this is high-dose", 0),
-    "latest_b12_months": Param(12, "months", "MOD-LOW / MOD-INDET look at the latest B12 within this", 0, 1200),
+    "latest_b12_months": Param(12, "months", "MOD-INDET looks at the latest B12 within this; MOD-LOW is HIGH "
+                               "within it and MEDIUM when older", 0, 1200),
+    "mma_raised_umol_l": Param(0.45, "µmol/L", "MMA above this is raised (MOD-LOW; NICE NG239)", 0),
+    "homocysteine_raised_umol_l": Param(15, "µmol/L", "homocysteine above this is raised after nitrous oxide "
+                                        "use (MOD-LOW)", 0),
     "total_b12_deficient_ng_l": Param(180, "ng/L", "total B12 below this is deficient", 0),
     "total_b12_normal_ng_l": Param(350, "ng/L", "total B12 at or above this is normal", 0),
     "active_b12_deficient_pmol_l": Param(25, "pmol/L", "active B12 below this is deficient", 0),
@@ -44,6 +48,8 @@ SETTINGS: dict[str, Param] = {
 }
 #: Their defaults.
 DEFAULT_SETTINGS: dict[str, Any] = {name: spec.default for name, spec in SETTINGS.items()}
+#: Defaults that differ by profile (docs/clinical-rules.md 7.9: NICE NG239 covers people aged 16 and over).
+PROFILE_SETTINGS: dict[str, dict[str, Any]] = {"nice": {"min_age": 16}}
 #: ``window_months``: every rule that has a window may have it changed.
 WINDOW_PARAM = Param(0, "months", "MOD-RECENT: a B12 test within this many months satisfies the rule", 0, 1200)
 #: Bands whose lower (deficient) bound must stay below their upper (normal) bound.
@@ -100,8 +106,9 @@ class Config:
         merged = check_settings({**self.settings, **(settings or {})}, "")
         return Config(frozenset(disabled), rules, merged, self.enabled_rules | frozenset(enable))
 
-    def setting_values(self) -> dict[str, Any]:
-        return {**DEFAULT_SETTINGS, **self.settings}
+    def setting_values(self, profile: str = "default") -> dict[str, Any]:
+        """The effective settings: defaults, then the profile's defaults, then what the site set."""
+        return {**DEFAULT_SETTINGS, **PROFILE_SETTINGS.get(profile, {}), **self.settings}
 
     def fingerprint(self) -> str:
         """A short hash of everything that can change an outcome."""

@@ -13,6 +13,7 @@ from datetime import date
 from functools import cached_property
 from typing import Any
 
+from .abnormal import answering_tests, unactioned, unanswered_note
 from .clinical import breastfeeding, pregnancy
 from .dates import DAYS_PER_MONTH
 from .labs import B12Result, Band, Bands, latest_b12, latest_egfr, mma_after
@@ -146,12 +147,11 @@ def parenteral(ctx: DecisionContext) -> Decision | None:
 
 
 def unactioned_low(ctx: DecisionContext) -> Decision | None:
-    latest = ctx.latest
-    if latest is not None and latest.band is Band.DEFICIENT and not ctx.therapy.any_after(latest.when):
-        return Decision(UNACTIONED_LOW_B12, Priority.HIGH, modifiers={"MOD-LOW": [latest.ref]}, test=None,
-                        notes=[f"Latest B12 {latest.text} on {latest.when.isoformat()} is in the deficient "
-                               "range with no diagnosis or treatment recorded after it"])
-    return None
+    found = unactioned(ctx.record, ctx.as_of, ctx.settings, ctx.bands, ctx.therapy)
+    if found is None:
+        return None
+    return Decision(UNACTIONED_LOW_B12, found.priority, modifiers={"MOD-LOW": [found.ref]}, test=None,
+                    notes=[found.note()])
 
 
 # -- step 5 ---------------------------------------------------------------------------------------
@@ -166,6 +166,10 @@ def past_deficiency(ctx: DecisionContext) -> None:
 # -- step 6 ---------------------------------------------------------------------------------------
 
 
+#: What high-dose oral B12 makes of a rule that it reduces (docs/clinical-rules.md 7.6: bariatric rules MEDIUM).
+REDUCED = {"reduce": Priority.LOW, "reduce-medium": Priority.MEDIUM}
+
+
 def high_dose_oral(ctx: DecisionContext) -> None:
     high = ctx.therapy.high_oral
     if not high:
@@ -174,8 +178,8 @@ def high_dose_oral(ctx: DecisionContext) -> None:
         effect = ctx.rules[rid].oral_therapy
         if effect in ("suppress-high", "suppress-any"):
             del ctx.candidates[rid]
-        elif effect == "reduce":
-            ctx.candidates[rid] = Candidate(ctx.candidates[rid].finding, Priority.LOW, 12.0)
+        elif effect in REDUCED:
+            ctx.candidates[rid] = Candidate(ctx.candidates[rid].finding, REDUCED[effect], 12.0)
         else:
             continue
         ctx.modifiers["MOD-TX-ORAL-HI"] = high
@@ -237,15 +241,22 @@ def satisfying_test(candidate: Candidate, tests: list[tuple[date, str]], as_of: 
 
 
 def recent_test(ctx: DecisionContext) -> None:
-    tests = ctx.record.b12_status_tests(ctx.as_of)
+    mma_limit = float(ctx.settings["mma_raised_umol_l"])
+    status = answering_tests(ctx.record, ctx.as_of, ctx.bands, mma_limit)
     satisfied_by: list[str] = []
     for rid, candidate in list(ctx.remaining.items()):
+        kinds = candidate.finding.answered_by
+        tests = answering_tests(ctx.record, ctx.as_of, ctx.bands, mma_limit, kinds).tests if kinds else status.tests
         test = satisfying_test(candidate, tests, ctx.as_of)
         if test is not None:
             del ctx.remaining[rid]
             satisfied_by.append(test)
     if satisfied_by:
         ctx.modifiers["MOD-RECENT"] = sorted(set(satisfied_by))
+    if ctx.remaining and "MOD-INDET" not in ctx.modifiers:
+        for result in status.unanswered:
+            if any(satisfying_test(c, [(result.when, result.ref)], ctx.as_of) for c in ctx.remaining.values()):
+                ctx.notes.append(unanswered_note(result))
 
 
 # -- the end of each step -------------------------------------------------------------------------

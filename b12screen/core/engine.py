@@ -60,8 +60,8 @@ class RuleEngine:
         value_sets = [("b12screen", vs) for vs in builtin_value_sets()]
         value_sets += collect_value_sets(self.plugin_manager)
         self.terminology = Terminology(value_sets)
-        self.settings = self.config.setting_values()
-        self._bands = Bands(
+        self.settings = self.config.setting_values(profile)
+        self.bands = Bands(
             float(self.settings["total_b12_deficient_ng_l"]), float(self.settings["total_b12_normal_ng_l"]),
             float(self.settings["active_b12_deficient_pmol_l"]), float(self.settings["active_b12_normal_pmol_l"]),
         )
@@ -164,7 +164,7 @@ class RuleEngine:
             notes=decision.notes,
             rule_errors=[*rule_errors, *decision.errors],
             rule_titles={rid: self.rules_by_id[rid].title for rid in decision.rules},
-            latest_b12=on_file.report() if (on_file := latest_b12(record, as_of, None, self._bands)) else None,
+            latest_b12=on_file.report() if (on_file := latest_b12(record, as_of, None, self.bands)) else None,
         )
         return result
 
@@ -177,9 +177,9 @@ class RuleEngine:
         """Section 4 of docs/clinical-rules.md: the modifiers, in outcome order, over this patient."""
         candidates = {
             rid: Candidate(f, self._priority(rid, f), self.window_of(self.rules_by_id[rid], f))
-            for rid, f in triggered.items() if self.rules_by_id[rid].priority is not None
+            for rid, f in triggered.items() if self.rules_by_id[rid].priority is not None and not f.risk_factor_only
         }
-        ctx = DecisionContext(record, as_of, self.settings, self.profile, self._bands, self.rules_by_id, candidates)
+        ctx = DecisionContext(record, as_of, self.settings, self.profile, self.bands, self.rules_by_id, candidates)
         return decide(ctx, self._plan)
 
     def _priority(self, rule_id: str, finding: Finding) -> Priority:

@@ -7,7 +7,9 @@ import math
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from .abnormal import answering_tests, low_figures
 from .dates import DAYS_PER_MONTH
+from .labs import METABOLITES
 from .modifiers import STEPS
 from .therapy import therapy_at
 
@@ -16,15 +18,15 @@ if TYPE_CHECKING:
     from .record import PatientRecord
 
 
-def window_figure(record: PatientRecord, as_of: date, window: float) -> str:
-    """The latest B12 status test against a rule's MOD-RECENT window, in words."""
-    tests = record.b12_status_tests(as_of)
+def window_figure(tests: list[tuple[date, str]], as_of: date, window: float, what: str = "B12 test") -> str:
+    """The latest test that may satisfy a rule (MOD-RECENT: not a deficient B12, a raised MMA or an
+    indeterminate B12 nobody followed up) against the rule's window, in words."""
     span = "since onset" if window == math.inf else f"{window:g}-month window"
     if not tests:
-        return f"no B12 test on record ({span})"
+        return f"no {what} on record that counts ({span})"
     when = tests[-1][0]
     inside = window == math.inf or (as_of - when).days <= window * DAYS_PER_MONTH
-    return f"latest B12 test {when.isoformat()}, {'inside' if inside else 'outside'} the {span}"
+    return f"latest {what} that counts {when.isoformat()}, {'inside' if inside else 'outside'} the {span}"
 
 
 def explain(screener: RuleEngine, record: PatientRecord, as_of: date) -> dict[str, Any]:
@@ -34,6 +36,7 @@ def explain(screener: RuleEngine, record: PatientRecord, as_of: date) -> dict[st
     findings, _, errors = screener.run_rules(record, as_of, trace)
     failed = {e["rule"]: e["error"] for e in errors}
     replaced_by = {old: rid for rid in findings for old in screener.rules_by_id[rid].replaces}
+    mma_limit = float(screener.settings["mma_raised_umol_l"])
     rules = []
     for rule in screener.rules:
         entry: dict[str, Any] = {"id": rule.id, "title": rule.title, "version": rule.version,
@@ -50,13 +53,17 @@ def explain(screener: RuleEngine, record: PatientRecord, as_of: date) -> dict[st
             entry["decided"] = rule.id in result.rules
             window = screener.window_of(rule, finding)
             if rule.priority is not None and window is not None:
-                entry["figures"] = entry["figures"] + [window_figure(record, as_of, window)]
+                kinds = finding.answered_by
+                tests = answering_tests(record, as_of, screener.bands, mma_limit, kinds).tests
+                what = " or ".join(METABOLITES.get(k, k) for k in kinds) + " result" if kinds else "B12 test"
+                entry["figures"] = entry["figures"] + [window_figure(tests, as_of, window, what)]
         else:
             entry["status"] = "not fired"
         rules.append(entry)
     step = screener.decide(record, as_of, screener.triggered(findings)).step
     figures = {"MOD-TX-IM": therapy_at(record, as_of, screener.settings).order_figures(
-        as_of, screener.settings["parenteral_order_months"])}
+        as_of, screener.settings["parenteral_order_months"]),
+        "MOD-LOW": low_figures(record, as_of, screener.settings, screener.bands)}
     modifiers = [{"id": m.id, "step": m.step, "effect": m.effect, "applied": m.id in result.modifiers,
                   "figures": figures.get(m.id, [])} for m in screener.modifiers]
     return {

@@ -107,29 +107,80 @@ def band_of(obs: ObservationFact, kind: str, bands: Bands = Bands()) -> Band | N
     return None
 
 
-def latest_b12(record: PatientRecord, as_of: date, within_months: float | None = 12,
-               bands: Bands = Bands()) -> B12Result | None:
-    """The latest total or active B12 result with a band, dated within ``within_months`` (None: any date)."""
-    since = date.min if within_months is None else as_of - months(within_months)
-    candidates: list[tuple[date, str, B12Result]] = []
+def b12_results(record: PatientRecord, as_of: date, bands: Bands = Bands()) -> list[B12Result]:
+    """Every dated total or active B12 result with a band, up to ``as_of``, oldest first."""
+    found: list[B12Result] = []
     for kind in ("b12-total", "b12-active"):
         for obs in record.observations_in((kind,), as_of):
-            if obs.effective is None or obs.effective < since:
+            if obs.effective is None:
                 continue
             band = band_of(obs, kind, bands)
             if band is None:
                 continue
             shown = f"{obs.value:g} {obs.unit or ''}".strip() if obs.value is not None else "low"
-            candidates.append((obs.effective, obs.ref, B12Result(obs.ref, obs.effective, band, kind, shown,
-                                                                 obs.value, obs.unit)))
-    if not candidates:
-        return None
-    return max(candidates, key=lambda c: (c[0], c[1]))[2]
+            found.append(B12Result(obs.ref, obs.effective, band, kind, shown, obs.value, obs.unit))
+    return sorted(found, key=lambda r: (r.when, r.ref))
+
+
+def latest_b12(record: PatientRecord, as_of: date, within_months: float | None = 12,
+               bands: Bands = Bands()) -> B12Result | None:
+    """The latest total or active B12 result with a band, dated within ``within_months`` (None: any date)."""
+    since = date.min if within_months is None else as_of - months(within_months)
+    results = [r for r in b12_results(record, as_of, bands) if r.when >= since]
+    return results[-1] if results else None
 
 
 def mma_after(record: PatientRecord, when: date, as_of: date) -> list[str]:
     """MMA results dated on or after ``when``."""
     return [o.ref for o in record.observations_in(("mma",), as_of) if o.effective and o.effective >= when]
+
+
+_UMOL_UNITS = {"umol/l": 1.0, "nmol/l": 0.001, "nmol/ml": 1.0, "mmol/l": 1000.0}
+#: The value sets of the metabolite tests, by name (MMA is a B12 status test; homocysteine a follow-up).
+METABOLITES = {"mma": "MMA", "homocysteine": "homocysteine"}
+
+
+def umol_l(value: float, unit: str | None) -> float | None:
+    """A metabolite concentration in µmol/L (MMA, homocysteine); None without a unit or with another unit (a
+    serum MMA of 300 nmol/L reported without its unit must not read as 300 µmol/L)."""
+    u = _unit(unit)
+    return value * _UMOL_UNITS[u] if u in _UMOL_UNITS else None
+
+
+@dataclass(frozen=True)
+class MetaboliteResult:
+    """A dated MMA or homocysteine result with its value in µmol/L (None when unreadable)."""
+
+    ref: str
+    when: date
+    kind: str  # "mma" or "homocysteine"
+    umol_l: float | None
+
+    def shown(self) -> str:
+        """"MMA 0.62 µmol/L" (two decimals, docs/clinical-rules.md 7.10)."""
+        value = "no value" if self.umol_l is None else f"{self.umol_l:.2f} µmol/L"
+        name = METABOLITES[self.kind]
+        return f"{name[:1].upper()}{name[1:]} {value}"
+
+    def text(self) -> str:
+        """"MMA 0.62 µmol/L on 2026-05-01"."""
+        return f"{self.shown()} on {self.when.isoformat()}"
+
+    def raised(self, limit: float) -> bool:
+        return self.umol_l is not None and self.umol_l > limit
+
+
+def metabolites(record: PatientRecord, as_of: date, kinds: tuple[str, ...] = ("mma", "homocysteine"),
+                ) -> list[MetaboliteResult]:
+    """Dated MMA / homocysteine results up to ``as_of``, oldest first."""
+    found = []
+    for kind in kinds:
+        for obs in record.observations_in((kind,), as_of):
+            if obs.effective is None:
+                continue
+            value = umol_l(obs.value, obs.unit) if obs.value is not None else None
+            found.append(MetaboliteResult(obs.ref, obs.effective, kind, value))
+    return sorted(found, key=lambda m: (m.when, m.ref))
 
 
 def _g_dl(value: float, unit: str | None) -> float | None:
@@ -154,6 +205,9 @@ class LabSign:
     ref: str
     when: date
     text: str  # e.g. "haemoglobin 12.9 g/dL on 2020-12-05, below 13.0"
+    kind: str = ""  # "haemoglobin" or "mcv"
+    #: How far a haemoglobin is below its limit in g/dL (None: unknown, e.g. flagged low without a number).
+    below_by_g_dl: float | None = None
 
 
 def _judgeable(obs: ObservationFact, since: date) -> bool:
@@ -193,6 +247,18 @@ def low_haemoglobin(obs: ObservationFact, gender: str | None, pregnant: bool = F
         f"{_shown(obs.value, obs.unit)}, below {limit:.1f}"
 
 
+def hb_deficit_g_dl(obs: ObservationFact, gender: str | None, pregnant: bool = False) -> float | None:
+    """How many g/dL a haemoglobin result is below its limit (its reference range, else the WHO limit);
+    None when the value or a unit cannot be read in g/dL."""
+    if obs.value is None:
+        return None
+    value = _g_dl(obs.value, obs.unit)
+    if value is None:
+        return None
+    limit = _g_dl(obs.ref_low, obs.unit) if obs.ref_low is not None else hb_limit(gender, pregnant)
+    return None if limit is None else limit - value
+
+
 def high_mcv(obs: ObservationFact, limit_fl: float = 100.0) -> str | None:
     """Why ``obs`` is a raised MCV ("104 fL, above 100"), or None: above ``limit_fl`` femtolitres."""
     if obs.value is None:
@@ -213,12 +279,13 @@ def lab_signs(record: PatientRecord, as_of: date, since: date, pregnant: bool = 
     if hb is not None and hb.effective is not None and why:
         value, _, limit = why.partition(", ")
         signs.append(LabSign(hb.ref, hb.effective, f"haemoglobin {value} on {hb.effective.isoformat()}, {limit}"
-                             if limit else f"haemoglobin {value} on {hb.effective.isoformat()}"))
+                             if limit else f"haemoglobin {value} on {hb.effective.isoformat()}", "haemoglobin",
+                             hb_deficit_g_dl(hb, gender, pregnant)))
     mcv = _latest(record.observations_in(("mcv",), as_of), since)
     why = high_mcv(mcv) if mcv is not None else None
     if mcv is not None and mcv.effective is not None and why:
         value, _, limit = why.partition(", ")
-        signs.append(LabSign(mcv.ref, mcv.effective, f"MCV {value} on {mcv.effective.isoformat()}, {limit}"))
+        signs.append(LabSign(mcv.ref, mcv.effective, f"MCV {value} on {mcv.effective.isoformat()}, {limit}", "mcv"))
     return signs
 
 

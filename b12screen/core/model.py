@@ -46,7 +46,9 @@ class Finding:
     ``reason`` is a short clinical phrase ("metformin for 6.1 years, 2000 mg/day"); ``evidence`` the
     references (``Type/id``) of the resources that met the trigger. ``priority`` and ``window_months``
     override the rule's defaults for this patient; ``test_after`` makes only B12 tests dated after it
-    count (symptom rules, MS-1).
+    count (symptom rules, MS-1); ``answered_by`` names which results (``homocysteine``, ``mma``) satisfy the rule
+    instead of the B12 status tests (N2O-1: homocysteine or MMA); ``risk_factor_only`` keeps the finding
+    among the risk factors without letting it suggest (AGE-75 beside DEM-1).
     """
 
     rule_id: str
@@ -57,6 +59,8 @@ class Finding:
     test_after: date | None = None
     symptomatic: bool = False
     recommended_test: str | None = None
+    answered_by: tuple[str, ...] = ()
+    risk_factor_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,8 @@ class Rule:
     supersedes when both are triggered. ``params`` are the tunable thresholds with their defaults.
     ``suggest_in`` names the profiles in which the rule may lead to a suggestion (None: all).
     ``oral_therapy`` says what oral B12 does to it: ``keep``, ``suppress-high`` (high-dose oral
-    suppresses it), ``suppress-any`` (any oral B12 suppresses it) or ``reduce`` (high-dose oral makes
-    it LOW with a 12-month window).
+    suppresses it), ``suppress-any`` (any oral B12 suppresses it), ``reduce`` (high-dose oral makes
+    it LOW with a 12-month window) or ``reduce-medium`` (MEDIUM with a 12-month window).
     """
 
     id: str

@@ -37,7 +37,8 @@ MODIFIERS: tuple[Modifier, ...] = (
              d.diagnosed),
     Modifier("MOD-TX-IM", 3, "parenteral B12 within parenteral_months (orders: parenteral_order_months): suppressed",
              d.parenteral),
-    Modifier("MOD-LOW", 4, "latest B12 deficient with nothing done after it: unactioned low B12", d.unactioned_low),
+    Modifier("MOD-LOW", 4, "latest B12 deficient, MMA raised, or homocysteine/MMA raised after nitrous oxide, with "
+             "nothing done after it: unactioned low B12", d.unactioned_low),
     Modifier("MOD-STOPPED", 5, "medication class stopped: its rules do not trigger"),
     Modifier("MOD-DX-HIST", 5, "past B12 deficiency: a risk factor", d.past_deficiency),
     Modifier("MOD-TX-ORAL-HI", 6, "high-dose oral B12: suppresses or reduces rules as each rule says",
@@ -46,7 +47,8 @@ MODIFIERS: tuple[Modifier, ...] = (
     Modifier("MOD-PREG", 6, "pregnant: active B12 is suggested instead of total B12", d.pregnant),
     Modifier("MOD-INDET", 7, "latest B12 indeterminate without MMA after it: MMA suggested", d.indeterminate),
     Modifier("MOD-RENAL", 7, "eGFR below renal_egfr: MMA may be falsely high", d.renal),
-    Modifier("MOD-RECENT", 8, "a B12 test inside the rule's window: that rule is satisfied", d.recent_test),
+    Modifier("MOD-RECENT", 8, "a B12 test inside the rule's window (never a deficient B12 or raised MMA): that "
+             "rule is satisfied", d.recent_test),
 )
 
 #: What each step of section 4 decides.

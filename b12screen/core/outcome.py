@@ -24,6 +24,8 @@ OUTCOME_DISPLAY = {
     NOT_EVALUATED: "Not evaluated",
 }
 OUTCOMES = tuple(OUTCOME_DISPLAY)
+#: What a suggestion of homocysteine (N2O-1) is called where the clinician reads it (docs/clinical-rules.md 7.2).
+HOMOCYSTEINE_OR_MMA = "Homocysteine or MMA test suggested"
 #: Outcomes that produce a FHIR Flag (docs/clinical-rules.md section 4).
 FLAGGED_OUTCOMES = frozenset({SUGGEST_B12_TEST, SUGGEST_MMA, UNACTIONED_LOW_B12, DEFICIENCY_WITHOUT_TREATMENT})
 
@@ -38,6 +40,14 @@ TESTS: dict[str, dict[str, str]] = {
     "homocysteine": {"system": LOINC, "code": "13965-9",
                      "display": "Homocysteine [Moles/volume] in Serum or Plasma"},
 }
+
+def outcome_display(outcome: str, test: dict[str, str] | None) -> str:
+    """The outcome as the clinician reads it, naming the test actually suggested (never "B12 test suggested"
+    when the test is homocysteine or MMA)."""
+    if outcome == SUGGEST_B12_TEST and test and test.get("code") == TESTS["homocysteine"]["code"]:
+        return HOMOCYSTEINE_OR_MMA
+    return OUTCOME_DISPLAY[outcome]
+
 
 @dataclass
 class ScreeningResult:

@@ -6,7 +6,6 @@ from ..core.dates import DAYS_PER_MONTH
 from ..core.facts import ProcedureFact
 from ..core.model import Finding, Priority, Rule, RuleContext
 from ..core.params import Param
-from ..core.therapy import therapy_at
 from ..hookspecs import hookimpl
 
 #: ``recent_months``: surgery within this many months is recent.
@@ -49,12 +48,7 @@ def bar_2(ctx: RuleContext) -> Finding | None:
             evidence.extend(c.ref for c in status)
     if not evidence:
         return None
-    therapy = therapy_at(ctx.record, ctx.as_of, ctx.settings)
-    priority = None
-    if therapy.high_oral:
-        priority = Priority.MEDIUM
-        ctx.note_modifier("MOD-TX-ORAL-HI", *therapy.high_oral)
-    return Finding("BAR-2", "; ".join(reasons), tuple(dict.fromkeys(evidence)), priority=priority)
+    return Finding("BAR-2", "; ".join(reasons), tuple(dict.fromkeys(evidence)))
 
 
 def bar_3(ctx: RuleContext) -> Finding | None:
@@ -66,13 +60,15 @@ def bar_3(ctx: RuleContext) -> Finding | None:
 
 
 RULES = [
-    Rule(id="BAR-1", title="Bariatric surgery less than 12 months ago", version="1.0.0", family="bariatric",
-         priority=Priority.HIGH, window_months=3, evaluate=bar_1, stage=0, oral_therapy="reduce",
-         params={"recent_months": RECENT}, basis="ASMBS 2016; BOMSS 2020 (B12 at 3, 6 and 12 months)"),
-    Rule(id="BAR-2", title="Bariatric surgery 12 months ago or more", version="1.0.0", family="bariatric",
-         priority=Priority.HIGH, window_months=12, evaluate=bar_2, stage=0, oral_therapy="keep",
+    Rule(id="BAR-1", title="Bariatric surgery less than 12 months ago", version="1.1.0", family="bariatric",
+         priority=Priority.HIGH, window_months=3, evaluate=bar_1, stage=0, oral_therapy="reduce-medium",
          params={"recent_months": RECENT},
-         basis="BOMSS 2020 (at least once a year); ASMBS 2016 (MEDIUM when on high-dose oral B12)"),
+         basis="ASMBS 2016; BOMSS 2020 (B12 at 3, 6 and 12 months; MEDIUM on high-dose oral B12)"),
+    Rule(id="BAR-2", title="Bariatric surgery 12 months ago or more", version="1.1.0", family="bariatric",
+         priority=Priority.HIGH, window_months=12, evaluate=bar_2, stage=0, oral_therapy="reduce-medium",
+         params={"recent_months": RECENT},
+         basis="BOMSS 2020 (at least once a year, whatever the supplementation; MEDIUM on high-dose oral B12); "
+               "ASMBS 2016"),
     Rule(id="BAR-3", title="Adjustable gastric band only (risk factor)", version="1.0.0", family="bariatric",
          priority=None, window_months=None, evaluate=bar_3, stage=0,
          basis="ASMBS routine screening list excludes gastric banding; counted as a risk factor"),

@@ -46,11 +46,11 @@ def combo(ctx: RuleContext) -> Finding | None:
 
 
 def age_75(ctx: RuleContext) -> Finding | None:
-    """Age 75 or over and nothing else."""
+    """Age 75 or over and nothing else; beside DEM-1 a risk factor only (docs/clinical-rules.md 7.3)."""
     age = ctx.record.age(ctx.as_of)
-    if age is None or age < ctx.param("age") or ctx.prioritized_findings():
+    if age is None or age < ctx.param("age") or ctx.prioritized_findings(exclude=frozenset({"DEM-1"})):
         return None
-    return Finding("AGE-75", f"age {age}")
+    return Finding("AGE-75", f"age {age}", risk_factor_only=bool(ctx.triggered("DEM-1")))
 
 
 RULES = [
@@ -58,7 +58,7 @@ RULES = [
          priority=Priority.MEDIUM, window_months=24, evaluate=combo, stage=2, oral_therapy="suppress-high",
          suggest_in=frozenset({"default"}), params={"age": AGE(65), "acid_months": ACID_MONTHS},
          basis="MHRA (additive risk factors)"),
-    Rule(id="AGE-75", title="Age 75 or over", version="1.0.0", family="age", priority=Priority.LOW,
+    Rule(id="AGE-75", title="Age 75 or over", version="1.1.0", family="age", priority=Priority.LOW,
          window_months=60, evaluate=age_75, stage=3, oral_therapy="suppress-high",
          suggest_in=frozenset({"default"}), params={"age": AGE(75)}, counts_for_later_rules=False,
          basis="AAFP 2017 (> 75 years); prevalence of deficiency > 10 % over 75"),

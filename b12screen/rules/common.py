@@ -12,6 +12,8 @@ from ..core.record import PatientRecord, earliest_start
 
 METFORMIN = ("metformin",)
 ACID_SUPPRESSANTS = ("ppi", "h2ra")
+#: A right hemicolectomy with less ileum than this recorded (or none) is a risk factor (MAL-CRO-R's default).
+HEMICOLECTOMY_ILEUM_CM = 20
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class ClassUse:
 
     def describe(self) -> str:
         if self.exposure_days is None or self.start is None:
-            return f"{self.label} (active, start unknown)"
+            return f"{self.label} (active, start date unknown)"
         years = self.exposure_days / DAYS_PER_YEAR
         span = f"{years:.1f} years" if years >= 1 else f"{self.exposure_days / DAYS_PER_MONTH:.0f} months"
         return f"{self.label} for {span} (since {self.start.isoformat()})"
@@ -122,4 +124,19 @@ def fact_risk_factors(record: PatientRecord, as_of: date) -> list[RiskFactor]:
     history = record.condition_history(("b12-deficiency-dx",), as_of)
     if history:
         found.append(RiskFactor("MOD-DX-HIST", "past B12 deficiency", tuple(c.ref for c in history)))
+    return found + gut_risk_factors(record, as_of)
+
+
+def gut_risk_factors(record: PatientRecord, as_of: date) -> list[RiskFactor]:
+    """Crohn's disease confined to the colon, and a right hemicolectomy with no ileal length of 20 cm or more
+    recorded: risk factors, not MAL-CRO-0 / MAL-CRO-R (docs/clinical-rules.md 7.7)."""
+    found: list[RiskFactor] = []
+    crohns = record.conditions_in(("crohns-disease",), as_of)
+    if crohns and all("crohns-colon" in c.concepts for c in crohns):
+        found.append(RiskFactor("crohns-colon", "Crohn's disease of the colon", tuple(c.ref for c in crohns)))
+    hemi = [p for p in record.procedures_in(("right-hemicolectomy",), as_of)
+            if p.length_cm is None or p.length_cm < HEMICOLECTOMY_ILEUM_CM]
+    if hemi:
+        found.append(RiskFactor("right-hemicolectomy", "right hemicolectomy (no ileal length of 20 cm or more "
+                                "recorded)", tuple(p.ref for p in hemi)))
     return found

@@ -10,6 +10,9 @@ from ..core.params import Param
 from ..hookspecs import hookimpl
 
 BARIATRIC_SETS = frozenset({"bariatric-surgery", "bariatric-band"})
+#: Crohn's disease confined to the colon and right hemicolectomy (docs/clinical-rules.md 7.7).
+COLON = "crohns-colon"
+HEMICOLECTOMY = "right-hemicolectomy"
 
 
 def _condition_rule(rule_id: str, concept: str, ctx: RuleContext, after_diagnosis: bool = False) -> Finding | None:
@@ -29,18 +32,26 @@ def mal_cel(ctx: RuleContext) -> Finding | None:
 
 
 def _resections(ctx: RuleContext) -> list:
-    return ctx.record.procedures_in(("ileal-resection",), ctx.as_of)
+    return ctx.record.procedures_in(("ileal-resection", HEMICOLECTOMY), ctx.as_of)
 
 
 def mal_cro_0(ctx: RuleContext) -> Finding | None:
-    """Crohn's disease without an ileal resection of 20 cm or more."""
-    return _condition_rule("MAL-CRO-0", "crohns-disease", ctx)
+    """Crohn's disease of the small intestine, ileum or unspecified site without an ileal resection of 20 cm
+    or more; Crohn's disease confined to the colon is a risk factor only (docs/clinical-rules.md 7.7)."""
+    conditions = [c for c in ctx.record.conditions_in(("crohns-disease",), ctx.as_of) if COLON not in c.concepts]
+    if not conditions:
+        return None
+    onset = min((c.onset for c in conditions if c.onset), default=None)
+    since = f" (since {onset.isoformat()})" if onset else ""
+    return Finding("MAL-CRO-0", f"{conditions[0].label or 'crohns-disease'}{since}", tuple(c.ref for c in conditions))
 
 
 def mal_cro_r(ctx: RuleContext) -> Finding | None:
-    """Ileal or ileocaecal resection of at least 20 cm, or of unknown length."""
+    """Ileal or ileocaecal resection of at least 20 cm, or of unknown length; a right hemicolectomy only with
+    an ileal length of at least 20 cm recorded (7.7)."""
     minimum = ctx.param("min_length_cm")
-    qualifying = [p for p in _resections(ctx) if p.length_cm is None or p.length_cm >= minimum]
+    qualifying = [p for p in _resections(ctx) if (p.length_cm is None and HEMICOLECTOMY not in p.concepts)
+                  or (p.length_cm is not None and p.length_cm >= minimum)]
     if not qualifying:
         return None
     parts = []
@@ -77,8 +88,9 @@ def gas_1(ctx: RuleContext) -> Finding | None:
     return Finding("GAS-1", reason, tuple(p.ref for p in procedures) + tuple(c.ref for c in conditions))
 
 
-def _rule(rule_id: str, title: str, priority: Priority, window: float, evaluate, basis: str, **extra) -> Rule:
-    return Rule(id=rule_id, title=title, version="1.0.0", family="malabsorption", priority=priority,
+def _rule(rule_id: str, title: str, priority: Priority, window: float, evaluate, basis: str,
+          version: str = "1.0.0", **extra) -> Rule:
+    return Rule(id=rule_id, title=title, version=version, family="malabsorption", priority=priority,
                 window_months=window, evaluate=evaluate, basis=basis, stage=0, suggest_in=frozenset({"default"}),
                 oral_therapy="reduce", **extra)
 
@@ -87,9 +99,9 @@ RULES = [
     _rule("MAL-CEL", "Coeliac disease", Priority.MEDIUM, 36, mal_cel,
           "Oxentenko & Murray 2015 (coeliac disease work-up); NICE NG239 risk factor"),
     _rule("MAL-CRO-0", "Crohn's disease without significant ileal resection", Priority.LOW, 36, mal_cro_0,
-          "AAFP 2017 (inflammatory bowel disease); Headstrom 2008"),
+          "AAFP 2017 (inflammatory bowel disease); Headstrom 2008", version="1.1.0"),
     _rule("MAL-CRO-R", "Ileal or ileocaecal resection of 20 cm or more (or unknown length)", Priority.HIGH, 12,
-          mal_cro_r, "Duerksen 2006; Battat 2014; NICE NG239 (terminal ileal resection)",
+          mal_cro_r, "Duerksen 2006; Battat 2014; NICE NG239 (terminal ileal resection)", version="1.1.0",
           replaces=("MAL-CRO-0",), params={"min_length_cm": Param(20, "cm", "resection this long", 0, 1000)}),
     _rule("MAL-SBS", "Short bowel syndrome, intestinal failure or postsurgical malabsorption", Priority.HIGH, 12,
           mal_sbs, "Resection > 60 cm makes B12 malabsorption near-certain (short bowel guidance)"),

@@ -37,20 +37,28 @@ def _exposed(ctx: RuleContext, use: ClassUse, inclusive: bool) -> bool:
     return use.exposure_days >= limit if inclusive else use.exposure_days > limit
 
 
+def _start_unknown(use: ClassUse) -> bool:
+    """Active with no start date anywhere in the class: exposure of unknown length (docs/clinical-rules.md 7.5)."""
+    return use.active and use.start is None
+
+
 def met_1(ctx: RuleContext) -> Finding | None:
-    """Active metformin with exposure > 4 months."""
+    """Active metformin with exposure > 4 months, or of unknown length (7.5)."""
     use = _metformin(ctx)
-    return Finding("MET-1", use.describe(), use.evidence) if _exposed(ctx, use, inclusive=False) else None
+    if _exposed(ctx, use, inclusive=False) or _start_unknown(use):
+        return Finding("MET-1", use.describe(), use.evidence)
+    return None
 
 
 def met_2(ctx: RuleContext) -> Finding | None:
-    """MET-1 plus long exposure, high dose, older age or another risk factor."""
+    """MET-1 plus long exposure, high dose, older age or another risk factor; with an unknown start the
+    duration criterion is false and the others still apply (7.5)."""
     use = _metformin(ctx)
-    if not _exposed(ctx, use, inclusive=False) or use.exposure_days is None:
+    if not _exposed(ctx, use, inclusive=False) and not _start_unknown(use):
         return None
     reasons: list[str] = []
     evidence = list(use.evidence)
-    if use.exposure_days >= ctx.param("long_exposure_years") * DAYS_PER_YEAR:
+    if use.exposure_days is not None and use.exposure_days >= ctx.param("long_exposure_years") * DAYS_PER_YEAR:
         reasons.append(f"≥ {ctx.param('long_exposure_years')} years of use")
     dose = max_daily_dose_mg(ctx.record, "metformin", ctx.as_of)
     ctx.note(f"daily dose {'unknown' if dose is None else f'{dose:.0f} mg'}, needs {ctx.param('dose_mg_per_day'):g} "
@@ -113,13 +121,13 @@ def acid_2(ctx: RuleContext) -> Finding | None:
 
 RULES = [
     Rule(
-        id="MET-1", title="Metformin for more than 4 months", version="1.0.0", family="medication",
+        id="MET-1", title="Metformin for more than 4 months", version="1.1.0", family="medication",
         priority=Priority.LOW, window_months=36, evaluate=met_1,
         basis="AAFP 2017; FDA metformin label §5.2 (B12 every 2-3 years); ADA Standards ('periodic' B12)",
         params={"min_exposure_months": EXPOSURE(4)}, suggest_in=frozenset({"default"}), oral_therapy="suppress-high",
     ),
     Rule(
-        id="MET-2", title="Metformin with long use, high dose, age or another risk factor", version="1.0.0",
+        id="MET-2", title="Metformin with long use, high dose, age or another risk factor", version="1.1.0",
         family="medication", priority=Priority.MEDIUM, window_months=24, evaluate=met_2, replaces=("MET-1",),
         basis="Ko 2014; Kim 2019; Ting 2006; Aroda 2016 (DPPOS); MHRA Drug Safety Update 2022",
         params={"min_exposure_months": EXPOSURE(4),

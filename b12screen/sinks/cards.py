@@ -20,6 +20,7 @@ from ..core.outcome import (
     SUGGEST_MMA,
     UNACTIONED_LOW_B12,
     ScreeningResult,
+    outcome_display,
 )
 from ..core.record import PatientRecord
 from .flag import (
@@ -30,6 +31,7 @@ from .flag import (
     flag_identifier,
     latest_b12_text,
     test_name,
+    unactioned_head,
     with_article,
 )
 
@@ -107,7 +109,7 @@ def _main_rule(result: ScreeningResult, rules: Mapping[str, Rule]) -> str | None
 def summary(result: ScreeningResult, rules: Mapping[str, Rule]) -> str:
     """One sentence under 140 characters naming the suggestion and the main reason."""
     if result.outcome == UNACTIONED_LOW_B12:
-        return "Low vitamin B12 result with no recorded diagnosis or treatment: please review"
+        return unactioned_head(result, "Low vitamin B12 result with no recorded diagnosis or treatment: please review")
     if result.outcome == DEFICIENCY_WITHOUT_TREATMENT:
         return "Vitamin B12 deficiency recorded without B12 treatment: please review"
     name = test_name(result.recommended_test or {})
@@ -153,7 +155,7 @@ def detail(result: ScreeningResult, rules: Mapping[str, Rule], record: PatientRe
            unavailable: list[str], incomplete: list[str], distinct: Mapping[str, str] | None = None) -> str:
     """GitHub-flavoured Markdown: reasons with their basis, evidence, test, notes and data gaps
     (``distinct``: the result's :func:`distinct_reasons`, when the caller already has them)."""
-    lines = [f"**{md(OUTCOME_DISPLAY[result.outcome])}** (priority {result.priority})", ""]
+    lines = [f"**{md(outcome_display(result.outcome, result.recommended_test))}** (priority {result.priority})", ""]
     if result.rules:
         lines.append("**Why**")
         lines.append("")

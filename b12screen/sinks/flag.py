@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..core.model import Priority
-from ..core.outcome import OUTCOME_DISPLAY
+from ..core.outcome import OUTCOME_DISPLAY, TESTS
 
 if TYPE_CHECKING:
     from fhir.resources.R4B.flag import Flag
@@ -48,7 +48,7 @@ def _evidence_reference(ref: str) -> dict[str, str]:
 
 #: Plain names of the recommended tests, as a clinician says them (docs/clinical-rules.md section 6 point 7).
 TEST_NAMES = {"2132-9": "serum vitamin B12", "72160-5": "active B12 (holotranscobalamin)",
-              "13964-2": "methylmalonic acid (MMA)", "13965-9": "homocysteine"}
+              "13964-2": "methylmalonic acid (MMA)", "13965-9": "homocysteine (or MMA)"}
 _SAME = 20  # a shared stretch this long (characters) is one reason stated twice
 _CLAUSE = re.compile(r"([;,] )")
 
@@ -62,6 +62,16 @@ def with_article(name: str) -> str:
     """``name`` with "a" or "an" ("an active B12", "an MMA", "a serum vitamin B12")."""
     vowel = name[:1].lower() in "aeio" or name.startswith(("MMA", "MCV", "HbA"))
     return f"{'an' if vowel else 'a'} {name}"
+
+
+#: The head of ``unactioned-low-b12`` when the result is a raised MMA or homocysteine (docs/clinical-rules.md 7.1, 7.2).
+RAISED_METABOLITE = "Raised MMA or homocysteine (functional B12 deficiency) with no recorded treatment: please review"
+
+
+def unactioned_head(result: ScreeningResult, b12_head: str) -> str:
+    """``b12_head`` when the unactioned result is a B12 result (its note starts "Latest B12"), else the raised
+    MMA or homocysteine wording."""
+    return b12_head if any(n.startswith("Latest B12") for n in result.notes) else RAISED_METABOLITE
 
 
 def latest_b12_text(result: ScreeningResult) -> str:
@@ -134,6 +144,10 @@ def flag_text(result: ScreeningResult, distinct: Mapping[str, str] | None = None
         "unactioned-low-b12": "Low vitamin B12 result with no recorded diagnosis or treatment: please review",
         "deficiency-without-treatment": "Vitamin B12 deficiency recorded without B12 treatment: please review",
     }[result.outcome]
+    if test and test.get("code") == TESTS["homocysteine"]["code"]:
+        head = "Consider a homocysteine or MMA test: serum B12 may be normal after nitrous oxide"
+    elif result.outcome == "unactioned-low-b12":
+        head = unactioned_head(result, head)
     parts = [head]
     if reasons:
         parts.append(f"Reasons: {reasons}")
