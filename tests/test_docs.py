@@ -59,8 +59,10 @@ def test_every_rule_and_modifier_id_is_documented_and_nothing_else() -> None:
 def test_clinical_rules_cover_every_section_including_refinements() -> None:
     text = (DOCS / "clinical-rules.md").read_text(encoding="utf-8")
     headings = re.findall(r"^## (\d+)\. ", text, re.MULTILINE)
-    assert headings == ["1", "2", "3", "4", "5", "6"]
+    assert headings == ["1", "2", "3", "4", "5", "6", "7"]
     assert "Stale injection orders" in text and "Diabetic neuropathy" in text
+    for point in ("Medicines known only by a code", "What the clinician reads.", "min_card_priority"):
+        assert point in text
 
 
 def test_docs_cited_by_the_code_are_in_the_repository() -> None:
