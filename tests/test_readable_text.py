@@ -167,3 +167,14 @@ def test_every_tested_result_among_the_evidence_is_shown_with_value_and_date() -
                              results=["MMA 0.52 umol/L on 2026-03-01", "homocysteine 38.46 umol/L on 2026-03-01"])
     assert "Results considered: MMA 0.52 umol/L on 2026-03-01; homocysteine 38.46 umol/L on 2026-03-01." in (
         flag_text(shaped))
+
+
+def test_a_long_repeated_clause_is_dropped_not_turned_into_a_glued_as_above() -> None:
+    from b12screen.sinks.flag import distinct_reasons
+
+    symptom = "tingling (first recorded 2026-09-15) with active PPI or H2RA"
+    result = ScreeningResult("Patient/x", "suggest-b12-test", "high", ["ACID-2", "SYM-1"], [], [], None, [],
+                             date(2026, 11, 24), "default", "v", reasons={
+                                 "ACID-2": "acid suppression for 1.2 years; age 65 (65 or over)",
+                                 "SYM-1": f"{symptom}, age 65 (65 or over)"})
+    assert distinct_reasons(result)["SYM-1"] == symptom

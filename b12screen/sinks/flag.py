@@ -117,15 +117,17 @@ def distinct_reasons(result: ScreeningResult) -> dict[str, str]:
         text = result.reasons.get(rid)
         if not text:
             continue
+        pieces = _CLAUSE.split(text)  # clause, separator, clause, ...
+        if len(pieces) > 1:  # a repeated clause first, so "as above" never stands for a whole clause
+            kept = "".join(piece for i, piece in enumerate(pieces) if i % 2 or piece.strip() not in clauses)
+            text = re.sub(r"([;,] )+(?=[;,] |$)", "", kept.strip(" ;,")) or text
         for said in out.values():
             start, size = longest_shared(text, said)
             if size:
-                text = (text[:start] + "as above" + text[start + size:]).strip()
-        pieces = _CLAUSE.split(text)  # clause, separator, clause, ...
-        kept = "".join(piece for i, piece in enumerate(pieces) if i % 2 or piece.strip() not in clauses
-                       ).strip(" ;,") if len(pieces) > 1 else text
+                lead = len(text[start:start + size]) - len(text[start:start + size].lstrip())
+                text = (text[:start + lead] + "as above" + text[start + size:]).strip()
         clauses.update(c.strip() for c in _CLAUSE.split(result.reasons[rid])[::2])
-        out[rid] = re.sub(r"([;,] )+(?=[;,] |$)", "", kept) or text
+        out[rid] = text
     return out
 
 
