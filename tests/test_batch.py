@@ -27,8 +27,8 @@ from b12screen.sinks.flag import flag_json
 from b12screen.sources import discover, read_path
 from b12screen.sources.validation import ALL
 
-SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "by_priority", "by_reason", "errors", "resources_read",
-                "files_read", "files_ignored", "ignored_files", "coverage", "seconds", "run"}
+SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "by_priority", "by_reason", "age_75_alone", "errors",
+                "resources_read", "files_read", "files_ignored", "ignored_files", "coverage", "seconds", "run"}
 
 
 def test_fixture_export_and_bundles_through_the_cli(tmp_path: Path) -> None:

@@ -181,9 +181,10 @@ def test_card_for_a_patient_at_risk(client: TestClient) -> None:
     assert card["indicator"] == "info"
     assert card["source"]["label"] == "b12screen"
     assert card["source"]["topic"]["code"] == "suggest-b12-test"
-    assert "MET-2" in card["detail"] and "Basis:" in card["detail"] and "MedicationRequest/m1" in card["detail"]
-    evidence = [line for line in card["detail"].splitlines() if line.startswith("- `")]
-    assert evidence == ["- `MedicationRequest/m1` (metformin hydrochloride 500 MG Oral Tablet, 2019-05-10, active)"]
+    # readable names with dates; rule and resource ids stay out of what the clinician reads (7.10)
+    assert "Metformin with long use" in card["detail"] and "Basis:" in card["detail"]
+    assert "MET-2" not in card["detail"] + card["summary"] and "MedicationRequest/m1" not in card["detail"]
+    assert "- metformin hydrochloride 500 MG Oral Tablet, 2019-05-10, active" in card["detail"].splitlines()
     assert card["selectionBehavior"] == "any"
     order, flag = card["suggestions"]
     assert order["isRecommended"] is True

@@ -88,6 +88,19 @@ def call(hook_drafts: dict[str, Any], prefetch: dict[str, Any]) -> dict[str, Any
         return handler.call(ORDER_SIGN, body, ANONYMOUS, float("inf")).body
 
 
+def _flag_of(card: dict) -> dict:
+    """The Flag a card's "Record B12 risk flag" suggestion would create (its extensions name rules and evidence)."""
+    return card["suggestions"][-1]["actions"][0]["resource"]
+
+
+def _named(card: dict, url_end: str) -> set[str]:
+    found = set()
+    for ext in _flag_of(card)["extension"]:
+        if ext["url"].endswith(url_end):
+            found.add(ext.get("valueCoding", {}).get("code") or ext.get("valueReference", {}).get("reference"))
+    return found
+
+
 def test_a_draft_metformin_renewal_contributes() -> None:
     old = metformin_request("old", "p1", authored="2020-01-01", status="completed")
     prefetch = full_prefetch(birth="1955-01-01", medicationRequests=searchset(old))
@@ -95,17 +108,17 @@ def test_a_draft_metformin_renewal_contributes() -> None:
     renewal = metformin_request("draft", "p1", status="draft")
     del renewal["authoredOn"], renewal["intent"]
     [card] = call(drafts(renewal), prefetch)["cards"]
-    assert "MET-2" in card["detail"] and "MedicationRequest/draft" in card["detail"]
+    assert "MET-2" in _named(card, "flag-reason") and "MedicationRequest/draft" in _named(card, "flag-detail")
 
 
 def test_a_draft_ppi_adds_a_risk_factor() -> None:
     metformin = metformin_request("m1", "p1", authored="2026-01-01")
     prefetch = full_prefetch(birth="1970-01-01", medicationRequests=searchset(metformin))
     [card] = call(drafts(), prefetch)["cards"]
-    assert "MET-1" in card["detail"]
+    assert _named(card, "flag-reason") == {"MET-1"}
     ppi = medication_request({"coding": [{"system": RX, "code": "7646", "display": "omeprazole"}]})
     [card] = call(drafts(ppi), prefetch)["cards"]
-    assert "MET-2" in card["detail"] and "active PPI or H2RA" in card["detail"]
+    assert "MET-2" in _named(card, "flag-reason") and "active PPI or H2RA" in card["detail"]
 
 
 def test_a_draft_b12_test_means_no_card_for_a_patient_at_risk() -> None:

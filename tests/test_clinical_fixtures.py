@@ -21,7 +21,7 @@ from b12screen import Screener
 from b12screen.core.outcome import FLAGGED_OUTCOMES, OUTCOMES
 from b12screen.plugins import get_plugin_manager
 from b12screen.screening import group, screen_grouped
-from b12screen.sinks.flag import flag_model
+from b12screen.sinks.flag import REASON_EXTENSION, flag_model
 from b12screen.sources import read_path
 from b12screen.sources.validation import ALL
 
@@ -84,9 +84,12 @@ def test_clinical_expectation(name: str, patient: str, aspect: str) -> None:
     elif aspect == "flag":
         if expected["outcome"] in FLAGGED_OUTCOMES:
             assert result.flagged, "a flagged outcome must carry a Flag"
-            text = flag_model(result).code.text
-            missing = [rule for rule in expected["rules"] if rule not in text]
-            assert missing == [], f"Flag code.text does not mention {missing}: {text}"
+            flag = flag_model(result)
+            named = {e.valueCoding.code for e in flag.extension or [] if e.url == REASON_EXTENSION}
+            missing = [rule for rule in expected["rules"] if rule not in named]
+            assert missing == [], f"the Flag's reason extensions do not name {missing}"
+            shown = [rule for rule in expected["rules"] if rule in flag.code.text]
+            assert shown == [], f"rule ids belong in extensions, not in code.text: {flag.code.text}"
         else:
             assert not result.flagged
     else:

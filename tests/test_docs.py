@@ -62,6 +62,8 @@ def test_clinical_rules_cover_every_section_including_refinements() -> None:
     assert headings == ["1", "2", "3", "4", "5", "6", "7"]
     assert "Stale injection orders" in text and "Diabetic neuropathy" in text
     assert "An abnormal result is never" in text and "DEM-1" in text
+    for point in ("Medicines known only by a code", "What the clinician reads.", "min_card_priority"):
+        assert point in text
 
 
 def test_docs_cited_by_the_code_are_in_the_repository() -> None:

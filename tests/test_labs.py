@@ -26,7 +26,7 @@ def _obs(value: float | None, unit: str = "g/dL", low: float | None = None,
     (11.5, "g/dL", "female", True, None),
     (10.9, "g/dL", "female", True, "10.9 g/dL, below 11.0"),
     (11.0, "g/dL", "female", True, None),
-    (119, "g/L", "female", False, "119 g/L, below 12 g/dL"),
+    (119, "g/L", "female", False, "119 g/L, below 12.0 g/dL"),
     (120, "g/L", "female", False, None),
 ])
 def test_haemoglobin_who_limits(value: float, unit: str, gender: str | None, pregnant: bool,

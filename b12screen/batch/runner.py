@@ -24,6 +24,7 @@ from ..errors import B12ScreenError, InputError
 from ..screening import Screener
 from ..sinks import parquet, summary_page
 from ..sinks.rows import csv_header
+from ..sinks.summary_page import AGE_ALONE, age_alone_share
 from ..sources.files import Discovery, discover, read_deleted
 from ..sources.limits import line_cap
 from ..sources.lines import CHANGED_SIZE
@@ -316,7 +317,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         listed: list[bytes] = []  # flagged rows for summary.html (bounded)
         files[REPORT_CSV].write(csv_header())
         late: list[dict[str, Any]] = []
-        count = flagged = rule_errors = 0
+        count = flagged = rule_errors = age_alone = 0
         for patient in patients:
             resources -= patient.rejected
             if not patient.reported:
@@ -336,6 +337,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             if patient.flagged:
                 by_priority[patient.priority] += 1
                 by_reason.update(patient.reasons)
+                age_alone += tuple(patient.reasons) == (AGE_ALONE,)
                 if len(listed) < summary_page.MAX_ROWS:
                     listed.append(patient.row)  # as JSON: 5,000 rows as dicts would hold about 12 MB
             by_outcome[patient.outcome] += 1
@@ -365,6 +367,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             "by_rule": dict(sorted(by_rule.items())),
             "by_priority": dict(by_priority),
             "by_reason": dict(sorted(by_reason.items())),
+            "age_75_alone": age_alone_share(age_alone, flagged),
             "errors": input_errors + rule_errors,
             "resources_read": resources,
             **file_counts,

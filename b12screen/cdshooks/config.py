@@ -36,6 +36,8 @@ ENV_PREFIX = "B12SCREEN_CDS_"
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
 SUPPORTED_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 FAILURE_MODES = ("fetch", "fail", "omit")
+#: Values of ``min_card_priority``, lowest first (a site may keep LOW suggestions to batch work lists).
+CARD_PRIORITIES = ("low", "medium", "high")
 #: The CDS Hooks sandbox (its private key is public): trusted only with ``dev = true`` on loopback.
 SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
 SANDBOX_JWKS = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
@@ -117,6 +119,7 @@ class ServiceConfig:
     validate: str = "evidence"  # validation policy: evidence (models for evidence only) | all (every relevant one)
     feedback_log: str | None = None  # NDJSON file for feedback records (no PHI); off when unset
     auto_write_flag: bool = False  # also return the Flag as a systemAction
+    min_card_priority: str = "low"  # lowest priority that produces a card: low (all) | medium | high
     source_label: str = "b12screen"
     source_url: str | None = None
     log_level: str = "info"
@@ -176,6 +179,9 @@ class ServiceConfig:
                      "replay_cache_size", "workers"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ConfigError(f"{origin}: {name} must be positive")
+        if self.min_card_priority not in CARD_PRIORITIES:
+            raise ConfigError(f"{origin}: min_card_priority must be one of {', '.join(CARD_PRIORITIES)}, "
+                              f"not {self.min_card_priority!r}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"{origin}: log_format must be text or json")
         if not 0 < self.read_timeout_seconds <= 15:

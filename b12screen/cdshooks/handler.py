@@ -23,7 +23,7 @@ from ..sinks import cards as cardlib
 from ..sources import limits, read_value
 from ..sources.extract import PATIENT_SCOPED_TYPES
 from ..sources.fhirread import is_valid_id
-from .config import ServiceConfig
+from .config import CARD_PRIORITIES, ServiceConfig
 from .declarations import ServiceDecl
 from .order_select import concise, selected_drafts
 from .orders import analyse_drafts
@@ -185,6 +185,12 @@ class HookHandler:
         self.executor = executor
         self.registry = registry
 
+    def _carded(self, priority: str | None) -> bool:
+        """True when a flagged result of ``priority`` produces a card (setting ``min_card_priority``; below
+        it the result stays for batch work lists: docs/clinical-rules.md section 7 point 11)."""
+        order = CARD_PRIORITIES
+        return priority in order and order.index(priority) >= order.index(self.config.min_card_priority)
+
     def call(self, service: ServiceDecl, body: Mapping[str, Any], caller: Caller, deadline: float,
              allow_io: bool = True) -> Outcome:
         """Answer one call. With ``allow_io`` False (on the event loop) a needed fetch raises
@@ -229,7 +235,7 @@ class HookHandler:
         result, record = checked.result, checked.record
         if result.rule_errors:
             log.warning("%d rule error(s) while screening", len(result.rule_errors))
-        if not result.flagged:
+        if not result.flagged or not self._carded(result.priority):
             return Outcome({"cards": []}, fetched=gathered.fetched)
         card = cardlib.card(
             result, self.screener.rules_by_id, hook_instance=body["hookInstance"], patient_id=pid, record=record,

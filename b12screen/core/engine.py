@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from ..plugins import PluginManager, collect_modifiers, collect_rules, collect_value_sets, get_plugin_manager
 from .config import PROFILES, WINDOW_PARAM, Config
 from .decision import Candidate, Decision, DecisionContext
+from .display import tested_results
 from .labs import Bands, latest_b12
 from .model import Finding, Priority, Rule, RuleContext
 from .modifiers import Modifier, decide, in_order, plan
@@ -165,6 +166,7 @@ class RuleEngine:
             rule_errors=[*rule_errors, *decision.errors],
             rule_titles={rid: self.rules_by_id[rid].title for rid in decision.rules},
             latest_b12=on_file.report() if (on_file := latest_b12(record, as_of, None, self.bands)) else None,
+            results=tested_results(record, evidence, as_of, on_file.ref if on_file else None),
         )
         return result
 

@@ -7,6 +7,7 @@ from datetime import date
 from enum import Enum
 
 from .dates import months
+from .display import measured, number, unit_kind
 from .facts import ObservationFact
 from .record import PatientRecord
 
@@ -117,7 +118,7 @@ def b12_results(record: PatientRecord, as_of: date, bands: Bands = Bands()) -> l
             band = band_of(obs, kind, bands)
             if band is None:
                 continue
-            shown = f"{obs.value:g} {obs.unit or ''}".strip() if obs.value is not None else "low"
+            shown = measured(obs.value, obs.unit, kind) if obs.value is not None else "low"
             found.append(B12Result(obs.ref, obs.effective, band, kind, shown, obs.value, obs.unit))
     return sorted(found, key=lambda r: (r.when, r.ref))
 
@@ -219,8 +220,8 @@ def _latest(observations: list[ObservationFact], since: date) -> ObservationFact
     return max(found, key=lambda o: (o.effective, o.ref)) if found else None
 
 
-def _shown(value: float, unit: str | None) -> str:
-    return f"{value:g} {unit or ''}".strip()
+def _shown(value: float, unit: str | None, kind: str = "haemoglobin", limit: float | None = None) -> str:
+    return measured(value, unit, kind, limit)
 
 
 def hb_limit(gender: str | None, pregnant: bool) -> float:
@@ -234,7 +235,8 @@ def low_haemoglobin(obs: ObservationFact, gender: str | None, pregnant: bool = F
     """Why ``obs`` is a low haemoglobin ("12.9 g/dL, below 13.0"), or None when it is not low: below its
     reference range, else flagged low, else below the WHO limit."""
     if obs.value is not None and obs.ref_low is not None:
-        return f"{_shown(obs.value, obs.unit)}, below {obs.ref_low:g}" if obs.value < obs.ref_low else None
+        low = number(obs.ref_low, unit_kind(obs.unit, "haemoglobin"))
+        return f"{_shown(obs.value, obs.unit, limit=obs.ref_low)}, below {low}" if obs.value < obs.ref_low else None
     if obs.interpretation & LOW_INTERPRETATIONS:
         return f"{_shown(obs.value, obs.unit)}, flagged low" if obs.value is not None else "flagged low"
     if obs.value is None:
@@ -243,8 +245,9 @@ def low_haemoglobin(obs: ObservationFact, gender: str | None, pregnant: bool = F
     limit = hb_limit(gender, pregnant)
     if g_dl is None or g_dl >= limit:
         return None
-    return f"{_shown(obs.value, obs.unit)}, below {limit:g} g/dL" if _unit(obs.unit) != "g/dl" else \
-        f"{_shown(obs.value, obs.unit)}, below {limit:.1f}"
+    if _unit(obs.unit) != "g/dl":
+        return f"{_shown(obs.value, obs.unit)}, below {number(limit, 'haemoglobin')} g/dL"
+    return f"{_shown(obs.value, obs.unit, limit=limit)}, below {limit:.1f}"
 
 
 def hb_deficit_g_dl(obs: ObservationFact, gender: str | None, pregnant: bool = False) -> float | None:
@@ -266,7 +269,9 @@ def high_mcv(obs: ObservationFact, limit_fl: float = 100.0) -> str | None:
     u = _unit(obs.unit)
     if u not in ("fl", "um3", "", "fl/cell"):
         return None
-    return f"{_shown(obs.value, obs.unit or 'fL')}, above {limit_fl:g}" if obs.value > limit_fl else None
+    if obs.value <= limit_fl:
+        return None
+    return f"{_shown(obs.value, obs.unit or 'fL', 'mcv', limit_fl)}, above {limit_fl:g}"
 
 
 def lab_signs(record: PatientRecord, as_of: date, since: date, pregnant: bool = False) -> list[LabSign]:

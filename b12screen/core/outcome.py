@@ -71,6 +71,8 @@ class ScreeningResult:
     rule_titles: dict[str, str] = field(default_factory=dict)
     #: The latest banded B12 result on file (value, unit, date, band), or None.
     latest_b12: dict[str, Any] | None = None
+    #: The B12, MMA and homocysteine results among the evidence, as read (section 7 point 10).
+    results: list[str] = field(default_factory=list)
 
     @property
     def flagged(self) -> bool:

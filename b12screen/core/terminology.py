@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from ..errors import PluginError
+from .display import without_semantic_tag
 
 TEXT_EXTENSION = "https://b12screen.org/fhir/StructureDefinition/valueset-match-text"
 SOURCE_EXTENSION = "https://b12screen.org/fhir/StructureDefinition/concept-source"
@@ -27,6 +28,8 @@ ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 ATC = "http://www.whocc.no/atc"
 CPT = "http://www.ama-assn.org/go/cpt"
+#: NHS dm+d: its identifiers are SNOMED CT (UK drug extension) concept ids, so both spellings match one set.
+DMD = "https://dmd.nhs.uk"
 
 #: Other spellings of the same code systems seen in real data (OIDs, http/https variants).
 SYSTEM_ALIASES: dict[str, str] = {
@@ -43,6 +46,8 @@ SYSTEM_ALIASES: dict[str, str] = {
     "https://www.whocc.no/atc": ATC,
     "urn:oid:2.16.840.1.113883.6.12": CPT,
     "https://www.ama-assn.org/go/cpt": CPT,
+    DMD: SNOMED,
+    "http://dmd.nhs.uk": SNOMED,
 }
 
 #: Systems whose codes are matched by prefix (the code hierarchy is spelled out in the code itself).
@@ -220,6 +225,11 @@ class Terminology:
         return frozenset(found)
 
     def label(self, concept: Any) -> str:
+        """:meth:`raw_label` without a SNOMED CT semantic tag ("Crohn's disease (disorder)" reads "Crohn's
+        disease"; docs/clinical-rules.md section 7 point 10)."""
+        return without_semantic_tag(self.raw_label(concept))
+
+    def raw_label(self, concept: Any) -> str:
         """A human label of a raw CodeableConcept dict: its text, else a coding's display, else the display a
         value set gives one of its codes (a prescription coded only "RxNorm 858069" reads "colchicine 0.6 MG
         [Colcrys]"), else the first code."""

@@ -7,6 +7,7 @@ nothing else (COMBO included) fired.
 from __future__ import annotations
 
 from ..core.dates import DAYS_PER_MONTH
+from ..core.display import age_factor, age_reason
 from ..core.model import Finding, Priority, Rule, RuleContext
 from ..core.params import Param
 from ..hookspecs import hookimpl
@@ -32,7 +33,7 @@ def combo(ctx: RuleContext) -> Finding | None:
         break
     age = record.age(as_of)
     if age is not None and age >= ctx.param("age"):
-        factors.append((f"age {age}", ()))
+        factors.append((age_factor(age, ctx.param("age")), ()))
     for factor in fact_risk_factors(record, as_of):
         if factor.key in ("MOD-DX-HIST", "family-history", "autoimmune"):
             factors.append((factor.label, factor.evidence))
@@ -50,7 +51,7 @@ def age_75(ctx: RuleContext) -> Finding | None:
     age = ctx.record.age(ctx.as_of)
     if age is None or age < ctx.param("age") or ctx.prioritized_findings(exclude=frozenset({"DEM-1"})):
         return None
-    return Finding("AGE-75", f"age {age}", risk_factor_only=bool(ctx.triggered("DEM-1")))
+    return Finding("AGE-75", age_reason(age, ctx.param("age")), risk_factor_only=bool(ctx.triggered("DEM-1")))
 
 
 RULES = [

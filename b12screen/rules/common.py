@@ -7,6 +7,7 @@ from datetime import date
 
 from ..core.clinical import nitrous_oxide_use
 from ..core.dates import DAYS_PER_MONTH, DAYS_PER_YEAR
+from ..core.display import age_factor
 from ..core.model import RuleContext
 from ..core.record import PatientRecord, earliest_start
 
@@ -91,7 +92,7 @@ def risk_factors(ctx: RuleContext, exclude: frozenset[str] = frozenset()) -> lis
     age = record.age(as_of)
     threshold = ctx.setting("risk_factor_age")
     if "age" not in exclude and age is not None and age >= threshold:
-        found.append(RiskFactor("age", f"age {age}", ()))
+        found.append(RiskFactor("age", age_factor(age, threshold), ()))
     for extra in fact_risk_factors(record, as_of):
         if extra.key not in exclude:
             found.append(extra)

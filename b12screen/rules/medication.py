@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..core.clinical import symptoms
 from ..core.dates import DAYS_PER_MONTH, DAYS_PER_YEAR
+from ..core.display import age_factor
 from ..core.model import Finding, Priority, Rule, RuleContext
 from ..core.params import Param
 from ..hookspecs import hookimpl
@@ -67,7 +68,7 @@ def met_2(ctx: RuleContext) -> Finding | None:
         reasons.append(f"{dose:.0f} mg/day")
     age = ctx.record.age(ctx.as_of)
     if age is not None and age >= ctx.param("age"):
-        reasons.append(f"age {age}")
+        reasons.append(age_factor(age, ctx.param("age")))
     for factor in risk_factors(ctx, exclude=frozenset({"metformin", "age"})):
         reasons.append(factor.label)
         evidence.extend(factor.evidence)
@@ -109,7 +110,7 @@ def acid_2(ctx: RuleContext) -> Finding | None:
     evidence = list(use.evidence)
     age = ctx.record.age(ctx.as_of)
     if age is not None and age >= ctx.param("age"):
-        reasons.append(f"age {age}")
+        reasons.append(age_factor(age, ctx.param("age")))
     exclude = {"acid-suppressant"} | ({"age"} if reasons else set())
     for factor in risk_factors(ctx, exclude=frozenset(exclude)):
         reasons.append(factor.label)

@@ -13,6 +13,7 @@ from datetime import date
 from typing import Any
 
 from .._version import __version__
+from ..core.display import DECIMALS, measured
 from ..core.model import Rule
 from ..core.outcome import (
     DEFICIENCY_WITHOUT_TREATMENT,
@@ -30,6 +31,7 @@ from .flag import (
     flag_dict,
     flag_identifier,
     latest_b12_text,
+    results_text,
     test_name,
     unactioned_head,
     with_article,
@@ -114,7 +116,7 @@ def summary(result: ScreeningResult, rules: Mapping[str, Rule]) -> str:
         return "Vitamin B12 deficiency recorded without B12 treatment: please review"
     name = test_name(result.recommended_test or {})
     main = _main_rule(result, rules)
-    reason = rules[main].title if main is not None and main in rules else (main or "risk factors")
+    reason = rules[main].title if main is not None and main in rules else "risk factors"  # never a rule id
     more = len(result.rules) - 1
     extra = f" (+{more} more)" if more > 0 else ""
     if result.outcome == SUGGEST_MMA:
@@ -141,7 +143,8 @@ def _evidence_index(record: PatientRecord | None, wanted: Collection[str]) -> di
             index[p.ref] = _describe(p.label, p.performed, p.status)
     for o in record.observations:
         if o.ref in wanted:
-            value = f"{o.value:g} {o.unit or ''}".strip() if o.value is not None else None
+            kind = next((k for k in DECIMALS if k in o.concepts), None)
+            value = measured(o.value, o.unit, kind) if o.value is not None else None
             index[o.ref] = _describe(o.label, o.effective, value)
     return index
 
@@ -160,11 +163,11 @@ def detail(result: ScreeningResult, rules: Mapping[str, Rule], record: PatientRe
         lines.append("**Why**")
         lines.append("")
         reasons = distinct_reasons(result) if distinct is None else distinct
-        for rid in result.rules:
+        for rid in result.rules:  # rule ids stay in the Flag's extensions and the report (section 7 point 10)
             rule = rules.get(rid)
-            title = md(rule.title) if rule else rid
+            title = md(rule.title) if rule else "Risk factor"
             reason = reasons.get(rid)
-            lines.append(f"- **{md(rid)}** {title}" + (f": {md(reason)}" if reason else ""))
+            lines.append(f"- **{title}**" + (f": {md(reason)}" if reason else ""))
             if rule is not None and rule.basis:
                 lines.append(f"  - Basis: {md(rule.basis)}")
         lines.append("")
@@ -172,13 +175,14 @@ def detail(result: ScreeningResult, rules: Mapping[str, Rule], record: PatientRe
         index = _evidence_index(record, result.evidence)
         lines.append("**Evidence**")
         lines.append("")
-        for ref in result.evidence:
-            about = index.get(ref)
-            lines.append(f"- `{ref.replace('`', '')}`" + (f" ({about})" if about else ""))
+        for ref in result.evidence:  # readable names with dates, not resource ids (section 7 point 10)
+            lines.append(f"- {index.get(ref) or 'a record without a readable name'}")
         lines.append("")
     if not any(n.startswith("Latest B12 ") for n in result.notes):
         lines.append(f"**B12 on file:** {md(latest_b12_text(result))}.")
         lines.append("")
+    if result.results:
+        lines += [f"**{md(results_text(result))}.**", ""]
     test = result.recommended_test
     if test:
         lines.append(f"**Suggested test:** {md(test_name(test))} (LOINC {md(test['code'])})")

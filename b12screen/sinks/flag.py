@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from ..core.display import number
 from ..core.model import Priority
 from ..core.outcome import OUTCOME_DISPLAY, TESTS
 
@@ -80,8 +81,14 @@ def latest_b12_text(result: ScreeningResult) -> str:
     if not latest:
         return "No vitamin B12 result on file"
     value = latest.get("value")
-    shown = f"{value:g} {latest.get('unit') or ''}".strip() if value is not None else "recorded"
+    shown = f"{number(value, 'b12-total')} {latest.get('unit') or ''}".strip() if value is not None else "recorded"
     return f"Latest vitamin B12 result {shown} on {latest['date']} ({latest['band']})"
+
+
+def results_text(result: ScreeningResult) -> str:
+    """The B12, MMA and homocysteine results that shaped the outcome ("Results considered: MMA 0.52 umol/L
+    on 2026-03-01; ...")."""
+    return "Results considered: " + "; ".join(result.results)
 
 
 def longest_shared(text: str, said: str, least: int = _SAME) -> tuple[int, int]:
@@ -120,15 +127,17 @@ def distinct_reasons(result: ScreeningResult) -> dict[str, str]:
         text = result.reasons.get(rid)
         if not text:
             continue
+        pieces = _CLAUSE.split(text)  # clause, separator, clause, ...
+        if len(pieces) > 1:  # a repeated clause first, so "as above" never stands for a whole clause
+            kept = "".join(piece for i, piece in enumerate(pieces) if i % 2 or piece.strip() not in clauses)
+            text = re.sub(r"([;,] )+(?=[;,] |$)", "", kept.strip(" ;,")) or text
         for said in out.values():
             start, size = longest_shared(text, said)
             if size:
-                text = (text[:start] + "as above" + text[start + size:]).strip()
-        pieces = _CLAUSE.split(text)  # clause, separator, clause, ...
-        kept = "".join(piece for i, piece in enumerate(pieces) if i % 2 or piece.strip() not in clauses
-                       ).strip(" ;,") if len(pieces) > 1 else text
+                lead = len(text[start:start + size]) - len(text[start:start + size].lstrip())
+                text = (text[:start + lead] + "as above" + text[start + size:]).strip()
         clauses.update(c.strip() for c in _CLAUSE.split(result.reasons[rid])[::2])
-        out[rid] = re.sub(r"([;,] )+(?=[;,] |$)", "", kept) or text
+        out[rid] = text
     return out
 
 
@@ -137,7 +146,7 @@ def flag_text(result: ScreeningResult, distinct: Mapping[str, str] | None = None
     ``distinct``: :func:`distinct_reasons` of ``result`` when the caller already has them."""
     test = result.recommended_test
     distinct = distinct_reasons(result) if distinct is None else distinct
-    reasons = "; ".join(f"{text} [{rid}]" for rid, text in distinct.items())
+    reasons = "; ".join(distinct.values())  # rule ids stay in the extensions (section 7 point 10)
     head = {
         "suggest-b12-test": "Consider checking vitamin B12",
         "suggest-mma": "Consider a methylmalonic acid (MMA) test: the last B12 result was indeterminate",
@@ -153,6 +162,8 @@ def flag_text(result: ScreeningResult, distinct: Mapping[str, str] | None = None
         parts.append(f"Reasons: {reasons}")
     if not any(n.startswith("Latest B12 ") for n in result.notes):
         parts.append(latest_b12_text(result))
+    if result.results:
+        parts.append(results_text(result))
     if test:
         parts.append(f"Suggested test: {test_name(test)} (LOINC {test['code']})")
     parts.extend(result.notes)

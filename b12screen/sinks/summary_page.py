@@ -12,6 +12,7 @@ from typing import Any
 
 MAX_ERRORS = 200  # the page lists this many input errors; errors.ndjson has all of them
 MAX_ROWS = 5000  # flagged patients listed; report.csv has all of them
+AGE_ALONE = "AGE-75"  # a flag whose only reason is this rule: age 75 or over and nothing else
 
 _CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}table{border-collapse:collapse;width:100%}
@@ -27,6 +28,22 @@ function filterRows(box){var q=box.value.toLowerCase();[].forEach.call(document.
 function(r){r.hidden=r.textContent.toLowerCase().indexOf(q)<0})}
 window.addEventListener('DOMContentLoaded',function(){var h=decodeURIComponent(location.hash.slice(1)),
 box=document.getElementById('filter');if(h.indexOf('filter=')===0){box.value=h.slice(7);filterRows(box)}})"""
+
+
+def age_alone_share(alone: int, flagged: int) -> dict[str, Any]:
+    """``summary.json``'s ``age_75_alone``: how many flags, and what share of all flags, come from AGE-75
+    alone (docs/clinical-rules.md section 7 point 11: a site weighs this before showing LOW cards)."""
+    return {"flags": alone, "share": round(alone / flagged, 4) if flagged else 0.0}
+
+
+def _age_alone(summary: Mapping[str, Any]) -> str:
+    part = summary.get("age_75_alone")
+    if not part:
+        return ""
+    return (f"<p id='age-alone'>{part['flags']:,} of {summary['flagged']:,} flags "
+            f"({100 * part['share']:.1f} %) come from {AGE_ALONE} alone (age 75 or over, no other reason). "
+            "<span class='note'>A CDS Hooks service can keep such LOW suggestions to work lists with "
+            "<code>min_card_priority</code>.</span></p>")
 
 
 def bar_chart(title: str, counts: Mapping[str, int]) -> str:
@@ -73,7 +90,7 @@ def render(summary: Mapping[str, Any], flagged: Iterable[Mapping[str, Any]],
                                                                  summary["by_priority"]),
         "<h2>Reasons</h2><p class='note'>Flagged patients per rule, or per modifier when a modifier decided "
         "(e.g. MOD-LOW: a low B12 result without action).</p>",
-        bar_chart("Flagged patients by reason", summary["by_reason"]),
+        bar_chart("Flagged patients by reason", summary["by_reason"]), _age_alone(summary),
         f"<h2>Flagged patients ({summary['flagged']:,})</h2>",
         "<p><input id='filter' type='search' placeholder='Filter the table' oninput='filterRows(this)'> "
         "<span class='note'>Click a column heading to sort.</span></p>",
