@@ -15,12 +15,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import jwt
+from hostileserver import TwoListeners
 
 EXPORT = Path(__file__).resolve().parent.parent / "fixtures" / "batch" / "export"
 TOKEN = "test-access-token"
@@ -82,7 +83,7 @@ class Log:
     tokens_issued: int = 0
 
 
-class BulkServer:
+class BulkServer(TwoListeners):
     def __init__(self, scenario: Scenario | None = None, folder: Path = EXPORT) -> None:
         self.scenario = scenario or Scenario()
         self.log = Log()
@@ -90,9 +91,7 @@ class BulkServer:
         self.lock = threading.Lock()
         self.jobs: dict[int, int] = {}  # job -> polls so far
         self.retry_after: dict[int, str] = {}  # poll number -> Retry-After to send instead of the default
-        self.main = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(main=True))
-        self.other = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(main=False))
-        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.main, self.other)]
+        self.listen(self._handler(main=True), self._handler(main=False))
 
     @property
     def base(self) -> str:
@@ -101,16 +100,6 @@ class BulkServer:
     @property
     def other_base(self) -> str:
         return f"http://127.0.0.1:{self.other.server_port}"
-
-    def __enter__(self) -> BulkServer:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for server in (self.main, self.other):
-            server.shutdown()
-            server.server_close()
 
     def manifest(self, job: int) -> dict[str, Any]:
         sc = self.scenario

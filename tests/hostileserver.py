@@ -1,0 +1,124 @@
+"""A hostile FHIR server on loopback, written for the tests: one behaviour per first path segment.
+
+- ``/ok/...``: a well-behaved FHIR server (``Patient/<id>``; every search an empty searchset);
+- ``/drip-headers/...``: the status line, then one header line every :data:`DRIP` seconds, for a minute;
+- ``/redirect-away/...``: 302 to the same path on a second listener (another origin), ``elsewhere``;
+- ``/retry-later/...``: 429 with ``Retry-After: 86400``.
+
+``seen`` lists the paths each listener was asked for; ``in_flight``/``most_in_flight`` count the
+requests being answered at once by ``/drip-headers/`` (for per-server bounds).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+DRIP = 0.2
+DRIP_LINES = 300  # a minute: every test must be cut long before
+
+
+def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+
+class TwoListeners:
+    """A main listener and a second one on another port (another origin), each served by a thread."""
+
+    main: ThreadingHTTPServer
+    other: ThreadingHTTPServer
+
+    def listen(self, main: type[BaseHTTPRequestHandler], other: type[BaseHTTPRequestHandler]) -> None:
+        self.main = ThreadingHTTPServer(("127.0.0.1", 0), main)
+        self.other = ThreadingHTTPServer(("127.0.0.1", 0), other)
+        for server in (self.main, self.other):
+            server.daemon_threads = True
+        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.main, self.other)]
+
+    def __enter__(self) -> Self:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for server in (self.main, self.other):
+            server.shutdown()
+            server.server_close()
+
+
+class HostileServer(TwoListeners):
+    def __init__(self, resources: dict[str, dict[str, Any]] | None = None) -> None:
+        #: ``/ok/`` answers: path after the mode (``Patient/p1``, ``MedicationRequest``) -> resource or Bundle
+        self.resources = resources or {}
+        self.seen: list[str] = []
+        self.elsewhere_seen: list[str] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.lock = threading.Lock()
+        self.listen(self._handler(main=True), self._handler(main=False))
+
+    def base(self, mode: str) -> str:
+        return f"http://127.0.0.1:{self.main.server_port}/{mode}"
+
+    @property
+    def elsewhere(self) -> str:
+        return f"http://localhost:{self.other.server_port}"
+
+    def _handler(self, main: bool) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def answer(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+                payload = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Type", "application/fhir+json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if not main:
+                    server.elsewhere_seen.append(path)
+                    return self.answer(200, server.resources.get(path.split("/", 2)[-1], searchset()))
+                server.seen.append(path)
+                mode, _, rest = path.strip("/").partition("/")
+                if mode == "drip-headers":
+                    return self.drip_headers()
+                if mode == "redirect-away":
+                    return self.answer(302, headers={"Location": f"{server.elsewhere}{path}"})
+                if mode == "retry-later":
+                    return self.answer(429, headers={"Retry-After": "86400"})
+                found = server.resources.get(rest)
+                if found is None and "/" not in rest:
+                    found = searchset()
+                self.answer(200 if found is not None else 404, found or {"resourceType": "OperationOutcome"})
+
+            def drip_headers(self) -> None:
+                with server.lock:
+                    server.in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                    for number in range(DRIP_LINES):
+                        self.wfile.write(f"X-Drip-{number}: {number}\r\n".encode())
+                        self.wfile.flush()
+                        time.sleep(DRIP)
+                except OSError:
+                    pass  # the client hung up: what the tests want
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+                self.close_connection = True
+
+        return Handler
