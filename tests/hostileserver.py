@@ -25,6 +25,19 @@ def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
 
 
+def drip_headers(handler: BaseHTTPRequestHandler) -> None:
+    """Answer with a status line, then one header line every :data:`DRIP` seconds (for a minute), then hang up."""
+    try:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        for number in range(DRIP_LINES):
+            handler.wfile.write(f"X-Drip-{number}: {number}\r\n".encode())
+            handler.wfile.flush()
+            time.sleep(DRIP)
+    except OSError:
+        pass  # the client hung up: what the tests want
+    handler.close_connection = True
+
+
 class TwoListeners:
     """A main listener and a second one on another port (another origin), each served by a thread."""
 
@@ -109,16 +122,9 @@ class HostileServer(TwoListeners):
                     server.in_flight += 1
                     server.most_in_flight = max(server.most_in_flight, server.in_flight)
                 try:
-                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
-                    for number in range(DRIP_LINES):
-                        self.wfile.write(f"X-Drip-{number}: {number}\r\n".encode())
-                        self.wfile.flush()
-                        time.sleep(DRIP)
-                except OSError:
-                    pass  # the client hung up: what the tests want
+                    drip_headers(self)
                 finally:
                     with server.lock:
                         server.in_flight -= 1
-                self.close_connection = True
 
         return Handler

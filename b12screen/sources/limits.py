@@ -35,12 +35,13 @@ def document_cap() -> int:
     return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_DOCUMENT_BYTES
 
 
-def bomb_reason(expanded: int, compressed: int) -> str | None:
-    """Why a streamed gzip file is refused after ``expanded`` bytes out of ``compressed`` bytes read."""
+def bomb_reason(expanded: int, compressed: int, then: str = "rest of file skipped") -> str | None:
+    """Why a streamed gzip file (or gzip-encoded download) is refused after ``expanded`` bytes out of
+    ``compressed`` bytes read; ``then`` says what happens to it."""
     if expanded > document_cap() * 64:
         return f"gzip data expands to more than {document_cap() * 64} bytes"
     if expanded > RATIO_FLOOR and expanded > MAX_RATIO * max(compressed, 1):
-        return f"gzip data expands more than {MAX_RATIO} times (a decompression bomb); rest of file skipped"
+        return f"gzip data expands more than {MAX_RATIO} times (a decompression bomb); {then}"
     return None
 
 
