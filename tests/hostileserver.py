@@ -6,14 +6,15 @@
 - ``/retry-later/...``: 429 with ``Retry-After: 86400``.
 
 ``seen`` lists the paths each listener was asked for; ``in_flight``/``most_in_flight`` count the
-requests being answered at once by ``/drip-headers/`` (for per-server bounds).
+connections held open at once by ``/drip-headers/`` (for per-server bounds).
 """
 
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
@@ -25,14 +26,25 @@ def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
 
 
+def hung_up(sock: socket.socket) -> bool:
+    """Whether the client closed its end (EOF waiting), without consuming anything."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
 def drip_headers(handler: BaseHTTPRequestHandler) -> None:
-    """Answer with a status line, then one header line every :data:`DRIP` seconds (for a minute), then hang up."""
+    """Answer with a status line, then one header line every :data:`DRIP` seconds (for a minute), until the
+    client hangs up."""
     try:
         handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
         for number in range(DRIP_LINES):
             handler.wfile.write(f"X-Drip-{number}: {number}\r\n".encode())
             handler.wfile.flush()
-            time.sleep(DRIP)
+            if select.select([handler.connection], [], [], DRIP)[0] and hung_up(handler.connection):
+                break
     except OSError:
         pass  # the client hung up: what the tests want
     handler.close_connection = True
@@ -68,13 +80,18 @@ class HostileServer(TwoListeners):
         self.resources = resources or {}
         self.seen: list[str] = []
         self.elsewhere_seen: list[str] = []
-        self.in_flight = 0
+        self.open: set[socket.socket] = set()
         self.most_in_flight = 0
         self.lock = threading.Lock()
         self.listen(self._handler(main=True), self._handler(main=False))
 
     def base(self, mode: str) -> str:
         return f"http://127.0.0.1:{self.main.server_port}/{mode}"
+
+    @property
+    def in_flight(self) -> int:
+        with self.lock:
+            return len(self.open)
 
     @property
     def elsewhere(self) -> str:
@@ -119,12 +136,14 @@ class HostileServer(TwoListeners):
 
             def drip_headers(self) -> None:
                 with server.lock:
-                    server.in_flight += 1
-                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                    # A client that hung up has sent its FIN before it could start another request (on
+                    # loopback it is already here): count only the connections still open.
+                    server.open = {c for c in server.open if not hung_up(c)} | {self.connection}
+                    server.most_in_flight = max(server.most_in_flight, len(server.open))
                 try:
                     drip_headers(self)
                 finally:
                     with server.lock:
-                        server.in_flight -= 1
+                        server.open.discard(self.connection)
 
         return Handler

@@ -118,6 +118,10 @@ class FhirClient:
     def _remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - self._clock()
 
+    def time_left(self) -> float | None:
+        """Seconds left before the call's deadline (None: no deadline)."""
+        return self._remaining()
+
     def _timeouts(self) -> tuple[float, float]:
         remaining = self._remaining()
         if remaining is None:
