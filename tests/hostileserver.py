@@ -30,7 +30,8 @@ def hung_up(sock: socket.socket) -> bool:
     """Whether the client closed its end (EOF waiting), without consuming anything."""
     try:
         readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        # socket.socket.recv: the raw bytes, TLS or not (an SSLSocket refuses MSG_PEEK)
+        return bool(readable) and socket.socket.recv(sock, 1, socket.MSG_PEEK) == b""
     except OSError:
         return True
 

@@ -20,7 +20,7 @@ from conftest import AS_OF
 from b12screen import Screener
 from b12screen.cli import cli
 from b12screen.cli.export import export_types
-from b12screen.sources.bulkexport import BulkExporter, ExportLimits, ExportRequest
+from b12screen.sources.bulkexport import BulkExporter, ExportLimits, ExportRequest, gone_reason
 from b12screen.sources.fhirclient import BearerToken, FhirClient
 
 ENV = {"B12SCREEN_FHIR_TOKEN": TOKEN}
@@ -390,3 +390,9 @@ def test_a_connection_broken_mid_file_is_an_error_row_not_a_traceback(tmp_path: 
         result = BulkExporter(client, tmp_path / "export").run(ExportRequest(export_types()))
     assert [(e["file"], e["reason"]) for e in result.errors] == [("Patient.001.ndjson", "download connection failed")]
     assert not (tmp_path / "export" / "Patient.001.ndjson").exists()
+
+
+def test_only_a_410_is_called_expired() -> None:
+    assert gone_reason(404) == "download: HTTP 404 Not Found, also after a new export"
+    assert gone_reason(410) == ("download: HTTP 410 Gone (the file expired on the server before it was "
+                                "downloaded), also after a new export")

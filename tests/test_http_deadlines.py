@@ -4,14 +4,23 @@ past the overall deadline fails at once."""
 
 from __future__ import annotations
 
+import ipaddress
+import ssl
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hostileserver import HostileServer
 
 from b12screen.cli import cli
+from b12screen.sources.deadline import guarded_session
 from b12screen.sources.fhirclient import FhirClient, FhirError
 
 PATIENT = {"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01"}
@@ -75,3 +84,38 @@ def test_a_retry_after_beyond_the_deadline_fails_at_once(hostile: HostileServer)
             "the deadline") in result.stderr
     assert time.monotonic() - started < HANG  # it does not sleep, not even the 60 s clamp
     assert hostile.seen.count("/retry-later/Patient/p1") == 1
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made here (PEM files)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_headers_dripped_over_tls_are_cut_too(tmp_path: Path) -> None:
+    cert_file, key_file = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    with HostileServer() as server:
+        server.main.socket = context.wrap_socket(server.main.socket, server_side=True)
+        session = guarded_session()
+        session.verify, session.trust_env = str(cert_file), False  # not a CA bundle from the environment
+        base = server.base("drip-headers").replace("http://", "https://")
+        client = FhirClient(base, session=session, retries=0, timeout=(1.0, 1.0))
+        started = time.monotonic()
+        with pytest.raises(FhirError, match=r"^GET Patient: timed out$"):
+            client.read("Patient", "p1")
+        assert time.monotonic() - started < HANG
+        ok = FhirClient(server.base("ok").replace("http://", "https://"), session=session, retries=0)
+        assert ok.search("Condition", {"patient": "p1"}).complete  # the same TLS server, answering at once
