@@ -103,6 +103,7 @@ class HostileServer(TwoListeners):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body in one go: no delayed-ACK stalls
 
             def log_message(self, *args: Any) -> None:
                 pass
