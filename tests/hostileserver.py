@@ -5,8 +5,9 @@
 - ``/redirect-away/...``: 302 to the same path on a second listener (another origin), ``elsewhere``;
 - ``/retry-later/...``: 429 with ``Retry-After: 86400``.
 
-``seen`` lists the paths each listener was asked for; ``in_flight``/``most_in_flight`` count the
-connections held open at once by ``/drip-headers/`` (for per-server bounds).
+``seen`` lists the paths each listener was asked for; ``connections`` counts the main listener's
+connections; ``in_flight``/``most_in_flight`` count the connections held open at once by
+``/drip-headers/`` (for per-server bounds).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class HostileServer(TwoListeners):
         self.elsewhere_seen: list[str] = []
         self.open: set[socket.socket] = set()
         self.most_in_flight = 0
+        self.connections = 0  # accepted by the main listener
         self.lock = threading.Lock()
         self.listen(self._handler(main=True), self._handler(main=False))
 
@@ -107,6 +109,12 @@ class HostileServer(TwoListeners):
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                if main:
+                    with server.lock:
+                        server.connections += 1
 
             def answer(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
                 payload = json.dumps(body).encode() if body is not None else b""

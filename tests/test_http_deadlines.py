@@ -48,6 +48,20 @@ def test_headers_dripped_a_line_at_a_time_are_cut_at_the_timeout(hostile: Hostil
     assert time.monotonic() - started < HANG  # each header line comes well within the 1 s read timeout
 
 
+def test_a_kept_alive_connection_is_cut_too(hostile: HostileServer) -> None:
+    """The second request reuses the first one's connection (no new socket): it is watched all the same."""
+    session = guarded_session()
+    ok = FhirClient(hostile.base("ok"), session=session, retries=0, timeout=(1.0, 1.0))
+    dripping = FhirClient(hostile.base("drip-headers"), session=session, retries=0, timeout=(1.0, 1.0))
+    before = hostile.connections
+    assert ok.read("Patient", "p1") == PATIENT
+    started = time.monotonic()
+    with pytest.raises(FhirError, match=r"^GET Patient: timed out$"):
+        dripping.read("Patient", "p1")
+    assert time.monotonic() - started < HANG
+    assert hostile.connections == before + 1  # one connection for both requests: the second reused it
+
+
 def test_fetch_timeout_covers_the_response_headers(hostile: HostileServer) -> None:
     started = time.monotonic()
     result = fetch(hostile.base("drip-headers"), "--timeout", "1", "--retries", "0")
