@@ -9,22 +9,30 @@ Backend Services token endpoint that verifies the client assertion.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import jwt
+from hostileserver import TwoListeners, drip_headers
 
 EXPORT = Path(__file__).resolve().parent.parent / "fixtures" / "batch" / "export"
 TOKEN = "test-access-token"
 DELETED_PATIENT = "bx-only"
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """64 MiB of blank NDJSON lines, gzip-compressed (about 64 KiB): a decompression bomb."""
+    return gzip.compress(b"\n" * (64 << 20), compresslevel=9, mtime=0)
 
 
 def fixture_files(folder: Path = EXPORT) -> dict[str, bytes]:
@@ -70,6 +78,11 @@ class Scenario:
     slow: str | None = None  # this file trickles out a line every 0.1 s for a minute
     first_job_only: str | None = None  # this file is in the first job's manifest only
     wrong_count: str | None = None  # the manifest announces one resource more for this file
+    gzip_bomb: str | None = None  # this file comes gzip-encoded: 64 KiB on the wire, 64 MiB expanded
+    endless: str | None = None  # this file never ends: bytes as fast as the socket takes them (for 30 s at most)
+    missing_elsewhere: str | None = None  # this file's URL is on the other origin, which answers 404
+    cut_short: str | None = None  # this file's connection closes halfway through its declared length
+    drip_headers: str | None = None  # this file's (or "status": the status request's) headers come a line at a time
 
 
 @dataclass
@@ -82,7 +95,7 @@ class Log:
     tokens_issued: int = 0
 
 
-class BulkServer:
+class BulkServer(TwoListeners):
     def __init__(self, scenario: Scenario | None = None, folder: Path = EXPORT) -> None:
         self.scenario = scenario or Scenario()
         self.log = Log()
@@ -90,9 +103,7 @@ class BulkServer:
         self.lock = threading.Lock()
         self.jobs: dict[int, int] = {}  # job -> polls so far
         self.retry_after: dict[int, str] = {}  # poll number -> Retry-After to send instead of the default
-        self.main = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(main=True))
-        self.other = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(main=False))
-        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.main, self.other)]
+        self.listen(self._handler(main=True), self._handler(main=False))
 
     @property
     def base(self) -> str:
@@ -102,16 +113,6 @@ class BulkServer:
     def other_base(self) -> str:
         return f"http://127.0.0.1:{self.other.server_port}"
 
-    def __enter__(self) -> BulkServer:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for server in (self.main, self.other):
-            server.shutdown()
-            server.server_close()
-
     def manifest(self, job: int) -> dict[str, Any]:
         sc = self.scenario
         output = []
@@ -120,6 +121,8 @@ class BulkServer:
                 continue
             host = f"{self.other_base}/files" if name == sc.redirect else f"{self.base}/files/{job}"
             url = f"{self.base}/files/{job}/redirect/{name}" if name == sc.redirect else f"{host}/{name}"
+            if name == sc.missing_elsewhere:
+                url = f"{self.other_base}/files/{name}"
             count = data.count(b"\n") + (name == sc.wrong_count)
             output.append({"type": name.split(".")[0], "url": url, "count": count})
         if sc.insecure_url:
@@ -162,6 +165,8 @@ class BulkServer:
                 if not main:
                     server.log.other_downloads.append((path, self.headers.get("Authorization")))
                     name = path.rsplit("/", 1)[-1]
+                    if name == server.scenario.missing_elsewhere:
+                        return self.send(404, b"no such file", ctype="text/plain")
                     return self.send(200, server.files[name], ctype="application/fhir+ndjson")
                 if path == "/fhir/.well-known/smart-configuration":
                     return self.send(200, json.dumps({"token_endpoint": f"{server.base}/token"}).encode(),
@@ -173,6 +178,8 @@ class BulkServer:
                                         parse_qsl(urlsplit(self.path).query))
                 if not self.authorized() and (server.scenario.requires_token or path.startswith("/fhir/status")):
                     return self.outcome(401, "login", "no token")
+                if path.startswith("/fhir/status/") and server.scenario.drip_headers == "status":
+                    return drip_headers(self)
                 if path.startswith("/fhir/status/"):
                     return self.status(int(path.rsplit("/", 1)[-1]))
                 if path.startswith("/fhir/files/"):
@@ -258,6 +265,19 @@ class BulkServer:
                             return
                         time.sleep(0.1)
                     return
+                if name == server.scenario.gzip_bomb:
+                    return self.send(200, gzip_bomb(), {"Content-Encoding": "gzip"}, ctype="application/fhir+ndjson")
+                if name == server.scenario.cut_short:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(2 * len(server.files[name])))
+                    self.end_headers()
+                    self.wfile.write(server.files[name])
+                    self.close_connection = True
+                    return None
+                if name == server.scenario.drip_headers:
+                    return drip_headers(self)
+                if name == server.scenario.endless:
+                    return self.endless()
                 if name == server.scenario.broken:
                     return self.outcome(500, "exception", "disk error")
                 if name == server.scenario.expire and job in server.scenario.expire_jobs:
@@ -270,6 +290,19 @@ class BulkServer:
                 if name == "deleted.ndjson":
                     return self.send(200, deleted_bundle(), ctype="application/fhir+ndjson")
                 self.send(200, server.files[name], ctype="application/fhir+ndjson")
+
+            def endless(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/fhir+ndjson")
+                self.end_headers()  # no length: the body ends when the connection does
+                line = server.files["Patient.000.ndjson"].splitlines(keepends=True)[0] * 256
+                stop = time.monotonic() + 30
+                try:
+                    while time.monotonic() < stop:
+                        self.wfile.write(line)
+                except OSError:
+                    pass  # the client hung up
+                self.close_connection = True
 
         return Handler
 

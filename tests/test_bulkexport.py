@@ -20,7 +20,7 @@ from conftest import AS_OF
 from b12screen import Screener
 from b12screen.cli import cli
 from b12screen.cli.export import export_types
-from b12screen.sources.bulkexport import BulkExporter, ExportLimits, ExportRequest
+from b12screen.sources.bulkexport import BulkExporter, ExportLimits, ExportRequest, gone_reason
 from b12screen.sources.fhirclient import BearerToken, FhirClient
 
 ENV = {"B12SCREEN_FHIR_TOKEN": TOKEN}
@@ -102,7 +102,7 @@ def test_a_file_that_expires_twice_is_named_as_an_error(tmp_path: Path) -> None:
     assert code == 1 and len(server.log.kickoffs) == 2
     errors = [json.loads(line) for line in (tmp_path / "errors.ndjson").read_text().splitlines()]
     assert errors == [{"file": "Patient.000.ndjson", "line": None, "location": None,
-                       "reason": "the file expired on the server before it was downloaded"}]
+                       "reason": "download: HTTP 404 Not Found, also after a new export"}]
 
 
 def test_a_rerun_resumes_polling_and_skips_whole_files(tmp_path: Path) -> None:
@@ -342,3 +342,68 @@ def test_sigterm_during_batch_fhir_server_cancels_the_job_and_exits_143(tmp_path
     assert code == 143, err
     assert err.endswith(b"interrupted by SIGTERM: the export job was cancelled on the server\n")
     assert b"Traceback" not in err and server.log.deletes == ["/fhir/status/1"]
+
+
+# -- a hostile file server: bombs, endless bodies, missing files elsewhere ----------------------------------
+
+#: A bounded wait: each hostile download must end well within it (the server would go on for 30 s).
+HANG = 15.0
+
+
+def error_reasons(out: Path) -> dict[str, str]:
+    return {e["file"]: e["reason"] for e in map(json.loads, (out / "errors.ndjson").read_text().splitlines())}
+
+
+def test_a_gzip_bomb_is_stopped_by_the_expansion_ratio(tmp_path: Path) -> None:
+    _, code, output = export_with(tmp_path, quiet(gzip_bomb="Patient.001.ndjson", redirect=None))
+    assert code == 1, output
+    assert error_reasons(tmp_path) == {
+        "Patient.001.ndjson": "gzip data expands more than 200 times (a decompression bomb); file not kept"}
+    assert not (tmp_path / "export" / "Patient.001.ndjson").exists()
+    assert not list((tmp_path / "export").glob(".*.part"))
+    assert (tmp_path / "export" / "Patient.000.ndjson").is_file()
+
+
+@pytest.mark.parametrize("hostile", ["endless", "drip_headers"])
+def test_an_endless_file_or_dripping_headers_are_cut_at_the_file_timeout(tmp_path: Path, hostile: str) -> None:
+    """A body as fast as the socket takes it, for ever; or headers a line at a time, each well within the
+    read timeout: the per-file deadline stops both."""
+    started = time.monotonic()
+    _, code, output = export_with(tmp_path, quiet(**{hostile: "Patient.001.ndjson"}, redirect=None),
+                                  "--file-timeout", "1")
+    assert code == 1, output
+    assert error_reasons(tmp_path) == {"Patient.001.ndjson": "took longer than 1 s"}
+    assert time.monotonic() - started < HANG
+    assert not list((tmp_path / "export").glob(".*.part"))
+
+
+def test_a_missing_file_elsewhere_is_named_as_a_404(tmp_path: Path) -> None:
+    server, code, output = export_with(tmp_path, quiet(missing_elsewhere="Patient.001.ndjson", redirect=None))
+    assert code == 1, output
+    assert error_reasons(tmp_path) == {
+        "Patient.001.ndjson": "download: HTTP 404 Not Found, also after a new export"}
+    assert "expired" not in (tmp_path / "errors.ndjson").read_text()
+    assert len(server.log.kickoffs) == 2  # a 404 may still be an expiry: one new export was asked for
+
+
+def test_a_status_request_whose_headers_drip_is_cut_at_the_timeout(tmp_path: Path) -> None:
+    started = time.monotonic()
+    # about 6 s: four attempts of 0.5 s each, with the client's backoff (0.5, 1, 2 s) between them
+    _, code, output = export_with(tmp_path, quiet(drip_headers="status"), "--timeout", "0.5")
+    assert code == 2, output
+    assert "error: GET status: timed out" in output
+    assert time.monotonic() - started < HANG
+
+
+def test_a_connection_broken_mid_file_is_an_error_row_not_a_traceback(tmp_path: Path) -> None:
+    with BulkServer(quiet(cut_short="Patient.001.ndjson", redirect=None)) as server:
+        client = FhirClient(server.base, auth=BearerToken(TOKEN), retries=0)
+        result = BulkExporter(client, tmp_path / "export").run(ExportRequest(export_types()))
+    assert [(e["file"], e["reason"]) for e in result.errors] == [("Patient.001.ndjson", "download connection failed")]
+    assert not (tmp_path / "export" / "Patient.001.ndjson").exists()
+
+
+def test_only_a_410_is_called_expired() -> None:
+    assert gone_reason(404) == "download: HTTP 404 Not Found, also after a new export"
+    assert gone_reason(410) == ("download: HTTP 410 Gone (the file expired on the server before it was "
+                                "downloaded), also after a new export")

@@ -14,14 +14,21 @@ Fetches go only to an allow-listed ``fhirServer`` over https (http on loopback i
 is followed only to a URL that passes the same https and allow-list rules, else the key's fetch fails. Required keys
 that cannot be had raise :class:`MissingData` (HTTP 412); optional ones are listed as unavailable.
 ``medicationReference`` targets that are neither contained nor in the data are read from the server.
+
+Every request the fallback fetch makes is cut at its deadline (``fetch_timeout_seconds``, and the call's
+time budget), headers included; and each FHIR server (origin) may hold at most half the fetch threads
+(``fetch_workers // 2``, at least one) at once, so one slow server cannot starve the fetches of the others
+(:class:`ServerSlots`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +37,7 @@ from ..core.terminology import Terminology
 from ..sources.fhirclient import BearerToken, FhirClient, FhirError, SearchResult, check_url, next_link, within
 from ..sources.fhirqueries import PrefetchDecl
 from ..sources.fhirread import fetch_declared, medication_ids_to_read
+from ..sources.urls import origin
 from .config import ServiceConfig
 from .declarations import ServiceDecl
 
@@ -123,6 +131,46 @@ def _resources_of(value: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+class ServerSlots:
+    """At most ``limit`` fetches in flight per FHIR server (origin) on one shared executor. A fetch waits
+    for a slot in the caller's thread, not in a fetch thread, and no longer than its client's deadline;
+    the slot is freed when the fetch ends (and every fetch ends by its deadline)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self._lock = threading.Lock()
+        self._slots: dict[tuple[str, str, int | None], threading.BoundedSemaphore] = {}
+
+    def submit(self, executor: Executor, client: FhirClient, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        with self._lock:  # only allow-listed servers get a client: the keys are bounded by the configuration
+            slot = self._slots.setdefault(origin(client.base_url), threading.BoundedSemaphore(self.limit))
+        left = client.time_left()
+        if not slot.acquire(timeout=None if left is None else max(0.0, left)):
+            failed: Future[Any] = Future()
+            failed.set_exception(FhirError("the FHIR server was busy with other fetches until the deadline"))
+            return failed
+        try:
+            future = executor.submit(fn, *args)
+        except BaseException:
+            slot.release()
+            raise
+        future.add_done_callback(lambda _done: slot.release())
+        return future
+
+
+_SLOTS: weakref.WeakKeyDictionary[Executor, ServerSlots] = weakref.WeakKeyDictionary()
+_SLOTS_LOCK = threading.Lock()
+
+
+def server_slots(executor: Executor, workers: int) -> ServerSlots:
+    """The per-server bound of ``executor`` (a service's fetch pool of ``workers`` threads): half of them."""
+    with _SLOTS_LOCK:
+        slots = _SLOTS.get(executor)
+        if slots is None:
+            slots = _SLOTS[executor] = ServerSlots(workers // 2)
+        return slots
+
+
 class Gatherer:
     """Collects the data of one request for a service's declared keys."""
 
@@ -131,6 +179,7 @@ class Gatherer:
         self.terminology = terminology
         self.config = config
         self.executor = executor
+        self.slots = server_slots(executor, config.fetch_workers)
 
     def gather(self, prefetch: Mapping[str, Any], context: Mapping[str, Any], access: Callable[[], FhirAccess],
                server: str | None = None, allow_io: bool = True) -> Gathered:
@@ -177,8 +226,9 @@ class Gatherer:
     def _fetch_all(self, client: FhirClient, to_fetch: list[PrefetchDecl], to_continue: list[tuple[PrefetchDecl, str]],
                    context: Mapping[str, Any], out: Gathered) -> None:
         """Fetch absent keys and further pages in parallel (under the client's deadline)."""
-        continued = [(decl, self.executor.submit(client.search_url, link, 1)) for decl, link in to_continue]
-        pending = [(decl, self.executor.submit(self._fetch, client, decl, context)) for decl in to_fetch]
+        submit = self.slots.submit
+        continued = [(decl, submit(self.executor, client, client.search_url, link, 1)) for decl, link in to_continue]
+        pending = [(decl, submit(self.executor, client, self._fetch, client, decl, context)) for decl in to_fetch]
         for decl, future in continued:
             try:
                 result = future.result()
@@ -241,7 +291,7 @@ class Gatherer:
             out.incomplete.append("referenced Medication resources")
             wanted = wanted[:limit]
         client = access.client
-        futures = [self.executor.submit(client.read, "Medication", mid) for mid in wanted]
+        futures = [self.slots.submit(self.executor, client, client.read, "Medication", mid) for mid in wanted]
         found: list[dict[str, Any]] = []
         for future in futures:
             try:

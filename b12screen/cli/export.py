@@ -59,6 +59,8 @@ def export_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Seconds allowed per file download."),
         click.option("--max-wait", type=click.FloatRange(min=1), default=86400.0, show_default=True,
                      help="Seconds allowed for the server to prepare the export."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+                     help="Longest one kick-off or status request may take, headers and body included (s)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -96,7 +98,7 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
     try:
         auth = make_auth(opts["token_file"], opts["client_id"], opts["private_key"], opts["key_id"], opts["alg"],
                          None, scope)
-        client = FhirClient(fhir_server, auth=auth, timeout=(5.0, 60.0))
+        client = FhirClient(fhir_server, auth=auth, timeout=(min(5.0, opts["timeout"]), opts["timeout"]))
     except B12ScreenError as exc:
         fail(str(exc))
     filters: tuple[str, ...] = ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,7 +81,9 @@ def _default_scope(write_back: bool) -> str:
 @click.option("--token-url", help="Token endpoint (default: from .well-known/smart-configuration).")
 @click.option("--scope", help="Scopes to request (default: system/<type>.read for each type read).")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
-              help="Longest one request may take, its body included (s); also the read timeout.")
+              help="Longest one request may take, headers and body included (s); also the read timeout.")
+@click.option("--deadline", "deadline_seconds", type=click.FloatRange(min=1), default=120.0, show_default=True,
+              help="Longest the whole fetch may take (s), retries included; a Retry-After past it fails at once.")
 @click.option("--max-response-mb", type=click.FloatRange(min=0.001), default=32.0, show_default=True,
               help="Largest response body read (MiB); a larger one is an error.")
 @click.option("--retries", type=int, default=3, show_default=True, help="Retries on 429/5xx/timeouts.")
@@ -101,7 +104,7 @@ def _default_scope(write_back: bool) -> str:
 @validate_option
 def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str | None, client_id: str | None,
           private_key: str | None, key_id: str | None, alg: str, token_url: str | None, scope: str | None,
-          timeout: float, max_response_mb: float, retries: int, max_pages: int,
+          timeout: float, deadline_seconds: float, max_response_mb: float, retries: int, max_pages: int,
           max_medication_reads: int, fmt: str, as_of: str | None,
           profile: str,
           config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...],
@@ -121,7 +124,8 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
         auth = make_auth(token_file, client_id, private_key, key_id, alg, token_url,
                          scope or _default_scope(write_back))
         client = FhirClient(fhir_server, auth=auth, timeout=(min(5.0, timeout), timeout), retries=retries,
-                            max_pages=max_pages, max_body_bytes=int(max_response_mb * (1 << 20)))
+                            max_pages=max_pages, max_body_bytes=int(max_response_mb * (1 << 20)),
+                            deadline=time.monotonic() + deadline_seconds)
     except B12ScreenError as exc:
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)

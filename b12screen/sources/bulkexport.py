@@ -19,16 +19,20 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
 import orjson
 import requests
+import urllib3
 
 from .bulkdata import chunks, count_lines, error_rows, keep_request, outcome_text
+from .deadline import Guard, deadline, guarded_session
 from .fhirclient import REDIRECT_STATUSES, RETRY_STATUSES, FhirClient
 from .fhirhttp import FhirError, check_url, retry_after_seconds
+from .limits import bomb_reason
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,12 @@ class ExportRequest:
 
     def key(self, base_url: str) -> str:
         return hashlib.sha256(orjson.dumps([base_url, self.path(), self.params()])).hexdigest()
+
+
+def gone_reason(status: int) -> str:
+    """The error of a file answered 404 or 410 in the first export and again in a new one."""
+    why = " (the file expired on the server before it was downloaded)" if status == 410 else ""
+    return f"download: HTTP {status} {HTTPStatus(status).phrase}{why}, also after a new export"
 
 
 @dataclass
@@ -122,7 +132,7 @@ class BulkExporter:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
+            session = self._local.session = guarded_session()
         return session
 
     def path(self, name: str) -> Path:
@@ -239,19 +249,19 @@ class BulkExporter:
             else:
                 self.status_url = self.state.get("status_url")
             result.seconds_waiting = self._clock() - started
-            expired = self.download_all(manifest, result)
-            if not expired:
+            gone = self.download_all(manifest, result)
+            if not gone:
                 break
             if attempt == 0:
-                log.warning("export: %d file(s) expired before download; requesting a new export", len(expired))
+                log.warning("export: %d file(s) not found (HTTP 404/410: expired?); requesting a new export",
+                            len(gone))
                 self.cancel()
                 self._remove_files(self.state["files"])
                 self.state = {"key": self.state["key"], "files": {}}
                 result = ExportResult(reexported=True)
                 continue
-            result.errors += [{"file": name, "line": None, "location": None,
-                               "reason": "the file expired on the server before it was downloaded"}
-                              for name in expired]
+            result.errors += [{"file": name, "line": None, "location": None, "reason": gone_reason(status)}
+                              for name, status in gone]
         result.seconds_downloading = self._clock() - started - result.seconds_waiting
         if not result.failed and self.cancel():  # every file is in: the server may free the job
             self.state["deleted_job"] = True
@@ -261,7 +271,8 @@ class BulkExporter:
     # -- downloads -----------------------------------------------------------------------------
 
     def download_all(self, manifest: Mapping[str, Any], result: ExportResult) -> list[str]:
-        """Download every output, deleted and error file not already whole; returns expired file names."""
+        """Download every output, deleted and error file not already whole; returns (name, HTTP status) of
+        the files answered 404 or 410 (perhaps expired: worth one new export)."""
         token = bool(manifest.get("requiresAccessToken"))
         jobs: list[tuple[str, str, Any, str]] = []  # (url, local name, expected count, kind)
         seen: dict[str, int] = {}
@@ -285,7 +296,7 @@ class BulkExporter:
                 result.files.append(self.path(job[1]))
                 continue
             todo.append(job)
-        expired: list[str] = []
+        gone: list[tuple[str, int]] = []
         pool = ThreadPoolExecutor(max_workers=max(1, self.limits.parallel))
         try:
             futures = [pool.submit(self._download_one, url, name, token) for url, name, _, _ in todo]
@@ -299,7 +310,7 @@ class BulkExporter:
         pool.shutdown()
         for (url, name, count, _kind), (status, lines, size, problem) in zip(todo, outcomes, strict=True):
             if status in (404, 410):
-                expired.append(name)
+                gone.append((name, status))
                 continue
             if problem is None and isinstance(count, int) and count != lines:
                 problem = f"the manifest says {count} resource(s), the file has {lines} line(s)"
@@ -314,7 +325,7 @@ class BulkExporter:
         self._save_state()
         for path in [f for f in result.files if f.parent == self.meta / ERRORS.rstrip("/")]:
             result.errors += error_rows(path, f"{self.meta.name}/{ERRORS}{path.name}")
-        return expired
+        return gone
 
     def _whole(self, name: str, count: Any, done: Mapping[str, Any]) -> bool:
         path = self.path(name)
@@ -336,40 +347,59 @@ class BulkExporter:
         return status, lines, size, problem
 
     def _download_once(self, url: str, name: str, token: bool) -> tuple[int, int, int, str | None]:
-        """(HTTP status, lines, bytes, problem) of one streamed download into ``out/name``."""
+        """(HTTP status, lines, bytes, problem) of one streamed download into ``out/name``, cut at the
+        per-file deadline whatever the server does (headers, redirects and body included)."""
         target = self.path(name)
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(f".{target.name}.part")
-        deadline = time.monotonic() + self.limits.file_seconds
+        too_slow = f"took longer than {self.limits.file_seconds:.0f} s"
         size = 0
         try:
-            response = self._get_following(self.client.resolve(url), token, deadline)
-            with response:
-                if response.status_code != 200:
-                    return response.status_code, 0, 0, f"download: HTTP {response.status_code}"
-                with open(part, "wb") as f:
-                    for chunk in chunks(response):
-                        size += len(chunk)
-                        if size > self.limits.max_file_bytes:
-                            return 200, 0, size, f"larger than the limit of {self.limits.max_file_bytes:,} bytes"
-                        if self._stop.is_set():
-                            return 0, 0, size, "cancelled"
-                        if time.monotonic() > deadline:
-                            return 200, 0, size, f"took longer than {self.limits.file_seconds:.0f} s"
-                        f.write(chunk)
+            with deadline(self.limits.file_seconds) as guard:
+                try:
+                    status, size, problem = self._stream_to(part, self.client.resolve(url), token, guard)
+                except (requests.RequestException, urllib3.exceptions.HTTPError):
+                    if not guard.expired:
+                        raise
+            if guard.expired:
+                return 200, 0, size, too_slow
+            if problem is not None:
+                return status, 0, size, problem
             os.replace(part, target)
         except FhirError as exc:
             return -1, 0, size, f"download refused: {exc}"
-        except requests.RequestException as exc:
-            kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
-            return 0, 0, size, f"download {kind}"
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:  # urllib3's: while reading the body
+            timeout = (requests.Timeout, urllib3.exceptions.TimeoutError)
+            return 0, 0, size, f"download {'timed out' if isinstance(exc, timeout) else 'connection failed'}"
         except OSError as exc:
             return 0, 0, size, f"cannot write the file ({exc.strerror or exc})"
         finally:
             part.unlink(missing_ok=True)
         return 200, count_lines(target), size, None
 
-    def _get_following(self, url: str, token: bool, deadline: float) -> requests.Response:
+    def _stream_to(self, part: Path, url: str, token: bool, guard: Guard) -> tuple[int, int, str | None]:
+        """(HTTP status, bytes, problem) of writing the body into ``part``: within the size limit, and, for a
+        gzip-encoded body, within the decompression-bomb rules of :mod:`.limits` (ratio and total)."""
+        response = self._get_following(url, token, guard)
+        size = 0
+        with response:
+            if response.status_code != 200:
+                return response.status_code, 0, f"download: HTTP {response.status_code}"
+            encoded = response.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
+            with open(part, "wb") as f:
+                for chunk in chunks(response):
+                    size += len(chunk)
+                    if size > self.limits.max_file_bytes:
+                        return 200, size, f"larger than the limit of {self.limits.max_file_bytes:,} bytes"
+                    bomb = bomb_reason(size, response.raw.tell(), "file not kept") if encoded else None
+                    if bomb is not None:
+                        return 200, size, bomb
+                    if self._stop.is_set():
+                        return 0, size, "cancelled"
+                    f.write(chunk)
+        return 200, size, None
+
+    def _get_following(self, url: str, token: bool, guard: Guard) -> requests.Response:
         """GET with redirects followed by hand: Authorization only to the FHIR server's origin."""
         for _hop in range(self.client.max_redirects + 1):
             check_url(url, self.client.allow_http_loopback)
@@ -378,7 +408,7 @@ class BulkExporter:
                 authorization = self.client.auth.header(self.client)
                 if authorization:
                     headers["Authorization"] = authorization
-            remaining = max(0.1, deadline - time.monotonic())
+            remaining = max(0.1, guard.seconds_left())
             # auth=keep_request: no ~/.netrc credentials behind our back; Authorization is set above, per origin.
             response = self._session().get(url, headers=headers, stream=True, allow_redirects=False, auth=keep_request,
                                            timeout=(min(10.0, remaining), min(60.0, remaining)))

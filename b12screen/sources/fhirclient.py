@@ -1,16 +1,18 @@
 """A small FHIR R4 REST client on a requests Session, for ``b12screen fetch`` and the CDS Hooks fallback.
 
-- a connect and a read timeout on every request, an overall time limit per request (the body included,
-  so a server dripping its body cannot hold a call open), and an optional deadline for a whole call;
+- a connect and a read timeout on every request, a true time limit per request (connect, headers and
+  body: a server dripping either is cut, see :mod:`.deadline`), and an optional deadline for a whole
+  call (a ``Retry-After`` past it fails at once);
 - response bodies are streamed with a size cap (``max_body_bytes``);
 - retries with exponential backoff on 429 / 5xx / connection errors, honouring ``Retry-After``
   (seconds or HTTP-date, clamped);
 - searches follow ``link[relation=next]`` with a loop guard and page / resource limits;
 - a bearer token, or SMART Backend Services (client credentials with a ``private_key_jwt`` assertion,
   re-authenticating before the token expires);
-- redirects are followed by hand: ``Authorization`` goes only to the FHIR server's own origin, never to
-  another host, on redirects or ``next`` links alike; every redirect target must be https (http only on
-  loopback when allowed) and, when the caller gives ``allowed_bases``, under one of them;
+- redirects are followed by hand, one policy for ``fetch`` and the CDS service: a target must be https
+  (http only on loopback when allowed) and under the FHIR server's base, or under one of ``allowed_bases``
+  when the caller gives them; ``Authorization`` goes only to the FHIR server's own origin, on redirects
+  or ``next`` links alike;
 - conditional create (``If-None-Exist``), so writing the same Flag twice creates one.
 
 Log records name the method, resource type and status only: no URLs (they carry patient ids), no tokens.
@@ -20,17 +22,20 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
-import jwt
 import orjson
 import requests
 
 from .._version import __version__
 from . import limits
+from .deadline import Guard, deadline, guarded_session
+from .fhirauth import ASSERTION_TYPE as ASSERTION_TYPE  # re-exported: the client's public names
+from .fhirauth import Auth as Auth
+from .fhirauth import BearerToken as BearerToken
+from .fhirauth import SmartBackendAuth as SmartBackendAuth
 from .fhirhttp import CreateResult, FhirError, SearchResult, check_url, retry_after_seconds, within
 from .httpbody import MAX_BODY_BYTES, BodyTimeout, BodyTooLarge, read_capped
 from .urls import origin
@@ -40,7 +45,8 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 FHIR_JSON = "application/fhir+json"
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: Why a redirect away from the FHIR server (and the caller's allow-list) is not followed.
+OFF_BASE_REDIRECT = "redirected to a URL outside the FHIR server's base (not followed)"
 
 
 def _resource_type_of(url: str, base: str) -> str:
@@ -51,101 +57,6 @@ def _resource_type_of(url: str, base: str) -> str:
         path = path[len(base_path):]
     segment = path.strip("/").split("/", 1)[0]
     return segment if segment.isidentifier() or segment.startswith(".") else "resource"
-
-
-# -- authentication -------------------------------------------------------------------------------
-
-
-class BearerToken:
-    """A fixed access token; with ``expires_in`` it stops being sent after that many seconds."""
-
-    def __init__(self, token: str, expires_in: float | None = None, clock: Callable[[], float] = time.monotonic):
-        self._token = token
-        self._clock = clock
-        self._expires_at = clock() + expires_in if expires_in is not None else None
-
-    def header(self, client: FhirClient) -> str | None:
-        if self._expires_at is not None and self._clock() >= self._expires_at:
-            return None
-        return f"Bearer {self._token}"
-
-    def invalidate(self) -> bool:
-        """A fixed token cannot be renewed: False."""
-        return False
-
-    def __repr__(self) -> str:  # never show the token
-        return "BearerToken(***)"
-
-
-class SmartBackendAuth:
-    """SMART Backend Services: ``client_credentials`` with a signed ``private_key_jwt`` assertion.
-
-    The token endpoint comes from ``token_url`` or the server's ``.well-known/smart-configuration``.
-    The assertion is ``iss`` = ``sub`` = client id, ``aud`` = token URL, ``exp`` = now + 5 min, a fresh
-    ``jti``; the token is cached until ``refresh_margin`` seconds before it expires.
-    """
-
-    def __init__(self, client_id: str, private_key: Any, *, algorithm: str = "RS384", kid: str | None = None,
-                 token_url: str | None = None, scope: str = "system/*.read", jku: str | None = None,
-                 refresh_margin: float = 30.0, clock: Callable[[], float] = time.time) -> None:
-        if algorithm not in ("RS384", "ES384", "RS256", "ES256", "RS512", "ES512"):
-            raise FhirError(f"unsupported assertion algorithm {algorithm}")
-        self.client_id = client_id
-        self.algorithm = algorithm
-        self.kid = kid
-        self.token_url = token_url
-        self.scope = scope
-        self.jku = jku
-        self.refresh_margin = refresh_margin
-        self._key = private_key
-        self._clock = clock
-        self._token: str | None = None
-        self._expires_at = 0.0
-
-    def assertion(self, token_url: str) -> str:
-        now = int(self._clock())
-        headers: dict[str, Any] = {"typ": "JWT"}
-        if self.kid:
-            headers["kid"] = self.kid
-        if self.jku:
-            headers["jku"] = self.jku
-        claims = {"iss": self.client_id, "sub": self.client_id, "aud": token_url, "iat": now, "exp": now + 300,
-                  "jti": str(uuid.uuid4())}
-        return jwt.encode(claims, self._key, algorithm=self.algorithm, headers=headers)
-
-    def header(self, client: FhirClient) -> str | None:
-        if self._token is None or self._clock() >= self._expires_at - self.refresh_margin:
-            self._authenticate(client)
-        return f"Bearer {self._token}"
-
-    def invalidate(self) -> bool:
-        self._token = None
-        return True
-
-    def _authenticate(self, client: FhirClient) -> None:
-        token_url = self.token_url or client.discover_token_endpoint()
-        check_url(token_url, client.allow_http_loopback)
-        self.token_url = token_url
-        form = {
-            "grant_type": "client_credentials",
-            "scope": self.scope,
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": self.assertion(token_url),
-        }
-        response = client.send("POST", token_url, data=form, use_auth=False, idempotent=True,
-                               headers={"Accept": "application/json"})
-        body, token = client.json_field(response, "token response", "access_token")
-        expires_in = body.get("expires_in")
-        lifetime = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else 300.0
-        self._token = token
-        self._expires_at = self._clock() + lifetime
-        log.info("obtained a backend-services access token (expires in %.0f s)", lifetime)
-
-    def __repr__(self) -> str:
-        return f"SmartBackendAuth(client_id={self.client_id!r}, ***)"
-
-
-Auth = BearerToken | SmartBackendAuth
 
 
 # -- the client -----------------------------------------------------------------------------------
@@ -163,11 +74,11 @@ class FhirClient:
                  max_body_bytes: int = MAX_BODY_BYTES, request_timeout: float | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.allow_http_loopback = allow_http_loopback
-        #: when set, a redirect may lead only under one of these bases (the caller's allow-list)
-        self.allowed_bases = None if allowed_bases is None else tuple(b.rstrip("/") for b in allowed_bases)
+        #: a redirect may lead only under one of these bases (the caller's allow-list; default: the base URL)
+        self.allowed_bases = tuple(b.rstrip("/") for b in allowed_bases or (self.base_url,))
         check_url(self.base_url, allow_http_loopback)
         self.auth = auth
-        self.session = session or requests.Session()
+        self.session = session or guarded_session()
         # A no-op auth stops requests adding ~/.netrc credentials behind our back (proxy settings and CA
         # bundles from the environment still apply); Authorization is set per request, per origin.
         self.session.auth = _no_auth
@@ -197,8 +108,8 @@ class FhirClient:
             check_url(url, self.allow_http_loopback)
         except FhirError:
             raise FhirError("redirected to a URL that is not https") from None
-        if self.allowed_bases is not None and not within(url, self.allowed_bases):
-            raise FhirError("redirected to a server that is not allow-listed")
+        if not within(url, self.allowed_bases):
+            raise FhirError(OFF_BASE_REDIRECT)
 
     def resolve(self, url: str) -> str:
         """An absolute URL for a server-relative one (``Patient/1``, ``Observation?x=y``)."""
@@ -206,6 +117,10 @@ class FhirClient:
 
     def _remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - self._clock()
+
+    def time_left(self) -> float | None:
+        """Seconds left before the call's deadline (None: no deadline)."""
+        return self._remaining()
 
     def _timeouts(self) -> tuple[float, float]:
         remaining = self._remaining()
@@ -238,11 +153,17 @@ class FhirClient:
                 renewed = True
                 continue
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            if status in RETRY_STATUSES and (retryable or status in (429, 503)) \
-                    and self._wait(attempt, retry_after, what, f"HTTP {status}"):
-                response.close()
-                attempt += 1
-                continue
+            if status in RETRY_STATUSES and (retryable or status in (429, 503)):
+                remaining = self._remaining()
+                if retry_after is not None and remaining is not None and retry_after >= remaining \
+                        and attempt < self.retries:  # no sleeping into a certain failure
+                    response.close()
+                    raise FhirError(f"{what}: HTTP {status}; the server asks to retry in {retry_after:.0f} s, "
+                                    f"more than the {max(remaining, 0):.0f} s left before the deadline", status)
+                if self._wait(attempt, retry_after, what, f"HTTP {status}"):
+                    response.close()
+                    attempt += 1
+                    continue
             log.debug("%s: HTTP %d", what, status)
             return response
 
@@ -264,6 +185,28 @@ class FhirClient:
 
     def _send_once(self, method: str, url: str, params: Any, json_body: Any, data: Any,
                    headers: Mapping[str, str] | None, use_auth: bool) -> requests.Response:
+        """One attempt, redirects and body included, cut at ``request_timeout`` (or the call's deadline)
+        whatever the server does: headers or body dripped slowly end in :class:`BodyTimeout`."""
+        connect, read = self._timeouts()
+        remaining = self._remaining()
+        response = None
+        with deadline(self.request_timeout if remaining is None else min(self.request_timeout, remaining)) as guard:
+            try:
+                response = self._hops(method, url, params, json_body, data, headers, use_auth,
+                                      (connect, min(read, self.request_timeout)), guard)
+            except (requests.RequestException, BodyTimeout):
+                if not guard.expired:
+                    raise
+        if guard.expired:
+            if response is not None:
+                response.close()
+            raise BodyTimeout()
+        assert response is not None
+        return response
+
+    def _hops(self, method: str, url: str, params: Any, json_body: Any, data: Any,
+              headers: Mapping[str, str] | None, use_auth: bool, timeout: tuple[float, float], guard: Guard,
+              ) -> requests.Response:
         body: bytes | None = orjson.dumps(json_body) if json_body is not None else None
         for _hop in range(self.max_redirects + 1):
             send_headers = {"Accept": FHIR_JSON, "User-Agent": f"b12screen/{__version__}"}
@@ -274,14 +217,12 @@ class FhirClient:
                 authorization = self.auth.header(self)
                 if authorization:
                     send_headers["Authorization"] = authorization
-            started = self._clock()
-            connect, read = self._timeouts()
             response = self.session.request(method, url, params=params, data=body if body is not None else data,
-                                            headers=send_headers, timeout=(connect, min(read, self.request_timeout)),
-                                            allow_redirects=False, stream=True)
+                                            headers=send_headers, timeout=timeout, allow_redirects=False,
+                                            stream=True)
             location = response.headers.get("Location")
             if response.status_code not in REDIRECT_STATUSES or not location:
-                self._read_body(response, started, method, url)
+                self._read_body(response, guard, method, url)
                 return response
             url = urljoin(response.url or url, location)
             response.close()
@@ -293,16 +234,10 @@ class FhirClient:
                 log.info("following a redirect to another origin without credentials")
         raise FhirError("too many redirects")
 
-    def _read_body(self, response: requests.Response, started: float, method: str, url: str) -> None:
-        """Read the body within ``max_body_bytes`` and ``request_timeout`` of the request's start (and the
-        call's deadline)."""
-        def left() -> float:
-            remaining = self._remaining()
-            budget = started + self.request_timeout - self._clock()
-            return budget if remaining is None else min(budget, remaining)
-
+    def _read_body(self, response: requests.Response, guard: Guard, method: str, url: str) -> None:
+        """Read the body within ``max_body_bytes`` and the attempt's deadline."""
         try:
-            read_capped(response, self.max_body_bytes, left)
+            read_capped(response, self.max_body_bytes, guard.seconds_left)
         except BodyTooLarge as exc:
             what = f"{method} {_resource_type_of(url, self.base_url)}"
             raise FhirError(f"{what}: {exc}", response.status_code) from None

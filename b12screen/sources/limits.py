@@ -56,12 +56,13 @@ def line_cap() -> int:
     return _bytes_setting("B12SCREEN_MAX_LINE_BYTES", MAX_LINE_BYTES)
 
 
-def bomb_reason(expanded: int, compressed: int) -> str | None:
-    """Why a streamed gzip file is refused after ``expanded`` bytes out of ``compressed`` bytes read."""
+def bomb_reason(expanded: int, compressed: int, then: str = "rest of file skipped") -> str | None:
+    """Why a streamed gzip file (or gzip-encoded download) is refused after ``expanded`` bytes out of
+    ``compressed`` bytes read; ``then`` says what happens to it."""
     if expanded > document_cap() * 64:
         return f"gzip data expands to more than {document_cap() * 64} bytes"
     if expanded > RATIO_FLOOR and expanded > MAX_RATIO * max(compressed, 1):
-        return f"gzip data expands more than {MAX_RATIO} times (a decompression bomb); rest of file skipped"
+        return f"gzip data expands more than {MAX_RATIO} times (a decompression bomb); {then}"
     return None
 
 
