@@ -1,6 +1,19 @@
-"""The library's own errors. The CLI turns them into messages and exit codes."""
+"""The library's own errors, and the exit codes the CLI turns a run's problems into."""
 
 from __future__ import annotations
+
+#: Exit codes (docs/interfaces.md, "Exit codes"): 0 all screened; 1 some input unreadable or a rule failed;
+#: 2 usage error, bad configuration or nothing readable; 3 the outputs could not be written (full disk,
+#: read-only or vanished output folder); 128 + the signal's number when interrupted (130 SIGINT, 143 SIGTERM).
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_OUTPUT = 0, 1, 2, 3
+
+
+def run_exit_code(input_errors: int, resources_read: int, rule_errors: int = 0) -> int:
+    """The exit code of a run that screened what it could: 2 when input errors left nothing readable, 1 when
+    some input was unreadable or a rule failed, else 0. The one rule of every command that screens."""
+    if input_errors and resources_read == 0:
+        return EXIT_USAGE
+    return EXIT_PARTIAL if input_errors or rule_errors else EXIT_OK
 
 
 class B12ScreenError(Exception):

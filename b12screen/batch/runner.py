@@ -18,9 +18,10 @@ from typing import Any, Protocol
 import orjson
 
 from .._version import __version__
+from ..core.config import ENGINES
 from ..core.model import Priority
 from ..core.outcome import OUTCOMES
-from ..errors import B12ScreenError, InputError
+from ..errors import B12ScreenError, InputError, run_exit_code
 from ..screening import Screener
 from ..sinks import parquet, summary_page
 from ..sinks.rows import csv_header
@@ -55,7 +56,6 @@ from .workdir import clean_stale, hold_point, make_work
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("local", "spark")
 MIB = 1 << 20
 
 
@@ -103,9 +103,7 @@ class BatchResult:
     @property
     def exit_code(self) -> int:
         """0 all screened; 1 some input unreadable or a rule failed; 2 nothing readable."""
-        if self.input_errors and self.summary["resources_read"] == 0:
-            return 2
-        return 1 if self.input_errors or self.rule_errors else 0
+        return run_exit_code(self.input_errors, self.summary["resources_read"], self.rule_errors)
 
 
 class Engine(Protocol):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..core.config import ENGINES
 from .common import (
     EXIT_OUTPUT,
     EXIT_PARTIAL,
@@ -16,17 +16,16 @@ from .common import (
     as_of_date,
     echo_err,
     exits_on_interrupt,
-    make_screener,
+    fatal,
+    finish,
+    load_screener,
     report_ignored,
-    report_plugin_failures,
-    rule_config,
     rule_config_options,
     validate_option,
 )
 from .export import add_to_batch_outputs, describe, export_options, run_export
 
 SPARK_MASTER_ENV = "B12SCREEN_SPARK_MASTER"
-ENGINES = ("local", "spark")  # b12screen.batch.runner checks the same names
 
 
 def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
@@ -79,20 +78,13 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     from ..errors import B12ScreenError
 
     when = as_of_date(as_of)
-    try:
-        config = rule_config(config_path, disable, enable, settings)
-        screener = make_screener(profile, config, strict_plugins)
-    except B12ScreenError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
-    report_plugin_failures(screener)
+    screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
     exported: Any = None
     if fhir_server:
         if paths:
             raise click.UsageError("give either PATHs or --fhir-server, not both")
         if existing_outputs(Path(out)) and not overwrite:
-            echo_err(f"error: {out} already holds outputs (use --overwrite to replace them)")
-            sys.exit(EXIT_USAGE)
+            fatal(f"{out} already holds outputs (use --overwrite to replace them)", EXIT_USAGE)
         exported = run_export(screener, fhir_server, Path(out) / "export", {**export_opts, "progress": progress})
         echo_err(f"export: {describe(exported)}")
         paths = (str(Path(out) / "export"),)
@@ -103,16 +95,14 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
         unit_bytes=int(unit_mb * (1 << 20)) if unit_mb else None,
         spark_master=spark_master or os.environ.get(SPARK_MASTER_ENV) or "local[*]",
         spark_conf=_spark_conf(spark_conf),
-        screener_spec={"profile": profile, "config": config, "strict": strict_plugins},
+        screener_spec={"profile": profile, "config": screener.config, "strict": strict_plugins},
     )
     try:
         result = run_batch(list(paths), out, screener, options)
     except OutputError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_OUTPUT)
+        fatal(str(exc), EXIT_OUTPUT)
     except (B12ScreenError, ImportError) as exc:  # outputs present, a missing input, Spark cannot start
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
+        fatal(str(exc), EXIT_USAGE)
     if exported is not None:
         add_to_batch_outputs(result.out, result.summary, exported)
     s: dict[str, Any] = result.summary
@@ -124,4 +114,4 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
         + (f" (see {result.out / 'errors.ndjson'})" if s["errors"] else "")
     )
     if result.exit_code or (exported is not None and exported.errors):
-        sys.exit(result.exit_code or EXIT_PARTIAL)
+        finish(result.exit_code or EXIT_PARTIAL)

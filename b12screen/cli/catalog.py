@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from ..core.config import PROFILES
@@ -12,6 +10,8 @@ from .common import (
     PROFILE_HELP,
     dumps,
     echo_err,
+    fatal,
+    finish,
     load_screener,
     verbose_option,
 )
@@ -86,8 +86,7 @@ def plugins(as_json: bool, strict: bool) -> None:
         manager = get_plugin_manager(strict=strict or None)
         rows = describe_plugins(manager)
     except B12ScreenError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_PARTIAL)
+        fatal(str(exc), EXIT_PARTIAL)
     if as_json:
         click.echo(dumps(rows))
     else:
@@ -104,4 +103,4 @@ def plugins(as_json: bool, strict: bool) -> None:
     for row in broken:
         echo_err(f"error: {row['error']}")
     if broken:
-        sys.exit(EXIT_PARTIAL)
+        finish(EXIT_PARTIAL)

@@ -19,15 +19,14 @@ import click
 import orjson
 
 from ..core.config import PROFILES
+from ..errors import EXIT_OUTPUT, EXIT_PARTIAL, EXIT_USAGE
+
+__all__ = ["EXIT_OUTPUT", "EXIT_PARTIAL", "EXIT_USAGE", "CommandExit", "fatal", "finish"]
 
 if TYPE_CHECKING:
     from ..core.config import Config
     from ..screening import Screener
 
-#: Exit codes (README, "Exit codes"): 0 all screened, 1 some input unreadable or a rule failed, 2 usage error,
-#: 3 the outputs could not be written (full disk, read-only or vanished output folder); 128 + the signal's
-#: number when interrupted (130 SIGINT, 143 SIGTERM).
-EXIT_PARTIAL, EXIT_USAGE, EXIT_OUTPUT = 1, 2, 3
 INTERRUPTING = (signal.SIGINT, signal.SIGTERM)
 #: Help text that points at the project's clinical rules.
 PROFILE_HELP = "Clinical profile (docs/clinical-rules.md, 'Profiles')."
@@ -38,10 +37,21 @@ def echo_err(message: str) -> None:
     click.echo(f"b12screen: {message}", err=True)
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> None:
-    """Print ``error: message`` on stderr and exit with ``code``."""
+class CommandExit(SystemExit):
+    """How a command ends with a code other than 0: raised by :func:`fatal` and :func:`finish` only, after
+    every message has been printed (``__main__`` is the one other place that exits)."""
+
+
+def fatal(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``error: message`` on stderr and end the command with ``code``."""
     echo_err(f"error: {message}")
-    sys.exit(code)
+    raise CommandExit(code)
+
+
+def finish(code: int) -> None:
+    """End the command with ``code``, its messages printed (0: return normally)."""
+    if code:
+        raise CommandExit(code)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -84,7 +94,7 @@ def interruptible() -> Iterator[list[int]]:
 def exit_interrupted(signum: int, what: str) -> NoReturn:
     """One line, ``interrupted by SIGNAME: what``, and exit 128 + the signal's number."""
     echo_err(f"interrupted by {signal.Signals(signum).name}: {what}")
-    sys.exit(128 + signum)
+    raise CommandExit(128 + signum)
 
 
 def exits_on_interrupt(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -136,24 +146,19 @@ def rule_config(config_path: str | None, disable: tuple[str, ...], enable: tuple
     return config.with_changes(disable=disable, enable=enable, params=params, settings=values)
 
 
-def make_screener(profile: str, config: Config, strict: bool) -> Screener:
-    """A Screener with the built-in and installed plugins."""
+def load_screener(profile: str, config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...],
+                  settings: tuple[str, ...], strict: bool) -> Screener:
+    """The Screener of a command's rule options, with the built-in and installed plugins: how every command
+    builds one. A bad configuration is one line and exit 2; plugins that failed to load are reported once."""
+    from ..errors import B12ScreenError
     from ..plugins import get_plugin_manager
     from ..screening import Screener
 
-    return Screener(profile=profile, config=config, plugin_manager=get_plugin_manager(strict=strict or None))
-
-
-def load_screener(profile: str, config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...],
-                  settings: tuple[str, ...], strict: bool) -> Screener:
-    """The Screener of a command's rule options; a bad configuration is one line and exit 2. Plugins that
-    failed to load are reported once."""
-    from ..errors import B12ScreenError
-
     try:
-        screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict)
+        screener = Screener(profile=profile, config=rule_config(config_path, disable, enable, settings),
+                            plugin_manager=get_plugin_manager(strict=strict or None))
     except B12ScreenError as exc:
-        fail(str(exc))
+        fatal(str(exc))
     report_plugin_failures(screener)
     return screener
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from ..errors import run_exit_code
 from .common import (
-    EXIT_PARTIAL,
     as_of_date,
     dumps,
     echo_err,
-    fail,
+    fatal,
+    finish,
     load_screener,
     rule_config_options,
 )
@@ -36,16 +37,16 @@ def explain(paths: tuple[str, ...], patient_id: str, as_of: str | None, profile:
     key = patient_id if patient_id.startswith("Patient/") else f"Patient/{patient_id}"
     located = locate(paths, key.removeprefix("Patient/"))  # reads only what holds this patient
     if located.missing:
-        fail("; ".join(str(e) for e in located.missing))
+        fatal("; ".join(str(e) for e in located.missing))
     grouped = group(screener, located.items, ALL, located.deleted)
     found = grouped.patients.get(key)
     if found is None:
         for error in grouped.errors:
             echo_err(f"error: {error}")
-        fail(f"patient {patient_id!r} is not in the input ({located.searched} file(s) searched)")
+        fatal(f"patient {patient_id!r} is not in the input ({located.searched} file(s) searched)")
     explanation = explain_patient(screener, found.record(), when)
     click.echo(dumps(explanation) if as_json else render(explanation))
     for error in grouped.errors:  # after the answer: the problems of what was read for this patient
         echo_err(f"error: {error}")
-    if grouped.errors or any(r["status"] == "failed" for r in explanation["rules"]):
-        raise SystemExit(EXIT_PARTIAL)
+    failed = sum(r["status"] == "failed" for r in explanation["rules"])
+    finish(run_exit_code(len(grouped.errors), found.resource_count, failed))

@@ -17,9 +17,9 @@ from .common import (
     dumps,
     echo_err,
     exit_interrupted,
-    fail,
-    make_screener,
-    rule_config,
+    fatal,
+    finish,
+    load_screener,
     rule_config_options,
 )
 from .fetch import make_auth
@@ -100,7 +100,7 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
                          None, scope)
         client = FhirClient(fhir_server, auth=auth, timeout=(min(5.0, opts["timeout"]), opts["timeout"]))
     except B12ScreenError as exc:
-        fail(str(exc))
+        fatal(str(exc))
     filters: tuple[str, ...] = ()
     if opts["type_filter"]:
         filters = _filters(client, types, value_set_codes(screener), type_filters)
@@ -119,9 +119,9 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
                 return exporter.run(ExportRequest(types, level, opts["group"], opts["since"]))
             raise
     except FhirError as exc:
-        fail(str(exc))
+        fatal(str(exc))
     except OSError as exc:
-        fail(f"cannot write to {out} ({exc.strerror or exc})")
+        fatal(f"cannot write to {out} ({exc.strerror or exc})")
     except KeyboardInterrupt as exc:  # SIGINT; SIGTERM too within batch --fhir-server
         cancelled = exporter.cancel()
         exit_interrupted(getattr(exc, "signum", signal.SIGINT), "the export job was cancelled on the server"
@@ -207,16 +207,11 @@ def export(fhir_server: str, out: str, as_of: str | None, profile: str, config_p
     Exit code 0: everything downloaded; 1: the server reported errors or a file could not be
     downloaded (see errors.ndjson); 2: usage error or the export failed; 130: interrupted (job cancelled).
     """
-    from ..errors import B12ScreenError
-
-    try:
-        screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict_plugins)
-    except B12ScreenError as exc:
-        fail(str(exc))
+    screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
     folder = Path(out)
     result = run_export(screener, fhir_server, folder / "export", opts)
     write_errors(folder / "errors.ndjson", result.errors)
     echo_err(f"export: {describe(result)} -> {folder / 'export'}")
     if result.errors:
         echo_err(f"export: {len(result.errors)} error(s), see {folder / 'errors.ndjson'}")
-        sys.exit(EXIT_PARTIAL)
+        finish(EXIT_PARTIAL)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -20,8 +19,9 @@ from .common import (
     PROFILE_HELP,
     as_of_date,
     echo_err,
-    make_screener,
-    rule_config,
+    fatal,
+    finish,
+    load_screener,
     validate_option,
     verbose_option,
 )
@@ -119,22 +119,20 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
     when: date = as_of_date(as_of)
     if not is_valid_id(patient_id):
         raise click.BadParameter("not a FHIR id", param_hint="--patient")
+    screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
     try:
-        screener = make_screener(profile, rule_config(config_path, disable, enable, settings), strict_plugins)
         auth = make_auth(token_file, client_id, private_key, key_id, alg, token_url,
                          scope or _default_scope(write_back))
         client = FhirClient(fhir_server, auth=auth, timeout=(min(5.0, timeout), timeout), retries=retries,
                             max_pages=max_pages, max_body_bytes=int(max_response_mb * (1 << 20)),
                             deadline=time.monotonic() + deadline_seconds)
     except B12ScreenError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
+        fatal(str(exc), EXIT_USAGE)
     try:
         resources, problems = read_patient(client, patient_id, screener.terminology,
                                            max_medication_reads=max_medication_reads)
     except FhirError as exc:
-        echo_err(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
+        fatal(str(exc), EXIT_USAGE)
     for problem in problems:
         echo_err(f"warning: {problem}")
     screened = screen_patient(screener, read_value(resources, fhir_server), f"Patient/{patient_id}", when, validate)
@@ -142,8 +140,7 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
     for error in errors:
         echo_err(f"error: {error}")
     if checked is None:
-        echo_err("error: the server returned no data for this patient")
-        sys.exit(EXIT_USAGE)
+        fatal("the server returned no data for this patient", EXIT_USAGE)
     result = checked.result
     _print(result, fmt)
     echo_err(f"screened Patient/{patient_id} from {screened.resources_read} resource(s) as of {when.isoformat()}: "
@@ -151,7 +148,7 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
     if write_back:
         _write_back(client, result)
     if problems or errors or result.rule_errors:
-        sys.exit(EXIT_PARTIAL)
+        finish(EXIT_PARTIAL)
 
 
 def _print(result: Any, fmt: str) -> None:
@@ -181,8 +178,7 @@ def _write_back(client: FhirClient, result: Any) -> None:
     try:
         created = client.create(flag, if_none_exist=condition)
     except FhirError as exc:
-        echo_err(f"error: write-back failed: {exc}")
-        sys.exit(EXIT_PARTIAL)
+        fatal(f"write-back failed: {exc}", EXIT_PARTIAL)
     if created.created:
         echo_err(f"write-back: Flag created (HTTP {created.status})" + (f" at {created.location}" if created.location
                                                                      else ""))

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..errors import run_exit_code
 from .common import (
     EXIT_OUTPUT,
-    EXIT_PARTIAL,
-    EXIT_USAGE,
     as_of_date,
     dumps,
     echo_err,
-    fail,
+    fatal,
+    finish,
     load_screener,
     report_ignored,
     rule_config_options,
@@ -94,7 +94,7 @@ def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path:
     stdin = sys.stdin.buffer if "-" in paths else None  # NDJSON is read a line at a time
     inputs = read_inputs([p for p in paths if p != "-"], stdin)
     if inputs.found.missing:
-        fail("; ".join(str(e) for e in inputs.found.missing))
+        fatal("; ".join(str(e) for e in inputs.found.missing))
     report_ignored(inputs.found.ignored)
     results = screen_grouped(screener, group(screener, inputs.items, validate, inputs.deleted), when)
     for error in results.errors:
@@ -107,15 +107,12 @@ def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path:
     try:
         write_output(results, fmt, output)
     except OSError as exc:
-        echo_err(f"error: cannot write the output {'stdout' if output == '-' else output}: {exc.strerror or exc}")
-        sys.exit(EXIT_OUTPUT)
+        where = "stdout" if output == "-" else output
+        fatal(f"cannot write the output {where}: {exc.strerror or exc}", EXIT_OUTPUT)
     flagged = sum(1 for r in results if r.flagged)
     echo_err(
         f"screened {len(results)} patient(s) from {results.resources_read} resource(s) as of {when.isoformat()}: "
         f"{flagged} flagged, {len(results.errors)} input error(s)"
         + (f", {rule_errors} rule error(s)" if rule_errors else "")
     )
-    if results.errors and results.resources_read == 0:
-        sys.exit(EXIT_USAGE)
-    if results.errors or rule_errors:
-        sys.exit(EXIT_PARTIAL)
+    finish(run_exit_code(len(results.errors), results.resources_read, rule_errors))

@@ -10,7 +10,11 @@ from typing import Any
 import click
 
 from ..core.config import PROFILES
-from .common import fail, verbose_option
+from .common import (
+    fatal,
+    report_plugin_failures,
+    verbose_option,
+)
 
 log = logging.getLogger("b12screen.serve")
 
@@ -78,15 +82,15 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         )
         config.check_bind()
         if check_config:
-            create_app(config)  # also checks the rules config and profile
+            report_plugin_failures(create_app(config).state.cds.screener)  # checks the rules config and profile
     except B12ScreenError as exc:
-        fail(str(exc))
+        fatal(str(exc))
     if check_config:
         click.echo(masked_settings(config))
         return
     port_in_use = _port_in_use(config.host, config.port)
     if port_in_use:
-        fail(port_in_use)
+        fatal(port_in_use)
     use_log_format(config.log_format)
     logging.getLogger("b12screen").setLevel(config.log_level.upper())
     if config.insecure_no_auth:
@@ -104,7 +108,8 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     try:
         app = create_app(config)  # also checks the rules config and profile before any worker starts
     except B12ScreenError as exc:
-        fail(str(exc))
+        fatal(str(exc))
+    report_plugin_failures(app.state.cds.screener)
     log.info("%s", app.state.cds.startup_line())
     if config.workers > 1:
         from ..cdshooks.workers import reuse_port_supported, run_workers
@@ -117,7 +122,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         try:
             run_workers(uvicorn.Config(factory, factory=True, workers=config.workers, **common))
         except OSError as exc:
-            fail(f"cannot bind {config.host}:{config.port}: {exc.strerror or exc}")
+            fatal(f"cannot bind {config.host}:{config.port}: {exc.strerror or exc}")
         return
     uvicorn.run(app, **common)
 

@@ -58,6 +58,9 @@ _BANDS = (("total_b12_deficient_ng_l", "total_b12_normal_ng_l"),
 
 #: The profiles of docs/clinical-rules.md section 5.
 PROFILES = ("default", "nice")
+#: The batch engines (:mod:`b12screen.batch`): here, beside the profiles, so that the command line can offer
+#: them without loading the batch package.
+ENGINES = ("local", "spark")
 
 
 @dataclass(frozen=True)
