@@ -117,7 +117,7 @@ def _context(scr: Screener, rule: Rule, record: PatientRecord, as_of: date, find
     """The context the engine gives ``rule`` (kept in step with ``Screener.run_rules`` by a test)."""
     earlier = frozenset(r.id for r in rules.values() if r.counts_for_later_rules and r.stage < rule.stage)
     return RuleContext(record=record, as_of=as_of, terminology=scr.terminology, rule=rule,
-                       overrides=scr.rule_params.get(rule.id, {}), findings=findings, risk_factor_rules=earlier,
+                       overrides=scr.rule_params.get(rule.id, {}), findings=findings, counted_rules=earlier,
                        modifiers=modifiers, settings=scr.settings, rules=rules)
 
 

@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..sources.files import DOCUMENT, GZIP, PLAIN, Discovery, file_kind
 from ..sources.lines import next_line_start
 from ..sources.reader import EMPTY_FILE, announced_type
-from ..sources.walk import unreadable_reason
+from ..sources.unreadable import unreadable_reason
 
 
 @dataclass(frozen=True, slots=True)

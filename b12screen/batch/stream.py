@@ -36,7 +36,7 @@ from ..sources.extract import (
 )
 from ..sources.files import DOCUMENT, GZIP
 from ..sources.grouping import BundleIndex, patient_key, patient_resource_key
-from ..sources.lines import Problem, bounded, gzip_lines, plain_lines
+from ..sources.lines import BadLine, bounded, gzip_lines, plain_lines
 from ..sources.reader import EMPTY_FILE, misfiled
 from ..sources.relevance import (
     CACHE_LIMIT,
@@ -48,7 +48,7 @@ from ..sources.relevance import (
     relevant_indices,
     typed_decoder,
 )
-from ..sources.walk import unreadable_reason
+from ..sources.unreadable import unreadable_reason
 from .bundles import BundleReading
 from .scan import Piece, Unit
 
@@ -185,7 +185,7 @@ class UnitReader(BundleReading):
         piece = self.piece
         return piece.kind == GZIP or (piece.start == 0 and piece.end == os.path.getsize(piece.path))
 
-    def _line_source(self) -> Iterator[list[bytes | Problem]]:
+    def _line_source(self) -> Iterator[list[bytes | BadLine]]:
         piece = self.piece
         size = piece.size if piece.size >= 0 else None
         if piece.kind == GZIP:
@@ -228,7 +228,7 @@ class UnitReader(BundleReading):
             none = NO_REFERENCE
             refs = [(h.subject or h.patient or none).reference for h in heads]
             counts = Counter(refs)
-        except (*HEAD_ERRORS, TypeError):  # TypeError: a Problem, or a reference that is not hashable
+        except (*HEAD_ERRORS, TypeError):  # TypeError: a BadLine, or a reference that is not hashable
             return False
         keys = {}
         for reference in counts:
@@ -250,7 +250,7 @@ class UnitReader(BundleReading):
                 partials[keys[refs[i]]].lines.append((lines[i], (fid, pidx, base + i + 1, None)))
         return True
 
-    def _batch(self, batch: list[bytes | Problem], rel: int) -> None:
+    def _batch(self, batch: list[bytes | BadLine], rel: int) -> None:
         """Read a batch of lines, the first numbered ``rel + 1``. The common case (one resource per line)
         is inlined here: it runs once per resource."""
         piece = self.piece

@@ -67,8 +67,8 @@ class RuleEngine:
             float(self.settings["active_b12_deficient_pmol_l"]), float(self.settings["active_b12_normal_pmol_l"]),
         )
         self.ruleset_version = self._ruleset_version()
-        # Rules may read the findings of risk-factor rules of earlier stages only.
-        self._earlier_risk_factors = {
+        # What counts as "another risk factor" for a rule: the counted rules (counts_for_later_rules) of earlier stages.
+        self._counted_by_stage = {
             stage: frozenset(r.id for r in self.rules if r.counts_for_later_rules and r.stage < stage)
             for stage in {r.stage for r in self.rules}
         }
@@ -122,7 +122,7 @@ class RuleEngine:
             ctx = RuleContext(
                 record=record, as_of=as_of, terminology=self.terminology, rule=rule,
                 overrides=self.rule_params[rule.id], findings=findings,
-                risk_factor_rules=self._earlier_risk_factors[rule.stage], modifiers=modifiers, settings=self.settings,
+                counted_rules=self._counted_by_stage[rule.stage], modifiers=modifiers, settings=self.settings,
                 rules=self.rules_by_id, trace=None if trace is None else trace.setdefault(rule.id, []),
             )
             try:

@@ -128,7 +128,9 @@ class RuleContext:
     rule: Rule
     overrides: Mapping[str, Any]
     findings: dict[str, Finding]
-    risk_factor_rules: frozenset[str]
+    #: Ids of the rules of earlier stages whose findings count as "another risk factor" for this rule
+    #: (:attr:`Rule.counts_for_later_rules`); not the report's ``risk_factors`` (every triggered rule).
+    counted_rules: frozenset[str]
     modifiers: dict[str, list[str]] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
     rules: Mapping[str, Rule] = field(default_factory=dict)
@@ -173,8 +175,8 @@ class RuleContext:
         ]
 
     def other_risk_factors(self, exclude: frozenset[str] = frozenset()) -> list[Finding]:
-        """Findings of risk-factor rules of earlier stages, leaving out ``exclude``."""
+        """Findings of the :attr:`counted_rules` (earlier stages) that fired, leaving out ``exclude``."""
         return [
             f for rid, f in sorted(self.findings.items())
-            if rid in self.risk_factor_rules and rid not in exclude
+            if rid in self.counted_rules and rid not in exclude
         ]

@@ -15,9 +15,9 @@ from typing import Any, BinaryIO
 
 from ..errors import InputError
 from . import limits
-from .lines import BLOCK, BOM, Problem, gzip_lines, numbered, plain_lines, stream_lines
+from .lines import BLOCK, BOM, BadLine, gzip_lines, numbered, plain_lines, stream_lines
 from .reader import Entry, read_bytes, read_lines, unwrap
-from .walk import broken_link_reason, unreadable_reason
+from .unreadable import broken_link_reason, unreadable_reason
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 JSON_SUFFIXES = (".json",)
@@ -129,12 +129,12 @@ def read_deleted(files: Iterable[str]) -> tuple[frozenset[str], list[InputError]
     for name in files:
         kind = file_kind(name)
         try:
-            lines: Iterable[tuple[int | None, bytes | Problem]] = (
+            lines: Iterable[tuple[int | None, bytes | BadLine]] = (
                 numbered(_ndjson_lines(name, kind)) if kind in (PLAIN, GZIP)
                 else [(None, unwrap(Path(name).read_bytes(), name))])
             for number, line in lines:
                 where = None if number is None else f"line {number}"
-                if isinstance(line, Problem):
+                if isinstance(line, BadLine):
                     errors.append(InputError(name, where, line.reason))
                 elif line.strip():
                     try:
@@ -148,7 +148,7 @@ def read_deleted(files: Iterable[str]) -> tuple[frozenset[str], list[InputError]
     return frozenset(found), errors
 
 
-def _ndjson_lines(path: str, kind: str | None) -> Iterator[list[bytes | Problem]]:
+def _ndjson_lines(path: str, kind: str | None) -> Iterator[list[bytes | BadLine]]:
     """The line batches of an NDJSON file (``.gz`` too), held to ``limits.line_cap()``; the file's size
     now is the size it must keep while it is read."""
     size = os.path.getsize(path)

@@ -1,6 +1,6 @@
 """Line readers shared by every door: a byte range of a plain NDJSON file, or a whole gzip file member by member.
 
-Both yield batches (lists) of ``bytes`` lines (without the newline), where a :class:`Problem` stands for
+Both yield batches (lists) of ``bytes`` lines (without the newline), where a :class:`BadLine` stands for
 one unreadable line (too long, where gzip data broke off, where a file that changed size while being read
 stops being trusted). Memory stays bounded by the block size and the line limit: a line over the limit is
 skipped without ever being held whole.
@@ -24,20 +24,20 @@ BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
-class Problem:
+class BadLine:
     """An unreadable line: its number is the position where it is yielded."""
 
     reason: str
 
 
-def too_long(max_line: int) -> Problem:
+def too_long(max_line: int) -> BadLine:
     """The problem of a line over ``max_line`` bytes."""
-    return Problem(f"line longer than {max_line} bytes")
+    return BadLine(f"line longer than {max_line} bytes")
 
 
 class _Splitter:
     """Split a stream of blocks into batches of lines, replacing lines over ``max_line`` bytes by a
-    Problem."""
+    BadLine."""
 
     def __init__(self, max_line: int, at_start: bool = True) -> None:
         self.max_line = max_line
@@ -46,15 +46,15 @@ class _Splitter:
         self.carry_len = 0
         self.oversize = False
 
-    def _too_long(self) -> Problem:
+    def _too_long(self) -> BadLine:
         return too_long(self.max_line)
 
-    def feed(self, data: bytes) -> list[bytes | Problem]:
+    def feed(self, data: bytes) -> list[bytes | BadLine]:
         if self.at_start:
             self.at_start = False
             if data.startswith(BOM):
                 data = data[3:]
-        parts: list[bytes | Problem] = data.split(b"\n")  # type: ignore[assignment]
+        parts: list[bytes | BadLine] = data.split(b"\n")  # type: ignore[assignment]
         last: bytes = parts.pop()  # type: ignore[assignment]
         if parts:
             if len(data) > self.max_line:
@@ -70,8 +70,8 @@ class _Splitter:
                 self.carry_len += len(last)
         return parts
 
-    def _finish(self, tail: bytes | Problem) -> bytes | Problem:
-        oversize = self.oversize or isinstance(tail, Problem) or self.carry_len + len(tail) > self.max_line
+    def _finish(self, tail: bytes | BadLine) -> bytes | BadLine:
+        oversize = self.oversize or isinstance(tail, BadLine) or self.carry_len + len(tail) > self.max_line
         line = b"" if oversize else b"".join([*self.carry, tail])  # type: ignore[list-item]
         self.carry, self.carry_len, self.oversize = [], 0, False
         return self._too_long() if oversize else line
@@ -79,7 +79,7 @@ class _Splitter:
     def pending(self) -> bool:
         return bool(self.carry) or self.oversize
 
-    def end(self) -> list[bytes | Problem]:
+    def end(self) -> list[bytes | BadLine]:
         return [self._finish(b"")] if self.pending() else []
 
     def drop(self) -> None:
@@ -89,19 +89,19 @@ class _Splitter:
 CHANGED_SIZE = "file changed size while being read"
 
 
-def changed_size(planned: int, now: int) -> Problem:
+def changed_size(planned: int, now: int) -> BadLine:
     """The problem of a file that was ``planned`` bytes when reading began and is ``now`` bytes."""
-    return Problem(f"{CHANGED_SIZE} ({planned} bytes, then {now}); the rest of it was not read")
+    return BadLine(f"{CHANGED_SIZE} ({planned} bytes, then {now}); the rest of it was not read")
 
 
-def _size_problem(f: BinaryIO, size: int | None) -> Problem | None:
+def _size_problem(f: BinaryIO, size: int | None) -> BadLine | None:
     """A :func:`changed_size` problem when the open file ``f`` is no longer ``size`` bytes."""
     now = os.fstat(f.fileno()).st_size
     return None if size is None or now == size else changed_size(size, now)
 
 
 def plain_lines(path: str, start: int, end: int, max_line: int,
-                size: int | None = None) -> Iterator[list[bytes | Problem]]:
+                size: int | None = None) -> Iterator[list[bytes | BadLine]]:
     """Batches of lines of ``path[start:end]`` (the range starts at a line start and ends after a newline
     or at the end of the file). ``size`` is the file's size when the read was planned: a range cut short,
     or a file whose size differs once its last range is read, ends with a :func:`changed_size` problem."""
@@ -127,7 +127,7 @@ def plain_lines(path: str, start: int, end: int, max_line: int,
     yield splitter.end()
 
 
-def stream_lines(f: BinaryIO, head: bytes, max_line: int) -> Iterator[list[bytes | Problem]]:
+def stream_lines(f: BinaryIO, head: bytes, max_line: int) -> Iterator[list[bytes | BadLine]]:
     """Batches of lines of ``head``, the bytes already read from the stream ``f`` (stdin), then of the rest
     of it, a block at a time."""
     splitter = _Splitter(max_line)
@@ -138,12 +138,12 @@ def stream_lines(f: BinaryIO, head: bytes, max_line: int) -> Iterator[list[bytes
     yield splitter.end()
 
 
-def numbered(batches: Iterable[list[bytes | Problem]]) -> Iterator[tuple[int, bytes | Problem]]:
+def numbered(batches: Iterable[list[bytes | BadLine]]) -> Iterator[tuple[int, bytes | BadLine]]:
     """Each line of ``batches`` with its number in the file, from 1."""
     return enumerate(itertools.chain.from_iterable(batches), start=1)
 
 
-def bounded(lines: Iterable[bytes], max_line: int) -> list[bytes | Problem]:
+def bounded(lines: Iterable[bytes], max_line: int) -> list[bytes | BadLine]:
     """Lines already in memory (a document read whole that turned out to be NDJSON), held to the limit."""
     problem = too_long(max_line)
     return [problem if len(line) > max_line else line for line in lines]
@@ -183,7 +183,7 @@ def _find_magic(f: BinaryIO, offset: int) -> int | None:
         base += len(block)
 
 
-def gzip_lines(path: str, max_line: int, size: int | None = None) -> Iterator[list[bytes | Problem]]:
+def gzip_lines(path: str, max_line: int, size: int | None = None) -> Iterator[list[bytes | BadLine]]:
     """Batches of lines of a gzip file of one or more members. A corrupt member (trailing garbage too) is reported
     and reading resumes at the next member; data cut short is reported where it stops, as a :func:`changed_size`
     problem when the file is no longer ``size`` bytes (its size when the read was planned). Output is expanded a
@@ -217,7 +217,7 @@ def gzip_lines(path: str, max_line: int, size: int | None = None) -> Iterator[li
                 if not resyncing or produced:
                     splitter.drop()
                     rest = "the rest of the file skipped" if nxt is None else "skipped to the next member"
-                    yield [Problem(f"corrupt gzip data in member {members} ({exc}); {rest}")]
+                    yield [BadLine(f"corrupt gzip data in member {members} ({exc}); {rest}")]
                 if nxt is None:
                     return
                 f.seek(nxt)
@@ -230,7 +230,7 @@ def gzip_lines(path: str, max_line: int, size: int | None = None) -> Iterator[li
                 reason = bomb_reason(expanded, f.tell())
                 if reason is not None:
                     splitter.drop()
-                    yield [Problem(reason)]
+                    yield [BadLine(reason)]
                     return
                 yield splitter.feed(out)
             if decomp.eof:
@@ -246,7 +246,7 @@ def gzip_lines(path: str, max_line: int, size: int | None = None) -> Iterator[li
         problem = _size_problem(f, size)
         if started:
             splitter.drop()
-            yield [problem or Problem(f"gzip data ends in the middle of member {members} (truncated file)")]
+            yield [problem or BadLine(f"gzip data ends in the middle of member {members} (truncated file)")]
             return
         if problem is not None:
             splitter.drop()

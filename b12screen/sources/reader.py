@@ -13,7 +13,7 @@ from typing import Any
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
 from . import limits
-from .lines import Problem, bounded, numbered
+from .lines import BadLine, bounded, numbered
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,14 +117,14 @@ def type_mismatch(value: Any, announced: str | None) -> str | None:
     return None
 
 
-def read_lines(batches: Iterable[list[bytes | Problem]], source: str) -> Iterator[Entry | InputError]:
+def read_lines(batches: Iterable[list[bytes | BadLine]], source: str) -> Iterator[Entry | InputError]:
     """Entries of NDJSON lines, in batches as :mod:`b12screen.sources.lines` yields them, numbered from 1. An
-    unreadable line (a :class:`Problem`: too long, where gzip data broke off, where the file changed size) is
+    unreadable line (a :class:`BadLine`: too long, where gzip data broke off, where the file changed size) is
     an error naming it; only blank lines is nothing readable."""
     announced = announced_type(source) if _is_ndjson_name(source) else None
     readable = False
     for number, line in numbered(batches):
-        if isinstance(line, Problem):
+        if isinstance(line, BadLine):
             readable = True
             yield InputError(source, f"line {number}", line.reason)
             continue
