@@ -5,6 +5,12 @@ status polls (202 with ``Retry-After`` and ``X-Progress``, then the manifest), a
 transient 500, an error file, a deleted file, an expired file, a file redirected to a second listener
 (another origin, which records whatever Authorization it is sent), DELETE of the job, and a SMART
 Backend Services token endpoint that verifies the client assertion.
+
+Strict where the SMART reference server (smart-on-fhir/bulk-data-server) is: a CapabilityStatement lists the
+types it holds, a kick-off naming another ``_type`` gets 400 with an OperationOutcome (``processing``:
+``The requested resource type "X" is not available on this server``), and a token request with a scope for
+a type it does not hold gets the OAuth error ``400 {"error": "invalid_scope", "error_description":
+"Invalid scope: \"<scope>\"."}``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import jwt
+
+from b12screen.sources.extract import UNDERSTOOD_TYPES
 
 EXPORT = Path(__file__).resolve().parent.parent / "fixtures" / "batch" / "export"
 TOKEN = "test-access-token"
@@ -70,6 +78,10 @@ class Scenario:
     slow: str | None = None  # this file trickles out a line every 0.1 s for a minute
     first_job_only: str | None = None  # this file is in the first job's manifest only
     wrong_count: str | None = None  # the manifest announces one resource more for this file
+    types: tuple[str, ...] = tuple(sorted(UNDERSTOOD_TYPES))  # what the server holds: another _type is refused
+    capability_types: tuple[str, ...] | None = None  # what its CapabilityStatement says (None: ``types``)
+    no_capability: bool = False  # GET metadata answers 404
+    scopes_supported: list[str] | None = None  # published in the SMART configuration when set
 
 
 @dataclass
@@ -80,6 +92,8 @@ class Log:
     downloads: list[tuple[str, str | None]] = field(default_factory=list)
     other_downloads: list[tuple[str, str | None]] = field(default_factory=list)
     tokens_issued: int = 0
+    scopes: list[str] = field(default_factory=list)  # the scope of each token request
+    metadata: list[str | None] = field(default_factory=list)  # the Authorization of each metadata request
 
 
 class BulkServer:
@@ -164,9 +178,14 @@ class BulkServer:
                     name = path.rsplit("/", 1)[-1]
                     return self.send(200, server.files[name], ctype="application/fhir+ndjson")
                 if path == "/fhir/.well-known/smart-configuration":
-                    return self.send(200, json.dumps({"token_endpoint": f"{server.base}/token"}).encode(),
-                                     ctype="application/json")
+                    config: dict[str, Any] = {"token_endpoint": f"{server.base}/token"}
+                    if server.scenario.scopes_supported is not None:
+                        config["scopes_supported"] = server.scenario.scopes_supported
+                    return self.send(200, json.dumps(config).encode(), ctype="application/json")
                 if path == "/fhir/metadata":
+                    server.log.metadata.append(self.headers.get("Authorization"))
+                    if server.scenario.no_capability:
+                        return self.outcome(404, "not-found", "unknown")
                     return self.send(200, json.dumps(server.capability()).encode())
                 if path.endswith("$export"):
                     return self.kickoff("GET", dict(parse_qsl(urlsplit(self.path).query)),
@@ -201,6 +220,10 @@ class BulkServer:
                     assert claims["iss"] == claims["sub"] == "b12-client"
                 except Exception:  # any bad assertion is refused
                     return self.send(401, b'{"error":"invalid_client"}', ctype="application/json")
+                server.log.scopes.append(form.get("scope", ""))
+                if not all(server.known_scope(scope) for scope in form.get("scope", "").split()):
+                    body = {"error": "invalid_scope", "error_description": f'Invalid scope: "{form.get("scope")}".'}
+                    return self.send(400, json.dumps(body).encode(), ctype="application/json")
                 server.log.tokens_issued += 1
                 self.send(200, json.dumps({"access_token": TOKEN, "token_type": "bearer",
                                            "expires_in": server.scenario.token_lifetime}).encode(),
@@ -215,6 +238,10 @@ class BulkServer:
                     server.jobs[job] = 0
                 if not self.authorized():
                     return self.outcome(401, "login", "no token")
+                for rtype in params.get("_type", "").split(","):
+                    if rtype and rtype not in server.scenario.types:
+                        return self.outcome(400, "processing",
+                                            f'The requested resource type "{rtype}" is not available on this server')
                 if server.scenario.reject_type_filter and "_typeFilter" in params:
                     return self.outcome(400, "not-supported", "_typeFilter is not supported")
                 if server.scenario.fatal_kickoff:
@@ -275,6 +302,14 @@ class BulkServer:
 
     def capability(self) -> dict[str, Any]:
         params = [{"name": "code", "type": "token"}] if self.scenario.declare_code_search else []
+        types = self.scenario.capability_types if self.scenario.capability_types is not None else self.scenario.types
         return {"resourceType": "CapabilityStatement", "status": "active", "kind": "instance", "fhirVersion": "4.0.1",
-                "rest": [{"mode": "server", "resource": [{"type": t, "searchParam": params}
-                                                         for t in ("Condition", "Observation", "Procedure")]}]}
+                "rest": [{"mode": "server", "resource": [
+                    {"type": t, "searchParam": params if t in ("Condition", "Observation", "Procedure") else []}
+                    for t in types]}]}
+
+    def known_scope(self, scope: str) -> bool:
+        """``system/<type or *>.<read, rs or *>`` for a type the server holds (the reference server's check)."""
+        rtype, _, access = scope.removeprefix("system/").partition(".")
+        return scope.startswith("system/") and (rtype == "*" or rtype in self.scenario.types) and \
+            access in ("read", "rs", "*")

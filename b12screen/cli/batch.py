@@ -87,13 +87,15 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
         sys.exit(EXIT_USAGE)
     report_plugin_failures(screener)
     exported: Any = None
+    plan: Any = None
     if fhir_server:
         if paths:
             raise click.UsageError("give either PATHs or --fhir-server, not both")
         if existing_outputs(Path(out)) and not overwrite:
             echo_err(f"error: {out} already holds outputs (use --overwrite to replace them)")
             sys.exit(EXIT_USAGE)
-        exported = run_export(screener, fhir_server, Path(out) / "export", {**export_opts, "progress": progress})
+        exported, plan = run_export(screener, fhir_server, Path(out) / "export",
+                                    {**export_opts, "progress": progress})
         echo_err(f"export: {describe(exported)}")
         paths = (str(Path(out) / "export"),)
     elif not paths:
@@ -114,7 +116,7 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     if exported is not None:
-        add_to_batch_outputs(result.out, result.summary, exported)
+        add_to_batch_outputs(result.out, result.summary, exported, plan.rows(screener.rules_by_id))
     s: dict[str, Any] = result.summary
     report_ignored(s["ignored_files"])
     echo_err(

@@ -31,7 +31,7 @@ import requests
 
 from .._version import __version__
 from . import limits
-from .fhirhttp import CreateResult, FhirError, SearchResult, check_url, retry_after_seconds, within
+from .fhirhttp import CreateResult, FhirError, SearchResult, check_url, oauth_error_text, retry_after_seconds, within
 from .httpbody import MAX_BODY_BYTES, BodyTimeout, BodyTooLarge, read_capped
 from .urls import origin
 
@@ -126,14 +126,16 @@ class SmartBackendAuth:
         token_url = self.token_url or client.discover_token_endpoint()
         check_url(token_url, client.allow_http_loopback)
         self.token_url = token_url
+        assertion = self.assertion(token_url)
         form = {
             "grant_type": "client_credentials",
             "scope": self.scope,
             "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": self.assertion(token_url),
+            "client_assertion": assertion,
         }
         response = client.send("POST", token_url, data=form, use_auth=False, idempotent=True,
                                headers={"Accept": "application/json"})
+        refuse_token(response, (assertion, *assertion.split(".")))
         body, token = client.json_field(response, "token response", "access_token")
         expires_in = body.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else 300.0
@@ -146,6 +148,16 @@ class SmartBackendAuth:
 
 
 Auth = BearerToken | SmartBackendAuth
+
+
+def refuse_token(response: requests.Response, secrets: Iterable[str]) -> None:
+    """Raise :class:`FhirError` with the OAuth ``error`` and ``error_description`` of a token endpoint that
+    said no (never the assertion or another of ``secrets``)."""
+    if response.status_code == 200:
+        return
+    why = oauth_error_text(response.content, secrets)
+    raise FhirError(f"token response: HTTP {response.status_code}" + (f": {why}" if why else ""),
+                    response.status_code)
 
 
 # -- the client -----------------------------------------------------------------------------------
