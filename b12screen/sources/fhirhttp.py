@@ -88,4 +88,4 @@ def oauth_error_text(body: bytes, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return "".join(c if c.isprintable() else " " for c in text)[:300]
+    return "".join(c if c.isprintable() else " " for c in text)[:1000]

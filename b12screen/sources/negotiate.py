@@ -13,7 +13,7 @@ from typing import Any
 
 from ..core.facts import MEDICATION_TYPES
 from ..core.fhirtypes import R4_RESOURCE_TYPES
-from .bulkexport import BulkExporter, ExportRequest, ExportResult
+from .bulkexport import BulkExporter, ExportError, ExportRequest, ExportResult
 from .fhirhttp import FhirError
 
 #: What the built-in rules read from each type, and the rules that read it ("*": every rule).
@@ -144,7 +144,7 @@ def run_dropping_refused(exporter: BulkExporter, request: ExportRequest, plan: T
     try:
         return exporter.run(request)
     except FhirError as exc:
-        refused = exporter.status_url is None and "_typeFilter" not in str(exc)
+        refused = isinstance(exc, ExportError) and exporter.status_url is None and "_typeFilter" not in str(exc)
         rtype = refused_type(str(exc), request.types) if refused else None
         if rtype is None or exc.status not in (400, 404, 422) or len(request.types) < 2:
             raise
