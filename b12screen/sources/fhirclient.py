@@ -424,6 +424,22 @@ class FhirClient:
             raise FhirError(f"POST {resource_type}: several resources match the condition (HTTP 412)", 412)
         raise FhirError(f"POST {resource_type}: HTTP {response.status_code}", response.status_code)
 
+    def update(self, resource: Mapping[str, Any], version: str | None) -> int:
+        """PUT ``[base]/[type]/[id]``; with ``version`` (the ``meta.versionId`` read) an ``If-Match``
+        version check, so that a change made since is never overwritten (412 raises with status 412)."""
+        resource_type, rid = resource["resourceType"], resource["id"]
+        headers = {"Prefer": "return=minimal"}
+        if version is not None:
+            headers["If-Match"] = f'W/"{version}"'
+        response = self.send("PUT", f"{self.base_url}/{resource_type}/{rid}", json_body=dict(resource),
+                             headers=headers, idempotent=version is not None)
+        if response.status_code in (200, 201):
+            return response.status_code
+        if response.status_code in (409, 412):
+            raise FhirError(f"PUT {resource_type}: changed on the server since it was read (HTTP "
+                            f"{response.status_code})", 412)
+        raise FhirError(f"PUT {resource_type}: HTTP {response.status_code}", response.status_code)
+
 
 def _no_auth(request: Any) -> Any:
     return request
