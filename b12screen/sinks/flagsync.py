@@ -109,10 +109,27 @@ def keep_current(client: FhirClient, patient_id: str, new_flag: Mapping[str, Any
     return actions
 
 
+def update(client: FhirClient, resource: Mapping[str, Any], version: str | None) -> int:
+    """PUT ``[base]/[type]/[id]``; with ``version`` (the ``meta.versionId`` read) an ``If-Match`` version
+    check, so that a change made since is never overwritten (409/412 raise with status 412)."""
+    resource_type, rid = resource["resourceType"], resource["id"]
+    headers = {"Prefer": "return=minimal"}
+    if version is not None:
+        headers["If-Match"] = f'W/"{version}"'
+    response = client.send("PUT", f"{client.base_url}/{resource_type}/{rid}", json_body=dict(resource),
+                           headers=headers, idempotent=version is not None)
+    if response.status_code in (200, 201):
+        return response.status_code
+    if response.status_code in (409, 412):
+        raise FhirError(f"PUT {resource_type}: changed on the server since it was read (HTTP "
+                        f"{response.status_code})", 412)
+    raise FhirError(f"PUT {resource_type}: HTTP {response.status_code}", response.status_code)
+
+
 def _retire(client: FhirClient, flag: Mapping[str, Any], patient_id: str, as_of: date, action: FlagAction) -> str:
     for attempt in range(2):
         try:
-            client.update(retired(flag, as_of), version_of(flag))
+            update(client, retired(flag, as_of), version_of(flag))
             return f"Flag/{action.flag_id} set inactive ({action.because})"
         except FhirError as exc:
             if exc.status != 412 or attempt:

@@ -31,7 +31,7 @@ import requests
 
 from .._version import __version__
 from . import limits
-from .fhirhttp import CreateResult, FhirError, SearchResult, check_url, oauth_error_text, retry_after_seconds, within
+from .fhirhttp import CreateResult, FhirError, SearchResult, check_url, refuse_token, retry_after_seconds, within
 from .httpbody import MAX_BODY_BYTES, BodyTimeout, BodyTooLarge, read_capped
 from .urls import origin
 
@@ -148,16 +148,6 @@ class SmartBackendAuth:
 
 
 Auth = BearerToken | SmartBackendAuth
-
-
-def refuse_token(response: requests.Response, secrets: Iterable[str]) -> None:
-    """Raise :class:`FhirError` with the OAuth ``error`` and ``error_description`` of a token endpoint that
-    said no (never the assertion or another of ``secrets``)."""
-    if response.status_code == 200:
-        return
-    why = oauth_error_text(response.content, secrets)
-    raise FhirError(f"token response: HTTP {response.status_code}" + (f": {why}" if why else ""),
-                    response.status_code)
 
 
 # -- the client -----------------------------------------------------------------------------------
@@ -423,22 +413,6 @@ class FhirClient:
         if response.status_code == 412:
             raise FhirError(f"POST {resource_type}: several resources match the condition (HTTP 412)", 412)
         raise FhirError(f"POST {resource_type}: HTTP {response.status_code}", response.status_code)
-
-    def update(self, resource: Mapping[str, Any], version: str | None) -> int:
-        """PUT ``[base]/[type]/[id]``; with ``version`` (the ``meta.versionId`` read) an ``If-Match``
-        version check, so that a change made since is never overwritten (412 raises with status 412)."""
-        resource_type, rid = resource["resourceType"], resource["id"]
-        headers = {"Prefer": "return=minimal"}
-        if version is not None:
-            headers["If-Match"] = f'W/"{version}"'
-        response = self.send("PUT", f"{self.base_url}/{resource_type}/{rid}", json_body=dict(resource),
-                             headers=headers, idempotent=version is not None)
-        if response.status_code in (200, 201):
-            return response.status_code
-        if response.status_code in (409, 412):
-            raise FhirError(f"PUT {resource_type}: changed on the server since it was read (HTTP "
-                            f"{response.status_code})", 412)
-        raise FhirError(f"PUT {resource_type}: HTTP {response.status_code}", response.status_code)
 
 
 def _no_auth(request: Any) -> Any:

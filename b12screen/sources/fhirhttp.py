@@ -89,3 +89,13 @@ def oauth_error_text(body: bytes, secrets: Iterable[str] = ()) -> str:
         if secret:
             text = text.replace(secret, "***")
     return "".join(c if c.isprintable() else " " for c in text)[:1000]
+
+
+def refuse_token(response: Any, secrets: Iterable[str]) -> None:
+    """Raise :class:`FhirError` with the OAuth ``error`` and ``error_description`` of a token endpoint that
+    said no (never the assertion or another of ``secrets``)."""
+    if response.status_code == 200:
+        return
+    why = oauth_error_text(response.content, secrets)
+    raise FhirError(f"token response: HTTP {response.status_code}" + (f": {why}" if why else ""),
+                    response.status_code)
