@@ -189,3 +189,12 @@ def test_plan_and_refusal_parsing() -> None:
     assert refused_type("HTTP 400: Encounter export is not enabled", types) == "Encounter"
     assert refused_type("HTTP 400: Encounter and Observation are not enabled", types) is None
     assert refused_type("HTTP 400: Group export is not enabled", types) is None
+
+
+def test_the_type_table_names_only_rules_that_exist() -> None:
+    from b12screen import Screener
+    from b12screen.sources.negotiate import TYPE_USE
+
+    named = {rule for _, rules in TYPE_USE.values() for rule in rules} - {"*"}
+    assert named <= {rule.id for rule in Screener().rules}
+    assert set(export_types()) <= set(TYPE_USE)
