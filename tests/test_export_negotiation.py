@@ -5,6 +5,9 @@ and OAuth errors that say why."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -93,6 +96,15 @@ def test_type_narrows_the_list_by_hand(tmp_path: Path) -> None:
     assert asked(server) == [["Patient", "Observation"]]
     assert "warning: Encounter not asked for (--type): DIET-V and DIET-VG will not see diet preferences" in output
     assert "warning: Observation" not in output
+    assert "warning: MedicationRequest not asked for (--type): the rules will not see medicines" in output
+
+
+def test_types_the_server_lacks_entirely_end_the_export(tmp_path: Path) -> None:
+    server, code, output = export(tmp_path, quiet(types=("Patient",)), "--type", "Encounter,AllergyIntolerance")
+    assert code == 2 and server.log.kickoffs == []
+    assert "warning: AllergyIntolerance not exported by this server (not in its CapabilityStatement) (no rule in " \
+           "force reads it)" in output
+    assert output.endswith("error: the server exports none of the resource types asked for\n")
 
 
 @pytest.mark.parametrize(("value", "message"), [
@@ -198,3 +210,20 @@ def test_the_type_table_names_only_rules_that_exist() -> None:
     named = {rule for _, rules in TYPE_USE.values() for rule in rules} - {"*"}
     assert named <= {rule.id for rule in Screener().rules}
     assert set(export_types()) <= set(TYPE_USE)
+
+
+def test_batch_with_smart_against_a_server_without_a_type_in_a_real_process(tmp_path: Path) -> None:
+    """The first failure users met, as they meet it: a process, SMART Backend Services, a server that holds no
+    FamilyMemberHistory. Kept to one run (about 3 s: the process starts and imports the batch engine)."""
+    key, pem = rsa_key(tmp_path)
+    scenario = quiet(types=NO_FAMILY, smart_public_key=key.public_key())
+    with BulkServer(scenario) as server:
+        proc = subprocess.run([sys.executable, "-m", "b12screen", "batch", "--fhir-server", server.base, "--out",
+                               str(tmp_path / "out"), "--client-id", "b12-client", "--private-key", str(pem),
+                               "--as-of", AS_OF.isoformat(), "--workers", "1", "--no-progress"],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONHASHSEED": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert f"b12screen: warning: {FAMILY_LINE}\n" in proc.stderr
+    assert asked(server) == [list(NO_FAMILY)] and "system/FamilyMemberHistory" not in server.log.scopes[0]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [row["type"] for row in summary["export"]["missing_types"]] == ["FamilyMemberHistory"]

@@ -63,8 +63,10 @@ def missing_line(row: Mapping[str, Any]) -> str:
     """One line naming a missing type, why, and what the rules lose ("COMBO and SYM-1 will not see family
     history")."""
     rules = list(row["rules"])
-    who = "no rule in force" if not rules else (
-        " and ".join([", ".join(rules[:-1]), rules[-1]] if len(rules) > 1 else rules))
+    if not rules:
+        return f"{row['type']} {row['reason']} (no rule in force reads it)"
+    every = "*" in TYPE_USE.get(row["type"], ("", ()))[1]
+    who = "the rules" if every else " and ".join([", ".join(rules[:-1]), rules[-1]] if len(rules) > 1 else rules)
     return f"{row['type']} {row['reason']}: {who} will not see {row['loses']}"
 
 
