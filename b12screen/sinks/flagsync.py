@@ -127,15 +127,14 @@ def update(client: FhirClient, resource: Mapping[str, Any], version: str | None)
 
 
 def _retire(client: FhirClient, flag: Mapping[str, Any], patient_id: str, as_of: date, action: FlagAction) -> str:
-    for attempt in range(2):
-        try:
-            update(client, retired(flag, as_of), version_of(flag))
-            return f"Flag/{action.flag_id} set inactive ({action.because})"
-        except FhirError as exc:
-            if exc.status != 412 or attempt:
-                raise
+    """Set one Flag inactive; on a version conflict read it again and try once more (a second conflict raises)."""
+    try:
+        update(client, retired(flag, as_of), version_of(flag))
+    except FhirError as exc:
+        if exc.status != 412:
+            raise
         fresh = client.read("Flag", str(action.flag_id))
         if fresh is None or not is_current_ours(fresh, patient_id):
             return f"Flag/{action.flag_id} changed on the server meanwhile and is no longer active; left as it is"
-        flag = fresh
-    raise AssertionError("unreachable")  # pragma: no cover
+        update(client, retired(fresh, as_of), version_of(fresh))
+    return f"Flag/{action.flag_id} set inactive ({action.because})"
