@@ -69,10 +69,14 @@ def test_batch_names_the_missing_type_and_the_rules_in_summary_json(tmp_path: Pa
     assert result.output.count("FamilyMemberHistory") == 1
 
 
-@pytest.mark.parametrize("capability", ["none", "wrong"])
+#: What the SMART reference server's CapabilityStatement lists: the export operations, not the data.
+OPERATIONS_ONLY = ("Patient", "Group", "OperationDefinition")
+
+
+@pytest.mark.parametrize("capability", ["none", "wrong", "operations only"])
 def test_a_type_refused_at_kick_off_is_dropped_and_asked_once_more(tmp_path: Path, capability: str) -> None:
-    scenario = quiet(types=NO_FAMILY, no_capability=capability == "none",
-                     capability_types=ALL if capability == "wrong" else None)
+    listed = {"none": None, "wrong": ALL, "operations only": OPERATIONS_ONLY}[capability]
+    scenario = quiet(types=NO_FAMILY, no_capability=capability == "none", capability_types=listed)
     server, code, output = export(tmp_path, scenario)
     assert code == 0, output
     assert asked(server) == [list(ALL), list(NO_FAMILY)]
@@ -100,7 +104,8 @@ def test_type_narrows_the_list_by_hand(tmp_path: Path) -> None:
 
 
 def test_types_the_server_lacks_entirely_end_the_export(tmp_path: Path) -> None:
-    server, code, output = export(tmp_path, quiet(types=("Patient",)), "--type", "Encounter,AllergyIntolerance")
+    server, code, output = export(tmp_path, quiet(types=("Patient", "Observation")), "--type",
+                                  "Encounter,AllergyIntolerance")
     assert code == 2 and server.log.kickoffs == []
     assert "warning: AllergyIntolerance not exported by this server (not in its CapabilityStatement) (no rule in " \
            "force reads it)" in output
@@ -153,7 +158,8 @@ def test_a_refused_scope_shows_the_oauth_error_and_exits_2(tmp_path: Path) -> No
     server, code, output = smart_export(tmp_path, types=NO_FAMILY, no_capability=True)
     assert code == 2 and "Traceback" not in output
     scope = " ".join(f"system/{t}.read" for t in ALL)
-    assert output.endswith(f'error: token response: HTTP 400: invalid_scope: Invalid scope: "{scope}".\n')
+    assert output.endswith(f'error: token response: HTTP 400: invalid_scope: Invalid scope: "{scope}". '
+                           "(--type TYPE[,TYPE] leaves out types the server does not know)\n")
     assert server.log.kickoffs == [] or all(k["authorization"] is None for k in server.log.kickoffs)
 
 
@@ -194,6 +200,9 @@ def test_plan_and_refusal_parsing() -> None:
     assert plan.scopes == ("system/Patient.read", "system/Observation.read")
     assert plan_types(("Patient",), {"resourceType": "CapabilityStatement", "rest": []}).types == ("Patient",)
     assert plan_types(("Patient",), {"resourceType": "Bundle"}).types == ("Patient",)
+    operations_only = {"resourceType": "CapabilityStatement", "rest": [{"resource": [{"type": "Patient"},
+                                                                                     {"type": "Group"}]}]}
+    assert plan_types(("Patient", "Condition"), operations_only).types == ("Patient", "Condition")
     assert scopes_for(("Patient", "Flag"), ["system/*.read"]) == (("system/Patient.read", "system/Flag.read"), [])
     assert scopes_for(("Patient", "Flag"), ["system/Patient.write"]) == ((), ["Patient", "Flag"])
     types = ("Patient", "Encounter", "Observation")

@@ -133,7 +133,8 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
                 return run_dropping_refused(exporter, request, plan, echo_err), plan
             raise
     except FhirError as exc:
-        fail(str(exc))
+        hint = " (--type TYPE[,TYPE] leaves out types the server does not know)" if "invalid_scope" in str(exc) else ""
+        fail(f"{exc}{hint}")
     except OSError as exc:
         fail(f"cannot write to {out} ({exc.strerror or exc})")
     except KeyboardInterrupt as exc:  # SIGINT; SIGTERM too within batch --fhir-server

@@ -105,8 +105,13 @@ def scopes_for(types: Sequence[str], supported: Any) -> tuple[tuple[str, ...], l
 
 
 def plan_types(wanted: Sequence[str], capability: Any, smart_config: Any = None) -> TypePlan:
-    """The types of ``wanted`` the server says it has (all of them when it says nothing), and their scopes."""
+    """The types of ``wanted`` the server says it has (all of them when it says nothing), and their scopes.
+    A CapabilityStatement that lists none of the types the rules read but Patient (as one describing only
+    the export operations does: the SMART reference server lists Patient, Group and OperationDefinition)
+    says nothing."""
     declared = declared_types(capability)
+    if declared is not None and not (declared & set(TYPE_USE)) - {"Patient"}:
+        declared = None
     plan = TypePlan(tuple(wanted))
     for rtype in wanted:
         if declared is not None and rtype not in declared:
