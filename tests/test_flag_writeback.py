@@ -154,3 +154,5 @@ def test_retired_ends_the_period_not_before_it_starts() -> None:
     assert retired(flag("a", "v", start="2026-12-01"), date(2026, 11, 24))["period"] == {
         "start": "2026-12-01", "end": "2026-12-01"}
     assert retired({"resourceType": "Flag"}, date(2026, 11, 24))["period"] == {"end": "2026-11-24"}
+    assert retired({"resourceType": "Flag", "period": "garbage"}, date(2026, 11, 24))["period"] == {
+        "end": "2026-11-24"}  # a malformed period from the server is replaced, not a crash

@@ -73,7 +73,7 @@ def plan_flags(existing: Sequence[Mapping[str, Any]], new_flag: Mapping[str, Any
 
 def retired(flag: Mapping[str, Any], as_of: date) -> dict[str, Any]:
     """The Flag set inactive, its period ending on ``as_of`` (not before it starts)."""
-    period = dict(flag.get("period") or {})
+    period = dict(flag["period"]) if isinstance(flag.get("period"), Mapping) else {}
     start = period.get("start")
     period["end"] = start if isinstance(start, str) and start[:10] > as_of.isoformat() else as_of.isoformat()
     return {**flag, "status": "inactive", "period": period}
