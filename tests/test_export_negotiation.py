@@ -200,6 +200,9 @@ def test_plan_and_refusal_parsing() -> None:
     assert plan.scopes == ("system/Patient.read", "system/Observation.read")
     assert plan_types(("Patient",), {"resourceType": "CapabilityStatement", "rest": []}).types == ("Patient",)
     assert plan_types(("Patient",), {"resourceType": "Bundle"}).types == ("Patient",)
+    for hostile in (7, "x", [1], [{"resource": 3}], [{"resource": [{"type": 5}, "Patient"]}]):  # malformed
+        assert plan_types(("Patient",), {"resourceType": "CapabilityStatement", "rest": hostile}).types == (
+            "Patient",)
     operations_only = {"resourceType": "CapabilityStatement", "rest": [{"resource": [{"type": "Patient"},
                                                                                      {"type": "Group"}]}]}
     assert plan_types(("Patient", "Condition"), operations_only).types == ("Patient", "Condition")

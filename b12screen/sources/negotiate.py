@@ -76,10 +76,15 @@ def declared_types(capability: Any) -> frozenset[str] | None:
     if not isinstance(capability, Mapping) or capability.get("resourceType") != "CapabilityStatement":
         return None
     found = set()
-    for rest in capability.get("rest") or []:
+    for rest in _list(capability.get("rest")):
         if isinstance(rest, Mapping) and rest.get("mode", "server") == "server":
-            found |= {str(r.get("type")) for r in rest.get("resource") or [] if isinstance(r, Mapping)}
+            found |= {r["type"] for r in _list(rest.get("resource")) if isinstance(r, Mapping)
+                      and isinstance(r.get("type"), str)}
     return frozenset(found) or None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def scopes_for(types: Sequence[str], supported: Any) -> tuple[tuple[str, ...], list[str]]:
