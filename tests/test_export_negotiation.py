@@ -33,7 +33,8 @@ FAMILY_LINE = ("FamilyMemberHistory not exported by this server (not in its Capa
 
 
 def quiet(**changes: Any) -> Scenario:
-    return Scenario(**{"error_file": False, "inject_429": False, "inject_500": False, "redirect": None, **changes})
+    return Scenario(**{"error_file": False, "inject_429": False, "inject_500": False, "redirect": None,
+                       "polls_before_ready": 0, **changes})  # ready at the first poll: no wait
 
 
 def export(out: Path, scenario: Scenario, *extra: str, env: dict[str, str] | None = None
