@@ -86,6 +86,21 @@ def test_a_type_refused_at_kick_off_is_dropped_and_asked_once_more(tmp_path: Pat
     assert (tmp_path / "export" / "Patient.000.ndjson").is_file()
 
 
+def test_a_rerun_resumes_the_job_that_left_a_refused_type_out(tmp_path: Path) -> None:
+    scenario = quiet(types=NO_FAMILY, no_capability=True, never_ready=True)
+    args = ["export", "--fhir-server", "", "--out", str(tmp_path)]
+    with BulkServer(scenario) as server:
+        args[2] = server.base
+        first = CliRunner().invoke(cli, [*args, "--max-wait", "1"], env=ENV)
+        assert first.exit_code == 2 and "did not finish within the time allowed" in first.output
+        scenario.never_ready = False
+        again = CliRunner().invoke(cli, args, env=ENV)
+    assert again.exit_code == 0, again.output
+    assert asked(server) == [list(ALL), list(NO_FAMILY)]  # no third kick-off: the job was resumed
+    assert "warning: resuming the export that left out FamilyMemberHistory (refused by this server at kick-off)" \
+        in again.output
+
+
 def test_the_retry_after_a_refused_type_happens_once(tmp_path: Path) -> None:
     types = tuple(t for t in NO_FAMILY if t != "Encounter")
     server, code, output = export(tmp_path, quiet(types=types, no_capability=True))

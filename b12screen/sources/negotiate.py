@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from ..core.facts import MEDICATION_TYPES
 from ..core.fhirtypes import R4_RESOURCE_TYPES
-from .bulkexport import BulkExporter, ExportError, ExportRequest, ExportResult
+from .bulkexport import STATE, BulkExporter, ExportError, ExportRequest, ExportResult
 from .fhirhttp import FhirError
 
 #: What the built-in rules read from each type, and the rules that read it ("*": every rule).
@@ -153,6 +155,11 @@ def run_dropping_refused(exporter: BulkExporter, request: ExportRequest, plan: T
                          say: Callable[[str], None]) -> ExportResult:
     """``exporter.run(request)``; when the kick-off is refused naming one of the requested types, that type
     is dropped (recorded in ``plan``, told through ``say``) and the export asked for once more."""
+    left_out = resumed_without(exporter, request)
+    if left_out is not None:
+        plan.drop(left_out, "refused by this server at kick-off")
+        say(f"warning: resuming the export that left out {left_out} (refused by this server at kick-off)")
+        request = without(request, left_out)
     try:
         return exporter.run(request)
     except FhirError as exc:
@@ -162,6 +169,23 @@ def run_dropping_refused(exporter: BulkExporter, request: ExportRequest, plan: T
             raise
         plan.drop(rtype, "refused by this server at kick-off")
         say(f"warning: {exc}; asking again without {rtype}")
-        retry = replace(request, types=tuple(t for t in request.types if t != rtype),
-                        type_filters=tuple(f for f in request.type_filters if not f.startswith(f"{rtype}?")))
-        return exporter.run(retry)
+        return exporter.run(without(request, rtype))
+
+
+def without(request: ExportRequest, rtype: str) -> ExportRequest:
+    """``request`` without one type (and its ``_typeFilter``)."""
+    return replace(request, types=tuple(t for t in request.types if t != rtype),
+                   type_filters=tuple(f for f in request.type_filters if not f.startswith(f"{rtype}?")))
+
+
+def resumed_without(exporter: BulkExporter, request: ExportRequest) -> str | None:
+    """The type that a job still on the server (in the exporter's resume state) left out of ``request``
+    after a refusal, so that a re-run resumes that job instead of asking again; None when there is none."""
+    try:
+        state = orjson.loads((exporter.meta / STATE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(state, dict) or state.get("deleted_job") or not state.get("status_url"):
+        return None
+    base = exporter.client.base_url
+    return next((t for t in request.types if without(request, t).key(base) == state.get("key")), None)
