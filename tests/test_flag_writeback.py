@@ -156,3 +156,10 @@ def test_retired_ends_the_period_not_before_it_starts() -> None:
     assert retired({"resourceType": "Flag"}, date(2026, 11, 24))["period"] == {"end": "2026-11-24"}
     assert retired({"resourceType": "Flag", "period": "garbage"}, date(2026, 11, 24))["period"] == {
         "end": "2026-11-24"}  # a malformed period from the server is replaced, not a crash
+
+
+def test_the_default_smart_scope_of_a_write_back_can_search_and_write_flags() -> None:
+    from b12screen.cli.fetch import _default_scope
+
+    assert {"system/Flag.read", "system/Flag.write"} <= set(_default_scope(True).split())
+    assert "system/Flag.write" not in _default_scope(False)
