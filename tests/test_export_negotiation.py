@@ -83,6 +83,8 @@ def test_a_type_refused_at_kick_off_is_dropped_and_asked_once_more(tmp_path: Pat
     assert asked(server) == [list(ALL), list(NO_FAMILY)]
     assert ('warning: export kick-off: HTTP 400: processing: The requested resource type "FamilyMemberHistory" is '
             "not available on this server; asking again without FamilyMemberHistory") in output
+    assert ("warning: FamilyMemberHistory refused by this server at kick-off: ACID-2, COMBO, MET-2 and SYM-1 will "
+            "not see family history") in output
     assert (tmp_path / "export" / "Patient.000.ndjson").is_file()
 
 

@@ -116,7 +116,7 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
         echo_err(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     if exported is not None:
-        add_to_batch_outputs(result.out, result.summary, exported, plan.rows(screener.rules_by_id))
+        add_to_batch_outputs(result.out, result.summary, exported, plan.rows())
     s: dict[str, Any] = result.summary
     report_ignored(s["ignored_files"])
     echo_err(

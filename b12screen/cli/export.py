@@ -178,9 +178,10 @@ def _negotiated(screener: Screener, wanted: tuple[str, ...], capability: Any, sm
     from ..sources.negotiate import missing_line, plan_types
 
     plan = plan_types(wanted, capability, smart)
+    plan.rule_ids = tuple(screener.rules_by_id)
     for rtype in sorted(set(export_types()) - set(wanted)):
         plan.missing[rtype] = "not asked for (--type)"
-    for row in plan.rows(screener.rules_by_id):
+    for row in plan.rows():
         echo_err(f"warning: {missing_line(row)}")
     return plan
 

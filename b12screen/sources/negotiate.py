@@ -42,15 +42,17 @@ class TypePlan:
     types: tuple[str, ...]
     scopes: tuple[str, ...] = ()
     missing: dict[str, str] = field(default_factory=dict)
+    rule_ids: tuple[str, ...] = ()  # the rules in force, for the lines that name what they lose
 
     def drop(self, rtype: str, reason: str) -> None:
         self.types = tuple(t for t in self.types if t != rtype)
         self.scopes = tuple(s for s in self.scopes if not s.startswith(f"system/{rtype}."))
         self.missing[rtype] = reason
 
-    def rows(self, rule_ids: Iterable[str]) -> list[dict[str, Any]]:
+    def rows(self, rule_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """``{type, reason, rules, loses}`` per missing type (for ``summary.json``)."""
-        return [{"type": t, "reason": why, "rules": affected(t, rule_ids), "loses": TYPE_USE.get(t, ("data",))[0]}
+        ids = tuple(self.rule_ids if rule_ids is None else rule_ids)
+        return [{"type": t, "reason": why, "rules": affected(t, ids), "loses": TYPE_USE.get(t, ("data",))[0]}
                 for t, why in sorted(self.missing.items())]
 
 
@@ -169,6 +171,7 @@ def run_dropping_refused(exporter: BulkExporter, request: ExportRequest, plan: T
             raise
         plan.drop(rtype, "refused by this server at kick-off")
         say(f"warning: {exc}; asking again without {rtype}")
+        say(f"warning: {missing_line(next(r for r in plan.rows() if r['type'] == rtype))}")
         return exporter.run(without(request, rtype))
 
 
