@@ -5,6 +5,12 @@ status polls (202 with ``Retry-After`` and ``X-Progress``, then the manifest), a
 transient 500, an error file, a deleted file, an expired file, a file redirected to a second listener
 (another origin, which records whatever Authorization it is sent), DELETE of the job, and a SMART
 Backend Services token endpoint that verifies the client assertion.
+
+Strict where the SMART reference server (smart-on-fhir/bulk-data-server) is: a CapabilityStatement lists the
+types it holds, a kick-off naming another ``_type`` gets 400 with an OperationOutcome (``processing``:
+``The requested resource type "X" is not available on this server``), and a token request with a scope for
+a type it does not hold gets the OAuth error ``400 {"error": "invalid_scope", "error_description":
+"Invalid scope: \"<scope>\"."}``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import jwt
 from hostileserver import TwoListeners, drip_headers
+
+from b12screen.sources.extract import UNDERSTOOD_TYPES
 
 EXPORT = Path(__file__).resolve().parent.parent / "fixtures" / "batch" / "export"
 TOKEN = "test-access-token"
@@ -83,6 +91,10 @@ class Scenario:
     missing_elsewhere: str | None = None  # this file's URL is on the other origin, which answers 404
     cut_short: str | None = None  # this file's connection closes halfway through its declared length
     drip_headers: str | None = None  # this file's (or "status": the status request's) headers come a line at a time
+    types: tuple[str, ...] = tuple(sorted(UNDERSTOOD_TYPES))  # what the server holds: another _type is refused
+    capability_types: tuple[str, ...] | None = None  # what its CapabilityStatement says (None: ``types``)
+    no_capability: bool = False  # GET metadata answers 404
+    scopes_supported: list[str] | None = None  # published in the SMART configuration when set
 
 
 @dataclass
@@ -93,6 +105,8 @@ class Log:
     downloads: list[tuple[str, str | None]] = field(default_factory=list)
     other_downloads: list[tuple[str, str | None]] = field(default_factory=list)
     tokens_issued: int = 0
+    scopes: list[str] = field(default_factory=list)  # the scope of each token request
+    metadata: list[str | None] = field(default_factory=list)  # the Authorization of each metadata request
 
 
 class BulkServer(TwoListeners):
@@ -169,9 +183,14 @@ class BulkServer(TwoListeners):
                         return self.send(404, b"no such file", ctype="text/plain")
                     return self.send(200, server.files[name], ctype="application/fhir+ndjson")
                 if path == "/fhir/.well-known/smart-configuration":
-                    return self.send(200, json.dumps({"token_endpoint": f"{server.base}/token"}).encode(),
-                                     ctype="application/json")
+                    config: dict[str, Any] = {"token_endpoint": f"{server.base}/token"}
+                    if server.scenario.scopes_supported is not None:
+                        config["scopes_supported"] = server.scenario.scopes_supported
+                    return self.send(200, json.dumps(config).encode(), ctype="application/json")
                 if path == "/fhir/metadata":
+                    server.log.metadata.append(self.headers.get("Authorization"))
+                    if server.scenario.no_capability:
+                        return self.outcome(404, "not-found", "unknown")
                     return self.send(200, json.dumps(server.capability()).encode())
                 if path.endswith("$export"):
                     return self.kickoff("GET", dict(parse_qsl(urlsplit(self.path).query)),
@@ -208,6 +227,10 @@ class BulkServer(TwoListeners):
                     assert claims["iss"] == claims["sub"] == "b12-client"
                 except Exception:  # any bad assertion is refused
                     return self.send(401, b'{"error":"invalid_client"}', ctype="application/json")
+                server.log.scopes.append(form.get("scope", ""))
+                if not all(server.known_scope(scope) for scope in form.get("scope", "").split()):
+                    body = {"error": "invalid_scope", "error_description": f'Invalid scope: "{form.get("scope")}".'}
+                    return self.send(400, json.dumps(body).encode(), ctype="application/json")
                 server.log.tokens_issued += 1
                 self.send(200, json.dumps({"access_token": TOKEN, "token_type": "bearer",
                                            "expires_in": server.scenario.token_lifetime}).encode(),
@@ -222,6 +245,10 @@ class BulkServer(TwoListeners):
                     server.jobs[job] = 0
                 if not self.authorized():
                     return self.outcome(401, "login", "no token")
+                for rtype in params.get("_type", "").split(","):
+                    if rtype and rtype not in server.scenario.types:
+                        return self.outcome(400, "processing",
+                                            f'The requested resource type "{rtype}" is not available on this server')
                 if server.scenario.reject_type_filter and "_typeFilter" in params:
                     return self.outcome(400, "not-supported", "_typeFilter is not supported")
                 if server.scenario.fatal_kickoff:
@@ -308,6 +335,14 @@ class BulkServer(TwoListeners):
 
     def capability(self) -> dict[str, Any]:
         params = [{"name": "code", "type": "token"}] if self.scenario.declare_code_search else []
+        types = self.scenario.capability_types if self.scenario.capability_types is not None else self.scenario.types
         return {"resourceType": "CapabilityStatement", "status": "active", "kind": "instance", "fhirVersion": "4.0.1",
-                "rest": [{"mode": "server", "resource": [{"type": t, "searchParam": params}
-                                                         for t in ("Condition", "Observation", "Procedure")]}]}
+                "rest": [{"mode": "server", "resource": [
+                    {"type": t, "searchParam": params if t in ("Condition", "Observation", "Procedure") else []}
+                    for t in types]}]}
+
+    def known_scope(self, scope: str) -> bool:
+        """``system/<type or *>.<read, rs or *>`` for a type the server holds (the reference server's check)."""
+        rtype, _, access = scope.removeprefix("system/").partition(".")
+        return scope.startswith("system/") and (rtype == "*" or rtype in self.scenario.types) and \
+            access in ("read", "rs", "*")

@@ -283,6 +283,8 @@ class FakeServer:
         for kind in ("MedicationDispense", "MedicationAdministration", "Condition", "Procedure", "Observation"):
             rs.add(responses.GET, f"{BASE}/{kind}", json=searchset())
         rs.add_callback(responses.POST, f"{BASE}/Flag", callback=self.create)
+        rs.add_callback(responses.GET, f"{BASE}/Flag", callback=lambda request: (
+            200, {}, json.dumps(searchset(*self.flags))))
 
     def create(self, request: Any) -> tuple[int, dict[str, str], str]:
         assert request.headers["Authorization"] == f"Bearer {TOKEN}"
@@ -292,7 +294,7 @@ class FakeServer:
         system, value = condition.removeprefix("identifier=").split("|")
         if any(i["system"] == system and i["value"] == value for f in self.flags for i in f["identifier"]):
             return 200, {}, ""
-        self.flags.append(flag)
+        self.flags.append({**flag, "id": str(len(self.flags) + 1), "meta": {"versionId": "1"}})
         return 201, {"Location": f"{BASE}/Flag/{len(self.flags)}/_history/1"}, ""
 
 
@@ -331,7 +333,7 @@ def test_fetch_screens_and_writes_back_once() -> None:
     assert report[0]["outcome"] == "suggest-b12-test" and report[0]["rules"] == ["MET-2"]
     assert "Flag created (HTTP 201)" in first.stderr
     second = run_fetch("--patient", "p1", "--write-back", "--format", "ndjson")
-    assert "already exists" in second.stderr
+    assert "write-back: Flag/1 already says this; not written again" in second.stderr
     assert len(server.flags) == 1
     assert json.loads(second.stdout)["resourceType"] == "Flag"
     assert TOKEN not in first.output + second.output

@@ -80,12 +80,14 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     when = as_of_date(as_of)
     screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
     exported: Any = None
+    plan: Any = None
     if fhir_server:
         if paths:
             raise click.UsageError("give either PATHs or --fhir-server, not both")
         if existing_outputs(Path(out)) and not overwrite:
             fatal(f"{out} already holds outputs (use --overwrite to replace them)", EXIT_USAGE)
-        exported = run_export(screener, fhir_server, Path(out) / "export", {**export_opts, "progress": progress})
+        exported, plan = run_export(screener, fhir_server, Path(out) / "export",
+                                    {**export_opts, "progress": progress})
         echo_err(f"export: {describe(exported)}")
         paths = (str(Path(out) / "export"),)
     elif not paths:
@@ -104,7 +106,7 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     except (B12ScreenError, ImportError) as exc:  # outputs present, a missing input, Spark cannot start
         fatal(str(exc), EXIT_USAGE)
     if exported is not None:
-        add_to_batch_outputs(result.out, result.summary, exported)
+        add_to_batch_outputs(result.out, result.summary, exported, plan.rows())
     s: dict[str, Any] = result.summary
     report_ignored(s["ignored_files"])
     echo_err(

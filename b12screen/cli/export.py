@@ -27,6 +27,7 @@ from .fetch import make_auth
 if TYPE_CHECKING:
     from ..screening import Screener
     from ..sources.bulkexport import ExportResult
+    from ..sources.negotiate import TypePlan
 
 #: A FHIR instant: date, time to the second (fractions allowed) and a zone.
 INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
@@ -41,6 +42,9 @@ def export_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--patient-level", is_flag=True, help="Export all patients (Patient/$export)."),
         click.option("--since", metavar="INSTANT",
                      help="Only resources changed since (_since), e.g. 2026-11-30T00:00:00Z."),
+        click.option("--type", "types", metavar="TYPE[,TYPE]",
+                     help="Export these resource types (default: every type the rules read, as far as the server "
+                          "has them)."),
         click.option("--type-filter", is_flag=True,
                      help="Narrow Condition/Observation/Procedure by the value-set codes (_typeFilter) "
                           "where the server's CapabilityStatement declares search by code."),
@@ -81,29 +85,40 @@ def value_set_codes(screener: Screener) -> dict[str, list[str]]:
     return {rtype: codes for rtype in FILTERED_TYPES}
 
 
-def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, Any]) -> ExportResult:
-    """Run the export into ``out`` with the command's options; exits with a message on failure."""
+def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, Any]
+               ) -> tuple[ExportResult, TypePlan]:
+    """Run the export into ``out`` with the command's options: (result, the types asked for and those
+    missing); exits with a message on failure."""
     from ..errors import B12ScreenError
     from ..sources.bulkdata import type_filters
     from ..sources.bulkexport import BulkExporter, ExportLimits, ExportRequest
-    from ..sources.fhirclient import FhirClient
+    from ..sources.fhirclient import FhirClient, SmartBackendAuth
     from ..sources.fhirhttp import FhirError
+    from ..sources.negotiate import run_dropping_refused
 
     if opts["group"] and opts["patient_level"]:
         raise click.UsageError("give either --group or --patient-level, not both")
     if opts["since"] and not INSTANT.fullmatch(opts["since"]):
         raise click.BadParameter("expected a FHIR instant such as 2026-11-30T00:00:00Z", param_hint="--since")
-    types = export_types()
-    scope = " ".join(f"system/{t}.read" for t in types)
+    wanted = _wanted_types(opts.get("types"))
     try:
         auth = make_auth(opts["token_file"], opts["client_id"], opts["private_key"], opts["key_id"], opts["alg"],
-                         None, scope)
+                         None, "")
         client = FhirClient(fhir_server, auth=auth, timeout=(min(5.0, opts["timeout"]), opts["timeout"]))
     except B12ScreenError as exc:
         fatal(str(exc))
+    capability = _public_json(client, "metadata", "metadata")
+    smart = _public_json(client, ".well-known/smart-configuration", "smart-configuration") \
+        if isinstance(auth, SmartBackendAuth) else None
+    plan = _negotiated(screener, wanted, capability, smart)
+    if isinstance(auth, SmartBackendAuth):
+        auth.scope = " ".join(plan.scopes)
+    types = plan.types
+    if not types:
+        fatal("the server exports none of the resource types asked for")
     filters: tuple[str, ...] = ()
     if opts["type_filter"]:
-        filters = _filters(client, types, value_set_codes(screener), type_filters)
+        filters = _filters(capability, types, value_set_codes(screener), type_filters)
     level = "group" if opts["group"] else "patient" if opts["patient_level"] else "system"
     request = ExportRequest(types, level, opts["group"], opts["since"], filters)
     limits = ExportLimits(parallel=opts["parallel"], max_file_bytes=round(opts["max_file_mb"] * (1 << 20)),
@@ -112,14 +127,16 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
     exporter = BulkExporter(client, out, limits, on_progress=lambda text: bar and bar.set_postfix_str(text))
     try:
         try:
-            return exporter.run(request)
+            return run_dropping_refused(exporter, request, plan, echo_err), plan
         except FhirError as exc:
             if filters and exc.status == 400 and exporter.status_url is None:
                 echo_err("warning: the server refused _typeFilter; exporting those types unfiltered")
-                return exporter.run(ExportRequest(types, level, opts["group"], opts["since"]))
+                request = ExportRequest(plan.types, level, opts["group"], opts["since"])
+                return run_dropping_refused(exporter, request, plan, echo_err), plan
             raise
     except FhirError as exc:
-        fatal(str(exc))
+        hint = " (--type TYPE[,TYPE] leaves out types the server does not know)" if "invalid_scope" in str(exc) else ""
+        fatal(f"{exc}{hint}")
     except OSError as exc:
         fatal(f"cannot write to {out} ({exc.strerror or exc})")
     except KeyboardInterrupt as exc:  # SIGINT; SIGTERM too within batch --fhir-server
@@ -131,15 +148,48 @@ def run_export(screener: Screener, fhir_server: str, out: Path, opts: dict[str, 
             bar.close()
 
 
-def _filters(client: Any, types: tuple[str, ...], codes: dict[str, list[str]], build: Callable[..., Any]
-             ) -> tuple[str, ...]:
+def _wanted_types(value: str | None) -> tuple[str, ...]:
+    """``--type`` as a tuple of names, or every type the rules read; a usage error names an unknown type."""
+    from ..sources.negotiate import parse_types
+
+    if value is None:
+        return export_types()
+    try:
+        return parse_types(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--type") from None
+
+
+def _public_json(client: Any, path: str, what: str) -> Any:
+    """The JSON at ``[base]/path`` (the CapabilityStatement, the SMART configuration), asked for without
+    credentials (with a bearer token when the server wants one); None when the server has none to give."""
+    from ..sources.fhirclient import BearerToken
     from ..sources.fhirhttp import FhirError
 
     try:
-        response = client.send("GET", f"{client.base_url}/metadata")
-        capability = client.parse_json(response, "metadata") if response.status_code == 200 else None
+        response = client.send("GET", f"{client.base_url}/{path}", use_auth=False)
+        if response.status_code in (401, 403) and isinstance(client.auth, BearerToken):
+            response = client.send("GET", f"{client.base_url}/{path}")
+        return client.parse_json(response, what) if response.status_code == 200 else None
     except FhirError:
-        capability = None
+        return None
+
+
+def _negotiated(screener: Screener, wanted: tuple[str, ...], capability: Any, smart: Any) -> TypePlan:
+    """The types (and scopes) to ask for; a warning line per type the rules read that the export will lack."""
+    from ..sources.negotiate import missing_line, plan_types
+
+    plan = plan_types(wanted, capability, smart)
+    plan.rule_ids = tuple(screener.rules_by_id)
+    for rtype in sorted(set(export_types()) - set(wanted)):
+        plan.missing[rtype] = "not asked for (--type)"
+    for row in plan.rows():
+        echo_err(f"warning: {missing_line(row)}")
+    return plan
+
+
+def _filters(capability: Any, types: tuple[str, ...], codes: dict[str, list[str]], build: Callable[..., Any]
+             ) -> tuple[str, ...]:
     filters, unfiltered = build(types, codes, capability if isinstance(capability, dict) else None)
     if unfiltered:
         echo_err(f"warning: --type-filter: the server's CapabilityStatement does not declare search by code "
@@ -162,9 +212,11 @@ def write_errors(path: Path, rows: list[dict[str, Any]]) -> None:
             f.write(dumps(row, pretty=False) + "\n")
 
 
-def add_to_batch_outputs(out: Path, summary: dict[str, Any], exported: ExportResult) -> None:
+def add_to_batch_outputs(out: Path, summary: dict[str, Any], exported: ExportResult,
+                         missing: list[dict[str, Any]] | None = None) -> None:
     """Add the export's error rows to a batch's ``errors.ndjson`` and its figures to ``summary.json``
-    (``export``: files, bytes, errors, seconds waiting and downloading); both rewritten atomically."""
+    (``export``: files, bytes, errors, seconds waiting and downloading, the types the rules read that the
+    export lacks: ``missing_types``); both rewritten atomically."""
     from ..batch.outputs import AtomicFile, dump_summary
 
     if exported.errors:
@@ -179,7 +231,8 @@ def add_to_batch_outputs(out: Path, summary: dict[str, Any], exported: ExportRes
     summary["errors"] = summary.get("errors", 0) + len(exported.errors)
     summary["export"] = {"files": len(exported.files), "bytes": exported.bytes, "errors": len(exported.errors),
                          "reexported": exported.reexported, "seconds_waiting": round(exported.seconds_waiting, 3),
-                         "seconds_downloading": round(exported.seconds_downloading, 3)}
+                         "seconds_downloading": round(exported.seconds_downloading, 3),
+                         "missing_types": missing or []}
     final = AtomicFile(out / "summary.json")
     final.write(dump_summary(summary))
     final.commit()
@@ -209,7 +262,7 @@ def export(fhir_server: str, out: str, as_of: str | None, profile: str, config_p
     """
     screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
     folder = Path(out)
-    result = run_export(screener, fhir_server, folder / "export", opts)
+    result, _plan = run_export(screener, fhir_server, folder / "export", opts)
     write_errors(folder / "errors.ndjson", result.errors)
     echo_err(f"export: {describe(result)} -> {folder / 'export'}")
     if result.errors:

@@ -62,7 +62,8 @@ def _default_scope(write_back: bool) -> str:
 
     types = sorted({d.resource_type for d in RECORD_PREFETCH} | {"Medication"})
     scopes = [f"system/{t}.read" for t in types]
-    if write_back:
+    if write_back:  # earlier Flags are searched for, then created or updated
+        scopes += [] if "system/Flag.read" in scopes else ["system/Flag.read"]
         scopes.append("system/Flag.write")
     return " ".join(scopes)
 
@@ -70,7 +71,10 @@ def _default_scope(write_back: bool) -> str:
 @click.command()
 @click.option("--fhir-server", required=True, metavar="URL", help="FHIR R4 base URL (https; http only on loopback).")
 @click.option("--patient", "patient_id", required=True, metavar="ID", help="Patient.id to screen.")
-@click.option("--write-back", is_flag=True, help="Create the Flag on the server (conditional create: idempotent).")
+@click.option("--write-back", is_flag=True,
+              help="Keep the patient's b12screen Flag on the server current: create it (conditional create), set "
+                   "the earlier one inactive, or set it inactive when no longer warranted (docs/fhir-servers.md).")
+@click.option("--dry-run", is_flag=True, help="With --write-back: print what it would write, write nothing.")
 @click.option("--token-file", type=click.Path(dir_okay=False, exists=True),
               help=f"File holding a bearer token (default: the {TOKEN_ENV} environment variable).")
 @click.option("--client-id", help="SMART Backend Services client id (with --private-key).")
@@ -108,7 +112,7 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
           max_medication_reads: int, fmt: str, as_of: str | None,
           profile: str,
           config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...], settings: tuple[str, ...],
-          strict_plugins: bool, validate: str) -> None:
+          strict_plugins: bool, validate: str, dry_run: bool = False) -> None:
     """Read one patient from a FHIR REST server, screen it, print the result; optionally write the Flag back."""
     from ..errors import B12ScreenError
     from ..screening import screen_patient
@@ -117,6 +121,8 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
     from ..sources.fhirread import is_valid_id, read_patient
 
     when: date = as_of_date(as_of)
+    if dry_run and not write_back:
+        raise click.UsageError("--dry-run goes with --write-back")
     if not is_valid_id(patient_id):
         raise click.BadParameter("not a FHIR id", param_hint="--patient")
     screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
@@ -146,7 +152,7 @@ def fetch(fhir_server: str, patient_id: str, write_back: bool, token_file: str |
     echo_err(f"screened Patient/{patient_id} from {screened.resources_read} resource(s) as of {when.isoformat()}: "
          f"{result.outcome}")
     if write_back:
-        _write_back(client, result)
+        _write_back(client, result, patient_id, when, dry_run)
     if problems or errors or result.rule_errors:
         finish(EXIT_PARTIAL)
 
@@ -166,21 +172,16 @@ def _print(result: Any, fmt: str) -> None:
         click.echo(orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode())
 
 
-def _write_back(client: FhirClient, result: Any) -> None:
-    from ..sinks.flag import IDENTIFIER_SYSTEM, flag_identifier, flag_json
+def _write_back(client: FhirClient, result: Any, patient_id: str, when: date, dry_run: bool) -> None:
+    from ..sinks.flag import flag_json
+    from ..sinks.flagsync import keep_current
     from ..sources.fhirclient import FhirError
 
-    flag = flag_json(result)
-    if flag is None:
-        echo_err("write-back: no Flag for this outcome; nothing written")
-        return
-    condition = f"identifier={IDENTIFIER_SYSTEM}|{flag_identifier(result)}"
+    label = "write-back (dry run)" if dry_run else "write-back"
     try:
-        created = client.create(flag, if_none_exist=condition)
+        actions = keep_current(client, patient_id, flag_json(result), when, dry_run,
+                               say=lambda text: echo_err(f"{label}: {text}"))
     except FhirError as exc:
         fatal(f"write-back failed: {exc}", EXIT_PARTIAL)
-    if created.created:
-        echo_err(f"write-back: Flag created (HTTP {created.status})" + (f" at {created.location}" if created.location
-                                                                     else ""))
-    else:
-        echo_err(f"write-back: the Flag already exists (HTTP {created.status}); not created again")
+    if not actions:
+        echo_err(f"{label}: no Flag for this outcome and no active b12screen Flag on the server; nothing written")

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import jwt
 import requests
 
-from .fhirhttp import FhirError, check_url
+from .fhirhttp import FhirError, check_url, refuse_token
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +102,16 @@ class SmartBackendAuth:
         token_url = self.token_url or client.discover_token_endpoint()
         check_url(token_url, client.allow_http_loopback)
         self.token_url = token_url
+        assertion = self.assertion(token_url)
         form = {
             "grant_type": "client_credentials",
             "scope": self.scope,
             "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": self.assertion(token_url),
+            "client_assertion": assertion,
         }
         response = client.send("POST", token_url, data=form, use_auth=False, idempotent=True,
                                headers={"Accept": "application/json"})
+        refuse_token(response, (assertion, *assertion.split(".")))
         body, token = client.json_field(response, "token response", "access_token")
         expires_in = body.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else 300.0

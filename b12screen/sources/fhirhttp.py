@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,3 +72,30 @@ def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now()).total_seconds())
+
+
+def oauth_error_text(body: bytes, secrets: Iterable[str] = ()) -> str:
+    """``error: error_description`` of an OAuth 2.0 error response (RFC 6749 5.2), shortened and with any of
+    ``secrets`` (the client assertion) blanked; ``""`` when the body is not one."""
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if not isinstance(value, dict) or not isinstance(value.get("error"), str):
+        return ""
+    parts = [value["error"], value.get("error_description")]
+    text = ": ".join(p for p in parts if isinstance(p, str) and p)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return "".join(c if c.isprintable() else " " for c in text)[:1000]
+
+
+def refuse_token(response: Any, secrets: Iterable[str]) -> None:
+    """Raise :class:`FhirError` with the OAuth ``error`` and ``error_description`` of a token endpoint that
+    said no (never the assertion or another of ``secrets``)."""
+    if response.status_code == 200:
+        return
+    why = oauth_error_text(response.content, secrets)
+    raise FhirError(f"token response: HTTP {response.status_code}" + (f": {why}" if why else ""),
+                    response.status_code)
