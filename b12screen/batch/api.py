@@ -25,7 +25,7 @@ import orjson
 from ..core.outcome import ScreeningResult
 from ..errors import InputError
 from ..screening import Screener
-from ..sinks.rows import to_pandas
+from ..sinks.rows import to_pandas, typed
 from ..sources.files import NO_SUCH_PATH
 from .outputs import error_key, merged_errors
 from .progress import Progress
@@ -93,7 +93,7 @@ class StreamingResults:
 
     def to_rows(self) -> list[dict[str, Any]]:
         """The rows of ``report.csv`` as dicts (lists stay lists), as ``b12screen batch`` writes them."""
-        return [orjson.loads(row) for _result, row in self._pickled()]
+        return [typed(orjson.loads(row)) for _result, row in self._pickled()]
 
     def to_pandas(self) -> Any:
         """The rows as a pandas DataFrame (needs pandas: ``pip install 'b12screen[pandas]'``)."""

@@ -61,6 +61,8 @@ class ScreeningResult:
     rule_titles: dict[str, str] = field(default_factory=dict)
     #: The latest banded B12 result on file (value, unit, date, band), or None.
     latest_b12: dict[str, Any] | None = None
+    #: Age, age band, sex and deceased status at the as-of date (the analyst rows); filled by the front door.
+    demographics: dict[str, Any] | None = None
 
     @property
     def flagged(self) -> bool:
