@@ -77,6 +77,7 @@ def test_summary_counts_priorities_reasons_files_and_records_the_run(screener: S
     assert data["run"] == {
         "b12screen_version": b12screen.__version__, "ruleset_version": screener.ruleset_version,
         "as_of": "2026-11-24", "profile": "default", "config_fingerprint": screener.config.fingerprint(),
+        "options": {}, "configuration": screener.effective_configuration(), "min_cell": 11,
         "inputs": [str(export), str(BATCH / "bundles")], "engine": "local", "workers": 2,
         "spark_master": None, "started": "2026-11-24T09:30:00+00:00", "ended": "2026-11-24T09:30:00+00:00"}
 

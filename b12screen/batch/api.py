@@ -16,6 +16,7 @@ import sys
 import tempfile
 import weakref
 from collections.abc import Iterator, Sequence
+from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -153,3 +154,16 @@ def screen_files(paths: Sequence[str], options: BatchOptions, screener: Screener
         elif leftover.name != PATIENTS:
             leftover.unlink()
     return StreamingResults(work, count, found, resources)  # made once the workers are gone
+
+
+def newest_record_date(paths: Sequence[str], options: BatchOptions, screener: Screener) -> date | None:
+    """The newest clinical date in the files and folders at ``paths``, found by screening them once with the
+    batch engine (``--as-of data-end`` reads the input twice: this pass, then the screening)."""
+    work = Path(tempfile.mkdtemp(prefix="b12screen-"))
+    progress = _Bars(False)
+    try:
+        with screening(list(paths), screener, options, work, progress) as done:
+            return max((p.newest for p in done.patients if p.newest is not None), default=None)
+    finally:
+        progress.close()
+        shutil.rmtree(work, ignore_errors=True)

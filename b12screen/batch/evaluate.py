@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ..core.dataend import record_newest
 from ..core.outcome import ScreeningResult
 from ..core.pickling import positional_pickle
 from ..core.record import PatientRecord
@@ -89,6 +90,8 @@ class PatientOutput:
     #: The row's ``age_band`` and ``sex``, for the summary and counts.csv.
     age_band: str | None = None
     sex: str | None = None
+    #: The newest clinical date of the patient's screened facts (:mod:`b12screen.core.dataend`).
+    newest: date | None = None
     #: The ScreeningResult itself, when the evaluation was asked to keep it (``EvalContext.keep_result``).
     result: ScreeningResult | None = None
     #: Lines of this patient that turned out not to be JSON at evaluation (not read, as ``screen`` counts).
@@ -209,6 +212,7 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
         reasons=tuple(values["reasons"]),
         age_band=values["age_band"],
         sex=values["sex"],
+        newest=record_newest(checked.record),
         result=result if ctx.keep_result else None,
         rejected=rejected,
     )

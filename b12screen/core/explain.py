@@ -36,7 +36,7 @@ def explain(screener: RuleEngine, record: PatientRecord, as_of: date) -> dict[st
     replaced_by = {old: rid for rid in findings for old in screener.rules_by_id[rid].replaces}
     rules = []
     for rule in screener.rules:
-        entry: dict[str, Any] = {"id": rule.id, "title": rule.title, "version": rule.version,
+        entry: dict[str, Any] = {"id": rule.id, "title": screener.rule_titles[rule.id], "version": rule.version,
                                  "figures": trace.get(rule.id, [])}
         if not screener.enabled(rule):
             entry["status"] = "disabled"
