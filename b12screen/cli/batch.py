@@ -105,7 +105,7 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
     elif not paths:
         raise click.UsageError("give PATHs to screen or --fhir-server")
     options = BatchOptions(
-        as_of=when or date.min, min_cell=min_cell,
+        as_of=when or date.today(), min_cell=min_cell,  # data-end: settled below, after a first pass
         given=given_options(config_path, disable, enable, settings, profile), validate=validate,
         workers=workers, engine=engine, overwrite=overwrite, progress=progress,
         unit_bytes=int(unit_mb * (1 << 20)) if unit_mb else None,
