@@ -29,7 +29,7 @@ from b12screen.sources.validation import ALL
 
 SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "by_priority", "by_reason", "errors", "resources_read",
                 "files_read", "files_ignored", "ignored_files", "coverage", "seconds", "run", "by_age_band", "by_sex",
-                "not_evaluated", "no_birth_date", "newest_record_date", "as_of_warning"}
+                "not_evaluated", "no_birth_date", "newest_record_date", "as_of_warning", "definitions"}
 
 
 def test_fixture_export_and_bundles_through_the_cli(tmp_path: Path) -> None:

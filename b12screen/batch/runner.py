@@ -24,6 +24,7 @@ from ..core.outcome import FLAGGED_OUTCOMES, OUTCOMES
 from ..errors import B12ScreenError, InputError
 from ..screening import Screener
 from ..sinks import parquet, summary_page
+from ..sinks.glossary import definitions
 from ..sinks.rows import csv_header
 from ..sources.files import discover, read_deleted
 from ..sources.limits import line_cap
@@ -277,7 +278,8 @@ def _screen(paths: Sequence[str], out: Path, screener: Screener, options: BatchO
         with screening(paths, screener, options, work, progress) as done:
             run = _run_record(paths, screener, options, done.workers, started_at)
             result = _write(out, work, done.patients, done.side_errors, done.unit_errors, done.resources, started,
-                            {"files_read": len(done.plan.files), "files_ignored": len(done.plan.ignored)}, run,
+                            {"files_read": len(done.plan.files), "files_ignored": len(done.plan.ignored),
+                             "definitions": definitions(screener)}, run,
                             options.clock, progress, done.plan.ignored)
     finally:
         try:
