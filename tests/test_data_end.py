@@ -66,8 +66,9 @@ def test_screen_and_explain_take_data_end_and_fail_clearly_without_a_date(tmp_pa
     done = run("screen", "--as-of", "data-end", "--format", "report", str(data))
     assert done.exit_code == 0, done.stderr
     assert json.loads(done.stdout)[0]["as_of"] == "2019-02-03"
-    stale = run("explain", "--patient", "p", str(data), "--as-of", "2026-01-01")
+    stale = run("screen", str(data), "--as-of", "2026-01-01")
     assert "warning: the as-of date 2026-01-01 is 6.9 years after the newest record" in stale.stderr
+    assert "warning" not in run("explain", "--patient", "p", str(data), "--as-of", "2026-01-01").stderr
     assert run("explain", "--patient", "p", str(data), "--as-of", "data-end").stdout.startswith(
         "Patient/p at 2019-02-03")
     undated = tmp_path / "u.json"

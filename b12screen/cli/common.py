@@ -126,9 +126,10 @@ def as_of_or_data_end(value: str | None) -> date | None:
     return None if value == DATA_END else as_of_date(value)
 
 
-def settle_as_of(when: date | None, newest: date | None) -> date:
+def settle_as_of(when: date | None, newest: date | None, warn: bool = True) -> date:
     """The as-of date to screen at: ``when``, or the newest record for ``data-end`` (a usage error when the
-    input holds no dated record). Warns on stderr when the date is more than a year after the data's end."""
+    input holds no dated record). With ``warn``, warns on stderr when the date is more than a year after the
+    data's end (not for one patient's records: a patient last seen years ago is no sign of old data)."""
     from ..core.dataend import stale_warning
 
     if when is None:
@@ -136,7 +137,7 @@ def settle_as_of(when: date | None, newest: date | None) -> date:
             fail("--as-of data-end: the input holds no dated clinical record")
         echo_err(f"as of the newest record in the input: {newest.isoformat()}")
         return newest
-    warning = stale_warning(when, newest)
+    warning = stale_warning(when, newest) if warn else None
     if warning:
         echo_err(f"warning: {warning}")
     return when

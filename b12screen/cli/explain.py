@@ -46,7 +46,7 @@ def explain(paths: tuple[str, ...], patient_id: str, as_of: str | None, profile:
             echo_err(f"error: {error}")
         fail(f"patient {patient_id!r} is not in the input ({located.searched} file(s) searched)")
     record = found.record()
-    explanation = explain_patient(screener, record, settle_as_of(when, record_newest(record)))
+    explanation = explain_patient(screener, record, settle_as_of(when, record_newest(record), warn=False))
     click.echo(dumps(explanation) if as_json else render(explanation))
     for error in grouped.errors:  # after the answer: the problems of what was read for this patient
         echo_err(f"error: {error}")

@@ -53,6 +53,7 @@ def explain(screener: RuleEngine, record: PatientRecord, as_of: date) -> dict[st
                 entry["figures"] = entry["figures"] + [window_figure(record, as_of, window)]
         else:
             entry["status"] = "not fired"
+            entry["figures"] = entry["figures"] or [f"not met: {entry['title']}"]  # the rule noted no figure
         rules.append(entry)
     step = screener.decide(record, as_of, screener.triggered(findings)).step
     figures = {"MOD-TX-IM": therapy_at(record, as_of, screener.settings).order_figures(
