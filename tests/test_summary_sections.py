@@ -16,7 +16,7 @@ from test_summary_page import CHROMIUM, _dom
 from b12screen import Screener
 from b12screen.batch import BatchOptions, run_batch
 from b12screen.core.config import Config
-from b12screen.sinks.summary_sections import warnings
+from b12screen.sinks.summary_sections import latest_b12, warnings
 
 
 def _table(dom: str, table_id: str) -> list[list[str]]:
@@ -47,6 +47,13 @@ def test_weak_coverage_and_the_as_of_trap_come_first() -> None:
     assert warnings({"patients": 40, "coverage": {"B12 result": 4}}) == ""  # 10 %: not weak
 
 
+def test_the_latest_b12_in_a_few_words() -> None:
+    row = {"latest_b12_value": 120.0, "latest_b12_unit": "ng/L", "latest_b12_band": "deficient",
+           "latest_b12_date": date(2026, 9, 1)}
+    assert latest_b12(row) == "120 ng/L, deficient, 2026-09-01"
+    assert latest_b12({"latest_b12_value": None}) == "never tested"
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
 def test_chromium_shows_codes_who_and_the_configuration(make_screener, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     dom = _dom(_page(make_screener, tmp_path), tmp_path)
@@ -63,5 +70,8 @@ def test_chromium_shows_codes_who_and_the_configuration(make_screener, tmp_path:
     assert {row[0]: row[1] for row in _table(dom, "by-sex")}["male"] == "1"
     assert ("2 not evaluated: 1 deceased, 1 under the minimum age (minimum age 18). Patients with no birth "
             "date: 1") in dom
+    met = next(row for row in _table(dom, "flagged") if row[0] == "Patient/bx-met")
+    assert met[1:4] == ["79", "female", "medium"] and met[6] == "never tested"
+    assert "last recorded on 2016-02-10" in met[8]  # the data ends years before 2030: the Flag says so
     assert ["set", "AGE-75.age=80"] in _table(dom, "options")
     assert ["AGE-75.age", "80"] in _table(dom, "values") or ["AGE-75.age", "80.0"] in _table(dom, "values")

@@ -81,9 +81,10 @@ def render(summary: Mapping[str, Any], flagged: Iterable[Mapping[str, Any]],
         f"<h2>Flagged patients ({summary['flagged']:,})</h2>",
         "<p><input id='filter' type='search' placeholder='Filter the table' oninput='filterRows(this)'> "
         "<span class='note'>Click a column heading to sort.</span></p>",
-        _table(["patient", "priority", "outcome", "reasons", "suggested test", "flag text"],
-               ([r["patient"], r["priority"], r["outcome"], "; ".join(r["reasons"]), r["recommended_test_code"],
-                 r["flag_text"]] for r in islice(flagged, MAX_ROWS)), "flagged"),
+        _table(["patient", "age", "sex", "priority", "outcome", "reasons", "latest B12", "suggested test", "flag text"],
+               ([r["patient"], r.get("age"), r.get("sex"), r["priority"], r["outcome"], "; ".join(r["reasons"]),
+                 sections.latest_b12(r), r["recommended_test_code"], r["flag_text"]]
+                for r in islice(flagged, MAX_ROWS)), "flagged"),
         f"<p class='note'>The first {MAX_ROWS:,} are listed; report.csv has all of them.</p>"
         if summary["flagged"] > MAX_ROWS else "",
         "<h2>Data coverage</h2><p class='note'>Patients with screened data of each kind (resources whose codes "

@@ -25,6 +25,13 @@ def _rows(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str) 
     return f"<table id='{table_id}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def latest_b12(row: Mapping[str, Any]) -> str:
+    """A row's latest B12 result in a few words ("120 ng/L, deficient, 2026-09-01"), or "never tested"."""
+    if row.get("latest_b12_value") is None:
+        return "never tested"
+    return f"{row['latest_b12_value']:g} {row['latest_b12_unit']}, {row['latest_b12_band']}, {row['latest_b12_date']}"
+
+
 def warnings(summary: Mapping[str, Any]) -> str:
     """The as-of trap and weak coverage, where the reader looks first."""
     notes = []
