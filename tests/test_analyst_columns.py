@@ -53,7 +53,11 @@ def test_parquet_csv_and_to_rows_agree_column_by_column(screener: Screener, tmp_
     pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (of the test extra) reads the table back")
     export = _export(tmp_path)
     batch(screener, [export], tmp_path / "out")
-    from_parquet = pq.read_table(tmp_path / "out" / "report.parquet").to_pylist()
+    table = pq.read_table(tmp_path / "out" / "report.parquet")
+    arrow = {"text": "string", "bool": "bool", "int": "int64", "float": "double", "date": "date32[day]",
+             "list": "list<element: string>"}
+    assert {f.name: str(f.type) for f in table.schema} == {n: arrow[k] for n, k in KINDS.items()}
+    from_parquet = table.to_pylist()
     text = (tmp_path / "out" / "report.csv").read_text(encoding="utf-8")
     from_csv_rows = [from_csv(r) for r in csv.DictReader(io.StringIO(text, newline=""))]
     from_python = b12screen.screen_paths(export, AS_OF, screener=screener).to_rows()

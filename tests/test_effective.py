@@ -24,6 +24,10 @@ def test_a_title_names_an_overridden_value_only_where_it_is_unambiguous() -> Non
     assert effective_title(_rule("Age 75 or over", age=75), {}) == "Age 75 or over"
     shared = _rule("12 months after 12 months", a=12, b=12)  # two parameters share the default: kept
     assert effective_title(shared, {"a": 6}) == shared.title
+    once = _rule("Age 65 with 65 mg", age=65, dose=65)  # which 65 is whose cannot be told: kept
+    assert effective_title(once, {"age": 70}) == once.title
+    alone = _rule("Age 65 or over", age=65, dose=65)
+    assert effective_title(alone, {"dose": 80}) == alone.title  # the 65 written may be the age's
     assert effective_title(_rule("For 4 months", m=4), {"m": 14}) == "For 14 months"
     assert effective_title(_rule("For 140 months", m=4), {"m": 5}) == "For 140 months"  # never inside a number
 
