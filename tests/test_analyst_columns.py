@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
 from datetime import date
 from pathlib import Path
@@ -79,3 +80,19 @@ def test_to_pandas_keeps_whole_numbers_whole(screener: Screener, tmp_path: Path)
     table = b12screen.screen_paths(_export(tmp_path), AS_OF, screener=screener).to_pandas()
     assert str(table["age"].dtype) == "Int64" and str(table["evidence_count"].dtype) == "Int64"
     assert table.loc[table.patient == "Patient/nobirth", "age"].isna().all()
+
+
+def test_the_readme_answers_share_of_flags_from_age_75_alone(screener: Screener, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pandas")
+    pytest.importorskip("duckdb")
+    from test_readme_analysis import _python_blocks, _run, _section
+
+    export = tmp_path / "export"
+    shutil.copytree(BATCH / "export", export)
+    write_ndjson(export / "Patient.009.ndjson", [patient("old", "1940-01-01", gender="male")])  # age alone
+    batch(screener, [export, BATCH / "bundles"], tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    pandas_example, duckdb_example = _python_blocks(_section("Answering questions with the outputs"))
+    assert "17% of flags come from AGE-75 alone" in _run(pandas_example)  # 1 of 6
+    assert re.search(r"75\+\s*│\s*2\s*│\s*2\s*│\s*2\s*│\s*1\s*│", _run(duckdb_example))
