@@ -58,6 +58,10 @@ def test_batch_as_of_data_end_screens_as_of_the_newest_record(tmp_path: Path) ->
     assert summary["run"]["as_of"] == NEWEST
     report = [json.loads(line) for line in (tmp_path / "out" / "report.ndjson").read_text().splitlines()]
     assert {r["as_of"] for r in report} == {NEWEST}
+    again = run("batch", str(BATCH / "export"), "--out", str(tmp_path / "out"), "--as-of", "data-end")
+    assert again.exit_code == 2 and "already holds" in again.stderr and "newest record" not in again.stderr
+    gone = run("batch", str(tmp_path / "nowhere"), "--out", str(tmp_path / "new"), "--as-of", "data-end")
+    assert gone.exit_code == 2 and "nowhere: no such file or folder" in gone.stderr
 
 
 def test_screen_and_explain_take_data_end_and_fail_clearly_without_a_date(tmp_path: Path) -> None:

@@ -119,6 +119,8 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
 
             if missing := discover(list(paths)).missing:
                 raise B12ScreenError("; ".join(str(e) for e in missing))
+            if (present := existing_outputs(Path(out))) and not overwrite:  # before a first pass, not after
+                raise B12ScreenError(f"{out} already holds {', '.join(present)} (use --overwrite to replace them)")
             options.as_of = settle_as_of(None, newest_record_date(list(paths), options, screener))
         result = run_batch(list(paths), out, screener, options)
     except OutputError as exc:
