@@ -1,4 +1,4 @@
-"""``b12screen batch``: screen Bulk Data exports and folders of per-patient Bundles into four files."""
+"""``b12screen batch``: screen Bulk Data exports and folders of per-patient Bundles into the output files."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
 @click.command()
 @click.argument("paths", nargs=-1, metavar="PATH...")
 @click.option("-o", "--out", "--output", "out", required=True, type=click.Path(file_okay=False),
-              help="Folder for flags.ndjson, report.ndjson, errors.ndjson and summary.json.")
+              help="Folder for the outputs: flags.ndjson, report.ndjson/.csv/.parquet, counts.csv, "
+                   "errors.ndjson, summary.html and summary.json.")
 @rule_config_options
 @validate_option
 @click.option("--workers", type=click.IntRange(min=1), default=None,
@@ -72,7 +73,8 @@ def batch(paths: tuple[str, ...], out: str, as_of: str | None, profile: str, con
           min_cell: int, overwrite: bool, progress: bool | None, unit_mb: float | None, fhir_server: str | None,
           **export_opts: Any) -> None:
     """Screen FHIR Bulk Data exports (folders of NDJSON, .ndjson.gz too) and/or folders of per-patient
-    Bundles; write flags.ndjson, report.ndjson, errors.ndjson and summary.json into --out.
+    Bundles; write flags.ndjson, report.ndjson/.csv/.parquet, counts.csv, errors.ndjson, summary.html and
+    summary.json into --out.
 
     Exit code 0: everything screened; 1: some input unreadable or a rule failed (all reported in
     errors.ndjson); 2: usage error, outputs already present without --overwrite, or nothing readable;
