@@ -80,3 +80,21 @@ def test_screen_and_explain_take_data_end_and_fail_clearly_without_a_date(tmp_pa
     failed = run("screen", "--as-of", "data-end", str(undated))
     assert failed.exit_code == 2 and "--as-of data-end: the input holds no dated clinical record" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_screen_paths_warns_once_and_keeps_the_newest_record_date() -> None:
+    import warnings
+
+    import b12screen
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = b12screen.screen_paths(BATCH / "export", date(2030, 1, 1), workers=1)
+    assert results.newest_record_date == date.fromisoformat(NEWEST)
+    [warned] = [w for w in caught if issubclass(w.category, b12screen.StaleDataWarning)]
+    assert "3.3 years after the newest record in the input (2026-09-01)" in str(warned.message)
+    assert str(warned.message).endswith("as_of=results.newest_record_date screens as of 2026-09-01")
+    assert warned.filename == __file__  # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert b12screen.screen_paths(BATCH / "export", date(2026, 11, 24), workers=1).newest_record_date

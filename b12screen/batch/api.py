@@ -14,6 +14,7 @@ import pickle
 import shutil
 import sys
 import tempfile
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from datetime import date
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from ..core.dataend import stale_warning
 from ..core.outcome import ScreeningResult
 from ..errors import InputError
 from ..screening import Screener
@@ -33,6 +35,10 @@ from .progress import Progress
 from .runner import BatchOptions, screening
 
 PATIENTS = "patients.pickle"
+
+
+class StaleDataWarning(UserWarning):
+    """The as-of date is more than a year after the newest record in the input."""
 
 
 def interactive() -> bool:
@@ -66,9 +72,12 @@ class StreamingResults:
     sorted by patient, read from disk as it goes (iterate as often as needed); ``errors`` holds every
     input problem (file, line or entry, reason), ``len()`` the number of patients."""
 
-    def __init__(self, work: Path | None, count: int, errors: list[InputError], resources_read: int) -> None:
+    def __init__(self, work: Path | None, count: int, errors: list[InputError], resources_read: int,
+                 newest_record_date: date | None = None) -> None:
         self.errors = errors
         self.resources_read = resources_read
+        #: The newest clinical date in the input (:mod:`b12screen.core.dataend`), None when none is dated.
+        self.newest_record_date = newest_record_date
         self._count = count
         self._work = work
         self._cleanup = weakref.finalize(self, shutil.rmtree, work, True) if work is not None else None
@@ -129,6 +138,7 @@ def screen_files(paths: Sequence[str], options: BatchOptions, screener: Screener
     progress = _Bars(interactive() if options.progress is None else options.progress)
     work = Path(tempfile.mkdtemp(prefix="b12screen-"))
     count = resources = 0
+    newest: date | None = None
     try:
         with screening(present, screener, dataclasses.replace(options, keep_results=True), work, progress) as done:
             late: list[dict[str, Any]] = []
@@ -140,6 +150,8 @@ def screen_files(paths: Sequence[str], options: BatchOptions, screener: Screener
                     if not patient.reported:  # known only from lines that could not be read, as in screen
                         continue
                     count += 1
+                    if patient.newest is not None and (newest is None or patient.newest > newest):
+                        newest = patient.newest
                     pickle.dump((patient.result, patient.row), f, protocol=pickle.HIGHEST_PROTOCOL)
             late.sort(key=error_key)
             found.extend(map(input_error, merged_errors([done.side_errors, done.unit_errors, late])))
@@ -153,7 +165,9 @@ def screen_files(paths: Sequence[str], options: BatchOptions, screener: Screener
             shutil.rmtree(leftover)
         elif leftover.name != PATIENTS:
             leftover.unlink()
-    return StreamingResults(work, count, found, resources)  # made once the workers are gone
+    if warning := stale_warning(options.as_of, newest, "as_of=results.newest_record_date"):
+        warnings.warn(warning, StaleDataWarning, stacklevel=3)
+    return StreamingResults(work, count, found, resources, newest)  # made once the workers are gone
 
 
 def newest_record_date(paths: Sequence[str], options: BatchOptions, screener: Screener) -> date | None:

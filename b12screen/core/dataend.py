@@ -39,14 +39,15 @@ def newest_date(facts: Iterable[object]) -> date | None:
     return max((d for f in facts if (d := fact_date(f)) is not None), default=None)
 
 
-def stale_warning(as_of: date, newest: date | None) -> str | None:
-    """The warning when ``as_of`` is more than a year after ``newest``, else None."""
+def stale_warning(as_of: date, newest: date | None, remedy: str = f"--as-of {DATA_END}") -> str | None:
+    """The warning when ``as_of`` is more than a year after ``newest``, else None; ``remedy`` names how to
+    screen as of the newest record instead (the command line's option by default)."""
     if newest is None or (as_of - newest).days <= STALE_AFTER_DAYS:
         return None
     years = (as_of - newest).days / 365.25
     return (f"the as-of date {as_of.isoformat()} is {years:.1f} years after the newest record in the input "
             f"({newest.isoformat()}): ages, medicine durations and test windows run on past the end of the data; "
-            f"--as-of {DATA_END} screens as of {newest.isoformat()}")
+            f"{remedy} screens as of {newest.isoformat()}")
 
 
 def record_newest(record: PatientRecord) -> date | None:
