@@ -96,3 +96,17 @@ def test_the_readme_answers_share_of_flags_from_age_75_alone(screener: Screener,
     pandas_example, duckdb_example = _python_blocks(_section("Answering questions with the outputs"))
     assert "17% of flags come from AGE-75 alone" in _run(pandas_example)  # 1 of 6
     assert re.search(r"75\+\s*│\s*2\s*│\s*2\s*│\s*2\s*│\s*1\s*│", _run(duckdb_example))
+
+
+def test_a_gender_that_is_no_code_is_left_out_and_costs_nothing_else(screener: Screener, tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    write_ndjson(export / "Patient.000.ndjson", [
+        patient("a", "1950-01-01", gender={"text": "x"}), patient("b", "1950-01-01", gender="Jane Doe, ward 4"),
+        patient("c", "1950-01-01", gender="other")])
+    result = batch(screener, [export], tmp_path / "out", min_cell=1)
+    assert result.exit_code == 0
+    rows = {r["patient"]: r for r in csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text()))}
+    assert [rows[f"Patient/{p}"]["sex"] for p in "abc"] == ["", "", "other"]
+    assert "Jane" not in (tmp_path / "out" / "counts.csv").read_text()
+    assert "Jane" not in (tmp_path / "out" / "summary.html").read_text()

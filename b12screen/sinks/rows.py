@@ -35,6 +35,8 @@ LIST_SEPARATOR = ";"
 AGE_BANDS = ((18, "<18"), (40, "18-39"), (65, "40-64"), (75, "65-74"))
 OLDEST_BAND = "75+"
 BAND_LABELS = (*(label for _, label in AGE_BANDS), OLDEST_BAND)
+#: FHIR R4 AdministrativeGender, the codes ``sex`` may hold.
+ADMINISTRATIVE_GENDER = frozenset({"male", "female", "other", "unknown"})
 
 
 def age_band(age: int | None) -> str | None:
@@ -45,9 +47,11 @@ def age_band(age: int | None) -> str | None:
 
 
 def demographics(record: PatientRecord, as_of: date) -> dict[str, Any]:
-    """Age (whole years at ``as_of``), its band, administrative gender and deceased status at ``as_of``."""
+    """Age (whole years at ``as_of``), its band, administrative gender (a code of FHIR's value set, else
+    None) and deceased status at ``as_of``."""
     age = record.age(as_of)
-    sex = record.patient.gender if record.patient is not None else None
+    gender = record.patient.gender if record.patient is not None else None
+    sex = gender if isinstance(gender, str) and gender in ADMINISTRATIVE_GENDER else None  # else no code: not copied
     return {"age": age, "age_band": age_band(age), "sex": sex, "deceased": record.is_deceased(as_of)}
 
 
