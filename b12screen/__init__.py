@@ -11,7 +11,7 @@ from ._version import __version__
 from .errors import B12ScreenError, ConfigError, DuplicateRuleError, InputError, PluginError
 
 if TYPE_CHECKING:
-    from .batch.api import StreamingResults
+    from .batch.api import StaleDataWarning, StreamingResults
     from .core.config import Config
     from .core.model import Finding, Priority, Rule, RuleContext
     from .core.outcome import ScreeningResult
@@ -31,7 +31,7 @@ _LAZY = {
     "PatientRecord": "core.record",
     "hookimpl": "hookspecs",
     "screen_paths": "library",
-    "StreamingResults": "batch.api",
+    "StreamingResults": "batch.api", "StaleDataWarning": "batch.api",
     "read_patient": "sources.fhirread",
 }
 
@@ -65,6 +65,7 @@ __all__ = [
     "Screener",
     "ScreeningResult",
     "ScreeningResults",
+    "StaleDataWarning",
     "StreamingResults",
     "__version__",
     "hookimpl",

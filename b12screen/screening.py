@@ -25,7 +25,7 @@ from .core.record import PatientRecord
 from .errors import InputError
 from .plugins import PluginManager
 from .sinks.flag import flag_json
-from .sinks.rows import row, to_pandas
+from .sinks.rows import demographics, row, to_pandas
 from .sources.grouping import GroupedInput, group_entries
 from .sources.reader import Entry, read_value
 from .sources.validation import ALL, EVIDENCE, extractor_for, validation_problem
@@ -44,7 +44,7 @@ class ScreeningResults(list[ScreeningResult]):
 
     def to_rows(self) -> list[dict[str, Any]]:
         """The rows of ``report.csv`` as dicts (lists stay lists): ``pandas.DataFrame(results.to_rows())``."""
-        return [row(result.report(), flag_json(result)) for result in self]
+        return [row(result.report(), flag_json(result), result.demographics) for result in self]
 
     def to_pandas(self) -> Any:
         """The rows as a pandas DataFrame (needs pandas: ``pip install 'b12screen[pandas]'``)."""
@@ -93,6 +93,7 @@ def screen_facts(screener: RuleEngine, key: str, patient: PatientFact | None,
             record.add(fact)
         record.sort()
         result = screener.evaluate(record, as_of)
+        result.demographics = demographics(record, as_of)
         if policy == ALL:
             return Checked(result, record, problems)
         evidence = set(result.evidence)

@@ -77,6 +77,7 @@ def test_summary_counts_priorities_reasons_files_and_records_the_run(screener: S
     assert data["run"] == {
         "b12screen_version": b12screen.__version__, "ruleset_version": screener.ruleset_version,
         "as_of": "2026-11-24", "profile": "default", "config_fingerprint": screener.config.fingerprint(),
+        "options": {}, "configuration": screener.effective_configuration(), "min_cell": 11,
         "inputs": [str(export), str(BATCH / "bundles")], "engine": "local", "workers": 2,
         "spark_master": None, "started": "2026-11-24T09:30:00+00:00", "ended": "2026-11-24T09:30:00+00:00"}
 
@@ -115,9 +116,9 @@ def test_report_parquet_has_typed_columns_and_the_csv_rows(screener: Screener, t
     assert table.column_names == list(COLUMNS)
     types = {f.name: str(f.type) for f in table.schema}
     assert (types["flagged"], types["evidence_count"], types["as_of"], types["reasons"]) == (
-        "bool", "int32", "date32[day]", "list<element: string>")
+        "bool", "int64", "date32[day]", "list<element: string>")
     expected = b12screen.screen_paths(BATCH / "bundles", AS_OF, screener=screener).to_rows()
-    assert table.to_pylist() == [r | {"as_of": AS_OF} for r in expected]
+    assert table.to_pylist() == expected
     assert (tmp_path / "one" / "report.parquet").read_bytes() == (tmp_path / "two" / "report.parquet").read_bytes()
 
 

@@ -28,7 +28,9 @@ from b12screen.sources import discover, read_path
 from b12screen.sources.validation import ALL
 
 SUMMARY_KEYS = {"patients", "flagged", "by_outcome", "by_rule", "by_priority", "by_reason", "age_75_alone", "errors",
-                "resources_read", "files_read", "files_ignored", "ignored_files", "coverage", "seconds", "run"}
+                "resources_read", "files_read", "files_ignored", "ignored_files", "coverage", "seconds", "run",
+                "by_age_band", "by_sex", "not_evaluated", "no_birth_date", "newest_record_date", "as_of_warning",
+                "definitions"}
 
 
 def test_fixture_export_and_bundles_through_the_cli(tmp_path: Path) -> None:

@@ -48,6 +48,9 @@ def test_pandas_example_answers_the_questions(results_folder: Path) -> None:
                                                                                                    printed)
     assert re.search(r"MET-2\s+2\b", printed) and re.search(r"MOD-LOW\s+1\b", printed)
     assert "Patient/bx-orphan" in printed and "Patient/bx-met" not in printed  # the high-priority worklist
+    assert re.search(r"40-64\s+1\s+2\b", printed)  # flagged by age band: one not flagged, two flagged
+    assert "4 of 5 flagged patients have no B12 result on file" in printed
+    assert "0% of flags come from AGE-75 alone" in printed
 
 
 def test_duckdb_example_reads_the_csv_and_the_parquet(results_folder: Path) -> None:
@@ -57,6 +60,7 @@ def test_duckdb_example_reads_the_csv_and_the_parquet(results_folder: Path) -> N
     printed = _run(duckdb_example)
     assert re.search(r"high\s*│\s*2", printed) and re.search(r"low\s*│\s*1", printed)
     assert re.search(r"MOD-DX\s*│\s*1", printed) and re.search(r"MET-2\s*│\s*2", printed)
+    assert re.search(r"40-64\s*│\s*2\s*│\s*3\s*│\s*1\s*│\s*0\s*│", printed)  # by age band, never tested, AGE-75
 
 
 def test_screen_paths_example_runs_from_the_repository_root(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,24 +14,31 @@ import pickle
 import shutil
 import sys
 import tempfile
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
+from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import orjson
 
+from ..core.dataend import stale_warning
 from ..core.outcome import ScreeningResult
 from ..errors import InputError
 from ..screening import Screener
-from ..sinks.rows import to_pandas
+from ..sinks.rows import to_pandas, typed
 from ..sources.files import NO_SUCH_PATH, discover
 from .outputs import error_key, merged_errors
 from .progress import Progress
 from .runner import BatchOptions, screening
 
 PATIENTS = "patients.pickle"
+
+
+class StaleDataWarning(UserWarning):
+    """The as-of date is more than a year after the newest record in the input."""
 
 
 def interactive() -> bool:
@@ -65,9 +72,12 @@ class StreamingResults:
     sorted by patient, read from disk as it goes (iterate as often as needed); ``errors`` holds every
     input problem (file, line or entry, reason), ``len()`` the number of patients."""
 
-    def __init__(self, work: Path | None, count: int, errors: list[InputError], resources_read: int) -> None:
+    def __init__(self, work: Path | None, count: int, errors: list[InputError], resources_read: int,
+                 newest_record_date: date | None = None) -> None:
         self.errors = errors
         self.resources_read = resources_read
+        #: The newest clinical date in the input (:mod:`b12screen.core.dataend`), None when none is dated.
+        self.newest_record_date = newest_record_date
         self._count = count
         self._work = work
         self._cleanup = weakref.finalize(self, shutil.rmtree, work, True) if work is not None else None
@@ -93,7 +103,7 @@ class StreamingResults:
 
     def to_rows(self) -> list[dict[str, Any]]:
         """The rows of ``report.csv`` as dicts (lists stay lists), as ``b12screen batch`` writes them."""
-        return [orjson.loads(row) for _result, row in self._pickled()]
+        return [typed(orjson.loads(row)) for _result, row in self._pickled()]
 
     def to_pandas(self) -> Any:
         """The rows as a pandas DataFrame (needs pandas: ``pip install 'b12screen[pandas]'``)."""
@@ -128,6 +138,7 @@ def screen_files(paths: Sequence[str], options: BatchOptions, screener: Screener
     progress = _Bars(interactive() if options.progress is None else options.progress)
     work = Path(tempfile.mkdtemp(prefix="b12screen-"))
     count = resources = 0
+    newest: date | None = None
     try:
         keep = dataclasses.replace(options, keep_results=True)
         with screening(discover(present), screener, keep, work, progress) as done:
@@ -140,6 +151,8 @@ def screen_files(paths: Sequence[str], options: BatchOptions, screener: Screener
                     if not patient.reported:  # known only from lines that could not be read, as in screen
                         continue
                     count += 1
+                    if patient.newest is not None and (newest is None or patient.newest > newest):
+                        newest = patient.newest
                     pickle.dump((patient.result, patient.row), f, protocol=pickle.HIGHEST_PROTOCOL)
             late.sort(key=error_key)
             found.extend(map(input_error, merged_errors([done.side_errors, done.unit_errors, late])))
@@ -153,4 +166,19 @@ def screen_files(paths: Sequence[str], options: BatchOptions, screener: Screener
             shutil.rmtree(leftover)
         elif leftover.name != PATIENTS:
             leftover.unlink()
-    return StreamingResults(work, count, found, resources)  # made once the workers are gone
+    if warning := stale_warning(options.as_of, newest, "as_of=results.newest_record_date"):
+        warnings.warn(warning, StaleDataWarning, stacklevel=3)
+    return StreamingResults(work, count, found, resources, newest)  # made once the workers are gone
+
+
+def newest_record_date(paths: Sequence[str], options: BatchOptions, screener: Screener) -> date | None:
+    """The newest clinical date in the files and folders at ``paths``, found by screening them once with the
+    batch engine (``--as-of data-end`` reads the input twice: this pass, then the screening)."""
+    work = Path(tempfile.mkdtemp(prefix="b12screen-"))
+    progress = _Bars(False)
+    try:
+        with screening(discover(list(paths)), screener, options, work, progress) as done:
+            return max((p.newest for p in done.patients if p.newest is not None), default=None)
+    finally:
+        progress.close()
+        shutil.rmtree(work, ignore_errors=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ..core.dataend import record_newest
 from ..core.outcome import ScreeningResult
 from ..core.pickling import positional_pickle
 from ..core.record import PatientRecord
@@ -86,6 +87,11 @@ class PatientOutput:
     flagged: bool = False
     priority: str | None = None
     reasons: tuple[str, ...] = ()
+    #: The row's ``age_band`` and ``sex``, for the summary and counts.csv.
+    age_band: str | None = None
+    sex: str | None = None
+    #: The newest clinical date of the patient's screened facts (:mod:`b12screen.core.dataend`).
+    newest: date | None = None
     #: The ScreeningResult itself, when the evaluation was asked to keep it (``EvalContext.keep_result``).
     result: ScreeningResult | None = None
     #: Lines of this patient that turned out not to be JSON at evaluation (not read, as ``screen`` counts).
@@ -188,7 +194,8 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
     report = orjson.dumps(result.report(), option=_DUMP)
     flag_line = None if flag is None else orjson.dumps(flag, option=_DUMP)
     # the analyst row is made from the JSON written, as a reader of report.ndjson and flags.ndjson would
-    values = analyst_row(orjson.loads(report), None if flag_line is None else orjson.loads(flag_line))
+    values = analyst_row(orjson.loads(report), None if flag_line is None else orjson.loads(flag_line),
+                         result.demographics)
     return PatientOutput(
         key=key,
         report=report,
@@ -203,6 +210,9 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
         flagged=values["flagged"],
         priority=values["priority"],
         reasons=tuple(values["reasons"]),
+        age_band=values["age_band"],
+        sex=values["sex"],
+        newest=record_newest(checked.record),
         result=result if ctx.keep_result else None,
         rejected=rejected,
     )

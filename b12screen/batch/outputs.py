@@ -15,7 +15,8 @@ import orjson
 
 FLAGS, REPORT, ERRORS, SUMMARY = "flags.ndjson", "report.ndjson", "errors.ndjson", "summary.json"
 REPORT_CSV, REPORT_PARQUET, SUMMARY_HTML = "report.csv", "report.parquet", "summary.html"
-OUTPUT_NAMES = (FLAGS, REPORT, REPORT_CSV, REPORT_PARQUET, ERRORS, SUMMARY_HTML, SUMMARY)
+COUNTS = "counts.csv"
+OUTPUT_NAMES = (FLAGS, REPORT, REPORT_CSV, REPORT_PARQUET, COUNTS, ERRORS, SUMMARY_HTML, SUMMARY)
 COVERAGE = ("medication", "condition or procedure", "laboratory result", "B12 result")
 _DUMP = orjson.OPT_NON_STR_KEYS
 

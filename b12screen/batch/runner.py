@@ -19,20 +19,24 @@ import orjson
 
 from .._version import __version__
 from ..core.config import ENGINES
+from ..core.dataend import stale_warning
 from ..core.model import Priority
-from ..core.outcome import OUTCOMES
+from ..core.outcome import FLAGGED_OUTCOMES, OUTCOMES
 from ..errors import B12ScreenError, InputError, run_exit_code
 from ..screening import Screener
 from ..sinks import parquet, summary_page
+from ..sinks.glossary import definitions
 from ..sinks.rows import csv_header
 from ..sinks.summary_page import AGE_ALONE, age_alone_share
 from ..sources.files import Discovery, discover, read_deleted
 from ..sources.limits import line_cap
 from ..sources.lines import CHANGED_SIZE
 from ..sources.validation import EVIDENCE, check_policy, extractor_for
+from .counts import MIN_CELL, Counts
 from .evaluate import EvalContext, PatientOutput
 from .local import WorkerLost
 from .outputs import (
+    COUNTS,
     COVERAGE,
     ERRORS,
     FLAGS,
@@ -89,6 +93,8 @@ class BatchOptions:
     screener_spec: Any = None  # what Spark executors rebuild the Screener from (spark engine only)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # the run record's times
     keep_results: bool = False  # each PatientOutput also carries its ScreeningResult (the Python door)
+    min_cell: int = MIN_CELL  # counts.csv suppresses counts below this
+    given: Mapping[str, Any] = field(default_factory=dict)  # the options that made the configuration, as given
 
 
 @dataclass
@@ -269,7 +275,8 @@ def _screen(paths: Sequence[str], found: Discovery, out: Path, screener: Screene
         with screening(found, screener, options, work, progress) as done:
             run = _run_record(paths, screener, options, done.workers, started_at)
             result = _write(out, work, done.patients, done.side_errors, done.unit_errors, done.resources, started,
-                            {"files_read": len(done.plan.files), "files_ignored": len(done.plan.ignored)}, run,
+                            {"files_read": len(done.plan.files), "files_ignored": len(done.plan.ignored),
+                             "definitions": definitions(screener)}, run,
                             options.clock, progress, done.plan.ignored)
     finally:
         try:
@@ -288,6 +295,9 @@ def _run_record(paths: Sequence[str], screener: Screener, options: BatchOptions,
         "as_of": options.as_of.isoformat(),
         "profile": screener.profile,
         "config_fingerprint": screener.config.fingerprint(),
+        "options": dict(options.given),
+        "configuration": screener.effective_configuration(),
+        "min_cell": options.min_cell,
         "inputs": [str(p) for p in paths],
         "engine": options.engine,
         "workers": workers if options.engine == "local" else None,
@@ -312,6 +322,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
         by_priority: Counter[str] = Counter({p.value: 0 for p in Priority})
         by_reason: Counter[str] = Counter()
         covered = [0] * len(COVERAGE)
+        counts = Counts()
         listed: list[bytes] = []  # flagged rows for summary.html (bounded)
         files[REPORT_CSV].write(csv_header())
         late: list[dict[str, Any]] = []
@@ -340,6 +351,8 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
                     listed.append(patient.row)  # as JSON: 5,000 rows as dicts would hold about 12 MB
             by_outcome[patient.outcome] += 1
             by_rule.update(patient.rules)
+            counts.add(patient.outcome, patient.priority, patient.age_band, patient.sex, patient.flagged,
+                       patient.reasons, patient.newest)
             for line in patient.rule_errors:
                 rule_errors += 1
                 rule_tmp.write(line + b"\n")
@@ -371,12 +384,16 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             **file_counts,
             "ignored_files": list(ignored),
             "coverage": dict(zip(COVERAGE, covered, strict=True)),
+            **counts.breakdown(FLAGGED_OUTCOMES),
+            "newest_record_date": counts.newest.isoformat() if counts.newest else None,
+            "as_of_warning": stale_warning(date.fromisoformat(run["as_of"]), counts.newest),
             "seconds": round(time.perf_counter() - started, 3),
             "run": {**run, "ended": clock().isoformat(timespec="seconds")},
         }
         (out / SUMMARY).unlink(missing_ok=True)  # no summary: the set is incomplete until the end
         if table is None:
             (out / REPORT_PARQUET).unlink(missing_ok=True)  # never leave an earlier run's table beside this one
+        files[COUNTS].write(counts.csv(run["min_cell"]))
         files[SUMMARY_HTML].write(summary_page.render(summary, map(orjson.loads, listed), shown))
         if table is not None:  # last: its writer's memory is added to none of the work before
             parquet.write_file(table.tmp, files[REPORT_PARQUET].tmp)

@@ -52,7 +52,7 @@ def concise(card: dict[str, Any], result: ScreeningResult, rules: Mapping[str, R
             triggers: list[str], as_of: date) -> dict[str, Any]:
     """The order-select version of a card: info, the reason and the latest B12 result on file."""
     picked = " and ".join(_TRIGGER_NAMES[t] for t in triggers)
-    reasons = "; ".join(rules[r].title for r in result.rules if r in rules)
+    reasons = "; ".join(result.rule_titles.get(r, rules[r].title) for r in result.rules if r in rules)
     latest = latest_b12(record, as_of, within_months=1200)
     on_file = (f"Latest B12 on file: {latest.text} on {latest.when.isoformat()}." if latest is not None
                else "No B12 result on file.")

@@ -42,6 +42,7 @@ def rules(profile: str, config_path: str | None, disable: tuple[str, ...], enabl
     for rule in sorted(screener.rules, key=lambda r: r.id):
         row = rule.describe()
         row["plugin"] = screener.rule_owners[rule.id]
+        row["title"] = screener.rule_titles[rule.id]  # naming the values in force
         if not screener.enabled(rule):
             row["status"] = "disabled"
         elif rule.suggests_in(profile):

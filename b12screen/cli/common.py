@@ -129,6 +129,37 @@ def as_of_date(value: str | None) -> date:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
 
 
+def as_of_or_data_end(value: str | None) -> date | None:
+    """``--as-of`` of a command that can screen as of the end of its data: None for ``data-end``."""
+    from ..core.dataend import DATA_END
+
+    return None if value == DATA_END else as_of_date(value)
+
+
+def settle_as_of(when: date | None, newest: date | None, warn: bool = True) -> date:
+    """The as-of date to screen at: ``when``, or the newest record for ``data-end`` (a usage error when the
+    input holds no dated record). With ``warn``, warns on stderr when the date is more than a year after the
+    data's end (not for one patient's records: a patient last seen years ago is no sign of old data)."""
+    from ..core.dataend import stale_warning
+
+    if when is None:
+        if newest is None:
+            fatal("--as-of data-end: the input holds no dated clinical record")
+        echo_err(f"as of the newest record in the input: {newest.isoformat()}")
+        return newest
+    warning = stale_warning(when, newest) if warn else None
+    if warning:
+        echo_err(f"warning: {warning}")
+    return when
+
+
+def given_options(config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...],
+                  settings: tuple[str, ...], profile: str) -> dict[str, Any]:
+    """The rule options as given on the command line (a run's record)."""
+    return {"profile": profile, "config_file": config_path, "set": list(settings), "disable": list(disable),
+            "enable": list(enable)}
+
+
 def rule_config(config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...],
                 settings: tuple[str, ...]) -> Config:
     """The rule configuration of ``--config``, ``--disable``, ``--enable`` and ``--set``."""
@@ -186,7 +217,8 @@ def dumps(value: Any, pretty: bool = True) -> str:
 def rule_config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options of every command that screens: as-of, profile, rule configuration, strict plugins."""
     options = [
-        click.option("--as-of", "as_of", metavar="DATE", help="Evaluation date (YYYY-MM-DD); default today."),
+        click.option("--as-of", "as_of", metavar="DATE", help="Evaluation date (YYYY-MM-DD); default today "
+                     "(screen, batch, explain: data-end for the newest record in the input)."),
         click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True,
                      help=PROFILE_HELP),
         click.option("--rules-config", "--config", "config_path", type=click.Path(dir_okay=False),

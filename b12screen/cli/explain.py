@@ -6,13 +6,14 @@ import click
 
 from ..errors import run_exit_code
 from .common import (
-    as_of_date,
+    as_of_or_data_end,
     dumps,
     echo_err,
     fatal,
     finish,
     load_screener,
     rule_config_options,
+    settle_as_of,
 )
 
 
@@ -26,13 +27,14 @@ def explain(paths: tuple[str, ...], patient_id: str, as_of: str | None, profile:
             as_json: bool) -> None:
     """Explain one patient's outcome: every rule as fired, not fired or disabled with the figures it
     compared, every modifier considered, the step that decided, and the evidence."""
+    from ..core.dataend import record_newest
     from ..core.explain import explain as explain_patient
     from ..core.explain import render
     from ..screening import group
     from ..sources.locate import locate
     from ..sources.validation import ALL
 
-    when = as_of_date(as_of)
+    when = as_of_or_data_end(as_of)
     screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
     key = patient_id if patient_id.startswith("Patient/") else f"Patient/{patient_id}"
     located = locate(paths, key.removeprefix("Patient/"))  # reads only what holds this patient
@@ -44,7 +46,8 @@ def explain(paths: tuple[str, ...], patient_id: str, as_of: str | None, profile:
         for error in grouped.errors:
             echo_err(f"error: {error}")
         fatal(f"patient {patient_id!r} is not in the input ({located.searched} file(s) searched)")
-    explanation = explain_patient(screener, found.record(), when)
+    record = found.record()
+    explanation = explain_patient(screener, record, settle_as_of(when, record_newest(record), warn=False))
     click.echo(dumps(explanation) if as_json else render(explanation))
     for error in grouped.errors:  # after the answer: the problems of what was read for this patient
         echo_err(f"error: {error}")

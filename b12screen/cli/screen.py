@@ -14,7 +14,7 @@ import click
 from ..errors import run_exit_code
 from .common import (
     EXIT_OUTPUT,
-    as_of_date,
+    as_of_or_data_end,
     dumps,
     echo_err,
     fatal,
@@ -22,6 +22,7 @@ from .common import (
     load_screener,
     report_ignored,
     rule_config_options,
+    settle_as_of,
     validate_option,
 )
 
@@ -89,14 +90,16 @@ def screen(paths: tuple[str, ...], as_of: str | None, profile: str, config_path:
     from ..screening import group, screen_grouped
     from ..sources import read_inputs
 
-    when = as_of_date(as_of)
+    when = as_of_or_data_end(as_of)
     screener = load_screener(profile, config_path, disable, enable, settings, strict_plugins)
     stdin = sys.stdin.buffer if "-" in paths else None  # NDJSON is read a line at a time
     inputs = read_inputs([p for p in paths if p != "-"], stdin)
     if inputs.found.missing:
         fatal("; ".join(str(e) for e in inputs.found.missing))
     report_ignored(inputs.found.ignored)
-    results = screen_grouped(screener, group(screener, inputs.items, validate, inputs.deleted), when)
+    grouped = group(screener, inputs.items, validate, inputs.deleted)
+    when = settle_as_of(when, grouped.newest_date())
+    results = screen_grouped(screener, grouped, when)
     for error in results.errors:
         echo_err(f"error: {error}")
     rule_errors = 0

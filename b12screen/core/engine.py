@@ -19,6 +19,7 @@ from ..plugins import PluginManager, collect_modifiers, collect_rules, collect_v
 from .config import PROFILES, WINDOW_PARAM, Config
 from .decision import Candidate, Decision, DecisionContext
 from .display import tested_results
+from .effective import effective_configuration, effective_title
 from .labs import Bands, latest_b12
 from .model import Finding, Priority, Rule, RuleContext
 from .modifiers import Modifier, decide, in_order, plan
@@ -58,6 +59,8 @@ class RuleEngine:
         self.modifiers: tuple[Modifier, ...] = in_order(m for _, m in plugin_modifiers)
         self._plan = plan(self.modifiers)  # the steps and their effects, made once, not per patient
         self._check_config()
+        #: Rule titles naming the parameter values in force ("Age 80 or over" after AGE-75.age=80).
+        self.rule_titles = {r.id: effective_title(r, self.rule_params[r.id]) for r in self.rules}
         value_sets = [("b12screen", vs) for vs in builtin_value_sets()]
         value_sets += collect_value_sets(self.plugin_manager)
         self.terminology = Terminology(value_sets)
@@ -97,6 +100,11 @@ class RuleEngine:
             parts["modifiers"] = sorted(self.modifier_owners.items())
         blob = json.dumps(parts, sort_keys=True)
         return f"{__version__}+{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+    def effective_configuration(self) -> dict[str, Any]:
+        """The profile, disabled rules, settings, rule parameters and titles in force (a run's record)."""
+        return effective_configuration(self.profile, self.rules, self.config.disabled_rules, self.rule_params,
+                                       self.settings)
 
     def enabled(self, rule: Rule) -> bool:
         return rule.id not in self.config.disabled_rules
@@ -164,7 +172,7 @@ class RuleEngine:
             reasons={rid: f.reason for rid, f in sorted(triggered.items())},
             notes=decision.notes,
             rule_errors=[*rule_errors, *decision.errors],
-            rule_titles={rid: self.rules_by_id[rid].title for rid in decision.rules},
+            rule_titles={rid: self.rule_titles[rid] for rid in decision.rules},
             latest_b12=on_file.report() if (on_file := latest_b12(record, as_of, None, self.bands)) else None,
             results=tested_results(record, evidence, as_of, on_file.ref if on_file else None),
         )

@@ -39,7 +39,7 @@ def explain(screener: RuleEngine, record: PatientRecord, as_of: date) -> dict[st
     mma_limit = float(screener.settings["mma_raised_umol_l"])
     rules = []
     for rule in screener.rules:
-        entry: dict[str, Any] = {"id": rule.id, "title": rule.title, "version": rule.version,
+        entry: dict[str, Any] = {"id": rule.id, "title": screener.rule_titles[rule.id], "version": rule.version,
                                  "figures": trace.get(rule.id, [])}
         if not screener.enabled(rule):
             entry["status"] = "disabled"
@@ -59,6 +59,7 @@ def explain(screener: RuleEngine, record: PatientRecord, as_of: date) -> dict[st
                 entry["figures"] = entry["figures"] + [window_figure(tests, as_of, window, what)]
         else:
             entry["status"] = "not fired"
+            entry["figures"] = entry["figures"] or [f"not met: {entry['title']}"]  # the rule noted no figure
         rules.append(entry)
     step = screener.decide(record, as_of, screener.triggered(findings)).step
     figures = {"MOD-TX-IM": therapy_at(record, as_of, screener.settings).order_figures(

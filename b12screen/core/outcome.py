@@ -73,6 +73,8 @@ class ScreeningResult:
     latest_b12: dict[str, Any] | None = None
     #: The B12, MMA and homocysteine results among the evidence, as read (section 7 point 10).
     results: list[str] = field(default_factory=list)
+    #: Age, age band, sex and deceased status at the as-of date (the analyst rows); filled by the front door.
+    demographics: dict[str, Any] | None = None
 
     @property
     def flagged(self) -> bool:

@@ -29,6 +29,8 @@ def bar_1(ctx: RuleContext) -> Finding | None:
     limit = ctx.param("recent_months") * DAYS_PER_MONTH
     recent = [p for p in surgery if p.performed is not None and (ctx.as_of - p.performed).days < limit]
     if not recent:
+        ctx.note("; ".join(f"{_describe(p)}, needs less than {ctx.param('recent_months'):g} months ago"
+                           for p in surgery) or "no bariatric surgery on file")
         return None
     return Finding("BAR-1", "; ".join(_describe(p) for p in recent), tuple(p.ref for p in recent))
 

@@ -24,7 +24,8 @@ def AGE(years: int) -> Param:
 def combo(ctx: RuleContext) -> Finding | None:
     """Two or more of: vegetarian diet, age ≥ 65, past B12 deficiency, family history, autoimmune disease,
     PPI/H2RA for 12 months or more."""
-    if ctx.prioritized_findings(exclude=frozenset({"AGE-75"})):
+    if others := ctx.prioritized_findings(exclude=frozenset({"AGE-75"})):
+        ctx.note(f"not looked at: {', '.join(f.rule_id for f in others)} fired, which COMBO does not add to")
         return None
     record, as_of = ctx.record, ctx.as_of
     factors: list[tuple[str, tuple[str, ...]]] = []
@@ -41,6 +42,7 @@ def combo(ctx: RuleContext) -> Finding | None:
     if acid.exposure_days is not None and acid.exposure_days >= ctx.param("acid_months") * DAYS_PER_MONTH:
         factors.append((acid.describe(), acid.evidence))
     if len(factors) < 2:
+        ctx.note(f"{len(factors)} additive risk factor(s) ({', '.join(f for f, _ in factors) or 'none'}), needs 2")
         return None
     evidence = tuple(dict.fromkeys(ref for _, refs in factors for ref in refs))
     return Finding("COMBO", " + ".join(label for label, _ in factors), evidence)
@@ -49,7 +51,11 @@ def combo(ctx: RuleContext) -> Finding | None:
 def age_75(ctx: RuleContext) -> Finding | None:
     """Age 75 or over and nothing else; beside DEM-1 a risk factor only (docs/clinical-rules.md 7.3)."""
     age = ctx.record.age(ctx.as_of)
-    if age is None or age < ctx.param("age") or ctx.prioritized_findings(exclude=frozenset({"DEM-1"})):
+    if others := ctx.prioritized_findings(exclude=frozenset({"DEM-1"})):
+        ctx.note(f"not looked at: {', '.join(f.rule_id for f in others)} fired (AGE-75 is age alone)")
+        return None
+    ctx.note(f"age {'unknown (no birth date)' if age is None else age}, needs {ctx.param('age'):g}")
+    if age is None or age < ctx.param("age"):
         return None
     return Finding("AGE-75", age_reason(age, ctx.param("age")), risk_factor_only=bool(ctx.triggered("DEM-1")))
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from ..core.clinical import nitrous_oxide_use
+from ..core.dataend import record_newest
 from ..core.dates import DAYS_PER_MONTH, DAYS_PER_YEAR
 from ..core.display import age_factor
 from ..core.model import RuleContext
@@ -27,13 +28,25 @@ class ClassUse:
     evidence: tuple[str, ...]
     past_evidence: tuple[str, ...]
     label: str
+    #: Not active: when it was last in use (the latest end, else start, of its uses); None when never used.
+    stopped: date | None = None
+    #: Active, but the patient's records end before the as-of date: the class's newest record (its exposure
+    #: runs on past the data, and the description says so).
+    last_recorded: date | None = None
 
     def describe(self) -> str:
         if self.exposure_days is None or self.start is None:
             return f"{self.label} (active, start date unknown)"
         years = self.exposure_days / DAYS_PER_YEAR
         span = f"{years:.1f} years" if years >= 1 else f"{self.exposure_days / DAYS_PER_MONTH:.0f} months"
-        return f"{self.label} for {span} (since {self.start.isoformat()})"
+        last = f", last recorded on {self.last_recorded.isoformat()}" if self.last_recorded else ""
+        return f"{self.label} for {span} (since {self.start.isoformat()}{last})"
+
+    def inactive_text(self) -> str:
+        """Why the class is not active, in words ("metformin stopped on 2019-03-01")."""
+        if self.stopped is None:
+            return f"no {self.label} on file"
+        return f"{self.label} stopped on {self.stopped.isoformat()}"
 
 
 def class_use(record: PatientRecord, concepts: tuple[str, ...], as_of: date, label: str) -> ClassUse:
@@ -49,7 +62,13 @@ def class_use(record: PatientRecord, concepts: tuple[str, ...], as_of: date, lab
             evidence.append(first)
     active_ids = {id(u) for u in active}  # by identity: list membership would make this quadratic
     past = tuple(u.ref for u in uses if id(u) not in active_ids)
-    return ClassUse(bool(active), start, exposure, tuple(evidence), past, label)
+    if not active:
+        stopped = max((d for u in uses if (d := u.end or u.start) is not None), default=None)
+        return ClassUse(False, None, None, tuple(evidence), past, label, stopped=stopped)
+    newest = record_newest(record)
+    last = max((u.start for u in uses if u.start is not None), default=None)
+    return ClassUse(True, start, exposure, tuple(evidence), past, label,
+                    last_recorded=last if newest is not None and newest < as_of else None)
 
 
 def note_stopped(ctx: RuleContext, use: ClassUse) -> None:

@@ -29,7 +29,7 @@ def _metformin(ctx: RuleContext) -> ClassUse:
 def _exposed(ctx: RuleContext, use: ClassUse, inclusive: bool) -> bool:
     """Active with an exposure beyond the rule's ``min_exposure_months`` (``>=`` when ``inclusive``)."""
     if not use.active or use.exposure_days is None:
-        ctx.note(f"{use.label}: {'not active' if not use.active else 'active, start unknown'}")
+        ctx.note(use.inactive_text() if not use.active else f"{use.label}: active, start unknown")
         return False
     months = ctx.param("min_exposure_months")
     limit = months * DAYS_PER_MONTH
@@ -73,6 +73,8 @@ def met_2(ctx: RuleContext) -> Finding | None:
         reasons.append(factor.label)
         evidence.extend(factor.evidence)
     if not reasons:
+        ctx.note(f"under {ctx.param('long_exposure_years'):g} years of use, age {age}, needs {ctx.param('age'):g}; "
+                 "no other risk factor on file")
         return None
     return Finding("MET-2", f"{use.describe()}; {', '.join(reasons)}", tuple(dict.fromkeys(evidence)))
 
@@ -81,9 +83,11 @@ def met_3(ctx: RuleContext) -> Finding | None:
     """Active metformin with a symptom or sign (an active neuropathy counts whatever its onset)."""
     use = _metformin(ctx)
     if not use.active:
+        ctx.note(use.inactive_text())
         return None
     found = symptoms(ctx.record, ctx.as_of, ctx.setting("symptom_months"), neuropathy_any_onset=True)
     if not found:
+        ctx.note(f"{use.label} active, but no symptom or sign within {ctx.setting('symptom_months'):g} months")
         return None
     return Finding("MET-3", f"{use.describe()}; {found.describe()}", use.evidence + found.evidence,
                    test_after=found.test_from, symptomatic=True)
@@ -116,6 +120,7 @@ def acid_2(ctx: RuleContext) -> Finding | None:
         reasons.append(factor.label)
         evidence.extend(factor.evidence)
     if not reasons:
+        ctx.note(f"age {age}, needs {ctx.param('age'):g}; no other risk factor on file")
         return None
     return Finding("ACID-2", f"{use.describe()}; {', '.join(reasons)}", tuple(dict.fromkeys(evidence)))
 

@@ -16,9 +16,11 @@ def sym_1(ctx: RuleContext) -> Finding | None:
     (docs/clinical-rules.md 7.3). MEDIUM when the only sign is a milder anaemia (7.8)."""
     found = symptoms(ctx.record, ctx.as_of, ctx.setting("symptom_months"), neuropathy_any_onset=True)
     if not found:
+        ctx.note(f"no symptom or sign within {ctx.setting('symptom_months'):g} months")
         return None
     factors = risk_factors(ctx)
     if not factors:
+        ctx.note(f"{found.describe()} is a sign, but no risk factor is on file")
         return None
     evidence = list(found.evidence)
     for factor in factors:
@@ -37,9 +39,11 @@ def n2o_1(ctx: RuleContext) -> Finding | None:
     """Recreational nitrous oxide use plus a symptom or sign."""
     use = nitrous_oxide_use(ctx.record, ctx.as_of)
     if not use:
+        ctx.note("no recreational nitrous oxide use on file")
         return None
     found = symptoms(ctx.record, ctx.as_of, ctx.setting("symptom_months"))
     if not found:
+        ctx.note(f"nitrous oxide use, but no symptom or sign within {ctx.setting('symptom_months'):g} months")
         return None
     return Finding("N2O-1", f"nitrous oxide use with {found.describe()}", tuple(use) + found.evidence,
                    test_after=found.test_from, symptomatic=True, recommended_test="homocysteine",
@@ -50,6 +54,7 @@ def ms_1(ctx: RuleContext) -> Finding | None:
     """Multiple sclerosis or another CNS demyelinating disease, with no B12 status test since its onset."""
     conditions = ctx.record.conditions_in(("multiple-sclerosis",), ctx.as_of)
     if not conditions:
+        ctx.note("no multiple sclerosis or demyelinating disease on file")
         return None
     dated = [c.onset for c in conditions if c.onset is not None]
     onset = min(dated) if dated else None

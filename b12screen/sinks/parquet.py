@@ -20,12 +20,16 @@ from typing import Any
 
 import orjson
 
-from .rows import COLUMNS, LIST_COLUMNS
+from .rows import COLUMNS, KINDS, LIST_COLUMNS
 
 BATCH_ROWS = 2048  # rows per row group, which the writer holds encoded until it is complete
 ARRAY_ROWS = 512  # rows per record batch handed to the writer: one batch is held as Python values
 ZSTD = "zstd(3)"
 _EPOCH = date(1970, 1, 1).toordinal()
+
+
+def _day(value: str | date) -> int:
+    return (value if isinstance(value, date) else date.fromisoformat(value)).toordinal()
 
 
 def available() -> bool:
@@ -41,21 +45,24 @@ class _Table:
         self.ac = ac
         self.text, self.int32 = ac.DataType.string(), ac.DataType.int32()
         strings = ac.DataType.list(ac.Field("element", self.text, nullable=True))  # the Parquet LIST layout
-        self.types = {"flagged": ac.DataType.bool(), "evidence_count": self.int32, "as_of": ac.DataType.date32(),
-                      **{name: strings for name in LIST_COLUMNS}}
-        self.schema = ac.Schema([ac.Field(name, self.types.get(name, self.text), nullable=True) for name in COLUMNS])
+        arrow = {"text": self.text, "bool": ac.DataType.bool(), "int": ac.DataType.int64(),
+                 "float": ac.DataType.float64(), "date": ac.DataType.date32(), "list": strings}
+        self.types = {name: arrow[kind] for name, kind in KINDS.items()}
+        self.schema = ac.Schema([ac.Field(name, self.types[name], nullable=True) for name in COLUMNS])
 
     def column(self, name: str, values: list[Any]) -> Any:
-        ac, kind = self.ac, self.types.get(name, self.text)
+        ac, kind = self.ac, self.types[name]
         if name in LIST_COLUMNS:
             offsets, flat = [0], []
             for items in values:
                 flat.extend(items)
                 offsets.append(len(flat))
             return ac.list_array(ac.Array(offsets, self.int32), ac.Array(flat, self.text), type=kind)
-        if name == "as_of":  # days since 1970-01-01, the date32 encoding
-            days = [None if v is None else date.fromisoformat(v).toordinal() - _EPOCH for v in values]
+        if KINDS[name] == "date":  # days since 1970-01-01, the date32 encoding
+            days = [None if v is None else _day(v) - _EPOCH for v in values]
             return ac.Array(days, self.int32).cast(kind)
+        if KINDS[name] == "float":
+            values = [None if v is None else float(v) for v in values]
         return ac.Array(values, kind)
 
     def batches(self, rows: Iterable[Mapping[str, Any]]) -> Iterator[Any]:
@@ -73,7 +80,7 @@ class _Table:
 
 
 def write_rows(rows: Iterable[Mapping[str, Any]], target: Path) -> None:
-    """Write ``rows`` (analyst rows, ``as_of`` as ISO text) to ``target`` and flush it to disk."""
+    """Write ``rows`` (analyst rows as read from JSON, dates as ISO text) to ``target`` and flush it to disk."""
     import arro3.io as aio
 
     table = _Table()

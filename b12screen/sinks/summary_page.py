@@ -10,6 +10,8 @@ from html import escape
 from itertools import islice
 from typing import Any
 
+from . import summary_sections as sections
+
 MAX_ERRORS = 200  # the page lists this many input errors; errors.ndjson has all of them
 MAX_ROWS = 5000  # flagged patients listed; report.csv has all of them
 AGE_ALONE = "AGE-75"  # a flag whose only reason is this rule: age 75 or over and nothing else
@@ -18,7 +20,8 @@ _CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-widt
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f3f3f3;cursor:pointer}.n{text-align:right}svg text{font:12px system-ui,sans-serif}
-.note{color:#666}input{padding:4px;width:20em}"""
+.note{color:#666}input{padding:4px;width:20em}
+.warn{border-left:4px solid #c0392b;background:#fdf0ee;padding:.4em 1em;margin:1em 0}"""
 
 _SCRIPT = """function sortBy(th){var t=th.closest('table'),i=[].indexOf.call(th.parentNode.children,th),
 b=t.tBodies[0],r=[].slice.call(b.rows),d=th.dataset.dir==='a'?-1:1;th.dataset.dir=d===1?'a':'d';
@@ -84,19 +87,21 @@ def render(summary: Mapping[str, Any], flagged: Iterable[Mapping[str, Any]],
         "<h1>b12screen batch summary</h1>",
         f"<p id='headline'>{patients:,} patients screened as of {escape(str(run.get('as_of', '')))}: "
         f"<strong>{summary['flagged']:,} flagged</strong> for a B12 check; {summary['errors']:,} errors. "
-        "Decision support, not a diagnosis.</p>",
+        "Decision support, not a diagnosis.</p>", sections.warnings(summary),
         "<h2>Outcomes</h2>", bar_chart("Patients by outcome", summary["by_outcome"]),
         "<h2>Priorities of the flagged patients</h2>", bar_chart("Flagged patients by priority",
                                                                  summary["by_priority"]),
         "<h2>Reasons</h2><p class='note'>Flagged patients per rule, or per modifier when a modifier decided "
         "(e.g. MOD-LOW: a low B12 result without action).</p>",
         bar_chart("Flagged patients by reason", summary["by_reason"]), _age_alone(summary),
+        sections.meanings(summary), sections.who(summary),
         f"<h2>Flagged patients ({summary['flagged']:,})</h2>",
         "<p><input id='filter' type='search' placeholder='Filter the table' oninput='filterRows(this)'> "
         "<span class='note'>Click a column heading to sort.</span></p>",
-        _table(["patient", "priority", "outcome", "reasons", "suggested test", "flag text"],
-               ([r["patient"], r["priority"], r["outcome"], "; ".join(r["reasons"]), r["recommended_test_code"],
-                 r["flag_text"]] for r in islice(flagged, MAX_ROWS)), "flagged"),
+        _table(["patient", "age", "sex", "priority", "outcome", "reasons", "latest B12", "suggested test", "flag text"],
+               ([r["patient"], r.get("age"), r.get("sex"), r["priority"], r["outcome"], "; ".join(r["reasons"]),
+                 sections.latest_b12(r), r["recommended_test_code"], r["flag_text"]]
+                for r in islice(flagged, MAX_ROWS)), "flagged"),
         f"<p class='note'>The first {MAX_ROWS:,} are listed; report.csv has all of them.</p>"
         if summary["flagged"] > MAX_ROWS else "",
         "<h2>Data coverage</h2><p class='note'>Patients with screened data of each kind (resources whose codes "
@@ -110,8 +115,9 @@ def render(summary: Mapping[str, Any], flagged: Iterable[Mapping[str, Any]],
         _table(["file", "line", "reason"], [[e.get("file", e.get("patient")), e.get("line"), e.get("reason")]
                                            for e in errors[:MAX_ERRORS]], "errors")
         if errors else "<p>None.</p>",
-        "<h2>Run</h2>",
-        _table(["setting", "value"], [[k, ", ".join(v) if isinstance(v, list) else v] for k, v in run.items()],
+        sections.configuration(summary), "<h2>Run</h2>",
+        _table(["setting", "value"], [[k, ", ".join(v) if isinstance(v, list) else v] for k, v in run.items()
+                                      if not isinstance(v, dict)],
                "run"),
         f"<p class='note'>{summary['resources_read']:,} resources from {summary.get('files_read', 0):,} files "
         f"({summary.get('files_ignored', 0):,} ignored).</p></body></html>\n",

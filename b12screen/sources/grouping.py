@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
+from ..core.dataend import newest_date
 from ..core.facts import PatientFact
 from ..core.record import PatientRecord
 from ..errors import InputError
@@ -66,6 +68,10 @@ class GroupedInput:
     patients: dict[str, PatientInput] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
     resources_read: int = 0
+
+    def newest_date(self) -> date | None:
+        """The newest clinical date of every patient's facts (:mod:`b12screen.core.dataend`)."""
+        return newest_date(f for p in self.patients.values() for f in (p.patient, *(x for x, _, _ in p.facts)))
 
     def patient(self, key: str) -> PatientInput:
         found = self.patients.get(key)
