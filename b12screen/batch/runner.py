@@ -88,6 +88,7 @@ class BatchOptions:
     screener_spec: Any = None  # what Spark executors rebuild the Screener from (spark engine only)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # the run record's times
     keep_results: bool = False  # each PatientOutput also carries its ScreeningResult (the Python door)
+    follow_up_months: float | None = None  # each PatientOutput also carries its follow-up (b12screen audit)
 
 
 @dataclass
@@ -173,6 +174,16 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
     the temporary outputs."""
     if options.engine not in ENGINES:
         raise B12ScreenError(f"unknown engine {options.engine!r} (choose from {', '.join(ENGINES)})")
+    with output_folder(paths, out, options, existing_outputs) as folder:
+        return _screen(paths, folder, screener, options, time.perf_counter())
+
+
+@contextlib.contextmanager
+def output_folder(paths: Sequence[str], out: str | Path, options: BatchOptions,
+                  present: Callable[[Path], list[str]]) -> Iterator[Path]:
+    """Check the policy and that every input exists, make ``out``, refuse the outputs ``present`` finds
+    there unless overwriting, and remove stale work; a lost worker or an OS error while the block writes
+    becomes :class:`OutputError`."""
     check_policy(options.validate)
     missing = discover(paths).missing
     if missing:
@@ -180,11 +191,11 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        present = existing_outputs(out)
-        if present and not options.overwrite:
-            raise OutputsExistError(f"{out} already holds {', '.join(present)} (use --overwrite to replace them)")
+        found = present(out)
+        if found and not options.overwrite:
+            raise OutputsExistError(f"{out} already holds {', '.join(found)} (use --overwrite to replace them)")
         clean_stale(out, legacy=options.overwrite)
-        return _screen(paths, out, screener, options, time.perf_counter())
+        yield out
     except WorkerLost as exc:
         raise OutputError(f"no outputs were written in {out}: {exc}") from None
     except OSError as exc:
@@ -239,7 +250,7 @@ def screening(paths: Sequence[str], screener: Screener, options: BatchOptions, w
                 full_pool.setdefault(key, resource)
         evaluation = EvalContext(screener, options.as_of, plan.files, full_pool,
                                  _line_bases([*summaries, *med_outputs]), options.validate,
-                                 keep_result=options.keep_results)
+                                 keep_result=options.keep_results, follow_up_months=options.follow_up_months)
         patients = engine.evaluate(evaluation)
         resources = sum(s.resources for s in summaries) + sum(m.resources for m in med_outputs)
         side_errors = sorted(

@@ -21,6 +21,7 @@ from .common import (
     report_plugin_failures,
     rule_config,
     rule_config_options,
+    run_options,
     validate_option,
 )
 from .export import add_to_batch_outputs, describe, export_options, run_export
@@ -45,16 +46,12 @@ def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
               help="Folder for flags.ndjson, report.ndjson, errors.ndjson and summary.json.")
 @rule_config_options
 @validate_option
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes (local engine); default: the machine's cores.")
+@run_options
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="local: processes on this machine; spark: Apache Spark through pyspark.")
 @click.option("--spark-master", default=None, metavar="URL",
               help=f"Spark master (default ${SPARK_MASTER_ENV}, else local[*]).")
 @click.option("--spark-conf", multiple=True, metavar="KEY=VALUE", help="Extra Spark setting (repeatable).")
-@click.option("--overwrite", is_flag=True, help="Replace outputs already in --out (default: refuse).")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--fhir-server", metavar="URL",
               help="Run a Bulk Data export from this FHIR server into OUT/export/ and screen it (no PATHs).")
 @export_options
