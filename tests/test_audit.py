@@ -214,6 +214,19 @@ def test_library_refuses_outputs_present(screener: Screener, cohort: list[Any], 
         "audit.csv", "audit.html", "audit.json", "audit_errors.ndjson", "audit_patients.csv"]
 
 
+def test_a_killed_runs_temporary_outputs_are_removed_by_the_next(screener: Screener, cohort: list[Any],
+                                                                  tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid whose process has ended
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / f".audit.csv.{gone.pid}.x1.partial", out / f".audit.json.{gone.pid}.x2.partial"]
+    for path in stale:
+        path.write_text("patient data")
+    audit(screener, [write_ndjson(cohort[:3], tmp_path / "export")], out)
+    assert not any(path.exists() for path in stale)
+
+
 def test_an_export_without_b12_results_says_so(screener: Screener, cohort: list[Any], tmp_path: Path) -> None:
     untested = [t for t in cohort if not t.tested][:20]
     audit(screener, [write_ndjson(untested, tmp_path / "export")], tmp_path / "out", months=1)

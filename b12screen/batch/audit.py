@@ -19,7 +19,18 @@ from .._version import __version__
 from ..errors import B12ScreenError
 from ..screening import Screener
 from ..sinks import audit_page
-from .auditstats import GROUP_COLUMNS, PATIENT_COLUMNS, AuditTally, csv_value
+from .auditstats import (
+    AUDIT_CSV,
+    AUDIT_ERRORS,
+    AUDIT_HTML,
+    AUDIT_JSON,
+    AUDIT_NAMES,
+    AUDIT_PATIENTS,
+    GROUP_COLUMNS,
+    PATIENT_COLUMNS,
+    AuditTally,
+    csv_value,
+)
 from .followup import window_end
 from .outputs import AtomicFile, error_key, fsync_dir, merged_errors
 from .progress import Progress
@@ -31,10 +42,6 @@ from .runner import (
     screening,
 )
 from .workdir import make_work
-
-AUDIT_CSV, AUDIT_PATIENTS, AUDIT_ERRORS = "audit.csv", "audit_patients.csv", "audit_errors.ndjson"
-AUDIT_HTML, AUDIT_JSON = "audit.html", "audit.json"
-AUDIT_NAMES = (AUDIT_CSV, AUDIT_PATIENTS, AUDIT_ERRORS, AUDIT_HTML, AUDIT_JSON)  # audit.json last: a complete set
 
 
 def csv_record(cells: Iterable[Any]) -> bytes:

@@ -11,6 +11,9 @@ from typing import Any
 
 from .followup import FollowUp
 
+AUDIT_CSV, AUDIT_PATIENTS, AUDIT_ERRORS = "audit.csv", "audit_patients.csv", "audit_errors.ndjson"
+AUDIT_HTML, AUDIT_JSON = "audit.html", "audit.json"
+AUDIT_NAMES = (AUDIT_CSV, AUDIT_PATIENTS, AUDIT_ERRORS, AUDIT_HTML, AUDIT_JSON)  # audit.json last: a complete set
 GROUP_COLUMNS = ("group", "patients", "tested", "deficient", "indeterminate", "normal", "treated", "test_rate",
                  "yield", "yield_low", "yield_high")
 PATIENT_COLUMNS = ("patient", "outcome", "priority", "rules", "tested", "first_test_date", "first_test_band",
