@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from audit_cohort import AS_OF, MONTHS, RXNORM, WINDOW_END, expected_rows, make_cohort, write_bundles, write_ndjson
 from click.testing import CliRunner
-from conftest import SHARED_DATA
+from conftest import FIXTURES, SHARED_DATA
 
 from b12screen import Screener
 from b12screen.batch import BatchOptions, OutputsExistError, run_batch
@@ -124,6 +124,23 @@ def test_an_mma_reference_range_decides_before_the_default_limit() -> None:
     raised = make_observation("13964-2", value=0.3, unit="umol/L", effective="2024-07-01",
                               referenceRange=[{"high": {"value": 0.4, "unit": "umol/L"}}])
     assert mma_band(_record(make_patient("p1"), raised).observations[0]) is Band.NORMAL
+
+
+def test_the_fixture_is_the_generators_cohort(tmp_path: Path) -> None:
+    written = write_ndjson(make_cohort(), tmp_path / "cohort")
+    fixture = FIXTURES / "audit-cohort"
+    assert sorted(p.name for p in fixture.iterdir()) == sorted(p.name for p in written.iterdir())
+    for path in written.iterdir():
+        assert (fixture / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_the_worked_example_in_the_docs_is_the_fixtures_audit(screener: Screener, tmp_path: Path) -> None:
+    audit(screener, [FIXTURES / "audit-cohort"], tmp_path / "out")
+    table = (tmp_path / "out" / "audit.csv").read_text().replace("\r\n", "\n")
+    for doc in (FIXTURES.parent / "README.md", FIXTURES.parent / "docs" / "audit.md"):
+        text = doc.read_text(encoding="utf-8")
+        shown = text[text.index("<!-- audit-example -->"):].split("```")[1]
+        assert shown.strip() == table.strip(), doc.name
 
 
 # -- no look-ahead: what is dated after the as-of date changes no outcome, at any door ----------------
