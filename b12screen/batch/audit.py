@@ -70,7 +70,7 @@ def run_audit(paths: Sequence[str], out: str | Path, screener: Screener, options
     ``follow_up_months``; the result's ``summary`` is what ``audit.json`` holds. Raises what
     :func:`~b12screen.batch.run_batch` raises, for the same reasons."""
     if follow_up_months <= 0:
-        raise B12ScreenError(f"the follow-up window must be at least one month, got {follow_up_months:g}")
+        raise B12ScreenError(f"the follow-up window must be longer than 0 months, got {follow_up_months:g}")
     with output_folder(paths, out, options, _present) as folder:
         work = make_work(folder)
         progress = Progress(options.progress)

@@ -23,7 +23,7 @@ from .common import (
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("--follow-up-months", type=click.FloatRange(min=1), required=True, metavar="N",
+@click.option("--follow-up-months", type=click.FloatRange(min=0, min_open=True), required=True, metavar="N",
               help="Length of the follow-up window after --as-of, in months of 30.44 days.")
 @click.option("-o", "--out", "--output", "out", required=True, type=click.Path(file_okay=False),
               help="Folder for audit.csv, audit_patients.csv, audit_errors.ndjson, audit.html and audit.json.")

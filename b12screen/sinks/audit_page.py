@@ -91,7 +91,8 @@ def render(audit: Mapping[str, Any]) -> bytes:
         "<h2>Run</h2>",
         _table(["setting", "value"],
                [[k, ", ".join(map(str, v)) if isinstance(v, list) else v]
-                for k, v in run.items() if k != "configuration"]
+                for k, v in run.items() if k not in ("configuration", "files_read", "files_ignored")]
+               + [["files read", len(run["files_read"])], ["files ignored", len(run["files_ignored"])]]
                + [["configuration fingerprint", run["configuration"]["fingerprint"]],
                   ["profile", run["configuration"]["profile"]]], "run"),
         f"<p class='note'>{audit['resources_read']:,} resources read; {audit['errors']:,} errors "
