@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -16,6 +17,7 @@ import pytest
 from audit_cohort import AS_OF, MONTHS, RXNORM, WINDOW_END, expected_rows, make_cohort, write_bundles, write_ndjson
 from click.testing import CliRunner
 from conftest import FIXTURES, SHARED_DATA
+from held_batch import BOUND, start_held
 
 from b12screen import Screener
 from b12screen.batch import BatchOptions, OutputsExistError, run_batch
@@ -220,6 +222,18 @@ def test_command_reports_bad_input_and_refuses_to_overwrite(cohort: list[Any], t
     assert no_date.returncode == 2 and "needs --as-of" in no_date.stderr
     missing = _cli(str(tmp_path / "nowhere"), *args[1:], "--overwrite")
     assert missing.returncode == 2 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_audit_leaves_nothing_behind(tmp_path: Path, signum: int) -> None:
+    proc, held, out = start_held(tmp_path, "write", "--workers", "2", command=("audit", "--follow-up-months", "12"))
+    assert held == proc.pid and any(out.glob(".audit.json.*.partial"))
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=BOUND)
+    assert proc.returncode == 128 + signum, stderr
+    assert stderr == (f"b12screen: interrupted by {signal.Signals(signum).name}: the audit stopped; its workers, "
+                      "work folder and temporary files were removed\n")
+    assert list(out.iterdir()) == []
 
 
 def test_library_refuses_outputs_present(screener: Screener, cohort: list[Any], tmp_path: Path) -> None:

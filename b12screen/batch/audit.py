@@ -41,7 +41,7 @@ from .runner import (
     output_folder,
     screening,
 )
-from .workdir import make_work
+from .workdir import hold_point, make_work
 
 
 def csv_record(cells: Iterable[Any]) -> bytes:
@@ -110,12 +110,14 @@ def _write(out: Path, work: Path, done: Screening, run: dict[str, Any], progress
             flagged = patient.flag is not None
             progress.written(flagged)
             follow = patient.follow_up
+            assert follow is not None  # every screened patient's, as the options asked
             tally.add(patient.outcome, flagged, patient.rules, follow)
             for line in patient.rule_errors:
                 rule_errors += 1
                 rule_tmp.write(line + b"\n")
             files[AUDIT_PATIENTS].write(csv_record(
                 (patient.key, patient.outcome, patient.priority, ";".join(patient.rules), *follow)))
+        hold_point("write")
         late.sort(key=error_key)
         input_errors = 0
         for row in merged_errors([done.side_errors, done.unit_errors, late]):
