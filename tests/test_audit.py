@@ -4,6 +4,7 @@ door, both input layouts, any number of workers, and the pages that say what can
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import shutil
 import signal
@@ -83,12 +84,18 @@ def test_each_patients_first_test_band_and_treatment(screener: Screener, cohort:
         assert row["treated"] == ("true" if truth.treated else "false"), truth.patient
 
 
-def test_bundle_folders_and_workers_give_the_answer_of_ndjson(screener: Screener, cohort: list[Any],
+def test_bundle_folders_gzip_and_workers_give_the_answer_of_ndjson(screener: Screener, cohort: list[Any],
                                                               tmp_path: Path) -> None:
     audit(screener, [write_ndjson(cohort, tmp_path / "export")], tmp_path / "one")
     audit(screener, [write_bundles(cohort, tmp_path / "bundles")], tmp_path / "two", workers=2, unit_bytes=4096)
+    gzipped = tmp_path / "gz"
+    gzipped.mkdir()
+    for path in (tmp_path / "export").iterdir():
+        (gzipped / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+    audit(screener, [gzipped], tmp_path / "three", workers=3, unit_bytes=4096)
     for name in ("audit.csv", "audit_patients.csv"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "three" / name).read_bytes(), name
 
 
 def test_a_setting_of_the_bands_changes_the_count(make_screener: Any, cohort: list[Any], tmp_path: Path) -> None:
