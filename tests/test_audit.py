@@ -163,14 +163,35 @@ LATER = {
 }
 
 
+def _statement(pid: str, status: str, end: str | None) -> dict[str, Any]:
+    period = {"start": "2022-01-01", **({"end": end} if end else {})}
+    return {"resourceType": "MedicationStatement", "id": f"{pid}-ms", "status": status, "effectivePeriod": period,
+            "subject": {"reference": f"Patient/{pid}"},
+            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "861007"}]}}
+
+
+#: Records current at the as-of date that ended later: (ended on a given day, the same record still current).
+ENDED = {
+    "abated": (lambda pid, when: make_condition("190634004", patient=pid, rid=f"{pid}-x", onset="2023-05-01",
+                                                clinical_status="resolved", abatementDateTime=when),
+               lambda pid: make_condition("190634004", patient=pid, rid=f"{pid}-x", onset="2023-05-01")),
+    "stopped": (lambda pid, when: _statement(pid, "completed", when), lambda pid: _statement(pid, "active", None)),
+}
+
+
 def _sided_cohort(folder: Path) -> Path:
     """A patient of 84 flagged by AGE-75, and copies of them each with one record one day before or after
-    the as-of date."""
+    the as-of date, or one that ended a day before or after it."""
     resources = [make_patient("base", "1940-03-01")]
     for kind, make in LATER.items():
         for side, day in (("before", AS_OF - timedelta(days=1)), ("on", AS_OF), ("after", AS_OF + timedelta(days=1))):
             pid = f"{kind}-{side}"
             resources += [make_patient(pid, "1940-03-01"), make(pid, day.isoformat())]
+    for kind, (ended, current) in ENDED.items():
+        resources += [make_patient(f"{kind}-current", "1940-03-01"), current(f"{kind}-current")]
+        for side, day in (("before", AS_OF - timedelta(days=1)), ("after", AS_OF + timedelta(days=1))):
+            pid = f"{kind}-{side}"
+            resources += [make_patient(pid, "1940-03-01"), ended(pid, day.isoformat())]
     folder.mkdir()
     (folder / "all.ndjson").write_text("".join(json.dumps(r) + "\n" for r in resources))
     return folder
@@ -183,6 +204,9 @@ def _check_sides(outcomes: dict[str, tuple[str, str, str]]) -> None:
         assert outcomes[f"Patient/{kind}-after"] == base, kind
         assert outcomes[f"Patient/{kind}-before"] != base, kind  # the same record a day earlier does count
         assert outcomes[f"Patient/{kind}-on"] == outcomes[f"Patient/{kind}-before"], kind
+    for kind in ENDED:  # a diagnosis resolved, a medicine stopped after the date: current at the date
+        current = outcomes[f"Patient/{kind}-current"]
+        assert outcomes[f"Patient/{kind}-after"] == current != outcomes[f"Patient/{kind}-before"], kind
 
 
 def test_no_look_ahead_in_screen_batch_and_audit(screener: Screener, tmp_path: Path) -> None:

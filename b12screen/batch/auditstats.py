@@ -46,8 +46,9 @@ CAVEATS = (
     "Every rate is shown with its Wilson 95 % interval. In a small group the interval is wide: read the "
     "interval, not the point.",
     "The outcome at the as-of date uses only what was recorded on or before that date; records dated later "
-    "count only as follow-up. Records without a date count as known at the as-of date, and statuses are read "
-    "as the export states them (a prescription stopped since then reads as stopped).",
+    "count only as follow-up (a diagnosis resolved or a medicine stopped later, with its end date, counts as "
+    "current at the as-of date). Records without a date count as known at the as-of date, and a status "
+    "without an end date is read as the export states it (an order marked stopped reads as stopped).",
     "Tests, diagnoses and prescriptions made outside the records exported (another laboratory or "
     "organisation), or after the export ends, are missing from the follow-up.",
 )
