@@ -70,7 +70,7 @@ def render(audit: Mapping[str, Any]) -> bytes:
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'\">",
         f"<title>b12screen audit</title><style>{_CSS}</style></head><body><h1>b12screen audit</h1>",
         f"<p id='headline'>{audit['screened']:,} patients screened as of {escape(run['as_of'])} with what was "
-        f"recorded by then; <strong>{audit['alerts']:,} alerts</strong> "
+        f"recorded by then; <strong>{audit['alerts']:,} alert{'' if audit['alerts'] == 1 else 's'}</strong> "
         f"({'-' if audit['alerts_per_1000_screened'] is None else audit['alerts_per_1000_screened']} per 1,000 "
         f"screened patients); follow-up window {escape(window)}. {audit['not_evaluated']:,} patients not "
         "evaluated are counted in no group.</p>",
