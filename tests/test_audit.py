@@ -249,10 +249,12 @@ def test_command_reports_bad_input_and_refuses_to_overwrite(cohort: list[Any], t
     assert "JSON" in error["reason"]
     again = _cli(*args)
     assert again.returncode == 2 and "already holds audit.csv" in again.stderr and "Traceback" not in again.stderr
-    no_date = _cli(str(export), "--follow-up-months", "12", "-o", str(tmp_path / "other"))
-    assert no_date.returncode == 2 and "needs --as-of" in no_date.stderr
-    missing = _cli(str(tmp_path / "nowhere"), *args[1:], "--overwrite")
-    assert missing.returncode == 2 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
+    # refused before any work: in-process is enough
+    no_date = CliRunner().invoke(cli, ["audit", str(export), "--follow-up-months", "12", "-o", str(tmp_path / "x")])
+    assert no_date.exit_code == 2 and "needs --as-of" in no_date.output
+    missing = CliRunner().invoke(cli, ["audit", str(tmp_path / "nowhere"), *args[1:], "--overwrite"])
+    assert missing.exit_code == 2 and "nowhere" in missing.output and missing.exception is not None
+    assert isinstance(missing.exception, SystemExit)  # an error line, not a traceback
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
