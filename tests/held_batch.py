@@ -28,11 +28,12 @@ def export(tmp_path: Path) -> Path:
     return folder
 
 
-def start_held(tmp_path: Path, at: str, *args: str, bound: float = BOUND) -> tuple[subprocess.Popen[str], int, Path]:
-    """Start ``b12screen batch`` held at the point ``at`` (failing after ``bound`` seconds): (process, pid of
-    the process held, --out)."""
+def start_held(tmp_path: Path, at: str, *args: str, bound: float = BOUND,
+               command: tuple[str, ...] = ("batch",)) -> tuple[subprocess.Popen[str], int, Path]:
+    """Start ``b12screen batch`` (or ``command``) held at the point ``at`` (failing after ``bound`` seconds):
+    (process, pid of the process held, --out)."""
     marker, out = tmp_path / "held", tmp_path / "out"
-    proc = subprocess.Popen([B12SCREEN, "batch", str(export(tmp_path)), "--out", str(out), "--as-of", AS_OF,
+    proc = subprocess.Popen([B12SCREEN, *command, str(export(tmp_path)), "--out", str(out), "--as-of", AS_OF,
                              *args], env={**os.environ, HOLD_ENV: f"{at}:{marker}"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + bound

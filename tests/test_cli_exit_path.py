@@ -59,11 +59,13 @@ def _commands(tmp: Path) -> dict[str, list[str]]:
         "fetch": ["fetch", "--as-of", AS_OF, "--patient", "p1", "--retries", "0", "--fhir-server", server],
         "export": ["export", "-o", str(tmp / "export"), "--fhir-server", server],
         "rules": ["rules"],
+        "audit": ["audit", "--as-of", AS_OF, "--follow-up-months", "6", "--workers", "1", "-o", str(tmp / "audit"),
+                  str(DEMO)],
         "serve --check-config": ["serve", "--check-config", "--insecure-no-auth"],
     }
 
 
-@pytest.mark.parametrize("command", ["screen", "batch", "explain", "fetch", "export", "rules",
+@pytest.mark.parametrize("command", ["screen", "batch", "explain", "fetch", "export", "rules", "audit",
                                      "serve --check-config"])
 def test_every_command_that_loads_plugins_reports_the_broken_one_as_screen_does(site: Path, tmp_path: Path,
                                                                                 command: str) -> None:

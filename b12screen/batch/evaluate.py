@@ -30,6 +30,7 @@ from ..sources.extract import Extractor, Fact, resource_ref
 from ..sources.grouping import merge_target
 from ..sources.models import ResourceProblem
 from ..sources.validation import EVIDENCE, extractor_for
+from .followup import FollowUp, bands_of, follow_up
 from .stream import LINE_MARK, Partial, Pos
 
 _DUMP = orjson.OPT_NON_STR_KEYS
@@ -46,6 +47,7 @@ class EvalContext:
     line_bases: Mapping[tuple[int, int], int] = field(default_factory=dict)
     policy: str = EVIDENCE
     keep_result: bool = False  # PatientOutput.result holds the ScreeningResult (for the Python door)
+    follow_up_months: float | None = None  # PatientOutput.follow_up holds the audit's window (batch/followup.py)
     extractor: Extractor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +98,8 @@ class PatientOutput:
     result: ScreeningResult | None = None
     #: Lines of this patient that turned out not to be JSON at evaluation (not read, as ``screen`` counts).
     rejected: int = 0
+    #: What followed the as-of date, when the evaluation was asked for it (``EvalContext.follow_up_months``).
+    follow_up: FollowUp | None = None
 
     @property
     def reported(self) -> bool:
@@ -215,6 +219,8 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
         newest=record_newest(checked.record),
         result=result if ctx.keep_result else None,
         rejected=rejected,
+        follow_up=None if ctx.follow_up_months is None else follow_up(
+            checked.record, ctx.as_of, ctx.follow_up_months, bands_of(screener.settings)),
     )
 
 

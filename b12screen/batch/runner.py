@@ -95,6 +95,7 @@ class BatchOptions:
     keep_results: bool = False  # each PatientOutput also carries its ScreeningResult (the Python door)
     min_cell: int = MIN_CELL  # counts.csv suppresses counts below this
     given: Mapping[str, Any] = field(default_factory=dict)  # the options that made the configuration, as given
+    follow_up_months: float | None = None  # each PatientOutput also carries its follow-up (b12screen audit)
 
 
 @dataclass
@@ -178,6 +179,16 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
     the temporary outputs."""
     if options.engine not in ENGINES:
         raise B12ScreenError(f"unknown engine {options.engine!r} (choose from {', '.join(ENGINES)})")
+    with output_folder(paths, out, options, existing_outputs) as (folder, found):
+        return _screen(paths, found, folder, screener, options, time.perf_counter())
+
+
+@contextlib.contextmanager
+def output_folder(paths: Sequence[str], out: str | Path, options: BatchOptions,
+                  present: Callable[[Path], list[str]]) -> Iterator[tuple[Path, Discovery]]:
+    """Check the policy and that every input exists (the one walk of the input, handed on with the folder),
+    make ``out``, refuse the outputs ``present`` finds there unless overwriting, and remove stale work; a lost
+    worker or an OS error while the block writes becomes :class:`OutputError`."""
     check_policy(options.validate)
     found = discover(paths)
     if found.missing:
@@ -185,11 +196,11 @@ def run_batch(paths: Sequence[str], out: str | Path, screener: Screener, options
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        present = existing_outputs(out)
-        if present and not options.overwrite:
-            raise OutputsExistError(f"{out} already holds {', '.join(present)} (use --overwrite to replace them)")
+        there = present(out)
+        if there and not options.overwrite:
+            raise OutputsExistError(f"{out} already holds {', '.join(there)} (use --overwrite to replace them)")
         clean_stale(out, legacy=options.overwrite)
-        return _screen(paths, found, out, screener, options, time.perf_counter())
+        yield out, found
     except WorkerLost as exc:
         raise OutputError(f"no outputs were written in {out}: {exc}") from None
     except OSError as exc:
@@ -242,7 +253,7 @@ def screening(found: Discovery, screener: Screener, options: BatchOptions, work:
                 full_pool.setdefault(key, resource)
         evaluation = EvalContext(screener, options.as_of, plan.files, full_pool,
                                  _line_bases([*summaries, *med_outputs]), options.validate,
-                                 keep_result=options.keep_results)
+                                 keep_result=options.keep_results, follow_up_months=options.follow_up_months)
         patients = engine.evaluate(evaluation)
         resources = sum(s.resources for s in summaries) + sum(m.resources for m in med_outputs)
         side_errors = sorted(

@@ -2,9 +2,9 @@
 parent.
 
 A work folder is named ``.b12screen-work-<pid>-<random>`` inside ``--out``, and temporary output files
-``.<name>.<pid>.<random>.partial`` for every name in :data:`~b12screen.batch.outputs.OUTPUT_NAMES`: the pid
-says which run owns them, so a later run removes exactly those whose owner is gone (``--overwrite`` also
-removes ones from before owners were named).
+``.<name>.<pid>.<random>.partial`` for every name in :data:`~b12screen.batch.outputs.OUTPUT_NAMES` and the
+audit's ``AUDIT_NAMES``: the pid says which run owns them, so a later run removes exactly those whose owner
+is gone (``--overwrite`` also removes ones from before owners were named).
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from .auditstats import AUDIT_NAMES
 from .outputs import OUTPUT_NAMES
 
 WORK_PREFIX = ".b12screen-work-"
 # the names come from the one list of outputs, so a new output's temporary files are cleaned up too
-_OURS = "|".join([re.escape(WORK_PREFIX), *(re.escape(f".{name}.") for name in OUTPUT_NAMES)])
+_OURS = "|".join([re.escape(WORK_PREFIX), *(re.escape(f".{name}.") for name in (*OUTPUT_NAMES, *AUDIT_NAMES))])
 _OWNED = re.compile(rf"^(?:{_OURS})(\d+)[-.]")
 _LEGACY = re.compile(rf"^(?:{_OURS})")
 _PR_SET_PDEATHSIG = 1

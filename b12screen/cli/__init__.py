@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
+from .audit import audit
 from .batch import batch
 from .catalog import plugins, rules
 from .common import configure_logging
@@ -30,7 +31,7 @@ def cli(verbose: int) -> None:
     configure_logging(verbose)
 
 
-for _command in (screen, batch, export, explain, rules, plugins, serve, fetch):
+for _command in (screen, batch, audit, export, explain, rules, plugins, serve, fetch):
     cli.add_command(_command)
 
 

@@ -23,6 +23,7 @@ from .common import (
     load_screener,
     report_ignored,
     rule_config_options,
+    run_options,
     settle_as_of,
     validate_option,
 )
@@ -48,8 +49,7 @@ def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
                    "errors.ndjson, summary.html and summary.json.")
 @rule_config_options
 @validate_option
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes (local engine); default: the machine's cores.")
+@run_options
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="local: processes on this machine; spark: Apache Spark through pyspark.")
 @click.option("--spark-master", default=None, metavar="URL",
@@ -57,9 +57,6 @@ def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--spark-conf", multiple=True, metavar="KEY=VALUE", help="Extra Spark setting (repeatable).")
 @click.option("--min-cell", type=click.IntRange(min=1), default=11, show_default=True,
               help="counts.csv suppresses counts below this (small cells).")
-@click.option("--overwrite", is_flag=True, help="Replace outputs already in --out (default: refuse).")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--fhir-server", metavar="URL",
               help="Run a Bulk Data export from this FHIR server into OUT/export/ and screen it (no PATHs).")
 @export_options

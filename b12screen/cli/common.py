@@ -236,6 +236,20 @@ def rule_config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--workers``, ``--overwrite`` and ``--progress/--no-progress``: how a batch or an audit runs."""
+    options = [
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Worker processes (local engine); default: the machine's cores."),
+        click.option("--overwrite", is_flag=True, help="Replace outputs already in --out (default: refuse)."),
+        click.option("--progress/--no-progress", default=None,
+                     help="Progress bar on stderr (default: when stderr is a terminal)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def validate_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--validate evidence|all``: the validation policy (b12screen.sources.validation)."""
     return click.option(

@@ -12,6 +12,8 @@ from .facts import ConditionFact, MedicationUse, ObservationFact, PatientFact, P
 ACTIVE_STATEMENT = frozenset({"active", "intended", "on-hold"})
 ACTIVE_REQUEST = frozenset({"active", "on-hold"})
 PAST_USE = frozenset({"stopped", "completed", "cancelled", "not-taken", "entered-in-error", "ended"})
+#: Past-use statuses of a use that was taken: with an end on or after the as-of date it was still active then.
+ENDED = frozenset({"stopped", "completed", "ended"})
 NOT_GIVEN = frozenset({"entered-in-error", "not-done", "cancelled", "declined", "preparation"})
 COUNTABLE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 HISTORY_CLINICAL = frozenset({"inactive", "resolved", "remission"})
@@ -39,6 +41,12 @@ def mass_in_mg(value: float, unit: str | None) -> float | None:
 
 def is_count_unit(unit: str | None) -> bool:
     return (unit or "").strip().lower() in _COUNT_UNITS
+
+
+def abated_later(condition: ConditionFact, as_of: date) -> bool:
+    """Resolved, inactive or in remission now, but abated after ``as_of``: still current at ``as_of``."""
+    return (condition.clinical_status in HISTORY_CLINICAL and condition.abatement is not None
+            and condition.abatement > as_of)
 
 
 def earliest_start(uses: Iterable[MedicationUse]) -> date | None:
@@ -111,8 +119,8 @@ class PatientRecord:
         """Active at ``as_of`` per docs/clinical-rules.md section 1."""
         status = use.status
         if use.resource_type == "MedicationStatement":
-            if status in PAST_USE:
-                return False
+            if status in PAST_USE and not (status in ENDED and use.end is not None and use.end >= as_of):
+                return False  # past use, unless its period shows it ran to the as-of date (ended later)
             if use.end is not None and use.end < as_of:
                 return False
             if status in ACTIVE_STATEMENT:
@@ -167,7 +175,7 @@ class PatientRecord:
         return [
             c for c in self.conditions
             if c.concepts & wanted
-            and (c.clinical_status is None or c.clinical_status in COUNTABLE_CLINICAL)
+            and (c.clinical_status is None or c.clinical_status in COUNTABLE_CLINICAL or abated_later(c, as_of))
             and c.verification_status not in EXCLUDED_VERIFICATION
             and (c.onset is None or c.onset <= as_of)
             and (c.abatement is None or c.abatement > as_of or c.clinical_status in COUNTABLE_CLINICAL)
@@ -180,6 +188,7 @@ class PatientRecord:
             c for c in self.conditions
             if c.concepts & wanted
             and c.clinical_status in HISTORY_CLINICAL
+            and not abated_later(c, as_of)
             and c.verification_status not in EXCLUDED_VERIFICATION
             and (c.onset is None or c.onset <= as_of)
         ]
