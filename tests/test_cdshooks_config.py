@@ -185,3 +185,35 @@ def test_a_replay_store_that_is_not_memory_or_a_redis_url_is_refused(value: str)
                                 "(e.g. redis://127.0.0.1:6379/0)")
     assert ServiceConfig.load(environ={"B12SCREEN_CDS_REPLAY_STORE": "redis://cache:6379/3"}).replay_store == (
         "redis://cache:6379/3")
+
+
+@pytest.mark.parametrize(("store", "warned"), [("memory", True), ("redis://127.0.0.1:6379/0", False)])
+def test_serve_with_workers_shares_one_metrics_directory_and_warns_of_a_per_worker_replay_guard(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, store: str, warned: bool) -> None:
+    import logging
+    import os
+
+    from b12screen.cdshooks import workers
+
+    seen: dict[str, object] = {}
+
+    def fake_run_workers(config: object) -> None:
+        directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        seen.update(directory=directory, existed=os.path.isdir(directory))
+
+    monkeypatch.setattr(workers, "run_workers", fake_run_workers)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    issuer = {"iss": "https://ehr.example.org", "jwks": {"keys": []}}
+    env = {"B12SCREEN_CDS_ISSUERS": json.dumps([issuer]), "B12SCREEN_CDS_PUBLIC_BASE_URL": "https://cds.example.org",
+           "B12SCREEN_CDS_REPLAY_STORE": store}
+    level = logging.getLogger("b12screen").level
+    try:
+        with caplog.at_level(logging.WARNING, logger="b12screen.serve"):
+            result = CliRunner().invoke(cli, ["serve", "--port", "0", "--workers", "2"], env=env)
+    finally:
+        logging.getLogger("b12screen").setLevel(level)
+    assert result.exit_code == 0, result.output
+    assert seen["existed"] and not os.path.exists(str(seen["directory"]))  # made for the run, removed after
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert any("each of the 2 workers refuses only the replays it has seen" in r.getMessage()
+               for r in caplog.records) is warned
