@@ -206,11 +206,13 @@ def stop_server(process: subprocess.Popen[Any], timeout: float = 20) -> None:
 
 
 def start_server(port: int, auth: bool, workers: int, key: ec.EllipticCurvePrivateKey, folder: Path,
-                 validate: str = "evidence", log_level: str = "info") -> subprocess.Popen[bytes]:
+                 validate: str = "evidence", log_level: str = "info",
+                 replay_store: str = "memory") -> subprocess.Popen[bytes]:
     """``b12screen serve`` on loopback, as deployed by default (access log at info, to a file in
     ``folder``), once it accepts connections."""
     config: dict[str, Any] = {"host": "127.0.0.1", "port": port, "workers": workers, "log_level": log_level,
-                              "public_base_url": f"http://127.0.0.1:{port}", "validate": validate}
+                              "public_base_url": f"http://127.0.0.1:{port}", "validate": validate,
+                              "replay_store": replay_store}
     if auth:
         jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
         jwk.update(kid=KID, use="sig", alg="ES384")

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/cds_wrk.py                      # workers 1 and 2, 10 and 50 connections
     .venv/bin/python benchmarks/cds_wrk.py --duration 5 --connections 10 --workers 1
+    .venv/bin/python benchmarks/cds_wrk.py --replay-store memory redis   # also with a shared Redis
 
 For each worker count it starts ``b12screen serve`` on 127.0.0.1 with JWT verification on (an ES384 key
 generated here and trusted inline), then runs ``wrk`` (Debian package ``wrk``) against ``GET /health`` and
@@ -15,7 +16,8 @@ completed. Prints per phase: requests, req/s, p50/p95/p99, errors (non-2xx and s
 per call; then CPU patient-view / CPU ``/health``, req/s 2 workers / 1 worker, how connections and CPU
 spread over the workers, and the CPU of one ES384 signature check in this process (the service's own check,
 a floor of every call) against the first ``/health`` phase. The load generator shares the machine's cores
-with the server.
+with the server. With ``--replay-store redis`` it also starts ``redis-server`` on a free loopback port as the
+service's replay store and reports Redis's own CPU per call beside the service's.
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +115,8 @@ class Phase:
     cpu_s: float = 0.0
     per_worker_cpu: list[float] = field(default_factory=list)
     per_worker_connections: list[int] = field(default_factory=list)
+    store: str = "memory"
+    store_cpu_s: float = 0.0  # redis-server's CPU over the phase (0 with the memory store)
 
     @property
     def rps(self) -> float:
@@ -118,6 +125,10 @@ class Phase:
     @property
     def cpu_ms_per_call(self) -> float:
         return self.cpu_s * 1000 / self.requests if self.requests else float("nan")
+
+    @property
+    def store_cpu_ms_per_call(self) -> float:
+        return self.store_cpu_s * 1000 / self.requests if self.requests else float("nan")
 
 
 # -- the server's process tree ---------------------------------------------------------------------------
@@ -131,6 +142,12 @@ def _stat(pid: int) -> tuple[int, float] | None:
         return None
     fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _cpu(pid: int | None) -> float:
+    """CPU seconds of one process (0 for None or a process that is gone)."""
+    stat = _stat(pid) if pid else None
+    return stat[1] if stat else 0.0
 
 
 def process_tree(root: int) -> dict[int, float]:
@@ -210,15 +227,18 @@ def run_wrk(url: str, connections: int, seconds: float, script: Path, args: list
     raise RuntimeError(f"wrk gave no summary (exit {done.returncode}): {done.stderr.strip()[:300]}")
 
 
-def measure(phase: Phase, root: int, port: int, url: str, script: Path, args: list[str], threads: int) -> Phase:
+def measure(phase: Phase, root: int, port: int, url: str, script: Path, args: list[str], threads: int,
+            store_pid: int | None = None) -> Phase:
     pids = workers_of(root, port)
     sample: list[list[int]] = []
     timer = threading.Timer(max(0.5, phase.planned / 2), lambda: sample.append(connections_by_pid(pids, port)))
+    store_before = _cpu(store_pid)
     before = process_tree(root)
     timer.start()
     result = run_wrk(url, phase.connections, phase.planned, script, args, threads)
     timer.cancel()
     after = process_tree(root)
+    phase.store_cpu_s = _cpu(store_pid) - store_before
     phase.requests = result["requests"]
     phase.seconds = result["duration_us"] / 1e6
     phase.p50_ms, phase.p95_ms, phase.p99_ms = (result[k] / 1000 for k in ("p50_us", "p95_us", "p99_us"))
@@ -253,8 +273,40 @@ def signature_cpu_ms(key: ec.EllipticCurvePrivateKey, tokens_file: Path, count: 
     return (time.process_time() - start) * 1000 / count
 
 
+@contextmanager
+def replay_store(kind: str) -> Iterator[tuple[str, int | None]]:
+    """The ``replay_store`` setting and the pid of its server: ``memory``, or a ``redis-server`` started on
+    a free loopback port (no persistence) and stopped afterwards."""
+    if kind == "memory":
+        yield "memory", None
+        return
+    port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if redis.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", redis.pid
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+
+
 def run_server(workers: int, args: argparse.Namespace, key: ec.EllipticCurvePrivateKey, folder: Path,
-               bodies_file: Path) -> list[Phase]:
+               bodies_file: Path, store: str = "memory") -> list[Phase]:
+    with replay_store(store) as (setting, store_pid):
+        return _run_server(workers, args, key, folder, bodies_file, store, setting, store_pid)
+
+
+def _run_server(workers: int, args: argparse.Namespace, key: ec.EllipticCurvePrivateKey, folder: Path,
+                bodies_file: Path, store: str, setting: str, store_pid: int | None) -> list[Phase]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     service_phases = [(args.warmup, 10)] + [(args.duration, c) for c in args.connections]
@@ -264,7 +316,7 @@ def run_server(workers: int, args: argparse.Namespace, key: ec.EllipticCurvePriv
     service_script, health_script = folder / "service.lua", folder / "health.lua"
     service_script.write_text(LUA_SERVICE + LUA_DONE)
     health_script.write_text(LUA_DONE)
-    process = start_server(port, True, workers, key, folder, args.validate)
+    process = start_server(port, True, workers, key, folder, args.validate, replay_store=setting)
     phases = []
     try:
         first = 0
@@ -274,40 +326,45 @@ def run_server(workers: int, args: argparse.Namespace, key: ec.EllipticCurvePriv
             if n == 0:  # warm-up: model classes, caches, all workers started
                 run_wrk(base + PATH, connections, seconds, service_script, lua_args, args.threads)
                 for c in args.connections:
-                    health = Phase(workers, "GET /health", c, args.duration)
+                    health = Phase(workers, "GET /health", c, args.duration, store=store)
                     phases.append(measure(health, process.pid, port, base + "/health", health_script, [],
-                                          args.threads))
+                                          args.threads, store_pid))
                 continue
-            service = Phase(workers, "patient-view", connections, seconds)
-            phases.append(measure(service, process.pid, port, base + PATH, service_script, lua_args, args.threads))
+            service = Phase(workers, "patient-view", connections, seconds, store=store)
+            phases.append(measure(service, process.pid, port, base + PATH, service_script, lua_args, args.threads,
+                                  store_pid))
     finally:
         stop_server(process)
     return phases
 
 
 def report(phases: list[Phase], args: argparse.Namespace) -> dict[str, Any]:
-    by = {(p.workers, p.endpoint, p.connections): p for p in phases}
+    by = {(p.store, p.workers, p.endpoint, p.connections): p for p in phases}
     ratios: dict[str, Any] = {}
     for p in phases:
         if p.endpoint != "patient-view":
             continue
-        health = by.get((p.workers, "GET /health", p.connections))
+        suffix = "" if p.store == "memory" else f"_{p.store}"
+        health = by.get((p.store, p.workers, "GET /health", p.connections))
         if health and health.requests:
-            ratios[f"cpu_pv_over_health_w{p.workers}_c{p.connections}"] = p.cpu_ms_per_call / health.cpu_ms_per_call
-        one = by.get((1, "patient-view", p.connections))
+            ratios[f"cpu_pv_over_health_w{p.workers}_c{p.connections}{suffix}"] = (
+                p.cpu_ms_per_call / health.cpu_ms_per_call)
+        one = by.get((p.store, 1, "patient-view", p.connections))
         if p.workers > 1 and one and one.rps:
-            ratios[f"rps_w{p.workers}_over_w1_c{p.connections}"] = p.rps / one.rps
+            ratios[f"rps_w{p.workers}_over_w1_c{p.connections}{suffix}"] = p.rps / one.rps
     return ratios
 
 
 def print_table(phases: list[Phase], ratios: dict[str, Any]) -> None:
-    print(f"{'workers':>7} {'endpoint':<13} {'conns':>5} {'requests':>8} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} "
-          f"{'p99 ms':>7} {'errors':>6} {'CPU ms/call':>11}  spread (connections / CPU s per worker)")
+    print(f"{'store':<6} {'workers':>7} {'endpoint':<13} {'conns':>5} {'requests':>8} {'req/s':>8} {'p50 ms':>7} "
+          f"{'p95 ms':>7} {'p99 ms':>7} {'errors':>6} {'CPU ms/call':>11} {'Redis ms/call':>13}  "
+          "spread (connections / CPU s per worker)")
     for p in phases:
         spread = ", ".join(f"{c} / {s:.1f}" for c, s in zip(p.per_worker_connections or [0] * len(p.per_worker_cpu),
                                                               p.per_worker_cpu, strict=False))
-        print(f"{p.workers:>7} {p.endpoint:<13} {p.connections:>5} {p.requests:>8} {p.rps:>8.1f} {p.p50_ms:>7.1f} "
-              f"{p.p95_ms:>7.1f} {p.p99_ms:>7.1f} {p.errors:>6} {p.cpu_ms_per_call:>11.3f}  {spread}")
+        print(f"{p.store:<6} {p.workers:>7} {p.endpoint:<13} {p.connections:>5} {p.requests:>8} {p.rps:>8.1f} "
+              f"{p.p50_ms:>7.1f} {p.p95_ms:>7.1f} {p.p99_ms:>7.1f} {p.errors:>6} {p.cpu_ms_per_call:>11.3f} "
+              f"{p.store_cpu_ms_per_call:>13.3f}  {spread}")
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}")
 
@@ -325,10 +382,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="Pre-signed JWTs per second of patient-view phase (default 1500).")
     parser.add_argument("--validate", choices=("evidence", "all"), default="evidence",
                         help="The service's validation policy (default evidence).")
+    parser.add_argument("--replay-store", choices=("memory", "redis"), nargs="+", default=["memory"],
+                        help="The service's replay store(s), each a run of its own (default memory).")
     parser.add_argument("--json", action="store_true", help="Print the figures as one JSON object.")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (Debian: apt-get install wrk)")
+    if "redis" in args.replay_store and shutil.which("redis-server") is None:
+        parser.error("redis-server is not installed (Debian: apt-get install redis-server)")
     if min(args.workers + args.connections) < 1 or args.duration < 1 or args.threads < 1:
         parser.error("workers, connections, threads and duration must be at least 1")
     if any(c % args.threads for c in args.connections):
@@ -340,8 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         bodies_file = folder / "bodies.txt"
         bodies_file.write_bytes(b"".join(prefix + b"\n" + suffix + b"\n"
                                          for prefix, suffix in request_bodies(args.patients)))
-        for workers in args.workers:
-            phases += run_server(workers, args, key, folder, bodies_file)
+        for store in args.replay_store:
+            for workers in args.workers:
+                phases += run_server(workers, args, key, folder, bodies_file, store)
         verify_ms = signature_cpu_ms(key, folder / f"tokens-{args.workers[0]}.txt")
     ratios = report(phases, args)
     health = next((p for p in phases if p.endpoint == "GET /health"), None)
@@ -350,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"cpus": os.cpu_count(), "duration_s": args.duration, "ratios": ratios,
                           "es384_verify_ms": verify_ms,
-                          "phases": [{**p.__dict__, "rps": p.rps, "cpu_ms_per_call": p.cpu_ms_per_call}
+                          "phases": [{**p.__dict__, "rps": p.rps, "cpu_ms_per_call": p.cpu_ms_per_call,
+                                      "store_cpu_ms_per_call": p.store_cpu_ms_per_call}
                                      for p in phases]}))
     else:
         print(f"{os.cpu_count()} CPU(s), {args.duration:g} s per phase, JWT verification on (ES384), "

@@ -56,3 +56,14 @@ def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cds_wrk.main(["--connections", "5", "--threads", "2"])
     assert exc.value.code == 2 and "multiple of --threads" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_a_short_run_with_the_redis_store_reports_redis_cpu_beside_the_services(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Redis's CPU is counted in clock ticks (10 ms), too coarse to assert on in a one-second phase."""
+    code, out = _run(capsys, "--replay-store", "redis")
+    [service] = [p for p in out["phases"] if p["endpoint"] == "patient-view"]
+    assert code == 0 and service["store"] == "redis" and service["errors"] == 0 and service["requests"] > 0
+    assert service["store_cpu_ms_per_call"] >= 0 and service["cpu_ms_per_call"] > 0
+    assert "cpu_pv_over_health_w1_c4_redis" in out["ratios"]

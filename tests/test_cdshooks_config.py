@@ -147,3 +147,73 @@ def test_serve_runs_uvicorn_with_the_bounded_protocol_on_asyncios_own_loop(monke
         logging.getLogger("b12screen").setLevel(level)
     assert result.exit_code == 0, result.output
     assert seen["loop"] == "asyncio" and seen["http"] is BoundedHttpToolsProtocol and seen["host"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("name", ["max_token_lifetime_seconds", "replay_store", "jwks_url", "jku", "tokens_seen",
+                                  "public_base_url", "keys", "secretary", "password_policy_url"])
+def test_check_config_shows_settings_that_only_mention_a_secret_word(name: str) -> None:
+    from b12screen.cli.serve import is_secret
+
+    assert not is_secret(name)
+
+
+@pytest.mark.parametrize("name", ["password", "client_secret", "token", "access_token", "refresh_token", "api_key",
+                                  "private_key", "fhir_client_secret", "redis_password", "bearer_token", "Secret"])
+def test_check_config_masks_keys_tokens_passwords_and_client_secrets(name: str) -> None:
+    from b12screen.cli.serve import is_secret
+
+    assert is_secret(name)
+
+
+def test_check_config_shows_the_token_lifetime_and_masks_the_replay_store_password() -> None:
+    env = {"B12SCREEN_CDS_PUBLIC_BASE_URL": "https://cds.example.org/b12", "B12SCREEN_CDS_INSECURE_NO_AUTH": "1",
+           "B12SCREEN_CDS_REPLAY_STORE": "redis://:hunter2@127.0.0.1:6379/2",
+           "B12SCREEN_CDS_MAX_TOKEN_LIFETIME_SECONDS": "600"}
+    result = CliRunner().invoke(cli, ["serve", "--check-config"], env=env)
+    assert result.exit_code == 0, result.output
+    settings = json.loads(result.output)
+    assert settings["max_token_lifetime_seconds"] == 600
+    assert settings["replay_store"] == "redis://:***@127.0.0.1:6379/2" and "hunter2" not in result.output
+
+
+@pytest.mark.parametrize("value", ["redis://127.0.0.1/0", "redis://:6379/0", "http://127.0.0.1:6379/0",
+                                   "redis://127.0.0.1:6379/zero", "memcached", ""])
+def test_a_replay_store_that_is_not_memory_or_a_redis_url_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        ServiceConfig.load(environ={"B12SCREEN_CDS_REPLAY_STORE": value})
+    assert str(error.value) == ("settings: replay_store must be 'memory' or redis://HOST:PORT/DB "
+                                "(e.g. redis://127.0.0.1:6379/0)")
+    assert ServiceConfig.load(environ={"B12SCREEN_CDS_REPLAY_STORE": "redis://cache:6379/3"}).replay_store == (
+        "redis://cache:6379/3")
+
+
+@pytest.mark.parametrize(("store", "warned"), [("memory", True), ("redis://127.0.0.1:6379/0", False)])
+def test_serve_with_workers_shares_one_metrics_directory_and_warns_of_a_per_worker_replay_guard(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, store: str, warned: bool) -> None:
+    import logging
+    import os
+
+    from b12screen.cdshooks import workers
+
+    seen: dict[str, object] = {}
+
+    def fake_run_workers(config: object) -> None:
+        directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        seen.update(directory=directory, existed=os.path.isdir(directory))
+
+    monkeypatch.setattr(workers, "run_workers", fake_run_workers)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    issuer = {"iss": "https://ehr.example.org", "jwks": {"keys": []}}
+    env = {"B12SCREEN_CDS_ISSUERS": json.dumps([issuer]), "B12SCREEN_CDS_PUBLIC_BASE_URL": "https://cds.example.org",
+           "B12SCREEN_CDS_REPLAY_STORE": store}
+    level = logging.getLogger("b12screen").level
+    try:
+        with caplog.at_level(logging.WARNING, logger="b12screen.serve"):
+            result = CliRunner().invoke(cli, ["serve", "--port", "0", "--workers", "2"], env=env)
+    finally:
+        logging.getLogger("b12screen").setLevel(level)
+    assert result.exit_code == 0, result.output
+    assert seen["existed"] and not os.path.exists(str(seen["directory"]))  # made for the run, removed after
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert any("each of the 2 workers refuses only the replays it has seen" in r.getMessage()
+               for r in caplog.records) is warned

@@ -67,10 +67,11 @@ def _workers(process: subprocess.Popen[bytes], port: int) -> list[int]:
 
 
 @contextmanager
-def two_workers() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "b12screen", "serve", "--insecure-no-auth", "--port", str(port),
-                                "--workers", "2", "--log-level", "warning"],
+def two_workers(*options: str, port: int | None = None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``serve --workers 2`` on ``port`` (else a free one) with ``options`` (default ``--insecure-no-auth``)."""
+    port = port or free_port()
+    process = subprocess.Popen([sys.executable, "-m", "b12screen", "serve", *(options or ("--insecure-no-auth",)),
+                                "--port", str(port), "--workers", "2", "--log-level", "warning"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

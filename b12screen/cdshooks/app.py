@@ -2,7 +2,8 @@
 
 Routes: ``GET /cds-services`` (discovery), ``POST /cds-services/{id}`` (a service call),
 ``POST /cds-services/{id}/feedback``, ``GET /health`` (no data, no auth: for probes and as the
-benchmark's baseline). Every non-2xx answer is an OperationOutcome without a stack trace.
+benchmark's baseline), ``GET /ready``, ``GET /metrics``, ``GET /openapi.json``.
+Every non-2xx answer is an OperationOutcome without a stack trace.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ from .handler import (
     parse_json,
     validate_feedback,
 )
-from .observe import FIELDS, Metrics, rejection_reason, use_log_format
+from .observe import FIELDS, Metrics, rejection_reason, sample_memory, use_log_format
+from .openapi import openapi_document
 from .prefetch import NeedsIo
 from .protocol import RECEIVED
+from .replay import StoreUnavailable, describe_store
 from .security import ANONYMOUS, AuthError, Caller, JwtVerifier
 
 log = logging.getLogger("b12screen.cdshooks")
@@ -162,6 +165,7 @@ class CdsApp:
         self.handler = HookHandler(config, screener, today, self.executor, self.registry)
         self.feedback_recorder = FeedbackRecorder(config.feedback_log, self.registry)
         self.discovery_body = orjson.dumps(discovery(screener.terminology, services))
+        self.openapi_body = orjson.dumps(openapi_document(services))
         self.cpu_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="b12-cpu")
         self.io_pool = ThreadPoolExecutor(max_workers=max(4, config.fetch_workers * 4), thread_name_prefix="b12-io")
 
@@ -181,6 +185,9 @@ class CdsApp:
             self.metrics.jwt_rejections.labels(rejection_reason(exc.reason)).inc()
             log.info("401 on %s: %s", path.rsplit("/", 1)[-1] or "discovery", exc.reason)
             raise Problem(401, "login") from None
+        except StoreUnavailable as exc:  # fail closed: no call is answered that could be a replay
+            log.error("503 on %s: %s", path.rsplit("/", 1)[-1] or "discovery", exc)
+            raise Problem(503, "transient", "the replay guard is unavailable; try again later") from None
 
     async def run_within_budget(self, work: Callable[[bool], Any], inline: bool = False,
                                 received: float | None = None) -> Any:
@@ -246,14 +253,21 @@ class CdsApp:
 
     # -- endpoints ---------------------------------------------------------------------------
 
+    async def openapi(self, request: Request) -> Response:
+        return Response(self.openapi_body, media_type="application/json", headers=NO_STORE)
+
     async def health(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json", headers=NO_STORE)
 
     async def ready(self, request: Request) -> Response:
-        """Readiness: the configuration is loaded and every issuer's keys are inline, cached or reachable."""
+        """Readiness: the configuration is loaded, the replay store answers and every issuer's keys are
+        inline, cached or reachable."""
         verifier = self.verifier
-        unready = [] if verifier is None else await asyncio.get_running_loop().run_in_executor(
-            self.io_pool, verifier.unready_issuers)
+        loop = asyncio.get_running_loop()
+        if verifier is not None and not await loop.run_in_executor(self.io_pool, verifier.replay.reachable):
+            log.warning("not ready: the replay store is unreachable")
+            return json_response(operation_outcome("transient", "the replay store is unreachable"), 503)
+        unready = [] if verifier is None else await loop.run_in_executor(self.io_pool, verifier.unready_issuers)
         if unready:
             log.warning("not ready: no keys for %d issuer(s)", len(unready))
             return json_response(operation_outcome("transient", "the key sets of some issuers are unreachable"),
@@ -264,7 +278,8 @@ class CdsApp:
         """One line for the log at start-up: issuers (iss only), profile, plugin and rule counts."""
         screener = self.handler.screener
         issuers = ", ".join(self.verifier.issuers) if self.verifier is not None else "none (JWT verification off)"
-        return (f"b12screen CDS service: issuers {issuers}; profile {screener.profile}; "
+        store = describe_store(self.config.replay_store)
+        return (f"b12screen CDS service: issuers {issuers}; replay store {store}; profile {screener.profile}; "
                 f"{len(screener.plugin_manager.plugin_names())} plugin(s), {len(screener.rules)} rule(s)")
 
     async def discovery(self, request: Request) -> Response:
@@ -396,13 +411,17 @@ def create_app(config: ServiceConfig, screener: Screener | None = None,
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
         preload_models(UNDERSTOOD_TYPES)  # before serving: else the first calls would import them (~0.15 s)
+        sampler = asyncio.create_task(sample_memory(state.metrics)) if state.metrics.shared_dir else None
         yield
+        if sampler is not None:
+            sampler.cancel()
         state.close()
 
     routes = [
         Route("/health", state.health, methods=["GET"]),
         Route("/ready", state.ready, methods=["GET"]),
         Route("/metrics", state.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", state.openapi, methods=["GET"]),
         Route("/cds-services", state.discovery, methods=["GET"]),
         Route("/cds-services/{service_id}", state.service, methods=["POST"]),
         Route("/cds-services/{service_id}/feedback", state.feedback, methods=["POST"]),

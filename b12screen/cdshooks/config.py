@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from ..core.config import read_config_file
 from ..errors import ConfigError
 from ..sources.validation import POLICIES
+from .replay import check_store_url
 
 ENV_PREFIX = "B12SCREEN_CDS_"
 #: Never accepted, whatever the configuration says (CDS Hooks 2.0: no ``none``, no symmetric algorithms).
@@ -100,7 +101,8 @@ class ServiceConfig:
     max_token_lifetime_seconds: int = 3600
     jwks_cache_seconds: int = 300
     jwks_refetch_min_seconds: int = 30
-    replay_cache_size: int = 100_000
+    replay_cache_size: int = 100_000  # entries of the in-process (memory) replay store
+    replay_store: str = "memory"  # memory (one process only) | redis://HOST:PORT/DB (shared by a fleet)
     public_discovery: bool = False  # answer discovery without a JWT even when authentication is on
     fhir_servers: tuple[str, ...] = ()  # fhirServer bases the service may fetch from (all issuers)
     fetch_timeout_seconds: float = 3.0
@@ -182,6 +184,7 @@ class ServiceConfig:
         if self.min_card_priority not in CARD_PRIORITIES:
             raise ConfigError(f"{origin}: min_card_priority must be one of {', '.join(CARD_PRIORITIES)}, "
                               f"not {self.min_card_priority!r}")
+        check_store_url(self.replay_store, origin)
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"{origin}: log_format must be text or json")
         if not 0 < self.read_timeout_seconds <= 15:

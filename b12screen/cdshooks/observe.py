@@ -2,18 +2,28 @@
 
 Log lines and metric labels carry no patient data and no tokens: services, statuses, counts, durations,
 the ``iss`` of the caller and normalised rejection reasons only.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``serve --workers N`` sets a fresh one per run), every worker writes
+its counts to files there and ``/metrics`` adds them up, so any worker answers a scrape with the same
+totals; only the process memory gauge stays per worker (a ``pid`` label).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import re
+import resource
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 #: the ``extra`` key under which the access log hands its fields to :class:`JsonFormatter`
 FIELDS = "b12_fields"
@@ -69,6 +79,9 @@ class Metrics:
                                "Prefetch keys fetched from the FHIR server", ("service",), registry=self.registry)
         self.jwt_rejections = Counter("b12screen_cds_jwt_rejections_total", "JWTs rejected, by reason",
                                       ("reason",), registry=self.registry)
+        self.memory = Gauge("b12screen_process_resident_memory_bytes", "Resident memory of this worker process",
+                            registry=self.registry, multiprocess_mode="liveall")
+        self.shared_dir = os.environ.get(MULTIPROC_ENV) or None
 
         # Each labelled child once looked up (labels are bounded: services, statuses, two outcomes); a child
         # is made only when first used, so /metrics shows the same series as before.
@@ -90,5 +103,31 @@ class Metrics:
         if fetched:
             self.fetches.labels(service).inc(fetched)
 
+    def sample_memory(self) -> None:
+        """Record this process's resident memory (the ``liveall`` gauge: one series per live worker)."""
+        self.memory.set(resident_bytes())
+
     def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The text format: this process's registry, or with a shared directory every worker's, added up."""
+        self.sample_memory()
+        if self.shared_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, self.shared_dir)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def resident_bytes() -> int:
+    """Resident set size now (``/proc/self/statm``), else the peak (``getrusage``) where there is no /proc."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+async def sample_memory(metrics: Metrics, every: float = 5.0) -> None:
+    """Keep this worker's memory gauge fresh, whichever worker answers the scrapes (runs until cancelled)."""
+    while True:
+        metrics.sample_memory()
+        await asyncio.sleep(every)

@@ -13,7 +13,6 @@ Failures raise :class:`AuthError` whose ``reason`` is for the local log only (ne
 
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
 import time
@@ -29,8 +28,11 @@ from ..sources.urls import UNSAFE_URL, is_safe_url
 from . import tokens
 from .config import FORBIDDEN_ALGORITHMS, IssuerConfig, ServiceConfig
 from .prefetch import NeedsIo
+from .replay import MemoryReplayStore, ReplayStore, make_store
 
 log = logging.getLogger(__name__)
+
+ReplayCache = MemoryReplayStore  # the in-process store's earlier name
 
 MAX_JWKS_BYTES = 256 * 1024
 _KTY_FOR_ALG = {"ES": "EC", "RS": "RSA", "PS": "RSA"}
@@ -127,36 +129,6 @@ class JwksCache:
             return fresh
 
 
-class ReplayCache:
-    """``(iss, jti)`` pairs seen, kept until their token expires; at most ``size`` entries."""
-
-    def __init__(self, size: int = 100_000, clock: Callable[[], float] = time.time) -> None:
-        self.size = size
-        self._clock = clock
-        self._seen: dict[tuple[str, str], float] = {}
-        self._expiry: list[tuple[float, tuple[str, str]]] = []
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def check_and_store(self, iss: str, jti: str, expires: float) -> bool:
-        """True when ``jti`` is new (and now remembered); False for a replay."""
-        key = (iss, jti)
-        with self._lock:
-            now = self._clock()
-            while self._expiry and (self._expiry[0][0] < now or len(self._seen) >= self.size):
-                when, old = heapq.heappop(self._expiry)
-                if self._seen.get(old) == when:
-                    del self._seen[old]
-            seen = self._seen.get(key)
-            if seen is not None and seen >= now:
-                return False
-            self._seen[key] = expires
-            heapq.heappush(self._expiry, (expires, key))
-            return True
-
-
 def _alg_family(alg: str) -> str | None:
     return _KTY_FOR_ALG.get(alg[:2])
 
@@ -164,14 +136,14 @@ def _alg_family(alg: str) -> str | None:
 class JwtVerifier:
     """Verifies the EHR's JWT for one endpoint URL (``aud``)."""
 
-    def __init__(self, config: ServiceConfig, jwks: JwksCache | None = None, replay: ReplayCache | None = None,
+    def __init__(self, config: ServiceConfig, jwks: JwksCache | None = None, replay: ReplayStore | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.issuers: dict[str, IssuerConfig] = config.trusted_issuers()
         self.algorithms = tuple(a for a in config.algorithms if a not in FORBIDDEN_ALGORITHMS)
         self.jwks = jwks or JwksCache(config.jwks_cache_seconds, config.jwks_refetch_min_seconds,
                                       allow_http_loopback=config.test_mode)
-        self.replay = replay or ReplayCache(config.replay_cache_size)
+        self.replay = replay or make_store(config.replay_store, config.replay_cache_size)
         self._clock = clock
         self._inline = {i.iss: _KeySet([dict(k) for k in i.jwks["keys"]], float("inf"))
                         for i in self.issuers.values() if i.jwks is not None}
@@ -226,7 +198,7 @@ class JwtVerifier:
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti:
             raise AuthError("jti is not a string")
-        if not self.replay.check_and_store(iss, jti, float(exp) + skew):
+        if not self.replay.check_and_store(issuer.iss, jti, float(exp) + skew):  # may raise StoreUnavailable
             raise AuthError("replayed jti")
         sub = claims.get("sub")
         return Caller(iss=iss, jti=jti, tenant=tenant if isinstance(tenant, str) else None,

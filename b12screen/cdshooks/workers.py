@@ -6,19 +6,57 @@ bound to the same address with ``SO_REUSEPORT``, so the kernel spreads new conne
 (by a hash of the client's address and port). A worker that dies is replaced on the same socket.
 Only processes of the same user can join a ``SO_REUSEPORT`` group (Linux), so no other account can take
 over the port. Where the platform has no ``SO_REUSEPORT``, uvicorn's shared socket is used.
+
+The workers share one Prometheus multiprocess directory (:func:`shared_metrics_dir`), so ``/metrics``
+answers the same totals whichever worker serves the scrape.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 log = logging.getLogger(__name__)
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 BACKLOG = 2048
+
+
+@contextmanager
+def shared_metrics_dir() -> Iterator[Path]:
+    """``PROMETHEUS_MULTIPROC_DIR`` for this run, set in the environment the workers inherit: the directory
+    already named there, emptied of metric files now (a previous run's counts would be added in), or a new
+    private one, removed at exit."""
+    named = os.environ.get(MULTIPROC_ENV)
+    path = Path(named) if named else Path(tempfile.mkdtemp(prefix="b12screen-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        if not named:
+            shutil.rmtree(path, ignore_errors=True)
+            del os.environ[MULTIPROC_ENV]
+
+
+def _forget(process: Process) -> None:
+    """Drop a dead worker's per-process gauges (its counters stay in the totals)."""
+    if os.environ.get(MULTIPROC_ENV) and process.pid is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(process.pid)
 
 
 def reuse_port_supported() -> bool:
@@ -79,6 +117,7 @@ class ReusePortSupervisor(Multiprocess):
                 return
             old.terminate()
             old.join()
+            _forget(old)
             self.processes[index] = new
 
     def keep_subprocess_alive(self) -> None:
@@ -89,6 +128,7 @@ class ReusePortSupervisor(Multiprocess):
                 continue
             process.kill()  # hung: stop it
             process.join()
+            _forget(process)
             if process.exitcode == STARTUP_FAILURE:  # would fail the same way on every restart
                 log.error("worker %d failed to start; stopping", index)
                 self.should_exit.set()

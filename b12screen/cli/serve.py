@@ -18,23 +18,44 @@ from .common import (
 
 log = logging.getLogger("b12screen.serve")
 
-#: setting names (any level) whose values are never printed
-SECRET_WORDS = ("secret", "token", "password", "private")
+#: names (any level, lower case) whose values are secrets: keys, tokens, passwords, client secrets
+SECRET_NAMES = frozenset({"password", "passwd", "secret", "client_secret", "token", "access_token",
+                          "refresh_token", "bearer_token", "api_key", "private_key", "private_key_pem"})
+#: a name ending in one of these is a secret too (``fhir_client_secret``, ``redis_password``)
+SECRET_SUFFIXES = ("_password", "_secret", "_token", "_api_key", "_private_key")
 #: private members of a JWK: an inline JWK Set must hold public keys only, but never echo one that does not
 PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
+def is_secret(name: str) -> bool:
+    """Whether a setting called ``name`` holds a secret (by its whole name, never a word inside it:
+    ``max_token_lifetime_seconds`` is a number of seconds)."""
+    lowered = name.lower().replace("-", "_")
+    return lowered in SECRET_NAMES or lowered.endswith(SECRET_SUFFIXES)
+
+
+def _mask_url(value: str) -> str:
+    """A URL's password replaced by ``***`` (``redis://:pw@host:6379/0``); anything else unchanged."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(value)
+    if "://" not in value or parts.password is None:
+        return value
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + parts.netloc.rpartition("@")[2]))
+
+
 def masked_settings(config: Any) -> str:
-    """The effective settings as indented JSON, with secrets and private key material masked."""
+    """The effective settings as indented JSON, with secrets, private key material and URL passwords masked."""
     import json
 
     def mask(value: Any, name: str = "") -> Any:
         if isinstance(value, dict):
-            return {k: "***" if (k in PRIVATE_JWK_MEMBERS and "keys" in name) or any(w in k.lower()
-                    for w in SECRET_WORDS) else mask(v, f"{name}.{k}") for k, v in value.items()}
+            return {k: "***" if (k in PRIVATE_JWK_MEMBERS and "keys" in name) or is_secret(k)
+                    else mask(v, f"{name}.{k}") for k, v in value.items()}
         if isinstance(value, list):
             return [mask(v, name) for v in value]
-        return value
+        return _mask_url(value) if isinstance(value, str) else value
 
     return json.dumps(mask(json.loads(config.as_json())), indent=2, sort_keys=True)
 
@@ -112,17 +133,21 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     report_plugin_failures(app.state.cds.screener)
     log.info("%s", app.state.cds.startup_line())
     if config.workers > 1:
-        from ..cdshooks.workers import reuse_port_supported, run_workers
+        from ..cdshooks.workers import reuse_port_supported, run_workers, shared_metrics_dir
 
+        if config.replay_store == "memory" and not config.insecure_no_auth:
+            log.warning("replay_store is memory: each of the %d workers refuses only the replays it has seen; "
+                        "set replay_store = redis://HOST:PORT/DB for one replay guard", config.workers)
         os.environ["B12SCREEN__SERVE_CONFIG"] = config.as_json()
         factory = "b12screen.cdshooks.app:app_from_environment"
-        if not reuse_port_supported():  # one shared socket: the kernel does not balance connections
-            uvicorn.run(factory, factory=True, workers=config.workers, **common)
-            return
-        try:
-            run_workers(uvicorn.Config(factory, factory=True, workers=config.workers, **common))
-        except OSError as exc:
-            fatal(f"cannot bind {config.host}:{config.port}: {exc.strerror or exc}")
+        with shared_metrics_dir():  # one set of metrics across the workers
+            if not reuse_port_supported():  # one shared socket: the kernel does not balance connections
+                uvicorn.run(factory, factory=True, workers=config.workers, **common)
+                return
+            try:
+                run_workers(uvicorn.Config(factory, factory=True, workers=config.workers, **common))
+            except OSError as exc:
+                fatal(f"cannot bind {config.host}:{config.port}: {exc.strerror or exc}")
         return
     uvicorn.run(app, **common)
 
