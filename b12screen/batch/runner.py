@@ -318,7 +318,7 @@ def _run_record(paths: Sequence[str], screener: Screener, options: BatchOptions,
 
 
 def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors: list[dict[str, Any]],
-           unit_errors: Iterator[dict[str, Any]], resources: int, started: float, file_counts: dict[str, int],
+           unit_errors: Iterator[dict[str, Any]], resources: int, started: float, file_counts: dict[str, Any],
            run: dict[str, Any], clock: Callable[[], datetime], progress: Progress,
            ignored: Sequence[str]) -> BatchResult:
     """Write the outputs; with the parquet extra, report.parquet from the rows once the others are written."""
@@ -355,7 +355,7 @@ def _write(out: Path, work: Path, patients: Iterator[PatientOutput], side_errors
             for i, has in enumerate(patient.coverage):
                 covered[i] += has
             if patient.flagged:
-                by_priority[patient.priority] += 1
+                by_priority[patient.priority or ""] += 1  # a flagged patient always has a priority
                 by_reason.update(patient.reasons)
                 age_alone += tuple(patient.reasons) == (AGE_ALONE,)
                 if len(listed) < summary_page.MAX_ROWS:

@@ -15,7 +15,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import date
@@ -409,7 +409,7 @@ def create_app(config: ServiceConfig, screener: Screener | None = None,
     state = CdsApp(config, screener, today, verifier)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         preload_models(UNDERSTOOD_TYPES)  # before serving: else the first calls would import them (~0.15 s)
         sampler = asyncio.create_task(sample_memory(state.metrics)) if state.metrics.shared_dir else None
         yield

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from ..screening import Screener
 
 INTERRUPTING = (signal.SIGINT, signal.SIGTERM)
+#: What ``click.option`` returns: a decorator of a command function.
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 #: Help text that points at the project's clinical rules.
 PROFILE_HELP = "Clinical profile (docs/clinical-rules.md, 'Profiles')."
 
@@ -216,7 +218,7 @@ def dumps(value: Any, pretty: bool = True) -> str:
 
 def rule_config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options of every command that screens: as-of, profile, rule configuration, strict plugins."""
-    options = [
+    options: list[Decorator] = [
         click.option("--as-of", "as_of", metavar="DATE", help="Evaluation date (YYYY-MM-DD); default today "
                      "(screen, batch, explain: data-end for the newest record in the input)."),
         click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True,
@@ -280,11 +282,11 @@ def configure_logging(verbose: int) -> None:
         handler.setFormatter(logging.Formatter("b12screen: %(levelname)s: %(name)s: %(message)s"))
         root.addHandler(handler)
         ours = [handler]
-    for handler in ours:
-        handler.filters.clear()
-        handler.addFilter(_not_an_interruption)
+    for ours_handler in ours:
+        ours_handler.filters.clear()
+        ours_handler.addFilter(_not_an_interruption)
         if verbose == 0:  # plugin load failures are printed by the commands themselves, once
-            handler.addFilter(lambda record: not getattr(record, REPORTED_BY_CLI, False))
+            ours_handler.addFilter(lambda record: not getattr(record, REPORTED_BY_CLI, False))
     root.setLevel(level)
 
 

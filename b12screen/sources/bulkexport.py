@@ -270,7 +270,7 @@ class BulkExporter:
 
     # -- downloads -----------------------------------------------------------------------------
 
-    def download_all(self, manifest: Mapping[str, Any], result: ExportResult) -> list[str]:
+    def download_all(self, manifest: Mapping[str, Any], result: ExportResult) -> list[tuple[str, int]]:
         """Download every output, deleted and error file not already whole; returns (name, HTTP status) of
         the files answered 404 or 410 (perhaps expired: worth one new export)."""
         token = bool(manifest.get("requiresAccessToken"))

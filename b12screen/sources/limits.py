@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -177,6 +178,7 @@ def gunzip_bounded(data: bytes, limit: int) -> bytes:
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     """Whether a parsed JSON value nests objects/arrays more than ``limit`` levels (iterative: no recursion)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
+    children: Iterable[Any]
     while stack:
         item, level = stack.pop()
         if isinstance(item, dict):

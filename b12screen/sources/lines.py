@@ -60,7 +60,7 @@ class _Splitter:
             if len(data) > self.max_line:
                 parts = [self._too_long() if len(p) > self.max_line else p for p in parts]  # type: ignore[arg-type]
             if self.carry or self.oversize:
-                parts[0] = self._finish(parts[0])  # type: ignore[arg-type]
+                parts[0] = self._finish(parts[0])
         if last:
             if self.carry_len + len(last) > self.max_line:
                 self.oversize = True

@@ -63,7 +63,7 @@ if msgspec is not None:
         and ``id`` when ``ids``: each field fewer is a little less work on every line."""
         wanted = {"subject", "patient", *(("id",) if ids else ()),
                   *(_relevance_fields(resource_type) if relevance else ())}
-        fields: list[Any] = [("resourceType", Literal[resource_type]),  # type: ignore[valid-type]
+        fields: list[Any] = [("resourceType", Literal[resource_type]),
                   *((f.name, f.type, f.default) for f in msgspec.structs.fields(Head)[1:] if f.name in wanted)]
         return msgspec.json.Decoder(msgspec.defstruct(f"Head{resource_type}", fields, gc=False)).decode
 
