@@ -571,3 +571,32 @@ def test_ready_needs_every_issuers_keys_and_the_startup_line_names_issuers_only(
     with TestClient(create_app(unreachable, screener=screener(), verifier=verifier)) as down:
         response = down.get("/ready")
     assert response.status_code == 503 and response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_call_that_needs_a_fetch_is_parsed_validated_and_planned_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The call is read on the event loop, and only the fetch and what follows move to the I/O pool: the body
+    is not parsed, validated or its prefetch read a second time there."""
+    import b12screen.cdshooks.app as app_module
+    import b12screen.cdshooks.handler as handler_module
+    from b12screen.cdshooks.prefetch import Gatherer
+
+    counts = {"parse": 0, "validate": 0, "plan": 0, "complete": 0}
+
+    def counted(name: str, fn: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return fn(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(app_module, "parse_json", counted("parse", app_module.parse_json))
+    monkeypatch.setattr(handler_module, "validate", counted("validate", handler_module.validate))
+    monkeypatch.setattr(Gatherer, "plan", counted("plan", Gatherer.plan))
+    monkeypatch.setattr(Gatherer, "complete", counted("complete", Gatherer.complete))
+    prefetch = metformin_patient()
+    del prefetch["conditions"]
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rs:
+        fhir_routes(rs)
+        response = post(make_client(), PV, with_server(request_body(prefetch=prefetch)))
+        assert [c.request.path_url.split("?")[0] for c in rs.calls] == ["/r4/Condition"]  # it did need a fetch
+    assert response.status_code == 200 and response.json()["cards"]
+    assert counts == {"parse": 1, "validate": 1, "plan": 1, "complete": 1}

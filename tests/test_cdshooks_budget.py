@@ -195,13 +195,13 @@ def test_fetches_get_what_is_left_of_the_budget_counted_from_receipt(monkeypatch
     app, state = service(budget=5)
     received = time.monotonic() - 1.0
     deadlines: list[float] = []
-    call = state.handler.call
+    prepare = state.handler.prepare
 
-    def spy(service: Any, body: Any, caller: Any, deadline: float, allow_io: bool = True) -> Any:
+    def spy(service: Any, body: Any, caller: Any, deadline: float) -> Any:
         deadlines.append(deadline)
-        return call(service, body, caller, deadline, allow_io)
+        return prepare(service, body, caller, deadline)
 
-    monkeypatch.setattr(state.handler, "call", spy)
+    monkeypatch.setattr(state.handler, "prepare", spy)
 
     async def stamped(scope: Any, receive: Any, send: Any) -> None:  # as BoundedHttpToolsProtocol stamps it
         await app({**scope, RECEIVED: received}, receive, send)

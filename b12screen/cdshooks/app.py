@@ -41,6 +41,7 @@ from .handler import (
     FeedbackRecorder,
     HookHandler,
     Outcome,
+    Prepared,
     Problem,
     check_content_type,
     operation_outcome,
@@ -304,6 +305,7 @@ class CdsApp:
             return problem_response(Problem(404, "not-found", "no such CDS service"))
         caller: Caller | None = None
         hook_instance: str | None = None
+        prepared: Prepared | Outcome | None = None
         try:
             body = await read_limited(request, self.config.max_request_bytes)
             received = min(request.scope.get(RECEIVED) or math.inf, time.monotonic())
@@ -311,13 +313,22 @@ class CdsApp:
             content_type = request.headers.get("content-type")
 
             def work(allow_io: bool) -> Outcome:
-                nonlocal caller, hook_instance
-                if caller is None:  # authenticate once: a retry in a thread must not replay the jti
+                # Each step runs once: a call that needs I/O comes back here in a worker thread and carries
+                # on where it stopped (the jti is not recorded twice, the body not parsed or validated twice).
+                nonlocal caller, hook_instance, prepared
+                if caller is None:
                     caller = self.authenticate(request, f"/cds-services/{service_id}", allow_io)
-                check_content_type(content_type)
-                payload = parse_json(body)
-                hook_instance = payload.get("hookInstance") if isinstance(payload.get("hookInstance"), str) else None
-                return self.handler.call(service, payload, caller, deadline, allow_io)
+                if prepared is None:
+                    check_content_type(content_type)
+                    payload = parse_json(body)
+                    given = payload.get("hookInstance")
+                    hook_instance = given if isinstance(given, str) else None
+                    prepared = self.handler.prepare(service, payload, caller, deadline)
+                if isinstance(prepared, Outcome):
+                    return prepared
+                if prepared.needs_io and not allow_io:
+                    raise NeedsIo  # nothing fetched yet: answered in the I/O pool
+                return self.handler.answer(prepared)
 
             outcome = await self.run_within_budget(work, len(body) <= INLINE_MAX_BYTES, received)
         except ClientDisconnect:

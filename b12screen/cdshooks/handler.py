@@ -26,8 +26,8 @@ from ..sources.fhirread import is_valid_id
 from .config import CARD_PRIORITIES, ServiceConfig
 from .declarations import ServiceDecl
 from .order_select import concise, selected_drafts
-from .orders import analyse_drafts
-from .prefetch import FhirAccess, Gatherer, MissingData, fhir_access
+from .orders import DraftOrders, analyse_drafts
+from .prefetch import FhirAccess, Gatherer, GatherPlan, MissingData, fhir_access
 from .security import Caller
 
 log = logging.getLogger("b12screen.cdshooks")
@@ -174,6 +174,31 @@ class CardRegistry:
             return self._items.get(card_uuid)
 
 
+def _unavailable(exc: MissingData) -> Problem:
+    return Problem(412, "processing", f"required data unavailable: prefetch key '{exc.key}' ({exc.reason})")
+
+
+@dataclass
+class Prepared:
+    """A call validated and planned, waiting for its answer (see :meth:`HookHandler.prepare`)."""
+
+    service: ServiceDecl
+    pid: str
+    context: dict[str, Any]
+    as_of: date
+    hook_instance: str
+    drafts: DraftOrders | None
+    triggers: list[str]
+    gatherer: Gatherer
+    plan: GatherPlan
+    access: Callable[[], FhirAccess]
+
+    @property
+    def needs_io(self) -> bool:
+        """Whether answering reads from the FHIR server (so runs in a worker thread, not on the event loop)."""
+        return self.plan.needs_io
+
+
 class HookHandler:
     """Answers service calls for the services it is given."""
 
@@ -191,10 +216,16 @@ class HookHandler:
         order = CARD_PRIORITIES
         return priority in order and order.index(priority) >= order.index(self.config.min_card_priority)
 
-    def call(self, service: ServiceDecl, body: Mapping[str, Any], caller: Caller, deadline: float,
-             allow_io: bool = True) -> Outcome:
-        """Answer one call. With ``allow_io`` False (on the event loop) a needed fetch raises
-        :class:`~b12screen.cdshooks.prefetch.NeedsIo` before anything is fetched."""
+    def call(self, service: ServiceDecl, body: Mapping[str, Any], caller: Caller, deadline: float) -> Outcome:
+        """Answer one call (:meth:`prepare`, then :meth:`answer`)."""
+        prepared = self.prepare(service, body, caller, deadline)
+        return prepared if isinstance(prepared, Outcome) else self.answer(prepared)
+
+    def prepare(self, service: ServiceDecl, body: Mapping[str, Any], caller: Caller,
+                deadline: float) -> Prepared | Outcome:
+        """Everything of a call that needs no network I/O, done once: the request validated, draft orders
+        classified, the prefetch read. An answer already when the drafts decide it; else what
+        :meth:`answer` completes (in a worker thread when :attr:`Prepared.needs_io`)."""
         pid, context = validate(body, service)
         as_of = self.today()
         drafts = None
@@ -218,11 +249,19 @@ class HookHandler:
 
         gatherer = Gatherer(service, self.screener.terminology, self.config, self.executor)
         try:
-            gathered = gatherer.gather(body.get("prefetch") or {}, context, access,
-                                       server.rstrip("/") if isinstance(server, str) else None, allow_io)
+            plan = gatherer.plan(body.get("prefetch") or {}, server.rstrip("/") if isinstance(server, str) else None)
         except MissingData as exc:
-            raise Problem(412, "processing", f"required data unavailable: prefetch key '{exc.key}' "
-                                             f"({exc.reason})") from None
+            raise _unavailable(exc) from None
+        return Prepared(service, pid, context, as_of, str(body["hookInstance"]), drafts, triggers, gatherer, plan,
+                        access)
+
+    def answer(self, call: Prepared) -> Outcome:
+        """Fetch what the prefetch lacks, screen, and make the card."""
+        service, pid, as_of, drafts, triggers = call.service, call.pid, call.as_of, call.drafts, call.triggers
+        try:
+            gathered = call.gatherer.complete(call.plan, call.context, call.access)
+        except MissingData as exc:
+            raise _unavailable(exc) from None
         resources = gathered.resources + (drafts.resources if drafts else [])
         screened = screen_patient(self.screener, read_value(_normalise(resources, pid), "request"),
                                   f"Patient/{pid}", as_of, self.config.validate)
@@ -238,7 +277,7 @@ class HookHandler:
         if not result.flagged or not self._carded(result.priority):
             return Outcome({"cards": []}, fetched=gathered.fetched)
         card = cardlib.card(
-            result, self.screener.rules_by_id, hook_instance=body["hookInstance"], patient_id=pid, record=record,
+            result, self.screener.rules_by_id, hook_instance=call.hook_instance, patient_id=pid, record=record,
             unavailable=gathered.unavailable, incomplete=gathered.incomplete,
             source_label=self.config.source_label, source_url=self.config.source_url,
         )

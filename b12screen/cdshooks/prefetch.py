@@ -171,6 +171,21 @@ def server_slots(executor: Executor, workers: int) -> ServerSlots:
         return slots
 
 
+@dataclass
+class GatherPlan:
+    """The prefetch of one request, read: what it holds, the keys and pages still to fetch, and whether
+    Medications it references must be read."""
+
+    gathered: Gathered
+    to_fetch: list[PrefetchDecl]
+    to_continue: list[tuple[PrefetchDecl, str]]
+    medications: bool
+
+    @property
+    def needs_io(self) -> bool:
+        return bool(self.to_fetch or self.to_continue or self.medications)
+
+
 class Gatherer:
     """Collects the data of one request for a service's declared keys."""
 
@@ -182,9 +197,13 @@ class Gatherer:
         self.slots = server_slots(executor, config.fetch_workers)
 
     def gather(self, prefetch: Mapping[str, Any], context: Mapping[str, Any], access: Callable[[], FhirAccess],
-               server: str | None = None, allow_io: bool = True) -> Gathered:
-        """The request's data. ``access`` is called only when something must be fetched; with
-        ``allow_io`` False, :class:`NeedsIo` is raised instead of fetching (the caller retries in a thread)."""
+               server: str | None = None) -> Gathered:
+        """The request's data: :meth:`plan`, then :meth:`complete`."""
+        return self.complete(self.plan(prefetch, server), context, access)
+
+    def plan(self, prefetch: Mapping[str, Any], server: str | None = None) -> GatherPlan:
+        """What the prefetch holds and what must still be fetched (no I/O: the service plans on the event
+        loop, and only a plan that :attr:`~GatherPlan.needs_io` completes in a worker thread)."""
         out = Gathered()
         to_fetch: list[PrefetchDecl] = []
         to_continue: list[tuple[PrefetchDecl, str]] = []
@@ -206,11 +225,14 @@ class Gatherer:
                     self._unavailable(decl, out, "the CDS client reported an error prefetching it")
                     continue
             to_fetch.append(decl)
-        medications = medication_ids_to_read(out.resources, server)
-        if not (to_fetch or to_continue or medications):
+        return GatherPlan(out, to_fetch, to_continue, bool(medication_ids_to_read(out.resources, server)))
+
+    def complete(self, plan: GatherPlan, context: Mapping[str, Any], access: Callable[[], FhirAccess]) -> Gathered:
+        """The plan's data, fetched where the prefetch lacks it. ``access`` is called only when something must
+        be fetched."""
+        out, to_fetch, to_continue, medications = plan.gathered, plan.to_fetch, plan.to_continue, plan.medications
+        if not plan.needs_io:
             return out
-        if not allow_io:
-            raise NeedsIo
         fhir = access()
         if fhir.client is None:
             for decl in to_fetch:
