@@ -600,3 +600,19 @@ def test_a_call_that_needs_a_fetch_is_parsed_validated_and_planned_once(monkeypa
         assert [c.request.path_url.split("?")[0] for c in rs.calls] == ["/r4/Condition"]  # it did need a fetch
     assert response.status_code == 200 and response.json()["cards"]
     assert counts == {"parse": 1, "validate": 1, "plan": 1, "complete": 1}
+
+
+def test_card_titles_carry_the_parameter_values_in_force() -> None:
+    """After ``AGE-75.age=80`` the card names "Age 80 or over", as the Flag and the summary page do."""
+    from b12screen.core.config import Config
+    from b12screen.testing import make_patient
+
+    older = Screener(config=Config().with_changes(params={"AGE-75": {"age": 80}}),
+                     plugin_manager=get_plugin_manager(load_entry_points=False))
+    settings: dict[str, Any] = {"issuers": (ehr().issuer(),), "public_base_url": BASE, "fhir_servers": (FHIR,)}
+    app = create_app(ServiceConfig(**settings).checked(), screener=older, today=lambda: AS_OF)
+    prefetch = {"patient": make_patient("p1", birth_date=f"{AS_OF.year - 85}-01-01"), "medicationRequests": None,
+                "conditions": None}
+    [card] = post(TestClient(app), PV, request_body(prefetch=prefetch)).json()["cards"]
+    assert "Age 80 or over" in card["summary"] + card["detail"]
+    assert "Age 75 or over" not in card["summary"] + card["detail"]

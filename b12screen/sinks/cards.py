@@ -108,6 +108,11 @@ def _main_rule(result: ScreeningResult, rules: Mapping[str, Rule]) -> str | None
     return min(result.rules, key=rank) if result.rules else None
 
 
+def _title(result: ScreeningResult, rules: Mapping[str, Rule], rule_id: str) -> str:
+    """A rule's title as the result carries it (with the parameter values in force), else as declared."""
+    return result.rule_titles.get(rule_id) or rules[rule_id].title
+
+
 def summary(result: ScreeningResult, rules: Mapping[str, Rule]) -> str:
     """One sentence under 140 characters naming the suggestion and the main reason."""
     if result.outcome == UNACTIONED_LOW_B12:
@@ -116,7 +121,8 @@ def summary(result: ScreeningResult, rules: Mapping[str, Rule]) -> str:
         return "Vitamin B12 deficiency recorded without B12 treatment: please review"
     name = test_name(result.recommended_test or {})
     main = _main_rule(result, rules)
-    reason = rules[main].title if main is not None and main in rules else "risk factors"  # never a rule id
+    # the title with the values in force ("Age 80 or over" after --set AGE-75.age=80); never a rule id
+    reason = _title(result, rules, main) if main is not None and main in rules else "risk factors"
     more = len(result.rules) - 1
     extra = f" (+{more} more)" if more > 0 else ""
     if result.outcome == SUGGEST_MMA:
@@ -165,7 +171,7 @@ def detail(result: ScreeningResult, rules: Mapping[str, Rule], record: PatientRe
         reasons = distinct_reasons(result) if distinct is None else distinct
         for rid in result.rules:  # rule ids stay in the Flag's extensions and the report (section 7 point 10)
             rule = rules.get(rid)
-            title = md(rule.title) if rule else "Risk factor"
+            title = md(_title(result, rules, rid)) if rule else "Risk factor"
             reason = reasons.get(rid)
             lines.append(f"- **{title}**" + (f": {md(reason)}" if reason else ""))
             if rule is not None and rule.basis:
