@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import filterfalse, groupby
+from operator import attrgetter
 from typing import Any, Literal
 
 from ..core.fhirtypes import R4_RESOURCE_TYPES
@@ -40,12 +43,14 @@ except ImportError:  # pragma: no cover - without msgspec every document takes t
 
 _PLAIN_TYPES = R4_RESOURCE_TYPES - {"Bundle"}
 _PARSED_TYPES = frozenset({"Patient", "Medication"})  # parsed whole: the Bundle's index needs them
+_RESOURCE, _URL, _TYPE = attrgetter("resource"), attrgetter("fullUrl"), attrgetter("resourceType")
+_SUBJECT, _REFERENCE = attrgetter("subject"), attrgetter("reference")
 
 if msgspec is not None:
     _EMPTY = msgspec.Raw(b"")
 
     class _Entry(msgspec.Struct, gc=False):
-        fullUrl: Any = None
+        fullUrl: str | None = None  # anything else: the general path
         resource: msgspec.Raw = _EMPTY
         request: msgspec.Raw = _EMPTY
         response: msgspec.Raw = _EMPTY
@@ -69,12 +74,13 @@ def guarded() -> bool:
 
 @dataclass
 class SplitBundle:
-    """A plain Bundle's entries with a resource: their positions in ``Bundle.entry``, fullUrls (None when
-    not a string), headers and raw resource JSON."""
+    """A plain Bundle's entries with a resource: their positions in ``Bundle.entry``, fullUrls, headers,
+    resource types and raw resource JSON."""
 
-    positions: list[int]
+    positions: Sequence[int]
     urls: list[str | None]
     heads: list[Any]
+    types: list[str]
     raws: list[Any]
 
     def raw(self, n: int) -> bytes:
@@ -89,18 +95,21 @@ def split_bundle(data: bytes) -> SplitBundle | None:
     try:
         if not data.isascii():
             data.decode()
-        entries = _decode_entries(data).entry or ()
-        positions = [i for i, e in enumerate(entries) if e.resource]
-        raws = [entries[i].resource for i in positions]
+        entries = _decode_entries(data).entry or []
+        raws = list(map(_RESOURCE, entries))
+        positions: Sequence[int] = range(len(entries))
+        if not all(raws):
+            if not all(e.request or e.response for e in entries if not e.resource):
+                return None  # "bundle entry has no resource": the general path names it
+            positions = [i for i, raw in enumerate(raws) if raw]
+            entries, raws = [entries[i] for i in positions], [raws[i] for i in positions]
         heads = list(map(relevance.decode_head, raws))
-    except _ERRORS:  # RecursionError among them: nested past msgspec's guard
+        types = list(map(_TYPE, heads))
+        if not _PLAIN_TYPES.issuperset(types):
+            return None
+    except (*_ERRORS, TypeError):  # RecursionError: nested past msgspec's guard; TypeError: a type not text
         return None
-    if len(positions) != len(entries) and not all(e.request or e.response for e in entries if not e.resource):
-        return None  # "bundle entry has no resource": the general path names it
-    if not all(h.resourceType.__class__ is str and h.resourceType in _PLAIN_TYPES for h in heads):
-        return None
-    urls = [u if (u := entries[i].fullUrl).__class__ is str else None for i in positions]
-    return SplitBundle(positions, urls, heads, raws)
+    return SplitBundle(positions, list(map(_URL, entries)), heads, types, raws)
 
 
 class BundleReading:
@@ -146,16 +155,14 @@ class BundleReading:
         two passes, the same errors), parsing only Patients, Medications and the resources a rule can use:
         the others are counted per patient at once. False (nothing recorded) when an entry to parse is
         not JSON orjson accepts: the general path reports the document as ``screen`` does."""
-        heads, urls, where = split.heads, split.urls, split.positions
-        by_type: dict[str, list[int]] = {}
-        for n, h in enumerate(heads):
-            by_type.setdefault(h.resourceType, []).append(n)
+        heads, urls, where, types = split.heads, split.urls, split.positions, split.types
         matches, chosen = self.ctx.matcher, []
-        for rt, members in by_type.items():
+        for rt, group in groupby(sorted(range(len(types)), key=types.__getitem__), types.__getitem__):
             if rt in _PARSED_TYPES:
-                chosen += members
+                chosen += group
             elif rt in UNDERSTOOD_TYPES:
-                chosen += [members[i] for i in relevant_indices(rt, [heads[n] for n in members], matches)]
+                members = list(group)
+                chosen += map(members.__getitem__, relevant_indices(rt, list(map(heads.__getitem__, members)), matches))
         values: dict[int, Any] = {}
         deep: dict[int, str] = {}
         for n in chosen:
@@ -177,12 +184,15 @@ class BundleReading:
             except ResourceProblem as exc:
                 del values[n]
                 self._error(None, f"entry[{where[n]}]", str(exc))
-        taken = set(chosen)
-        counted = [n for n in range(len(heads)) if n not in taken]
-        none = NO_REFERENCE
-        refs = Counter([r if (r := (heads[n].subject or heads[n].patient or none).reference).__class__ is str else None
-                        for n in counted])
-        keys = {ref: self._key(ref) if ref else None for ref in refs}
+        counted = list(filterfalse(set(chosen).__contains__, range(len(heads))))
+        owners = list(map(heads.__getitem__, counted))
+        subjects = list(map(_SUBJECT, owners))
+        try:
+            refs = Counter(map(_REFERENCE, subjects) if all(subjects)
+                           else [(h.subject or h.patient or NO_REFERENCE).reference for h in owners])
+        except TypeError:  # a reference that is not text (an object, a list): entry by entry
+            refs = Counter([None])
+        keys = {ref: self._key(ref) if ref.__class__ is str and ref else None for ref in refs}
         if None in keys.values():  # a resource without a usable reference: entry by entry, in order
             self._in_order(split, sorted([*counted, *values]), values, index)
             return True
