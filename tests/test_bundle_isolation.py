@@ -261,8 +261,10 @@ def test_the_split_path_gives_what_the_general_path_gives(tmp_path: Path, monkey
         {"resource": {**metformin_request("r", "x", "2020-01-01"), "subject": {"reference": "urn:uuid:p"},
                       "medicationReference": {"reference": "urn:uuid:med"}}},
         {"request": {"method": "DELETE", "url": "Patient/gone"}}]}))
+    deep = tmp_path / "deep.json"  # an entry the split path parses, nested beyond the limit: that entry's error
+    deep.write_bytes(bundle_bytes(hostile_observation(), kind="transaction"))
     fixtures = Path(__file__).parent.parent / "fixtures"
-    paths = [odd, *sorted((fixtures / "batch" / "bundles").glob("*.json")),
+    paths = [odd, deep, *sorted((fixtures / "batch" / "bundles").glob("*.json")),
              *sorted((fixtures / "clinical").glob("*.json"))]
     split = _unit_outputs(paths, True, monkeypatch)
     assert split == _unit_outputs(paths, False, monkeypatch)

@@ -12,10 +12,10 @@ clean ``RecursionError`` (Python's recursion limit, 1,000 by default: within orj
 :data:`~b12screen.sources.limits.HARD_DEPTH`). Where that guard may let a decoder nest further (Python 3.11
 with a raised recursion limit) the document is measured first, and split only when within ``MAX_DEPTH``.
 
-Anything unusual (not a Bundle, an entry that is not an object or has no resource, a nested Bundle, a
-resource of no known type, a header of unexpected shape, bad UTF-8, nesting past the guard, an entry to
-parse that is not JSON orjson accepts) gives None or False: the caller reads the document the general way,
-with ``screen``'s semantics and errors.
+Anything unusual (not a Bundle, an entry that is not an object or has no resource, a fullUrl that is not
+text, a nested Bundle, a resource of no known type, a header of unexpected shape, bad UTF-8, nesting past
+the guard, an entry to parse that is not JSON orjson accepts) gives None or False: the caller reads the
+document the general way, with ``screen``'s semantics and errors.
 """
 
 from __future__ import annotations
@@ -161,7 +161,8 @@ class BundleReading:
         the others are counted per patient at once. False (nothing recorded) when an entry to parse is
         not JSON orjson accepts: the general path reports the document as ``screen`` does."""
         heads, urls, where, types = split.heads, split.urls, split.positions, split.types
-        matches, chosen = self.ctx.matcher, []
+        matches = self.ctx.matcher
+        chosen: list[int] = []
         for rt, group in groupby(sorted(range(len(types)), key=types.__getitem__), types.__getitem__):
             if rt in _PARSED_TYPES:
                 chosen += group
