@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,13 @@ LINKS = 300  # an extension chain 603 levels deep: far past MAX_DEPTH, within or
 HOSTILE_AT = 3  # the hostile resource's index in Bundle.entry
 
 
-def hostile_observation(links: int = LINKS) -> bytes:
+B12_LAB = b'{"coding": [{"system": "http://loinc.org", "code": "2132-9"}]}'  # a rule reads it: batch parses it
+NO_RULE = b'{"text": "x"}'  # no rule reads it: batch counts it from its header, never parsing it
+
+
+def hostile_observation(links: int = LINKS, code: bytes = B12_LAB) -> bytes:
     """An Observation of patient ``a`` with an extension chain of ``links`` links (``2 * links + 3`` levels)."""
-    head = b'{"resourceType": "Observation", "id": "deep", "status": "final", "code": {"text": "x"}, ' \
+    head = b'{"resourceType": "Observation", "id": "deep", "status": "final", "code": ' + code + b', ' \
            b'"subject": {"reference": "Patient/a"}, "extension": ['
     chain = b'{"url": "http://example.org/x", "extension": [' * links + b'{"url": "x", "valueString": "x"}' \
         + b"]}" * links
@@ -94,6 +99,59 @@ def test_batch_reports_the_entry_and_screens_the_patient(tmp_path: Path) -> None
     assert (Path(error["file"]).name, error["location"], error["reason"]) == ("a.json", f"entry[{HOSTILE_AT}]", REASON)
     [report] = rows(tmp_path / "out" / "report.ndjson")
     assert report["patient"] == "Patient/a" and report["rules"] == ["MET-2"]
+
+
+def test_batch_counts_a_hostile_entry_no_rule_reads_as_it_counts_such_an_ndjson_line(tmp_path: Path) -> None:
+    # as for an NDJSON line, batch decodes only the header of an entry no rule can use: never parsed, never
+    # measured, counted under its patient (screen, which parses every document whole, reports it)
+    hostile = hostile_observation(code=NO_RULE)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.json").write_bytes(bundle_bytes(hostile, kind="transaction"))
+    write_ndjson(tmp_path / "nd" / "Patient.000.ndjson", [patient("a", "1950-01-01")])
+    write_ndjson(tmp_path / "nd" / "MedicationRequest.000.ndjson", good_resources()[1:])
+    (tmp_path / "nd" / "Observation.000.ndjson").write_bytes(hostile + b"\n")
+    for name in ("in", "nd"):
+        result = batch(Screener(), [tmp_path / name], tmp_path / f"out-{name}")
+        assert result.exit_code == 0 and not (tmp_path / f"out-{name}" / "errors.ndjson").read_text()
+        assert result.summary["resources_read"] == len(good_resources()) + 1
+        [report] = rows(tmp_path / f"out-{name}" / "report.ndjson")
+        assert report["patient"] == "Patient/a" and report["rules"] == ["MET-2"]
+    screened = run("screen", "--as-of", AS_OF, "--format", "report", str(tmp_path / "in" / "a.json"))
+    assert f"entry[{HOSTILE_AT}]: {REASON}" in screened.stderr
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ guard the C stack whatever the recursion limit")
+def test_with_a_raised_recursion_limit_batch_measures_every_bundle_first(tmp_path: Path) -> None:
+    # msgspec's guard is Python's recursion limit on 3.11: raised past orjson's 1024 levels it no longer bounds
+    # a document, so each Bundle is measured whole first, and a deep one read entry by entry (all measured)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.json").write_bytes(bundle_bytes(hostile_observation(code=NO_RULE), kind="transaction"))
+    raised = sys.getrecursionlimit()
+    sys.setrecursionlimit(limits.HARD_DEPTH + 1)
+    try:
+        result = batch(Screener(), [tmp_path / "in"], tmp_path / "out")
+    finally:
+        sys.setrecursionlimit(raised)
+    [error] = rows(tmp_path / "out" / "errors.ndjson")
+    assert (error["location"], error["reason"], result.exit_code) == (f"entry[{HOSTILE_AT}]", REASON, 1)
+
+
+@pytest.mark.parametrize(("resource", "reason"), [
+    (b'{"resourceType": "Patient", "id": "a", "birthDate": "1950-01-01", "multipleBirthInteger": 1e400}',
+     "malformed JSON (number is infinity when parsed as double"),  # an entry batch parses: as screen, whole file
+    (b'{"resourceType": "Observation", "code": {"text": "x"}, "subject": {"reference": ["Patient/a"]}}',
+     "entry[0]: Observation has no usable reference to a Patient"),  # counted from its header: a reference not text
+])
+def test_a_bad_entry_in_a_split_bundle_is_an_error_row_as_screen_gives_it(tmp_path: Path, resource: bytes,
+                                                                            reason: str) -> None:
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "a.json"
+    path.write_bytes(b'{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": ' + resource + b"}]}")
+    result = batch(Screener(), [tmp_path / "in"], tmp_path / "out")
+    [error] = rows(tmp_path / "out" / "errors.ndjson")
+    assert result.input_errors == 1 and reason in f"{error['location']}: {error['reason']}", error
+    screened = run("screen", "--as-of", AS_OF, str(path))
+    assert reason in screened.stderr and "Traceback" not in screened.stderr
 
 
 def test_a_document_beyond_the_hard_limit_is_refused_whole_with_a_clear_line(tmp_path: Path) -> None:
@@ -203,8 +261,10 @@ def test_the_split_path_gives_what_the_general_path_gives(tmp_path: Path, monkey
         {"resource": {**metformin_request("r", "x", "2020-01-01"), "subject": {"reference": "urn:uuid:p"},
                       "medicationReference": {"reference": "urn:uuid:med"}}},
         {"request": {"method": "DELETE", "url": "Patient/gone"}}]}))
+    deep = tmp_path / "deep.json"  # an entry the split path parses, nested beyond the limit: that entry's error
+    deep.write_bytes(bundle_bytes(hostile_observation(), kind="transaction"))
     fixtures = Path(__file__).parent.parent / "fixtures"
-    paths = [odd, *sorted((fixtures / "batch" / "bundles").glob("*.json")),
+    paths = [odd, deep, *sorted((fixtures / "batch" / "bundles").glob("*.json")),
              *sorted((fixtures / "clinical").glob("*.json"))]
     split = _unit_outputs(paths, True, monkeypatch)
     assert split == _unit_outputs(paths, False, monkeypatch)

@@ -1,23 +1,32 @@
 """Read a JSON document of a batch (a per-patient Bundle, an array, a resource).
 
-A plain Bundle is split into its entries without parsing them: msgspec decodes the Bundle down to each
-entry's ``fullUrl`` and the raw bytes of its resource, then each resource's small header
-(:mod:`b12screen.sources.relevance`): the batch reads a per-patient Bundle the way it reads NDJSON lines,
-parsing in full only the Patients, Medications and the resources a rule can use.
+A plain Bundle is split into its entries without parsing them: one msgspec decode gives each entry's
+``fullUrl`` and the raw bytes of its resource, from which each resource's small header
+(:mod:`b12screen.sources.relevance`) is decoded: the batch reads a per-patient Bundle the way it reads
+NDJSON lines, parsing in full only the Patients, Medications and the resources a rule can use.
 
-Only a document already measured within :data:`~b12screen.sources.limits.MAX_DEPTH` comes here (so no
-entry is too deep and no decoder nests far). Anything unusual (not a Bundle, an entry that is not an object
-or has no resource, a nested Bundle, a resource of no known type, a header of unexpected shape, bad UTF-8)
-gives None: the caller reads the document the general way, with ``screen``'s semantics and errors.
+Nesting is bounded as for NDJSON lines: each entry parsed is measured (:func:`~b12screen.sources.limits.loads`;
+one nested beyond :data:`~b12screen.sources.limits.MAX_DEPTH` is an error for that entry only), the others
+are never measured, and the document as a whole is bounded by msgspec's own recursion guard, which raises a
+clean ``RecursionError`` (Python's recursion limit, 1,000 by default: within orjson's
+:data:`~b12screen.sources.limits.HARD_DEPTH`). Where that guard may let a decoder nest further (Python 3.11
+with a raised recursion limit) the document is measured first, and split only when within ``MAX_DEPTH``.
+
+Anything unusual (not a Bundle, an entry that is not an object or has no resource, a fullUrl that is not
+text, a nested Bundle, a resource of no known type, a header of unexpected shape, bad UTF-8, nesting past
+the guard, an entry to parse that is not JSON orjson accepts) gives None or False: the caller reads the
+document the general way, with ``screen``'s semantics and errors.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import filterfalse, groupby
+from operator import attrgetter
 from typing import Any, Literal
-
-import orjson
 
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
@@ -34,70 +43,78 @@ except ImportError:  # pragma: no cover - without msgspec every document takes t
 
 _PLAIN_TYPES = R4_RESOURCE_TYPES - {"Bundle"}
 _PARSED_TYPES = frozenset({"Patient", "Medication"})  # parsed whole: the Bundle's index needs them
+_RESOURCE, _URL, _TYPE = attrgetter("resource"), attrgetter("fullUrl"), attrgetter("resourceType")
+_SUBJECT, _REFERENCE = attrgetter("subject"), attrgetter("reference")
 
 if msgspec is not None:
     _EMPTY = msgspec.Raw(b"")
 
-    class _HeadEntry(msgspec.Struct, gc=False):
-        fullUrl: Any = None
-        resource: relevance.Head | None = None
+    class _Entry(msgspec.Struct, gc=False):
+        fullUrl: str | None = None  # anything else: the general path
+        resource: msgspec.Raw = _EMPTY
         request: msgspec.Raw = _EMPTY
         response: msgspec.Raw = _EMPTY
 
-    class _HeadBundle(msgspec.Struct, gc=False):
+    class _Bundle(msgspec.Struct, gc=False):
         resourceType: Literal["Bundle"]
-        entry: list[_HeadEntry] | None = None
+        entry: list[_Entry] | None = None
 
-    class _RawEntry(msgspec.Struct, gc=False):
-        resource: msgspec.Raw = _EMPTY
-
-    class _RawBundle(msgspec.Struct, gc=False):
-        entry: list[_RawEntry]
-
-    _decode_heads: Any = msgspec.json.Decoder(_HeadBundle).decode
-    _decode_raws: Any = msgspec.json.Decoder(_RawBundle).decode
+    _decode_entries: Any = msgspec.json.Decoder(_Bundle).decode
+    #: :class:`~b12screen.sources.relevance.Head` without ``id`` (deleted resources take the general path)
+    #: and with ``resourceType`` text (else the general path): a little less work on every entry
+    _decode_head: Any = msgspec.json.Decoder(msgspec.defstruct("BundleHead", [("resourceType", str), *(
+        (f.name, f.type, f.default) for f in msgspec.structs.fields(relevance.Head)
+        if f.name not in ("resourceType", "id"))], gc=False)).decode
     _ERRORS: tuple[type[Exception], ...] = (*HEAD_ERRORS, msgspec.ValidationError, UnicodeDecodeError)
 else:  # pragma: no cover
-    _decode_heads = _decode_raws = None
+    _decode_entries = _decode_head = None
     _ERRORS = ()
+
+
+def guarded() -> bool:
+    """Whether msgspec's recursion guard stops a decode within orjson's :data:`~limits.HARD_DEPTH`
+    (3.12 and later guard the C stack whatever the recursion limit)."""
+    return sys.version_info >= (3, 12) or sys.getrecursionlimit() <= limits.HARD_DEPTH
 
 
 @dataclass
 class SplitBundle:
-    """A plain Bundle's entries with a resource: their positions in ``Bundle.entry``, fullUrls (None when
-    not a string) and headers; :meth:`raw` gives an entry's resource JSON."""
+    """A plain Bundle's entries with a resource: their positions in ``Bundle.entry``, fullUrls, headers,
+    resource types and raw resource JSON."""
 
-    data: bytes
-    positions: list[int]
+    positions: Sequence[int]
     urls: list[str | None]
     heads: list[Any]
-    _raws: list[Any] | None = None
+    types: list[str]
+    raws: list[Any]
 
     def raw(self, n: int) -> bytes:
-        if self._raws is None:  # a second, skipping decode: only Patients and relevant resources need it
-            self._raws = [e.resource for e in _decode_raws(self.data).entry]
-        return bytes(self._raws[self.positions[n]])
+        return bytes(self.raws[n])
 
 
 def split_bundle(data: bytes) -> SplitBundle | None:
     """The entries of a plain Bundle (entries without a resource but with a request or response, which
     carry no data, left out), or None when the document must be read the general way."""
-    if _decode_heads is None:  # pragma: no cover
+    if _decode_entries is None:  # pragma: no cover
         return None
     try:
         if not data.isascii():
             data.decode()
-        entries = _decode_heads(data).entry or ()
-    except _ERRORS:
+        entries = _decode_entries(data).entry or []
+        raws = list(map(_RESOURCE, entries))
+        positions: Sequence[int] = range(len(entries))
+        if not all(raws):
+            if not all(e.request or e.response for e in entries if not e.resource):
+                return None  # "bundle entry has no resource": the general path names it
+            positions = [i for i, raw in enumerate(raws) if raw]
+            entries, raws = [entries[i] for i in positions], [raws[i] for i in positions]
+        heads = list(map(_decode_head, raws))
+        types = list(map(_TYPE, heads))
+        if not _PLAIN_TYPES.issuperset(types):
+            return None
+    except _ERRORS:  # RecursionError among them: nested past msgspec's guard
         return None
-    positions = [i for i, e in enumerate(entries) if e.resource is not None]
-    if len(positions) != len(entries) and not all(e.request or e.response for e in entries if e.resource is None):
-        return None  # "bundle entry has no resource": the general path names it
-    heads = [entries[i].resource for i in positions]
-    if not all(h.resourceType.__class__ is str and h.resourceType in _PLAIN_TYPES for h in heads):
-        return None
-    urls = [u if (u := entries[i].fullUrl).__class__ is str else None for i in positions]
-    return SplitBundle(data, positions, urls, heads)
+    return SplitBundle(positions, list(map(_URL, entries)), heads, types, raws)
 
 
 class BundleReading:
@@ -121,11 +138,13 @@ class BundleReading:
         if not data or data.isspace():
             self._error(None, None, EMPTY_FILE)
             return
-        checked = limits.depth(data, limits.MAX_DEPTH) <= limits.MAX_DEPTH  # else each entry is measured
-        split = split_bundle(data) if checked and not self.ctx.deleted else None
-        if split is not None:
-            self._bundle(split)
-            return
+        checked = None if guarded() else limits.depth(data, limits.MAX_DEPTH) <= limits.MAX_DEPTH
+        if checked is not False and not self.ctx.deleted:
+            split = split_bundle(data)
+            if split is not None and self._bundle(split):
+                return
+        if checked is None:  # the general path: measured whole, else each entry is measured
+            checked = limits.depth(data, limits.MAX_DEPTH) <= limits.MAX_DEPTH
         try:
             value = limits.loads_document(data)
         except limits.JSONProblem as exc:
@@ -136,46 +155,65 @@ class BundleReading:
             return
         self._entries(read_value(value, path, checked=checked), None)
 
-    def _bundle(self, split: SplitBundle) -> None:
+    def _bundle(self, split: SplitBundle) -> bool:
         """A plain Bundle's entries, split unparsed, read as :meth:`_entries` reads parsed ones (the same
         two passes, the same errors), parsing only Patients, Medications and the resources a rule can use:
-        the others are counted per patient at once."""
-        heads, urls, where = split.heads, split.urls, split.positions
-        self.out.resources += len(heads)
-        index, values = BundleIndex(), {}
-        for n in [n for n, h in enumerate(heads) if h.resourceType in _PARSED_TYPES]:
-            value = orjson.loads(split.raw(n))
-            try:
-                if index.add(value, heads[n].resourceType, urls[n]):
-                    values[n] = value
-            except ResourceProblem as exc:
-                self._error(None, f"entry[{where[n]}]", str(exc))
-        by_type: dict[str, list[int]] = {}
-        for n, h in enumerate(heads):
-            by_type.setdefault(h.resourceType, []).append(n)
+        the others are counted per patient at once. False (nothing recorded) when an entry to parse is
+        not JSON orjson accepts: the general path reports the document as ``screen`` does."""
+        heads, urls, where, types = split.heads, split.urls, split.positions, split.types
         matches = self.ctx.matcher
-        for rt, members in by_type.items():
-            if rt in UNDERSTOOD_TYPES and rt not in _PARSED_TYPES:
-                values.update((members[i], None) for i in relevant_indices(rt, [heads[n] for n in members], matches))
-        counted = [n for n, h in enumerate(heads) if n not in values and h.resourceType not in _PARSED_TYPES]
-        none = NO_REFERENCE
-        refs = Counter((heads[n].subject or heads[n].patient or none).reference for n in counted)
+        chosen: list[int] = []
+        for rt, group in groupby(sorted(range(len(types)), key=types.__getitem__), types.__getitem__):
+            if rt in _PARSED_TYPES:
+                chosen += group
+            elif rt in UNDERSTOOD_TYPES:
+                members = list(group)
+                chosen += map(members.__getitem__, relevant_indices(rt, list(map(heads.__getitem__, members)), matches))
+        values: dict[int, Any] = {}
+        deep: dict[int, str] = {}
+        for n in chosen:
+            try:
+                values[n] = limits.loads(split.raw(n))
+            except limits.TooDeep as exc:
+                deep[n] = str(exc)
+            except limits.JSONProblem:
+                return False
+        self.out.resources += len(heads) - len(deep)
+        index = BundleIndex()
+        for n in sorted([*deep, *(n for n in values if heads[n].resourceType in _PARSED_TYPES)]):
+            if n in deep:
+                self._error(None, f"entry[{where[n]}]", deep[n])
+                continue
+            try:
+                if not index.add(values[n], heads[n].resourceType, urls[n]):
+                    del values[n]
+            except ResourceProblem as exc:
+                del values[n]
+                self._error(None, f"entry[{where[n]}]", str(exc))
+        counted = list(filterfalse(set(chosen).__contains__, range(len(heads))))
+        owners = list(map(heads.__getitem__, counted))
+        subjects = list(map(_SUBJECT, owners))
+        try:
+            refs = Counter(map(_REFERENCE, subjects) if all(subjects)
+                           else [(h.subject or h.patient or NO_REFERENCE).reference for h in owners])
+        except TypeError:  # a reference that is not text (an object, a list): entry by entry
+            refs = Counter([None])
         keys = {ref: self._key(ref) if ref.__class__ is str and ref else None for ref in refs}
         if None in keys.values():  # a resource without a usable reference: entry by entry, in order
             self._in_order(split, sorted([*counted, *values]), values, index)
-            return
+            return True
         for ref, count in refs.items():
             self._partial(index.full_urls.get(ref) or keys[ref]).resources += count
         self._in_order(split, sorted(values), values, index)
+        return True
 
     def _in_order(self, split: SplitBundle, entries: list[int], values: dict[int, Any], index: BundleIndex) -> None:
-        """File ``entries`` in Bundle order: those in ``values`` parsed (the value, or None: parse the raw
-        JSON), the others counted under their patient, or an error when they have no usable reference."""
+        """File ``entries`` in Bundle order: those in ``values`` parsed, the others counted under their
+        patient, or an error when they have no usable reference."""
         for n in entries:
             head, where = split.heads[n], f"entry[{split.positions[n]}]"
             if n in values:
-                value = values[n] if values[n] is not None else orjson.loads(split.raw(n))
-                self._resource(value, head.resourceType, None, where, split.urls[n], index, None)
+                self._resource(values[n], head.resourceType, None, where, split.urls[n], index, None)
                 continue
             holder = head.subject if head.subject is not None and head.subject.reference.__class__ is str \
                 else head.patient

@@ -4,7 +4,8 @@
   resource only (no FHIR resource comes close; Python recursion in validators would not survive much more).
 - :data:`HARD_DEPTH`: a whole document nesting deeper than this is refused (orjson's own limit).
 - :func:`loads` / :func:`loads_document`: ``orjson.loads`` with those bounds, every decode failure (bad
-  JSON, a number that overflows a double, nesting) one :class:`JSONProblem` with a short reason.
+  JSON, a number that overflows a double, nesting) one :class:`JSONProblem` with a short reason
+  (:class:`TooDeep` for nesting).
 - :func:`depth`: nesting measured on JSON text with C-speed byte operations (no Python loop per byte).
 - :func:`gunzip_bounded`: streamed gzip decompression with a cap on the expanded size.
 - :func:`line_cap`: the longest NDJSON line any door reads (longer ones are refused, never held whole).
@@ -71,6 +72,10 @@ class JSONProblem(ValueError):
     """JSON that cannot be used; ``str()`` is the reason for an error row."""
 
 
+class TooDeep(JSONProblem):
+    """JSON nested beyond a depth bound (the other problems: bad JSON, a number a double cannot hold)."""
+
+
 def depth(data: bytes, limit: int = HARD_DEPTH) -> int:
     """Deepest nesting of objects and arrays in JSON text (brackets inside strings do not count), or
     ``limit + 1`` when deeper than ``limit`` (or unbalanced). C-speed byte operations only: escape
@@ -127,7 +132,7 @@ def _decode(raw: bytes, too_deep_reason: str) -> Any:
     except orjson.JSONDecodeError as exc:
         reason = str(exc).splitlines()[0]
         if reason.startswith("depth limit exceeded"):
-            raise JSONProblem(too_deep_reason) from None
+            raise TooDeep(too_deep_reason) from None
         raise JSONProblem(f"malformed JSON ({reason[:120]})") from None
 
 
@@ -137,7 +142,7 @@ def loads(data: bytes | str) -> Any:
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     value = _decode(raw, f"JSON nested more than {MAX_DEPTH} levels deep")
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and depth(raw, MAX_DEPTH) > MAX_DEPTH:
-        raise JSONProblem(nesting_reason(value))
+        raise TooDeep(nesting_reason(value))
     return value
 
 
