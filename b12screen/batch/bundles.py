@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import filterfalse, groupby
 from operator import attrgetter
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
 from ..sources import limits, read_value, relevance
 from ..sources.extract import PATIENT_SCOPED_TYPES, UNDERSTOOD_TYPES, ResourceProblem
 from ..sources.grouping import BundleIndex
-from ..sources.reader import EMPTY_FILE, unwrap
+from ..sources.reader import EMPTY_FILE, Entry, unwrap
 from ..sources.relevance import HEAD_ERRORS, NO_REFERENCE, relevant_indices
 
 try:
@@ -126,6 +126,15 @@ class BundleReading:
     ctx: Any
     out: Any
 
+    if TYPE_CHECKING:  # what the mixin uses of the reader (b12screen.batch.stream.UnitReader)
+        def _error(self, line: int | None, location: str | None, reason: str) -> None: ...
+        def _partial(self, key: str) -> Any: ...  # a b12screen.batch.stream.Partial
+        def _key(self, reference: str) -> str | None: ...
+        def _lines(self, held: Iterable[list[bytes]] | None = None) -> int: ...
+        def _entries(self, items: Iterable[Entry | InputError], rel: int | None) -> None: ...
+        def _resource(self, resource: dict[str, Any], rt: str, rel: int | None, location: str | None,
+                      full_url: str | None, bundle: BundleIndex | None, raw: bytes | None) -> None: ...
+
     def _document(self) -> None:
         path = self.piece.path
         with open(path, "rb") as f:
@@ -203,7 +212,9 @@ class BundleReading:
             self._in_order(split, sorted([*counted, *values]), values, index)
             return True
         for ref, count in refs.items():
-            self._partial(index.full_urls.get(ref) or keys[ref]).resources += count
+            key = keys[ref]
+            assert key is not None  # every reference resolved (checked above)
+            self._partial(index.full_urls.get(ref) or key).resources += count
         self._in_order(split, sorted(values), values, index)
         return True
 
@@ -220,6 +231,6 @@ class BundleReading:
             reference = holder.reference if holder is not None else None
             key = self._key(reference) if reference.__class__ is str and reference else None
             if key is not None:
-                self._partial(index.full_urls.get(reference) or key).resources += 1
+                self._partial(index.full_urls.get(str(reference)) or key).resources += 1
             elif head.resourceType in PATIENT_SCOPED_TYPES:
                 self._error(None, where, f"{head.resourceType} has no usable reference to a Patient")

@@ -129,6 +129,10 @@ class StreamContext:
         return self.extractor.terminology
 
 
+#: What a batch of header decodes may raise: a bad line, or a reference that is not hashable.
+_HEAD_OR_TYPE_ERRORS: tuple[type[Exception], ...] = (*HEAD_ERRORS, TypeError)
+
+
 class UnitReader(BundleReading):
     """Streams the pieces of one unit into a :class:`UnitOutput`."""
 
@@ -157,7 +161,7 @@ class UnitReader(BundleReading):
             if len(cache) > CACHE_LIMIT:
                 cache.clear()
             cache[reference] = key
-        return key  # type: ignore[no-any-return]
+        return key
 
     # -- pieces ------------------------------------------------------------------------------
 
@@ -228,7 +232,7 @@ class UnitReader(BundleReading):
             none = NO_REFERENCE
             refs = [(h.subject or h.patient or none).reference for h in heads]
             counts = Counter(refs)
-        except (*HEAD_ERRORS, TypeError):  # TypeError: a BadLine, or a reference that is not hashable
+        except _HEAD_OR_TYPE_ERRORS:  # TypeError: a BadLine, or a reference that is not hashable
             return False
         keys = {}
         for reference in counts:
@@ -269,18 +273,18 @@ class UnitReader(BundleReading):
             if not line:
                 continue
             if decode is None:  # pragma: no cover - without msgspec
-                self._slow_line(line, rel)  # type: ignore[arg-type]
+                self._slow_line(line, rel)
                 continue
             try:
                 head = decode(line)
-                if not line.isascii():  # type: ignore[union-attr]
-                    line.decode()  # type: ignore[union-attr]
+                if not line.isascii():
+                    line.decode()
             except head_errors:
-                self._slow_line(line, rel)  # type: ignore[arg-type]
+                self._slow_line(line, rel)
                 continue
             rt = head.resourceType
             if rt.__class__ is not str or rt not in fast_types:
-                self._slow_line(line, rel)  # type: ignore[arg-type]
+                self._slow_line(line, rel)
                 continue
             if ftype is not None and rt != ftype:
                 errors.append(((fid, pidx, rel, None), misfiled(rt, ftype)))
@@ -289,9 +293,9 @@ class UnitReader(BundleReading):
             if deleted and head.id.__class__ is str and f"{rt}/{head.id}" in deleted:
                 continue
             if rt in special:
-                value = self._loads(line, rel)  # type: ignore[arg-type]
+                value = self._loads(line, rel)
                 if value is not _MISSING:
-                    self._resource(value, rt, rel, None, None, None, line)  # type: ignore[arg-type]
+                    self._resource(value, rt, rel, None, None, None, line)
                 continue
             holder = head.subject
             reference = holder.reference if holder is not None else None
@@ -314,7 +318,7 @@ class UnitReader(BundleReading):
             if rt not in understood:
                 continue
             if relevant(rt, head, matches):
-                partial.lines.append((line, (fid, pidx, rel, None)))  # type: ignore[arg-type]
+                partial.lines.append((line, (fid, pidx, rel, None)))
         out.resources += resources
 
     # -- one NDJSON line ---------------------------------------------------------------------

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import math
 import os
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -48,6 +47,7 @@ from .handler import (
     parse_json,
     validate_feedback,
 )
+from .messages import NO_STORE, TooLarge, json_response, problem_response, read_limited, safe_id
 from .observe import FIELDS, Metrics, rejection_reason, sample_memory, use_log_format
 from .openapi import openapi_document
 from .prefetch import NeedsIo
@@ -57,45 +57,10 @@ from .security import ANONYMOUS, AuthError, Caller, JwtVerifier
 
 log = logging.getLogger("b12screen.cdshooks")
 
-NO_STORE = {"Cache-Control": "no-store"}
-_SAFE_LOG = re.compile(r"[^A-Za-z0-9._:\-]")
 #: a call with a body up to this size runs its CPU work on the event loop (``CdsApp.run_within_budget``):
 #: screening costs about 0.13 ms of CPU per KiB of request, so this holds up other requests ~8 ms at most
 INLINE_MAX_BYTES = 64 * 1024
 _STATUS_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
-
-
-def _safe(value: str | None, limit: int = 64) -> str:
-    """A client-supplied id made safe for a log line (no PHI-shaped free text, no injection)."""
-    return _SAFE_LOG.sub("", value or "-")[:limit] or "-"
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    media = "application/fhir+json" if isinstance(body, dict) and body.get("resourceType") else "application/json"
-    return Response(orjson.dumps(body), status_code=status, media_type=media, headers={**NO_STORE, **(headers or {})})
-
-
-def problem_response(problem: Problem) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
-    return json_response(operation_outcome(problem.code, problem.diagnostics), problem.status, headers)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class CorsMiddleware:
@@ -239,13 +204,13 @@ class CdsApp:
         if not log.isEnabledFor(logging.INFO):
             return
         caller = caller or ANONYMOUS
-        fields = {"event": "request", "request_id": _safe(hook_instance) if hook_instance else uuid.uuid4().hex,
+        fields = {"event": "request", "request_id": safe_id(hook_instance) if hook_instance else uuid.uuid4().hex,
                   "service": label, "status": status, "duration_ms": round(seconds * 1000, 1),
                   "iss": caller.iss, "cards": outcome.cards if outcome else None,
                   "fetched": len(outcome.fetched) if outcome else 0}
         log.info("%s status=%d ms=%.1f hookInstance=%s iss=%s tenant=%s jti=%s cards=%s fetched=%s",
-                 what, status, seconds * 1000, _safe(hook_instance), _safe(caller.iss, 120),
-                 _safe(caller.tenant), _safe(caller.jti), outcome.cards if outcome else "-",
+                 what, status, seconds * 1000, safe_id(hook_instance), safe_id(caller.iss, 120),
+                 safe_id(caller.tenant), safe_id(caller.jti), outcome.cards if outcome else "-",
                  ",".join(outcome.fetched) if outcome and outcome.fetched else "-", extra={FIELDS: fields})
 
     async def metrics_endpoint(self, request: Request) -> Response:
@@ -299,7 +264,7 @@ class CdsApp:
         started = time.perf_counter()
         service_id = request.path_params["service_id"]
         service = self.services.get(service_id)
-        what = f"service {_safe(service_id)}"
+        what = f"service {safe_id(service_id)}"
         if service is None:
             self._access_log(what, 404, started)
             return problem_response(Problem(404, "not-found", "no such CDS service"))
@@ -333,7 +298,7 @@ class CdsApp:
             outcome = await self.run_within_budget(work, len(body) <= INLINE_MAX_BYTES, received)
         except ClientDisconnect:
             return self._disconnected(what, started)
-        except _TooLarge:
+        except TooLarge:
             problem = Problem(413, "too-costly", f"the request body exceeds {self.config.max_request_bytes} bytes")
             self._access_log(what, 413, started)
             return problem_response(problem)
@@ -351,7 +316,7 @@ class CdsApp:
     async def feedback(self, request: Request) -> Response:
         started = time.perf_counter()
         service_id = request.path_params["service_id"]
-        what = f"feedback {_safe(service_id)}"
+        what = f"feedback {safe_id(service_id)}"
         if service_id not in self.services:
             self._access_log(what, 404, started)
             return problem_response(Problem(404, "not-found", "no such CDS service"))
@@ -374,7 +339,7 @@ class CdsApp:
             outcome = await self.run_within_budget(work, len(body) <= INLINE_MAX_BYTES, request.scope.get(RECEIVED))
         except ClientDisconnect:
             return self._disconnected(what, started)
-        except _TooLarge:
+        except TooLarge:
             self._access_log(what, 413, started)
             return problem_response(Problem(413, "too-costly", "the feedback body is too large"))
         except Problem as problem:
