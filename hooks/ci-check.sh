@@ -198,7 +198,7 @@ run 0 env B12SCREEN_DISABLE_PLUGINS=broken B12SCREEN_STRICT_PLUGINS=1 "$B12" plu
 assert_json 'assert "broken" not in {r["name"] for r in data} and {"pancreas", "site_codes"} <= {r["name"] for r in data}'
 [ ! -s "$ERR" ]
 run 0 env B12SCREEN_DISABLE_PLUGINS=broken "$B12" screen --strict-plugins --as-of "$AS_OF" --format report "$PANC_FIXTURE"
-no_match "warning" "$ERR"
+no_match "warning: plugin" "$ERR"  # the old-data warning of the fixture may stand
 ok
 
 check "B12SCREEN_DISABLE_PLUGINS=pancreas: PANC-1 is gone from rules and from the report"
