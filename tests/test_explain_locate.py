@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import AS_OF, FIXTURES, ROOT, SHARED_DATA, bundle, metformin_request, patient
+from conftest import AS_OF, FIXTURES, NEEDS_SYNTHEA, ROOT, SHARED_DATA, bundle, metformin_request, patient
 
 from b12screen import Screener
 from b12screen.cli import cli
@@ -202,6 +202,7 @@ print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, d
 """
 
 
+@NEEDS_SYNTHEA
 def test_explain_memory_does_not_grow_with_the_folder(tmp_path: Path) -> None:
     """Real processes (about 2 s): explaining one patient of 32 MB of Bundles peaks within 8 MB of
     explaining it alone (the whole-input reader took over 150 MB more)."""

@@ -69,7 +69,7 @@ def test_a_bundle_folder_and_its_ndjson_copy_give_the_same_answers_through_every
         layouts: tuple[Path, Path], tmp_path: Path) -> None:
     bundles, ndjson = layouts
     answers = _screen(ndjson)
-    assert len(answers) >= 20 and any(a[1] for a in answers.values())  # patients, some of them flagged
+    assert len(answers) >= 8 and any(a[1] for a in answers.values())  # patients, some of them flagged
     assert _screen(bundles) == answers
     for layout, folder in (("bundles", bundles), ("ndjson", ndjson)):
         for workers in ("1", "2"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from batch_helpers import BATCH
-from conftest import AS_OF, FIXTURES, ROOT
+from conftest import AS_OF, FIXTURES, NEEDS_SYNTHEA, ROOT
 
 from b12screen import Screener, StreamingResults, screen_paths
 from b12screen.batch import api
@@ -98,6 +98,7 @@ print(patients, len(rows), base, peak, resource.getrusage(resource.RUSAGE_CHILDR
 """
 
 
+@NEEDS_SYNTHEA
 def test_memory_is_bounded_by_the_patient_not_the_input(tmp_path: Path) -> None:
     """A real process with two workers on about 32 MB of Bundles (slow: about 6 s): the calling process grows
     by less than an eighth of the input, the workers by less than its whole (the in-memory reader grew by
