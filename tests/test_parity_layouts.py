@@ -2,8 +2,9 @@
 and as a Bulk Data NDJSON export give the same answers through every door that reads files: ``screen``,
 ``batch`` with one and two workers, ``screen_paths`` and ``audit``.
 
-The patients are those of the shared Synthea export when present, else of ``fixtures/batch/export``; both
-layouts are written by the benchmark's own builder (``benchmarks/batch_bench.py --mode bundles``).
+The patients are those of the shared Synthea export (skipped without it: the fixtures' export keeps a
+Medication in a file of its own, which the builder would put in a Bundle of no patient); both layouts are
+written by the benchmark's own builder (``benchmarks/batch_bench.py --mode bundles``).
 """
 
 from __future__ import annotations
@@ -16,20 +17,20 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT
+from conftest import ROOT, SHARED_DATA
 
 from b12screen import screen_paths
 from b12screen.cli import cli
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from batch_bench import SOURCES, build_bundles, bundle_templates
+from batch_bench import build_bundles, bundle_templates
 
 AS_OF = "2020-06-01"  # inside the shared export's years, so that its patients are alive and on treatment
 
 
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    source = next(s for s in SOURCES if s.is_dir())
+    source = SHARED_DATA / "synthea-bulk-10"
     root = tmp_path_factory.mktemp("layouts")
     build_bundles(bundle_templates(source), root / "bundles", root / "ndjson", copies=2)
     return root / "bundles", root / "ndjson"
