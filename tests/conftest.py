@@ -18,8 +18,8 @@ from b12screen.plugins import PluginManager, get_plugin_manager
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 SHARED_DATA = ROOT.parent / "shared" / "data"
-#: Memory bounds are measured on real-shaped Bundles (a few hundred resources a patient): the fixtures' tiny
-#: ones would measure file-count overheads, not patients.
+#: Tests that need the shared Synthea export's real-shaped patients (memory bounds: the fixtures' tiny Bundles
+#: would measure file-count overheads, not patients) skip cleanly without it.
 NEEDS_SYNTHEA = pytest.mark.skipif(not (SHARED_DATA / "synthea-bulk-10").is_dir(),
                                    reason="needs the shared Synthea export (../shared/data) for real-shaped Bundles")
 AS_OF = date(2026, 11, 24)
