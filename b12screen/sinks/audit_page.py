@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from .summary_sections import html_table
+
 _CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}th{background:#f3f3f3}
@@ -52,11 +54,6 @@ def interval_chart(title: str, rows: Sequence[Mapping[str, Any]], name: str) -> 
             f'xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>')
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
-                   for row in rows)
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def render(audit: Mapping[str, Any]) -> bytes:
@@ -81,15 +78,15 @@ def render(audit: Mapping[str, Any]) -> bytes:
         "<h2>Yield: deficient among the tested</h2>", interval_chart("Yield per group", rows, "yield"),
         "<h2>Test rate: tested among the patients</h2>", interval_chart("Test rate per group", rows, "test_rate"),
         "<h2>Figures</h2>",
-        _table(["group", "patients", "per 1,000 screened", "flagged", "tested", "deficient", "indeterminate",
+        html_table(["group", "patients", "per 1,000 screened", "flagged", "tested", "deficient", "indeterminate",
                 "normal", "treated", "test rate (95 % CI)", "yield (95 % CI)"],
                [[r["group"], r["patients"], r["per_1000_screened"], r["flagged"], r["tested"], r["deficient"],
                  r["indeterminate"], r["normal"], r["treated"], _interval(r, "test_rate"), _interval(r, "yield")]
                 for r in rows], "groups"),
         "<h2>Definitions</h2>",
-        _table(["column", "meaning"], [[k, v] for k, v in audit["definitions"].items()], "definitions"),
+        html_table(["column", "meaning"], [[k, v] for k, v in audit["definitions"].items()], "definitions"),
         "<h2>Run</h2>",
-        _table(["setting", "value"],
+        html_table(["setting", "value"],
                [[k, ", ".join(map(str, v)) if isinstance(v, list) else v]
                 for k, v in run.items() if k not in ("configuration", "files_read", "files_ignored")]
                + [["files read", len(run["files_read"])], ["files ignored", len(run["files_ignored"])]]

@@ -11,6 +11,7 @@ from itertools import islice
 from typing import Any
 
 from . import summary_sections as sections
+from .summary_sections import html_table
 
 MAX_ERRORS = 200  # the page lists this many input errors; errors.ndjson has all of them
 MAX_ROWS = 5000  # flagged patients listed; report.csv has all of them
@@ -49,6 +50,11 @@ def _age_alone(summary: Mapping[str, Any]) -> str:
             "<code>min_card_priority</code>.</span></p>")
 
 
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str = "") -> str:
+    """A table whose headings sort it on a click."""
+    return html_table(headers, rows, table_id, sortable=True)
+
+
 def bar_chart(title: str, counts: Mapping[str, int]) -> str:
     """A horizontal SVG bar chart, one labelled bar per key."""
     items = list(counts.items())
@@ -65,12 +71,6 @@ def bar_chart(title: str, counts: Mapping[str, int]) -> str:
             f'xmlns="http://www.w3.org/2000/svg">{"".join(bars)}</svg>')
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str = "") -> str:
-    head = "".join(f'<th onclick="sortBy(this)">{escape(h)}</th>' for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
-                   for row in rows)
-    ident = f' id="{table_id}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render(summary: Mapping[str, Any], flagged: Iterable[Mapping[str, Any]],

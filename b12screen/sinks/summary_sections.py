@@ -18,11 +18,16 @@ MISSING_MEANS = {
 }
 
 
-def _rows(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+def html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str = "",
+               sortable: bool = False) -> str:
+    """An HTML table of escaped cells (None as empty); ``sortable``: a click on a heading sorts (the page's
+    ``sortBy``). The one table writer of the summary and audit pages."""
+    click = ' onclick="sortBy(this)"' if sortable else ""
+    head = "".join(f"<th{click}>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
-    return f"<table id='{table_id}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    ident = f' id="{table_id}"' if table_id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def latest_b12(row: Mapping[str, Any]) -> str:
@@ -66,9 +71,9 @@ def meanings(summary: Mapping[str, Any]) -> str:
     reasons = [[r, known.get(r, {}).get("title", "(a plugin's code)"), known.get(r, {}).get("basis", "")]
                for r in shown]
     return ("<h2>What the codes mean</h2>"
-            + _rows(["outcome", "meaning", "Flag made"], outcomes, "outcome-codes")
-            + _rows(["priority", "meaning"], priorities, "priority-codes")
-            + (_rows(["reason", "title", "basis"], reasons, "reason-codes") if reasons else ""))
+            + html_table(["outcome", "meaning", "Flag made"], outcomes, "outcome-codes")
+            + html_table(["priority", "meaning"], priorities, "priority-codes")
+            + (html_table(["reason", "title", "basis"], reasons, "reason-codes") if reasons else ""))
 
 
 def who(summary: Mapping[str, Any]) -> str:
@@ -83,8 +88,8 @@ def who(summary: Mapping[str, Any]) -> str:
     not_evaluated = summary["by_outcome"].get("not-evaluated", 0)
     minimum = summary.get("run", {}).get("configuration", {}).get("settings", {}).get("min_age")
     return ("<h2>Who was screened and flagged</h2><p class='note'>Age in whole years at the as-of date.</p>"
-            + _rows(["age band", "patients", "flagged"], bands, "by-age")
-            + _rows(["sex", "patients", "flagged"], sexes, "by-sex")
+            + html_table(["age band", "patients", "flagged"], bands, "by-age")
+            + html_table(["sex", "patients", "flagged"], sexes, "by-sex")
             + f"<p id='not-evaluated'>{not_evaluated:,} not evaluated: {escape(parts)}"
             + (f" (minimum age {escape(str(minimum))})" if minimum is not None else "")
             + f". Patients with no birth date: {summary.get('no_birth_date', 0):,} (age band unknown; screened "
@@ -104,5 +109,5 @@ def configuration(summary: Mapping[str, Any]) -> str:
                for name, value in params.items()]
     return ("<h2>Configuration</h2><p class='note'>As given on the command line (or by the caller), then every "
             "value in force. Disabled rules: " + escape(", ".join(config["disabled_rules"]) or "none") + ".</p>"
-            + (_rows(["option", "value"], asked, "options") if asked else "<p>Defaults: no option given.</p>")
-            + _rows(["setting or parameter", "value"], values, "values"))
+            + (html_table(["option", "value"], asked, "options") if asked else "<p>Defaults: no option given.</p>")
+            + html_table(["setting or parameter", "value"], values, "values"))
