@@ -83,7 +83,15 @@ class Checked(Generic[P]):
 def screen_facts(screener: RuleEngine, key: str, patient: PatientFact | None,
                  facts: Sequence[tuple[Any, Any, P]], resources: int, as_of: date, policy: str) -> Checked[P]:
     """Screen one patient from ``(fact, raw JSON or resource, position)`` items in input order; under
-    ``evidence`` validate what the result rests on and screen again without any invalid resource."""
+    ``evidence`` validate what the result rests on and screen again without any invalid resource. The result
+    carries the patient's demographics (the analyst rows), taken once from the final record."""
+    checked = _screen_valid(screener, key, patient, facts, resources, as_of, policy)
+    checked.result.demographics = demographics(checked.record, as_of)
+    return checked
+
+
+def _screen_valid(screener: RuleEngine, key: str, patient: PatientFact | None,
+                  facts: Sequence[tuple[Any, Any, P]], resources: int, as_of: date, policy: str) -> Checked[P]:
     items = list(facts)
     valid: set[int] = set()  # ids of resources already validated
     problems: list[tuple[P, str]] = []
@@ -93,7 +101,6 @@ def screen_facts(screener: RuleEngine, key: str, patient: PatientFact | None,
             record.add(fact)
         record.sort()
         result = screener.evaluate(record, as_of)
-        result.demographics = demographics(record, as_of)
         if policy == ALL:
             return Checked(result, record, problems)
         evidence = set(result.evidence)
