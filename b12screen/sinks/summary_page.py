@@ -86,7 +86,8 @@ def render(summary: Mapping[str, Any], flagged: Iterable[Mapping[str, Any]],
         f"<title>b12screen batch summary</title><style>{_CSS}</style><script>{_SCRIPT}</script></head><body>",
         "<h1>b12screen batch summary</h1>",
         f"<p id='headline'>{patients:,} patients screened as of {escape(str(run.get('as_of', '')))}: "
-        f"<strong>{summary['flagged']:,} flagged</strong> for a B12 check; {summary['errors']:,} errors. "
+        f"<strong>{summary['flagged']:,} flagged</strong> for a B12 check; {summary['errors']:,} "
+        f"error{'' if summary['errors'] == 1 else 's'}. "
         "Decision support, not a diagnosis.</p>", sections.warnings(summary),
         "<h2>Outcomes</h2>", bar_chart("Patients by outcome", summary["by_outcome"]),
         "<h2>Priorities of the flagged patients</h2>", bar_chart("Flagged patients by priority",
