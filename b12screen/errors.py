@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-#: Exit codes (docs/interfaces.md, "Exit codes"): 0 all screened; 1 some input unreadable or a rule failed;
+#: Exit codes (docs/reference/interfaces.md, "Exit codes"): 0 all screened; 1 some input unreadable or a rule failed;
 #: 2 usage error, bad configuration or nothing readable; 3 the outputs could not be written (full disk,
 #: read-only or vanished output folder); 128 + the signal's number when interrupted (130 SIGINT, 143 SIGTERM).
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_OUTPUT = 0, 1, 2, 3

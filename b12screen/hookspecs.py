@@ -1,4 +1,4 @@
-"""The hooks b12screen plugins implement. Every hook is documented in ``hooks/README.md``."""
+"""The hooks b12screen plugins implement. Every hook is documented in ``docs/informaticist/plugins.md``."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def b12screen_value_sets() -> list[dict[str, Any]]:
 def b12screen_modifiers() -> list[Modifier]:
     """Return modifiers (:class:`b12screen.core.modifiers.Modifier`) to add to the outcome order.
 
-    Each runs at its ``step`` (1-8 of docs/clinical-rules.md section 4), after the built-in modifiers of
+    Each runs at its ``step`` (1-8 of docs/reference/clinical-rules.md section 4), after the built-in modifiers of
     that step and before the step's own check; plugin modifiers of one step run in id order. Ids must be
     unique across plugins and the built-in modifiers.
     """

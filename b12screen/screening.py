@@ -7,7 +7,7 @@ engine → validate the resources the result rests on (the ``evidence`` policy o
 ``b12screen screen``, ``explain`` and ``fetch``, the CDS service, :func:`b12screen.screen_paths` and
 :mod:`b12screen.testing` group and screen through :func:`group`, :func:`screen_grouped` and
 :func:`screen_patient`; the batch engines, which group lines themselves, screen each patient through
-:func:`screen_facts`. Layers: ``docs/architecture.md``.
+:func:`screen_facts`. Layers: ``docs/reference/architecture.md``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Alert volume (docs/clinical-rules.md section 7 point 11): the service's lowest card priority, and the share
+"""Alert volume (docs/reference/clinical-rules.md section 7 point 11): the service's lowest card priority, and the share
 of flags that come from AGE-75 alone in summary.json and summary.html."""
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def test_the_fixture_is_the_generators_cohort(tmp_path: Path) -> None:
 def test_the_worked_example_in_the_docs_is_the_fixtures_audit(screener: Screener, tmp_path: Path) -> None:
     audit(screener, [FIXTURES / "audit-cohort"], tmp_path / "out")
     table = (tmp_path / "out" / "audit.csv").read_text().replace("\r\n", "\n")
-    for doc in (FIXTURES.parent / "README.md", FIXTURES.parent / "docs" / "audit.md"):
+    for doc in (FIXTURES.parent / "README.md", FIXTURES.parent / "docs" / "analyst" / "audit.md"):
         text = doc.read_text(encoding="utf-8")
         shown = text[text.index("<!-- audit-example -->"):].split("```")[1]
         assert shown.strip() == table.strip(), doc.name

@@ -1,4 +1,4 @@
-"""The thresholds and wording of docs/clinical-rules.md section 7 (points 1, 2, 3, 5, 7, 8, 9): each boundary
+"""The thresholds and wording of docs/reference/clinical-rules.md section 7 (points 1, 2, 3, 5, 7, 8, 9): each boundary
 sits between two patients, each threshold is a setting or parameter that moves it, and `rules` and `explain`
 show it. The fixtures under fixtures/clinical/review-*.json cover the clinical cases themselves."""
 

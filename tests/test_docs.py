@@ -11,10 +11,10 @@ from conftest import ROOT
 from b12screen import Screener
 
 DOCS = ROOT / "docs"
+REFERENCE = DOCS / "reference"
 PACKAGE = ROOT / "b12screen"
 MODIFIER_ID = re.compile(r"MOD-[A-Z0-9]+(?:-[A-Z0-9]+)*")
 TABLE_ID = re.compile(r"^\| ([A-Z0-9]+(?:-[A-Z0-9]+)+|COMBO) \|", re.MULTILINE)
-CITED_DOC = re.compile(r"(?:docs/)?([a-z-]+\.md)\b")
 
 
 def _sources() -> list[Path]:
@@ -50,14 +50,14 @@ def test_modifier_scan_finds_the_engine_modifiers() -> None:
 
 
 def test_every_rule_and_modifier_id_is_documented_and_nothing_else() -> None:
-    documented = ids_in_docs((DOCS / "clinical-rules.md").read_text(encoding="utf-8"))
+    documented = ids_in_docs((REFERENCE / "clinical-rules.md").read_text(encoding="utf-8"))
     in_code = rule_ids_in_code() | modifier_ids_in_code()
-    assert sorted(in_code - documented) == [], "ids in the code missing from docs/clinical-rules.md"
-    assert sorted(documented - in_code) == [], "ids in docs/clinical-rules.md that the code does not have"
+    assert sorted(in_code - documented) == [], "ids in the code missing from docs/reference/clinical-rules.md"
+    assert sorted(documented - in_code) == [], "ids in docs/reference/clinical-rules.md that the code does not have"
 
 
 def test_clinical_rules_cover_every_section_including_refinements() -> None:
-    text = (DOCS / "clinical-rules.md").read_text(encoding="utf-8")
+    text = (REFERENCE / "clinical-rules.md").read_text(encoding="utf-8")
     headings = re.findall(r"^## (\d+)\. ", text, re.MULTILINE)
     assert headings == ["1", "2", "3", "4", "5", "6", "7"]
     assert "Stale injection orders" in text and "Diabetic neuropathy" in text
@@ -67,21 +67,23 @@ def test_clinical_rules_cover_every_section_including_refinements() -> None:
 
 
 def test_docs_cited_by_the_code_are_in_the_repository() -> None:
-    """Code, docstrings and --help cite docs/<name>.md, and each of those files exists."""
+    """Code, docstrings and --help cite docs/<folder>/<name>.md by its path, and each of those files exists."""
     problems: list[str] = []
     for path in _sources():
         text = path.read_text(encoding="utf-8")
-        for match in re.finditer(r"[\w./-]*\b(clinical-rules|interfaces|terminology|architecture)\.md", text):
+        for match in re.finditer(r"[\w./-]*\b[\w-]+\.md\b", text):
             cited = match.group(0)
-            if not cited.endswith(f"docs/{match.group(1)}.md"):
-                problems.append(f"{path.relative_to(ROOT)}: cites {cited!r}, not docs/{match.group(1)}.md")
-            elif not (DOCS / f"{match.group(1)}.md").is_file():
-                problems.append(f"{path.relative_to(ROOT)}: docs/{match.group(1)}.md does not exist")
+            if cited.endswith("README.md"):
+                continue
+            if not cited.startswith("docs/"):
+                problems.append(f"{path.relative_to(ROOT)}: cites {cited!r}, not its path under docs/")
+            elif not (ROOT / cited).is_file():
+                problems.append(f"{path.relative_to(ROOT)}: {cited} does not exist")
     assert problems == []
 
 
 def test_architecture_names_every_package_folder() -> None:
-    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    text = (REFERENCE / "architecture.md").read_text(encoding="utf-8")
     folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
     assert [f for f in folders if f"{f}/" not in text] == []
 
@@ -98,7 +100,7 @@ def rule_rows(text: str) -> dict[str, list[str]]:
 
 
 def test_documented_window_and_priority_match_each_rule() -> None:
-    rows = rule_rows((DOCS / "clinical-rules.md").read_text(encoding="utf-8"))
+    rows = rule_rows((REFERENCE / "clinical-rules.md").read_text(encoding="utf-8"))
     problems = []
     for rule in Screener().rules:
         _, _, window, priority, *_ = rows[rule.id]

@@ -1,6 +1,6 @@
 """Data-driven tests: every fixture under fixtures/ is screened and compared with fixtures/expected.json.
 
-The expectations were derived from docs/clinical-rules.md, not from engine output. An entry may carry
+The expectations were derived from docs/reference/clinical-rules.md, not from engine output. An entry may carry
 ``needs`` (value set ids that must be shipped, else the entry is skipped) and ``engine_bug`` (a known
 disagreement between engine and specification: the entry is a strict xfail until the engine is fixed).
 """

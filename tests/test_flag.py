@@ -11,7 +11,7 @@ from fhir.resources.R4B.flag import Flag
 
 from b12screen.sinks.flag import flag_json
 
-#: The keys of a report entry, in order (docs/interfaces.md).
+#: The keys of a report entry, in order (docs/reference/interfaces.md).
 REPORT_KEYS = ("patient", "outcome", "priority", "rules", "risk_factors", "modifiers", "recommended_test",
                "latest_b12", "evidence", "as_of", "profile", "ruleset_version")
 SCHEMA = SHARED_DATA / "fhir-r4-json-schema" / "fhir.schema.json"

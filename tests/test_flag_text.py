@@ -1,4 +1,4 @@
-"""What the clinician reads in the Flag and the card (docs/clinical-rules.md section 6 point 7)."""
+"""What the clinician reads in the Flag and the card (docs/reference/clinical-rules.md section 6 point 7)."""
 
 from __future__ import annotations
 

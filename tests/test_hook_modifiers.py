@@ -1,5 +1,5 @@
 """The b12screen_modifiers hook and the modifier records: the engine runs the outcome order of
-docs/clinical-rules.md section 4 as the list, plugin modifiers join it at their step."""
+docs/reference/clinical-rules.md section 4 as the list, plugin modifiers join it at their step."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def _drop_all(ctx: DecisionContext) -> None:
 
 
 def test_the_modifier_list_is_the_outcome_order_of_the_clinical_rules() -> None:
-    section = (ROOT / "docs" / "clinical-rules.md").read_text(encoding="utf-8").split("## 4.")[1].split("## 5.")[0]
+    page = (ROOT / "docs" / "reference" / "clinical-rules.md").read_text(encoding="utf-8")
+    section = page.split("## 4.")[1].split("## 5.")[0]
     documented = [(int(step), mod) for step, text in ITEM.findall(section)
                   for mod in re.findall(r"MOD-[A-Z0-9-]*[A-Z0-9]", text)]
     assert len(documented) >= 10

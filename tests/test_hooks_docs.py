@@ -1,4 +1,4 @@
-"""hooks/README.md is the plugin author's reference: every hook has a section with its exact signature,
+"""docs/informaticist/plugins.md is the plugin author's reference: every hook has a section with its exact signature,
 parameters, return value, when it is called and a runnable example; every hook has a test of its own; and
 the runnable examples run, so the document cannot rot."""
 
@@ -14,10 +14,10 @@ from conftest import ROOT
 from b12screen import hookspecs
 from b12screen.plugins import ENTRY_POINT_GROUP, ENV_DISABLE, ENV_LOAD, ENV_STRICT, HOOK_NAMES
 
-README = ROOT / "hooks" / "README.md"
+README = ROOT / "docs" / "informaticist" / "plugins.md"
 TESTS = ROOT / "tests"
 HOOKS = sorted(HOOK_NAMES)
-RUNNABLE = re.compile(r"^```python runnable\n(.*?)^```", re.S | re.M)
+RUNNABLE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
 def _text() -> str:
@@ -54,7 +54,7 @@ def test_the_hooks_are_the_ones_in_hookspecs() -> None:
 @pytest.mark.parametrize("hook", HOOKS)
 def test_every_hook_has_a_section_with_its_exact_signature(hook: str) -> None:
     sections = _sections()
-    assert hook in sections, f"hooks/README.md has no '## {hook}' heading"
+    assert hook in sections, f"docs/informaticist/plugins.md has no '## {hook}' heading"
     assert f"`{signature(hook)}`" in sections[hook], f"the '## {hook}' section lacks `{signature(hook)}`"
 
 
@@ -68,7 +68,7 @@ def test_every_hook_section_gives_parameters_return_when_called_and_a_runnable_e
 
 def test_no_section_documents_a_hook_that_does_not_exist() -> None:
     stale = [h for h in _sections() if h.startswith("b12screen_") and h not in HOOK_NAMES]
-    assert not stale, f"hooks/README.md documents unknown hooks: {stale}"
+    assert not stale, f"docs/informaticist/plugins.md documents unknown hooks: {stale}"
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -80,7 +80,7 @@ def test_the_readme_covers_packaging_testing_listing_and_controls() -> None:
     text = _text()
     for needle in (f"[project.entry-points.{ENTRY_POINT_GROUP}]", "b12screen.testing", "b12screen plugins",
                    "--json", "--strict-plugins", ENV_LOAD, ENV_DISABLE, ENV_STRICT):
-        assert needle in text, f"hooks/README.md does not mention {needle}"
+        assert needle in text, f"docs/informaticist/plugins.md does not mention {needle}"
     for helper in ("record_from", "run_rule", "screen_resources", "fresh_plugin_manager"):
         assert f"`{helper}(" in text
 
@@ -96,4 +96,5 @@ def test_the_readme_has_runnable_examples() -> None:
 @pytest.mark.parametrize("index", range(len(_examples())))
 def test_runnable_example_runs(index: int) -> None:
     code = _examples()[index]
-    exec(compile(code, f"hooks/README.md example {index + 1}", "exec"), {"__name__": f"readme_example_{index + 1}"})
+    exec(compile(code, f"docs/informaticist/plugins.md example {index + 1}", "exec"),
+         {"__name__": f"readme_example_{index + 1}"})

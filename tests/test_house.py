@@ -1,4 +1,4 @@
-"""The package stays as it is laid out: imports point down the layers of ``docs/architecture.md``, no import
+"""The package stays as it is laid out: imports point down the layers of ``docs/reference/architecture.md``, no import
 cycles, no private cross-module imports, small modules.
 
 Static: imports are read with ``ast`` (function-level imports included), nothing is imported.
@@ -15,7 +15,7 @@ from conftest import ROOT
 PACKAGE = ROOT / "b12screen"
 MAX_LINES = 450
 
-#: The layers of docs/architecture.md, lowest first: a module may import its own layer and those below.
+#: The layers of docs/reference/architecture.md, lowest first: a module may import its own layer and those below.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "_version"),
     ("core", "rules", "hookspecs", "plugins"),
@@ -140,7 +140,7 @@ def layer_of(module: str) -> int | None:
     for level, names in enumerate(LAYERS):
         if parts[1] in names:
             return level
-    raise AssertionError(f"{module} is in no layer of docs/architecture.md: add it to LAYERS and the page")
+    raise AssertionError(f"{module} is in no layer of docs/reference/architecture.md: add it to LAYERS and the page")
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
@@ -176,7 +176,7 @@ def test_imports_point_down_the_layers() -> None:
 
 
 def test_architecture_page_draws_the_layers_the_test_checks() -> None:
-    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    page = (ROOT / "docs" / "reference" / "architecture.md").read_text(encoding="utf-8")
     drawn = page.split("```")[1]
     rows = [line for line in drawn.splitlines() if line.strip()]
     assert len(rows) == len(LAYERS)

@@ -1,4 +1,7 @@
-"""Lab signs judged on the latest result, with the figures the clinician reads (docs/clinical-rules.md 6.5, 6.7)."""
+"""Lab signs judged on the latest result, with the figures the clinician reads.
+
+docs/reference/clinical-rules.md 6.5, 6.7.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The injection-order window (docs/clinical-rules.md 6.6) is the setting ``parenteral_order_months``: an
+"""The injection-order window (docs/reference/clinical-rules.md 6.6) is the setting ``parenteral_order_months``: an
 active parenteral B12 order counts as therapy (MOD-TX-IM) only when authored within it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What the clinician reads (docs/clinical-rules.md section 7 point 10), across every fixture's Flag and card:
+"""What the clinician reads (docs/reference/clinical-rules.md section 7 point 10), across every fixture's Flag and card:
 no SNOMED CT semantic tag, no rule id in code.text or the card summary (none in brackets anywhere), figures to
 the decimals the point allows, card evidence as names with dates, age reasons that say why."""
 

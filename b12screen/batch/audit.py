@@ -1,6 +1,6 @@
 """``run_audit``: screen every patient at the as-of date on the batch engine, look at what followed in the
 follow-up window, and write ``audit.csv``, ``audit_patients.csv``, ``audit_errors.ndjson``, ``audit.html``
-and, last, ``audit.json`` atomically (docs/audit.md)."""
+and, last, ``audit.json`` atomically (docs/analyst/audit.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The audit's counts per group, its rates with Wilson 95 % intervals, its definitions and caveats
-(docs/audit.md)."""
+(docs/analyst/audit.md)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Patients by outcome, priority, age band and sex, with every marginal (``*`` stan
 flagged patients by reason (rule, or the modifier that decided) with its age band and sex marginals. A count
 below ``min_cell`` (but above zero) is suppressed: its ``patients`` cell is left empty and ``suppressed`` is
 ``true``; combinations with no patient are not listed. No patient identifier is written. What this does and
-does not protect against: ``docs/analysis.md``.
+does not protect against: ``docs/analyst/outputs.md``.
 """
 
 from __future__ import annotations

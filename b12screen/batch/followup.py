@@ -1,6 +1,6 @@
 """What happened after the as-of date, for ``b12screen audit``: the first B12 status test in the follow-up
 window (as-of date, as-of date + N months] with its band, and whether a B12 deficiency diagnosis or B12
-therapy started in that window (docs/audit.md)."""
+therapy started in that window (docs/analyst/audit.md)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ reaches them through a file in the work folder.
 
 With one worker the work still runs in one forked process, so the main process stays as small as it
 started for writing the outputs, report.parquet's writer among them (measured in
-``docs/batch-benchmarks.md``). Only an input of a single unit, with one worker, is screened in the main
+``docs/benchmarks/history.md``). Only an input of a single unit, with one worker, is screened in the main
 process (a fork would cost more than it saves).
 """
 

@@ -212,7 +212,7 @@ class HookHandler:
 
     def _carded(self, priority: str | None) -> bool:
         """True when a flagged result of ``priority`` produces a card (setting ``min_card_priority``; below
-        it the result stays for batch work lists: docs/clinical-rules.md section 7 point 11)."""
+        it the result stays for batch work lists: docs/reference/clinical-rules.md section 7 point 11)."""
         order = CARD_PRIORITIES
         return priority in order and order.index(priority) >= order.index(self.config.min_card_priority)
 

@@ -26,7 +26,7 @@ def cli(verbose: int) -> None:
     """Screen FHIR R4 patient data for risk of vitamin B12 deficiency.
 
     b12screen suggests checks for a clinician to consider; it does not diagnose.
-    The rules are in docs/clinical-rules.md; inputs and outputs in docs/interfaces.md.
+    The rules are in docs/reference/clinical-rules.md; inputs and outputs in docs/reference/interfaces.md.
     """
     configure_logging(verbose)
 

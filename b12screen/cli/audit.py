@@ -1,4 +1,4 @@
-"""``b12screen audit``: what each rule would have found at a past date, and what followed (docs/audit.md)."""
+"""``b12screen audit``: what each rule would have found at a past date, and what followed (docs/analyst/audit.md)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from .common import (
 @verbose_option
 def rules(profile: str, config_path: str | None, disable: tuple[str, ...], enable: tuple[str, ...],
           settings: tuple[str, ...], as_json: bool, strict_plugins: bool) -> None:
-    """List the loaded rules with their parameters and status as configured (docs/clinical-rules.md).
+    """List the loaded rules with their parameters and status as configured (docs/reference/clinical-rules.md).
 
     ``--config``, ``--set``, ``--disable``/``--enable`` and ``--profile`` preview the effective configuration.
     """

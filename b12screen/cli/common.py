@@ -31,7 +31,7 @@ INTERRUPTING = (signal.SIGINT, signal.SIGTERM)
 #: What ``click.option`` returns: a decorator of a command function.
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 #: Help text that points at the project's clinical rules.
-PROFILE_HELP = "Clinical profile (docs/clinical-rules.md, 'Profiles')."
+PROFILE_HELP = "Clinical profile (docs/reference/clinical-rules.md, 'Profiles')."
 
 
 def echo_err(message: str) -> None:

@@ -73,7 +73,8 @@ def _default_scope(write_back: bool) -> str:
 @click.option("--patient", "patient_id", required=True, metavar="ID", help="Patient.id to screen.")
 @click.option("--write-back", is_flag=True,
               help="Keep the patient's b12screen Flag on the server current: create it (conditional create), set "
-                   "the earlier one inactive, or set it inactive when no longer warranted (docs/fhir-servers.md).")
+                   "the earlier one inactive, or set it inactive when no longer warranted "
+                   "(docs/integrator/fhir-servers.md).")
 @click.option("--dry-run", is_flag=True, help="With --write-back: print what it would write, write nothing.")
 @click.option("--token-file", type=click.Path(dir_okay=False, exists=True),
               help=f"File holding a bearer token (default: the {TOKEN_ENV} environment variable).")

@@ -1,4 +1,4 @@
-"""Abnormal results that were not acted on (docs/clinical-rules.md section 7 points 1 and 2).
+"""Abnormal results that were not acted on (docs/reference/clinical-rules.md section 7 points 1 and 2).
 
 An abnormal B12, MMA or homocysteine result is never "recently tested": :func:`unactioned` finds the result
 that makes MOD-LOW apply, and :func:`answering_tests` the tests that may satisfy a rule (MOD-RECENT). No I/O,

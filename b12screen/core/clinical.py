@@ -23,7 +23,7 @@ ANAEMIA = "anaemia"
 
 NEUROPATHY = "symptom-neuropathy"
 DEMENTIA = "dementia"
-#: A B12 test from this many months before a new dementia diagnosis counts (docs/clinical-rules.md 6.3).
+#: A B12 test from this many months before a new dementia diagnosis counts (docs/reference/clinical-rules.md 6.3).
 DEMENTIA_WORKUP_MONTHS = 6
 
 
@@ -36,7 +36,8 @@ class Symptoms:
     evidence: tuple[str, ...]
     first: date | None
     test_from: date | None = None
-    #: True when every item is anaemia: an anaemia Condition or a low haemoglobin (docs/clinical-rules.md 7.8).
+    #: True when every item is anaemia: an anaemia Condition or a low haemoglobin
+    #: (docs/reference/clinical-rules.md 7.8).
     only_anaemia: bool = False
     #: How far the latest haemoglobin is below its limit (g/dL), when it is a sign and the figure is known.
     hb_below_by: float | None = None
@@ -61,7 +62,7 @@ def symptoms(record: PatientRecord, as_of: date, within_months: float = 12,
     """Countable symptom Conditions/Observations and anaemia dated within ``within_months`` before ``as_of``
     (undated active Conditions count), and a low haemoglobin or raised MCV on the latest such result.
 
-    ``neuropathy_any_onset`` (MET-3 and SYM-1, docs/clinical-rules.md 6.2 and 7.3): an active peripheral
+    ``neuropathy_any_onset`` (MET-3 and SYM-1, docs/reference/clinical-rules.md 6.2 and 7.3): an active peripheral
     neuropathy Condition counts whatever its onset, and then any test in the rule's window answers it. A new
     dementia diagnosis is answered by a test from 6 months before its onset (6.3)."""
     since = as_of - months(within_months)

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import ConfigError
 from .params import Param, check_values
 
-#: Screening-wide settings, declared once (docs/clinical-rules.md sections 1 and 3).
+#: Screening-wide settings, declared once (docs/reference/clinical-rules.md sections 1 and 3).
 SETTINGS: dict[str, Param] = {
     "min_age": Param(18, "years", "MOD-AGE-MIN: younger patients are not evaluated", 0, 130, int),
     "risk_factor_age": Param(65, "years", "age at or above which age is a risk factor", 0, 130, int),
@@ -48,7 +48,7 @@ SETTINGS: dict[str, Param] = {
 }
 #: Their defaults.
 DEFAULT_SETTINGS: dict[str, Any] = {name: spec.default for name, spec in SETTINGS.items()}
-#: Defaults that differ by profile (docs/clinical-rules.md 7.9: NICE NG239 covers people aged 16 and over).
+#: Defaults that differ by profile (docs/reference/clinical-rules.md 7.9: NICE NG239 covers people aged 16 and over).
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {"nice": {"min_age": 16}}
 #: ``window_months``: every rule that has a window may have it changed.
 WINDOW_PARAM = Param(0, "months", "MOD-RECENT: a B12 test within this many months satisfies the rule", 0, 1200)
@@ -56,7 +56,7 @@ WINDOW_PARAM = Param(0, "months", "MOD-RECENT: a B12 test within this many month
 _BANDS = (("total_b12_deficient_ng_l", "total_b12_normal_ng_l"),
           ("active_b12_deficient_pmol_l", "active_b12_normal_pmol_l"))
 
-#: The profiles of docs/clinical-rules.md section 5.
+#: The profiles of docs/reference/clinical-rules.md section 5.
 PROFILES = ("default", "nice")
 #: The batch engines (:mod:`b12screen.batch`): here, beside the profiles, so that the command line can offer
 #: them without loading the batch package.

@@ -1,4 +1,4 @@
-"""The decision context of docs/clinical-rules.md section 4 and the effect of each built-in modifier.
+"""The decision context of docs/reference/clinical-rules.md section 4 and the effect of each built-in modifier.
 
 An effect takes the :class:`DecisionContext` of one patient and either returns the :class:`Decision`
 (the outcome is decided) or records what it found (modifiers, notes, candidates) and returns ``None``.
@@ -166,7 +166,8 @@ def past_deficiency(ctx: DecisionContext) -> None:
 # -- step 6 ---------------------------------------------------------------------------------------
 
 
-#: What high-dose oral B12 makes of a rule that it reduces (docs/clinical-rules.md 7.6: bariatric rules MEDIUM).
+#: What high-dose oral B12 makes of a rule that it reduces
+#: (docs/reference/clinical-rules.md 7.6: bariatric rules MEDIUM).
 REDUCED = {"reduce": Priority.LOW, "reduce-medium": Priority.MEDIUM}
 
 

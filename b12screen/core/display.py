@@ -1,4 +1,4 @@
-"""What the clinician reads (docs/clinical-rules.md section 7 point 10): figures rounded per analyte,
+"""What the clinician reads (docs/reference/clinical-rules.md section 7 point 10): figures rounded per analyte,
 names without SNOMED CT semantic tags, age reasons that say why age matters."""
 
 from __future__ import annotations

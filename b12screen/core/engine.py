@@ -144,7 +144,7 @@ class RuleEngine:
         return findings, modifiers, errors
 
     def evaluate(self, record: PatientRecord, as_of: date) -> ScreeningResult:
-        """Screen one patient at ``as_of`` (docs/clinical-rules.md section 4)."""
+        """Screen one patient at ``as_of`` (docs/reference/clinical-rules.md section 4)."""
         findings, noted, rule_errors = self.run_rules(record, as_of)
         triggered = self.triggered(findings)
         decision = self.decide(record, as_of, triggered)
@@ -184,7 +184,7 @@ class RuleEngine:
         return {rid: f for rid, f in findings.items() if rid not in replaced}
 
     def decide(self, record: PatientRecord, as_of: date, triggered: Mapping[str, Finding]) -> Decision:
-        """Section 4 of docs/clinical-rules.md: the modifiers, in outcome order, over this patient."""
+        """Section 4 of docs/reference/clinical-rules.md: the modifiers, in outcome order, over this patient."""
         candidates = {
             rid: Candidate(f, self._priority(rid, f), self.window_of(self.rules_by_id[rid], f))
             for rid, f in triggered.items() if self.rules_by_id[rid].priority is not None and not f.risk_factor_only

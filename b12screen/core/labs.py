@@ -42,7 +42,7 @@ class B12Result:
 
 @dataclass(frozen=True)
 class Bands:
-    """Band limits (docs/clinical-rules.md section 1), configurable through settings."""
+    """Band limits (docs/reference/clinical-rules.md section 1), configurable through settings."""
 
     total_deficient_ng_l: float = 180.0
     total_normal_ng_l: float = 350.0
@@ -158,7 +158,7 @@ class MetaboliteResult:
     umol_l: float | None
 
     def shown(self) -> str:
-        """"MMA 0.62 µmol/L" (two decimals, docs/clinical-rules.md 7.10)."""
+        """"MMA 0.62 µmol/L" (two decimals, docs/reference/clinical-rules.md 7.10)."""
         value = "no value" if self.umol_l is None else f"{self.umol_l:.2f} µmol/L"
         name = METABOLITES[self.kind]
         return f"{name[:1].upper()}{name[1:]} {value}"
@@ -195,7 +195,7 @@ def _g_dl(value: float, unit: str | None) -> float | None:
     return None
 
 
-#: WHO haemoglobin limits in g/dL when a result carries no reference range (docs/clinical-rules.md 6.5).
+#: WHO haemoglobin limits in g/dL when a result carries no reference range (docs/reference/clinical-rules.md 6.5).
 WHO_HB_G_DL = {"male": 13.0, "other": 12.0, "pregnant": 11.0}
 
 
@@ -276,7 +276,7 @@ def high_mcv(obs: ObservationFact, limit_fl: float = 100.0) -> str | None:
 
 def lab_signs(record: PatientRecord, as_of: date, since: date, pregnant: bool = False) -> list[LabSign]:
     """Low haemoglobin and raised MCV, each judged on the latest result since ``since`` (a later normal
-    result cancels an earlier abnormal one; docs/clinical-rules.md section 6 point 5)."""
+    result cancels an earlier abnormal one; docs/reference/clinical-rules.md section 6 point 5)."""
     gender = record.patient.gender if record.patient else None
     signs = []
     hb = _latest(record.observations_in(("haemoglobin",), as_of), since)

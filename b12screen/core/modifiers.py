@@ -1,4 +1,4 @@
-"""The modifiers of docs/clinical-rules.md section 4, in the order the outcome is decided.
+"""The modifiers of docs/reference/clinical-rules.md section 4, in the order the outcome is decided.
 
 Each record names the modifier, the step of the outcome order it belongs to, its effect in words and
 the function that applies it (:mod:`b12screen.core.decision`). :func:`plan` orders the list into steps

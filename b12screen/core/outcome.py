@@ -24,13 +24,14 @@ OUTCOME_DISPLAY = {
     NOT_EVALUATED: "Not evaluated",
 }
 OUTCOMES = tuple(OUTCOME_DISPLAY)
-#: What a suggestion of homocysteine (N2O-1) is called where the clinician reads it (docs/clinical-rules.md 7.2).
+#: What a suggestion of homocysteine (N2O-1) is called where the clinician reads it
+#: (docs/reference/clinical-rules.md 7.2).
 HOMOCYSTEINE_OR_MMA = "Homocysteine or MMA test suggested"
-#: Outcomes that produce a FHIR Flag (docs/clinical-rules.md section 4).
+#: Outcomes that produce a FHIR Flag (docs/reference/clinical-rules.md section 4).
 FLAGGED_OUTCOMES = frozenset({SUGGEST_B12_TEST, SUGGEST_MMA, UNACTIONED_LOW_B12, DEFICIENCY_WITHOUT_TREATMENT})
 
 LOINC = "http://loinc.org"
-#: Recommended tests (LOINC), docs/clinical-rules.md section 4 and docs/terminology.md.
+#: Recommended tests (LOINC), docs/reference/clinical-rules.md section 4 and docs/reference/terminology.md.
 TESTS: dict[str, dict[str, str]] = {
     "total-b12": {"system": LOINC, "code": "2132-9",
                   "display": "Cobalamin (Vitamin B12) [Mass/volume] in Serum or Plasma"},
@@ -82,7 +83,7 @@ class ScreeningResult:
         return self.outcome in FLAGGED_OUTCOMES and self.priority is not None
 
     def report(self) -> dict[str, Any]:
-        """The report entry of docs/interfaces.md (exactly its keys; plus ``errors`` only when a rule failed
+        """The report entry of docs/reference/interfaces.md (exactly its keys; plus ``errors`` only when a rule failed
         for this patient, so a failure is never silent)."""
         entry: dict[str, Any] = {
             "patient": self.patient,

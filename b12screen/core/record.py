@@ -1,4 +1,4 @@
-"""PatientRecord: one patient's facts, with the temporal look-ups of docs/clinical-rules.md section 1."""
+"""PatientRecord: one patient's facts, with the temporal look-ups of docs/reference/clinical-rules.md section 1."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ HISTORY_CLINICAL = frozenset({"inactive", "resolved", "remission"})
 EXCLUDED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 COUNTABLE_OBSERVATION = frozenset({"final", "amended", "corrected", "preliminary"})
 
-#: B12 status tests (docs/clinical-rules.md section 1): total B12, active B12, MMA.
+#: B12 status tests (docs/reference/clinical-rules.md section 1): total B12, active B12, MMA.
 B12_STATUS_TESTS = ("b12-total", "b12-active", "mma")
 
 DEFAULT_SUPPLY_DAYS = 30.0
@@ -116,7 +116,7 @@ class PatientRecord:
 
     @staticmethod
     def is_active(use: MedicationUse, as_of: date) -> bool:
-        """Active at ``as_of`` per docs/clinical-rules.md section 1."""
+        """Active at ``as_of`` per docs/reference/clinical-rules.md section 1."""
         status = use.status
         if use.resource_type == "MedicationStatement":
             if status in PAST_USE and not (status in ENDED and use.end is not None and use.end >= as_of):

@@ -226,7 +226,7 @@ class Terminology:
 
     def label(self, concept: Any) -> str:
         """:meth:`raw_label` without a SNOMED CT semantic tag ("Crohn's disease (disorder)" reads "Crohn's
-        disease"; docs/clinical-rules.md section 7 point 10)."""
+        disease"; docs/reference/clinical-rules.md section 7 point 10)."""
         return without_semantic_tag(self.raw_label(concept))
 
     def raw_label(self, concept: Any) -> str:

@@ -1,4 +1,4 @@
-"""B12 therapy (docs/clinical-rules.md section 1): parenteral, high-dose oral, low-dose oral."""
+"""B12 therapy (docs/reference/clinical-rules.md section 1): parenteral, high-dose oral, low-dose oral."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class Therapy:
     current_orders: list[tuple[date, str]] = field(default_factory=list)
 
     def stale_notes(self) -> list[str]:
-        """What the clinician should confirm about each stale injection order (docs/clinical-rules.md 6.6)."""
+        """What the clinician should confirm about each stale injection order (docs/reference/clinical-rules.md 6.6)."""
         return [f"An active B12 injection order from {when.isoformat() if when else 'an unknown date'} is on "
                 "file: confirm that treatment is current" for when, _ in sorted(self.stale, key=_oldest_first)]
 

@@ -49,7 +49,7 @@ def combo(ctx: RuleContext) -> Finding | None:
 
 
 def age_75(ctx: RuleContext) -> Finding | None:
-    """Age 75 or over and nothing else; beside DEM-1 a risk factor only (docs/clinical-rules.md 7.3)."""
+    """Age 75 or over and nothing else; beside DEM-1 a risk factor only (docs/reference/clinical-rules.md 7.3)."""
     age = ctx.record.age(ctx.as_of)
     if others := ctx.prioritized_findings(exclude=frozenset({"DEM-1"})):
         ctx.note(f"not looked at: {', '.join(f.rule_id for f in others)} fired (AGE-75 is age alone)")

@@ -50,7 +50,7 @@ class ClassUse:
 
 
 def class_use(record: PatientRecord, concepts: tuple[str, ...], as_of: date, label: str) -> ClassUse:
-    """Activity, exposure and evidence of one medication class (docs/clinical-rules.md section 1)."""
+    """Activity, exposure and evidence of one medication class (docs/reference/clinical-rules.md section 1)."""
     uses = record.uses(concepts, as_of)
     active = [u for u in uses if record.is_active(u, as_of)]
     start = earliest_start(uses) if active else None  # record.exposure_start, from the uses in hand
@@ -88,7 +88,7 @@ def max_daily_dose_mg(record: PatientRecord, concept: str, as_of: date) -> float
 
 @dataclass(frozen=True)
 class RiskFactor:
-    """One item of the "risk factor" list of docs/clinical-rules.md section 1."""
+    """One item of the "risk factor" list of docs/reference/clinical-rules.md section 1."""
 
     key: str
     label: str
@@ -149,7 +149,7 @@ def fact_risk_factors(record: PatientRecord, as_of: date) -> list[RiskFactor]:
 
 def gut_risk_factors(record: PatientRecord, as_of: date) -> list[RiskFactor]:
     """Crohn's disease confined to the colon, and a right hemicolectomy with no ileal length of 20 cm or more
-    recorded: risk factors, not MAL-CRO-0 / MAL-CRO-R (docs/clinical-rules.md 7.7)."""
+    recorded: risk factors, not MAL-CRO-0 / MAL-CRO-R (docs/reference/clinical-rules.md 7.7)."""
     found: list[RiskFactor] = []
     crohns = record.conditions_in(("crohns-disease",), as_of)
     if crohns and all("crohns-colon" in c.concepts for c in crohns):

@@ -10,7 +10,7 @@ from ..core.params import Param
 from ..hookspecs import hookimpl
 
 BARIATRIC_SETS = frozenset({"bariatric-surgery", "bariatric-band"})
-#: Crohn's disease confined to the colon and right hemicolectomy (docs/clinical-rules.md 7.7).
+#: Crohn's disease confined to the colon and right hemicolectomy (docs/reference/clinical-rules.md 7.7).
 COLON = "crohns-colon"
 HEMICOLECTOMY = "right-hemicolectomy"
 
@@ -37,7 +37,7 @@ def _resections(ctx: RuleContext) -> list:
 
 def mal_cro_0(ctx: RuleContext) -> Finding | None:
     """Crohn's disease of the small intestine, ileum or unspecified site without an ileal resection of 20 cm
-    or more; Crohn's disease confined to the colon is a risk factor only (docs/clinical-rules.md 7.7)."""
+    or more; Crohn's disease confined to the colon is a risk factor only (docs/reference/clinical-rules.md 7.7)."""
     conditions = [c for c in ctx.record.conditions_in(("crohns-disease",), ctx.as_of) if COLON not in c.concepts]
     if not conditions:
         return None

@@ -39,7 +39,10 @@ def _exposed(ctx: RuleContext, use: ClassUse, inclusive: bool) -> bool:
 
 
 def _start_unknown(use: ClassUse) -> bool:
-    """Active with no start date anywhere in the class: exposure of unknown length (docs/clinical-rules.md 7.5)."""
+    """Active with no start date anywhere in the class: exposure of unknown length.
+
+    docs/reference/clinical-rules.md 7.5.
+    """
     return use.active and use.start is None
 
 

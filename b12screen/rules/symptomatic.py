@@ -13,7 +13,7 @@ from .common import risk_factors
 
 def sym_1(ctx: RuleContext) -> Finding | None:
     """Any risk factor plus a symptom or sign (NICE NG239); an active neuropathy counts whatever its onset
-    (docs/clinical-rules.md 7.3). MEDIUM when the only sign is a milder anaemia (7.8)."""
+    (docs/reference/clinical-rules.md 7.3). MEDIUM when the only sign is a milder anaemia (7.8)."""
     found = symptoms(ctx.record, ctx.as_of, ctx.setting("symptom_months"), neuropathy_any_onset=True)
     if not found:
         ctx.note(f"no symptom or sign within {ctx.setting('symptom_months'):g} months")
@@ -66,7 +66,7 @@ def ms_1(ctx: RuleContext) -> Finding | None:
 
 def dem_1(ctx: RuleContext) -> Finding | None:
     """Dementia or mild cognitive impairment of any onset with no B12 status test from 6 months before its
-    onset onward (NICE NG97; docs/clinical-rules.md 7.3)."""
+    onset onward (NICE NG97; docs/reference/clinical-rules.md 7.3)."""
     conditions = ctx.record.conditions_in((DEMENTIA,), ctx.as_of)
     if not conditions:
         return None

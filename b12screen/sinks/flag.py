@@ -1,4 +1,4 @@
-"""Build the FHIR R4 Flag of a screening result (docs/interfaces.md, "The Flag")."""
+"""Build the FHIR R4 Flag of a screening result (docs/reference/interfaces.md, "The Flag")."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _evidence_reference(ref: str) -> dict[str, str]:
     return {"display": ref}
 
 
-#: Plain names of the recommended tests, as a clinician says them (docs/clinical-rules.md section 6 point 7).
+#: Plain names of the recommended tests, as a clinician says them (docs/reference/clinical-rules.md section 6 point 7).
 TEST_NAMES = {"2132-9": "serum vitamin B12", "72160-5": "active B12 (holotranscobalamin)",
               "13964-2": "methylmalonic acid (MMA)", "13965-9": "homocysteine (or MMA)"}
 _SAME = 20  # a shared stretch this long (characters) is one reason stated twice
@@ -65,7 +65,8 @@ def with_article(name: str) -> str:
     return f"{'an' if vowel else 'a'} {name}"
 
 
-#: The head of ``unactioned-low-b12`` when the result is a raised MMA or homocysteine (docs/clinical-rules.md 7.1, 7.2).
+#: The head of ``unactioned-low-b12`` when the result is a raised MMA or homocysteine
+#: (docs/reference/clinical-rules.md 7.1, 7.2).
 RAISED_METABOLITE = "Raised MMA or homocysteine (functional B12 deficiency) with no recorded treatment: please review"
 
 

@@ -1,7 +1,7 @@
 """``report.parquet``: the rows of ``report.csv`` with typed columns (lists as lists), written in row
 groups of ``BATCH_ROWS`` rows so memory stays bounded. Needs arro3 (``arro3-core`` and ``arro3-io``, the
 ``parquet`` extra), the Rust Arrow and Parquet implementation, much lighter to load than pyarrow (why:
-``docs/batch-benchmarks.md``).
+``docs/benchmarks/history.md``).
 
 The batch writes the table from the rows file (one JSON object a line) once the screening is done and its
 workers have ended, so they never load the Parquet libraries and the run's peak memory stays that of the

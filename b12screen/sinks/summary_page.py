@@ -36,7 +36,7 @@ box=document.getElementById('filter');if(h.indexOf('filter=')===0){box.value=h.s
 
 def age_alone_share(alone: int, flagged: int) -> dict[str, Any]:
     """``summary.json``'s ``age_75_alone``: how many flags, and what share of all flags, come from AGE-75
-    alone (docs/clinical-rules.md section 7 point 11: a site weighs this before showing LOW cards)."""
+    alone (docs/reference/clinical-rules.md section 7 point 11: a site weighs this before showing LOW cards)."""
     return {"flags": alone, "share": round(alone / flagged, 4) if flagged else 0.0}
 
 

@@ -72,7 +72,7 @@ class PrefetchDecl:
 
 PATIENT = "{{context.patientId}}"
 
-#: What the rules read (docs/clinical-rules.md): the same list for both hooks and for ``b12screen fetch``.
+#: What the rules read (docs/reference/clinical-rules.md): the same list for both hooks and for ``b12screen fetch``.
 RECORD_PREFETCH: tuple[PrefetchDecl, ...] = (
     PrefetchDecl("patient", "Patient", read_id=PATIENT, required=True, label="the Patient (age, deceased)"),
     PrefetchDecl("medicationRequests", "MedicationRequest", (("patient", PATIENT),), required=True,
