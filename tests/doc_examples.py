@@ -5,7 +5,7 @@ output, ``toml``/``yaml``/``json``... for files). A page is one session: its blo
 folder holding links to the repository's ``fixtures/``, ``hooks/`` and ``benchmarks/``, with the project's
 ``b12screen`` first on PATH, so a later block can read what an earlier one wrote.
 
-An HTML comment on the line before a fence tells the runner more (docs/development/testing.md lists them)::
+An HTML comment on the line before a fence tells the runner more (docs/development/documentation.md lists them)::
 
     <!-- example: exit=1 -->             the block must exit with status 1 (default 0)
     <!-- example: port=8080 background -->  8080 becomes a free loopback port in this and later blocks; the block
@@ -40,8 +40,8 @@ EXECUTED = frozenset({"bash", "python"})
 SHOWN = frozenset({"text", "toml", "yaml", "json", "ini", "http", "dockerfile", "csv", "ndjson", "xml"})
 #: What a directive may say; a value-less key is ``True``.
 OPTIONS = frozenset({"exit", "port", "background", "output", "run-by", "timeout"})
-#: The folders of the repository a page's session can read.
-LINKED = ("fixtures", "hooks", "benchmarks")
+#: What of the repository a page's session can read (linked, not copied: examples must not write into them).
+LINKED = ("fixtures", "hooks", "benchmarks", "docs", "mkdocs.yml")
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
 DIRECTIVE = re.compile(r"<!--\s*example:(?P<options>[^>]*?)-->\s*$")
@@ -159,7 +159,7 @@ class Session:
         self.printed = ""
         (folder / "home").mkdir(parents=True)
         for name in LINKED:
-            (folder / name).symlink_to(ROOT / name, target_is_directory=True)
+            (folder / name).symlink_to(ROOT / name, target_is_directory=(ROOT / name).is_dir())
         env = {k: v for k, v in os.environ.items() if not k.startswith("B12SCREEN_")}
         env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", HOME=str(folder / "home"),
                    TZ="UTC", NO_COLOR="1", PYTHONHASHSEED="0", NO_MKDOCS_2_WARNING="1")
