@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from unit_helpers import AS_OF, cond, days_before, med, obs, person, record
+from unit_helpers import AS_OF, b12_total, cond, days_before, med, obs, person, record
 
 from b12screen.core import decision as d
 from b12screen.core import outcome as o
@@ -37,11 +37,7 @@ def context(rec: PatientRecord, *candidates: Candidate, rules: tuple[Rule, ...] 
                            {c.finding.rule_id: c for c in candidates})
 
 
-def b12(value: float, days_ago: int, ref: str = "Observation/b12", unit: str = "ng/L") -> Any:
-    return obs("b12-total", effective=days_before(days_ago), value=value, unit=unit, ref=ref)
-
-
-def oral_b12(micrograms: float) -> Any:
+def oral_b12_total(micrograms: float) -> Any:
     return med("b12-oral", resource_type="MedicationStatement", start=days_before(30),
                doses=(Dose(micrograms, "ug", 1),), ref="MedicationStatement/oral")
 
@@ -88,9 +84,9 @@ def test_a_treated_diagnosis_is_suppressed_with_the_therapy_as_evidence() -> Non
     by_injection = d.diagnosed(context(record(dx, INJECTION)))
     assert by_injection is not None and (by_injection.outcome, by_injection.modifiers) == (
         o.SUPPRESSED, {"MOD-DX": ["Condition/dx"], "MOD-TX-IM": ["MedicationAdministration/im"]})
-    by_mouth = d.diagnosed(context(record(dx, oral_b12(1000))))
+    by_mouth = d.diagnosed(context(record(dx, oral_b12_total(1000))))
     assert by_mouth is not None and by_mouth.modifiers["MOD-TX-ORAL-HI"] == ["MedicationStatement/oral"]
-    low_dose = d.diagnosed(context(record(dx, oral_b12(999))))
+    low_dose = d.diagnosed(context(record(dx, oral_b12_total(999))))
     assert low_dose is not None and low_dose.outcome == o.DEFICIENCY_WITHOUT_TREATMENT
     assert d.diagnosed(context(record(cond("b12-deficiency-dx", clinical="resolved")))) is None
 
@@ -99,15 +95,15 @@ def test_parenteral_therapy_suppresses() -> None:
     decided = d.parenteral(context(record(INJECTION)))
     assert decided is not None and (decided.outcome, decided.modifiers) == (
         o.SUPPRESSED, {"MOD-TX-IM": ["MedicationAdministration/im"]})
-    assert d.parenteral(context(record(oral_b12(5000)))) is None
+    assert d.parenteral(context(record(oral_b12_total(5000)))) is None
 
 
 def test_an_unactioned_deficient_b12_decides_with_its_note() -> None:
-    decided = d.unactioned_low(context(record(b12(150, 30))))
+    decided = d.unactioned_low(context(record(b12_total(150, 30))))
     assert decided is not None and (decided.outcome, decided.priority, decided.modifiers) == (
         o.UNACTIONED_LOW_B12, Priority.HIGH, {"MOD-LOW": ["Observation/b12"]})
     assert "is in the deficient range" in decided.notes[0]
-    assert d.unactioned_low(context(record(b12(150, 30), b12(400, 10, "Observation/repeat")))) is None
+    assert d.unactioned_low(context(record(b12_total(150, 30), b12_total(400, 10, "Observation/repeat")))) is None
 
 
 # -- steps 5 and 6 ------------------------------------------------------------------------------------
@@ -125,7 +121,7 @@ def test_past_deficiency_is_noted_from_resolved_diagnoses_only() -> None:
 def test_high_dose_oral_suppresses_or_reduces_each_rule_as_it_says() -> None:
     rules = (rule("SUP", "suppress-high"), rule("ANY", "suppress-any"), rule("RED", "reduce"),
              rule("MED", "reduce-medium"), rule("KEEP"))
-    ctx = context(record(oral_b12(1000)), *(candidate(r.id, Priority.HIGH, 60.0) for r in rules), rules=rules)
+    ctx = context(record(oral_b12_total(1000)), *(candidate(r.id, Priority.HIGH, 60.0) for r in rules), rules=rules)
     d.high_dose_oral(ctx)
     assert sorted(ctx.candidates) == ["KEEP", "MED", "RED"]
     assert (ctx.candidates["RED"].priority, ctx.candidates["RED"].window) == (Priority.LOW, 12.0)
@@ -135,17 +131,17 @@ def test_high_dose_oral_suppresses_or_reduces_each_rule_as_it_says() -> None:
 
 
 def test_high_dose_oral_is_noted_only_when_it_changed_a_rule() -> None:
-    ctx = context(record(oral_b12(1000)), candidate("KEEP"))
+    ctx = context(record(oral_b12_total(1000)), candidate("KEEP"))
     d.high_dose_oral(ctx)
     assert ctx.modifiers == {} and list(ctx.candidates) == ["KEEP"]
-    low = context(record(oral_b12(999)), candidate("SUP"), rules=(rule("SUP", "suppress-high"),))
+    low = context(record(oral_b12_total(999)), candidate("SUP"), rules=(rule("SUP", "suppress-high"),))
     d.high_dose_oral(low)
     assert list(low.candidates) == ["SUP"]
 
 
 def test_low_dose_oral_suppresses_only_suppress_any_rules() -> None:
     rules = (rule("ANY", "suppress-any"), rule("SUP", "suppress-high"))
-    ctx = context(record(oral_b12(50)), candidate("ANY"), candidate("SUP"), rules=rules)
+    ctx = context(record(oral_b12_total(50)), candidate("ANY"), candidate("SUP"), rules=rules)
     d.low_dose_oral(ctx)
     assert list(ctx.candidates) == ["SUP"] and ctx.modifiers == {"MOD-TX-ORAL-LO": ["MedicationStatement/oral"]}
     untreated = context(record(), candidate("ANY"), rules=rules)
@@ -167,7 +163,7 @@ def test_pregnancy_is_noted_while_a_rule_is_in_play() -> None:
 
 
 def test_an_indeterminate_b12_suggests_mma_at_the_highest_priority() -> None:
-    ctx = context(record(b12(250, 30)), candidate("A", Priority.LOW), candidate("B", Priority.MEDIUM))
+    ctx = context(record(b12_total(250, 30)), candidate("A", Priority.LOW), candidate("B", Priority.MEDIUM))
     d.indeterminate(ctx)
     assert ctx.modifiers == {"MOD-INDET": ["Observation/b12"]} and ctx.mma_priority is Priority.MEDIUM
     assert "is indeterminate" in ctx.notes[0]
@@ -177,32 +173,32 @@ def test_an_indeterminate_b12_suggests_mma_at_the_highest_priority() -> None:
 
 
 def test_a_symptomatic_rule_makes_the_mma_suggestion_high() -> None:
-    ctx = context(record(b12(250, 30)), candidate("A", Priority.LOW, symptomatic=True))
+    ctx = context(record(b12_total(250, 30)), candidate("A", Priority.LOW, symptomatic=True))
     d.indeterminate(ctx)
     assert ctx.mma_priority is Priority.HIGH
 
 
 @pytest.mark.parametrize("value", [180, 350])
 def test_the_indeterminate_band_includes_both_its_limits(value: float) -> None:
-    ctx = context(record(b12(value, 30)), candidate("A"))
+    ctx = context(record(b12_total(value, 30)), candidate("A"))
     d.indeterminate(ctx)
     assert ctx.modifiers == {"MOD-INDET": ["Observation/b12"]}
 
 
 @pytest.mark.parametrize("value", [179, 351])
 def test_a_b12_outside_the_indeterminate_band_suggests_no_mma(value: float) -> None:
-    ctx = context(record(b12(value, 30)), candidate("A"))
+    ctx = context(record(b12_total(value, 30)), candidate("A"))
     d.indeterminate(ctx)
     assert ctx.mma_priority is None and ctx.modifiers == {}
     assert d.STEP_ENDS[7](ctx) is None
 
 
 def test_an_indeterminate_b12_answered_by_mma_or_with_no_rule_in_play_suggests_no_mma() -> None:
-    answered = context(record(b12(250, 30), obs("mma", effective=days_before(30), value=0.2, unit="umol/L")),
+    answered = context(record(b12_total(250, 30), obs("mma", effective=days_before(30), value=0.2, unit="umol/L")),
                        candidate("A"))
     d.indeterminate(answered)
     assert answered.mma_priority is None
-    nothing = context(record(b12(250, 30)))
+    nothing = context(record(b12_total(250, 30)))
     d.indeterminate(nothing)
     assert nothing.mma_priority is None and nothing.modifiers == {}
 
@@ -247,18 +243,18 @@ def test_only_tests_from_the_onset_answer_a_rule_with_test_after() -> None:
 
 
 def test_a_recent_normal_test_satisfies_a_rule_and_a_deficient_one_does_not() -> None:
-    ctx = context(record(b12(500, 30)), candidate("A"), candidate("B", window=0.5))
+    ctx = context(record(b12_total(500, 30)), candidate("A"), candidate("B", window=0.5))
     ctx.remaining = dict(ctx.candidates)
     d.recent_test(ctx)
     assert list(ctx.remaining) == ["B"] and ctx.modifiers == {"MOD-RECENT": ["Observation/b12"]}
-    low = context(record(b12(150, 30)), candidate("A"))
+    low = context(record(b12_total(150, 30)), candidate("A"))
     low.remaining = dict(low.candidates)
     d.recent_test(low)
     assert list(low.remaining) == ["A"] and low.modifiers == {}
 
 
 def test_an_unanswered_indeterminate_test_in_the_window_is_named_in_a_note() -> None:
-    ctx = context(record(b12(250, 300)), candidate("A"))
+    ctx = context(record(b12_total(250, 300)), candidate("A"))
     ctx.remaining = dict(ctx.candidates)
     d.recent_test(ctx)
     assert list(ctx.remaining) == ["A"]
@@ -267,7 +263,7 @@ def test_an_unanswered_indeterminate_test_in_the_window_is_named_in_a_note() -> 
 
 def test_a_rule_answered_by_metabolites_is_satisfied_by_them_only() -> None:
     n2o = candidate("N2O", answered_by=("homocysteine", "mma"))
-    ctx = context(record(b12(500, 30)), n2o)
+    ctx = context(record(b12_total(500, 30)), n2o)
     ctx.remaining = dict(ctx.candidates)
     d.recent_test(ctx)
     assert list(ctx.remaining) == ["N2O"]

@@ -56,3 +56,8 @@ def record(*facts: object, patient: f.PatientFact | None = None, key: str = "Pat
         built.add(fact)
     built.sort()
     return built
+
+
+def b12_total(value: float, days_ago: int, ref: str = "Observation/b12", unit: str = "ng/L") -> f.ObservationFact:
+    """A total B12 result ``days_ago`` days before :data:`AS_OF`."""
+    return obs("b12-total", effective=days_before(days_ago), value=value, unit=unit, ref=ref)
