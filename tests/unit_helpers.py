@@ -1,15 +1,19 @@
-"""Builders of compact facts and records for the unit tests of the core (no reading, no value-set matching):
-each takes the value sets a fact belongs to by id, so a test states exactly what the record holds."""
+"""Builders for the unit tests of the core: compact facts and records (no reading, no value-set matching:
+each fact takes the value sets it belongs to by id, so a test states exactly what the record holds), and an
+extractor over the built-in value sets for the tests of reading."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
+from functools import cache
 from typing import Any
 
 from conftest import AS_OF
 
 from b12screen.core import facts as f
 from b12screen.core.record import PatientRecord
+from b12screen.core.terminology import Terminology, builtin_value_sets
+from b12screen.sources.extract import Extractor
 
 
 def days_before(n: int, as_of: date = AS_OF) -> date:
@@ -61,3 +65,14 @@ def record(*facts: object, patient: f.PatientFact | None = None, key: str = "Pat
 def b12_total(value: float, days_ago: int, ref: str = "Observation/b12", unit: str = "ng/L") -> f.ObservationFact:
     """A total B12 result ``days_ago`` days before :data:`AS_OF`."""
     return obs("b12-total", effective=days_before(days_ago), value=value, unit=unit, ref=ref)
+
+
+@cache
+def terminology() -> Terminology:
+    """The built-in value sets (loaded once per test process)."""
+    return Terminology([("b12screen", vs) for vs in builtin_value_sets()])
+
+
+def extractor(validate: bool = False) -> Extractor:
+    """An extractor over the built-in value sets (``validate``: the ``all`` policy)."""
+    return Extractor(terminology(), validate)
