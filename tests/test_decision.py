@@ -11,7 +11,7 @@ from unit_helpers import AS_OF, b12_total, cond, days_before, med, obs, person, 
 
 from b12screen.core import decision as d
 from b12screen.core import outcome as o
-from b12screen.core.config import DEFAULT_SETTINGS
+from b12screen.core.config import DEFAULT_SETTINGS, SETTINGS
 from b12screen.core.decision import Candidate, DecisionContext
 from b12screen.core.facts import Dose
 from b12screen.core.labs import Bands
@@ -323,3 +323,13 @@ def test_done_carries_a_copy_of_what_was_gathered() -> None:
     ctx.modifiers.clear()
     ctx.notes.clear()
     assert (decided.modifiers, decided.notes, decided.rules) == ({"MOD-X": ["Observation/o"]}, ["a note"], ["R"])
+
+
+def test_the_settings_describe_the_band_limits_as_the_bands_apply_them() -> None:
+    """350 ng/L and 70 pmol/L are still indeterminate (docs/clinical-rules.md section 1: normal is above them)."""
+    assert SETTINGS["total_b12_normal_ng_l"].description == "total B12 above this is normal"
+    assert SETTINGS["active_b12_normal_pmol_l"].description == "active B12 above this is normal"
+    active = obs("b12-active", effective=days_before(10), value=70, unit="pmol/L", ref="Observation/active")
+    ctx = context(record(active), candidate("A"))
+    d.indeterminate(ctx)
+    assert ctx.modifiers == {"MOD-INDET": ["Observation/active"]}
