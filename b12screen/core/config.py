@@ -41,9 +41,9 @@ SETTINGS: dict[str, Param] = {
     "homocysteine_raised_umol_l": Param(15, "µmol/L", "homocysteine above this is raised after nitrous oxide "
                                         "use (MOD-LOW)", 0),
     "total_b12_deficient_ng_l": Param(180, "ng/L", "total B12 below this is deficient", 0),
-    "total_b12_normal_ng_l": Param(350, "ng/L", "total B12 at or above this is normal", 0),
+    "total_b12_normal_ng_l": Param(350, "ng/L", "total B12 above this is normal", 0),
     "active_b12_deficient_pmol_l": Param(25, "pmol/L", "active B12 below this is deficient", 0),
-    "active_b12_normal_pmol_l": Param(70, "pmol/L", "active B12 at or above this is normal", 0),
+    "active_b12_normal_pmol_l": Param(70, "pmol/L", "active B12 above this is normal", 0),
     "renal_egfr": Param(30, "mL/min/1.73m2", "MOD-RENAL: eGFR below this makes MMA unreliable", 0),
 }
 #: Their defaults.

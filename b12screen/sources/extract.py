@@ -31,6 +31,7 @@ from ..core.facts import (
     first_code,
     length_in_cm,
     notes_text,
+    period_bounds,
     strengths_from_medication,
     strengths_from_name,
 )
@@ -302,7 +303,7 @@ class Extractor:
             return None
         if self.validate:
             validate_resource(resource)
-        start, end = effective_dates(resource, "period")
+        start, end = period_bounds(resource.get("period"))  # Flag.period is a Period, not a choice element
         status = resource.get("status")
         return ConditionFact(
             ref=ref,
@@ -326,7 +327,7 @@ class Extractor:
             return None
         if self.validate:
             validate_resource(resource)
-        start, _end = effective_dates(resource, "period")
+        start, _end = period_bounds(resource.get("period"))  # Encounter.period is a Period, not a choice element
         return ConditionFact(
             ref=ref,
             resource_type="Encounter",
