@@ -16,13 +16,13 @@ from doc_examples import EXECUTED, blocks, page_blocks
 from b12screen import hookspecs
 from b12screen.plugins import ENTRY_POINT_GROUP, ENV_DISABLE, ENV_LOAD, ENV_STRICT, HOOK_NAMES
 
-README = ROOT / "docs" / "informaticist" / "plugins.md"
+PAGE = ROOT / "docs" / "informaticist" / "plugins.md"
 TESTS = ROOT / "tests"
 HOOKS = sorted(HOOK_NAMES)
 
 
 def _text() -> str:
-    return README.read_text(encoding="utf-8")
+    return PAGE.read_text(encoding="utf-8")
 
 
 def _sections() -> dict[str, str]:
@@ -77,7 +77,7 @@ def test_every_hook_has_a_test_of_its_own(hook: str) -> None:
     assert any(hook in name for name in _test_names()), f"no test function in tests/ has {hook!r} in its name"
 
 
-def test_the_readme_covers_packaging_testing_listing_and_controls() -> None:
+def test_the_page_covers_packaging_testing_listing_and_controls() -> None:
     text = _text()
     for needle in (f"[project.entry-points.{ENTRY_POINT_GROUP}]", "b12screen.testing", "b12screen plugins",
                    "--json", "--strict-plugins", ENV_LOAD, ENV_DISABLE, ENV_STRICT):
@@ -94,4 +94,4 @@ def _runnable(text: str) -> list[str]:
 
 def test_the_page_has_runnable_examples_and_the_site_runner_runs_them() -> None:
     assert len(_runnable(_text())) >= len(HOOKS)
-    assert any(b.language in EXECUTED for b in page_blocks(README))
+    assert any(b.language in EXECUTED for b in page_blocks(PAGE))
