@@ -1,4 +1,5 @@
-"""The project's docs/ agree with the code: every rule and modifier id, and every doc the code cites."""
+"""The project's docs/ agree with the code: every rule and modifier id, the informaticist guide's table of the
+rules, and every doc the code cites."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from conftest import ROOT
 
-from b12screen import Screener
+from b12screen import Rule, Screener
+from b12screen.core.model import SINCE_ONSET
 
 DOCS = ROOT / "docs"
 REFERENCE = DOCS / "reference"
@@ -59,10 +61,11 @@ def test_every_rule_and_modifier_id_is_documented_and_nothing_else() -> None:
 def test_clinical_rules_cover_every_section_including_refinements() -> None:
     text = (REFERENCE / "clinical-rules.md").read_text(encoding="utf-8")
     headings = re.findall(r"^## (\d+)\. ", text, re.MULTILINE)
-    assert headings == ["1", "2", "3", "4", "5", "6", "7"]
+    assert headings == ["1", "2", "3", "4", "5", "6", "7", "8"]
     assert "Stale injection orders" in text and "Diabetic neuropathy" in text
     assert "An abnormal result is never" in text and "DEM-1" in text
-    for point in ("Medicines known only by a code", "What the clinician reads.", "min_card_priority"):
+    for point in ("Medicines known only by a code", "What the clinician reads.", "min_card_priority",
+                  "ACID-2 and age.", "COMBO and AGE-75.", "frequencyMax", "dated after the as-of date are ignored"):
         assert point in text
 
 
@@ -116,3 +119,25 @@ def test_documented_window_and_priority_match_each_rule() -> None:
         if not window.startswith(want_window):
             problems.append(f"{rule.id}: window {window!r}, code {want_window}")
     assert problems == []
+
+
+def _plain_words_rows(text: str) -> dict[str, tuple[str, str]]:
+    """``| id | looks for | priority | window |`` rows of the informaticist guide → (priority, window)."""
+    rows = (line.split("|") for line in text.splitlines() if TABLE_ID.match(line))
+    return {cells[1].strip(): (cells[3].strip(), cells[4].strip()) for cells in rows}
+
+
+def _stated(rule: Rule) -> tuple[str, str]:
+    """How the guide states a rule's priority and window: ``LOW``, ``risk factor only``; ``36 months``, ``—``."""
+    priority = rule.priority.name if rule.priority else "risk factor only"
+    if rule.window_months is None:
+        return priority, "—"
+    return priority, "since onset" if rule.window_months == SINCE_ONSET else f"{rule.window_months:g} months"
+
+
+def test_the_guide_states_each_rules_priority_and_window_as_the_code_has_them() -> None:
+    rows = _plain_words_rows((DOCS / "informaticist" / "rules.md").read_text(encoding="utf-8"))
+    assert sorted(rows) == sorted(rule_ids_in_code()), "docs/informaticist/rules.md lists other rules than the code"
+    wrong = [f"{rule.id}: page {rows[rule.id]}, code {_stated(rule)}" for rule in Screener().rules
+             if not (rows[rule.id][0].startswith(_stated(rule)[0]) and rows[rule.id][1].startswith(_stated(rule)[1]))]
+    assert wrong == []

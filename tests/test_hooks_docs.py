@@ -1,6 +1,7 @@
 """docs/informaticist/plugins.md is the plugin author's reference: every hook has a section with its exact signature,
-parameters, return value, when it is called and a runnable example; every hook has a test of its own; and
-the runnable examples run, so the document cannot rot."""
+parameters, return value, when it is called and a runnable example; every hook has a test of its own. The site's
+example runner (tests/test_site_examples.py) runs those examples and checks the excerpts of the example plugins
+against their files, so the document cannot rot."""
 
 from __future__ import annotations
 
@@ -10,18 +11,18 @@ import re
 
 import pytest
 from conftest import ROOT
+from doc_examples import EXECUTED, blocks, page_blocks
 
 from b12screen import hookspecs
 from b12screen.plugins import ENTRY_POINT_GROUP, ENV_DISABLE, ENV_LOAD, ENV_STRICT, HOOK_NAMES
 
-README = ROOT / "docs" / "informaticist" / "plugins.md"
+PAGE = ROOT / "docs" / "informaticist" / "plugins.md"
 TESTS = ROOT / "tests"
 HOOKS = sorted(HOOK_NAMES)
-RUNNABLE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
 def _text() -> str:
-    return README.read_text(encoding="utf-8")
+    return PAGE.read_text(encoding="utf-8")
 
 
 def _sections() -> dict[str, str]:
@@ -63,7 +64,7 @@ def test_every_hook_section_gives_parameters_return_when_called_and_a_runnable_e
     section = _sections().get(hook, "")
     for label in ("**Signature**", "**Parameters**", "**Returns**", "**Called**"):
         assert label in section, f"the '## {hook}' section has no {label}"
-    assert RUNNABLE.search(section), f"the '## {hook}' section has no ```python runnable example"
+    assert _runnable(section), f"the '## {hook}' section has no ```python example the site runner runs"
 
 
 def test_no_section_documents_a_hook_that_does_not_exist() -> None:
@@ -76,7 +77,7 @@ def test_every_hook_has_a_test_of_its_own(hook: str) -> None:
     assert any(hook in name for name in _test_names()), f"no test function in tests/ has {hook!r} in its name"
 
 
-def test_the_readme_covers_packaging_testing_listing_and_controls() -> None:
+def test_the_page_covers_packaging_testing_listing_and_controls() -> None:
     text = _text()
     for needle in (f"[project.entry-points.{ENTRY_POINT_GROUP}]", "b12screen.testing", "b12screen plugins",
                    "--json", "--strict-plugins", ENV_LOAD, ENV_DISABLE, ENV_STRICT):
@@ -85,16 +86,12 @@ def test_the_readme_covers_packaging_testing_listing_and_controls() -> None:
         assert f"`{helper}(" in text
 
 
-def _examples() -> list[str]:
-    return RUNNABLE.findall(_text())
+def _runnable(text: str) -> list[str]:
+    """The ``python`` blocks of the text that the site runner runs as they are (not excerpts checked by run-by)."""
+    return [b.body for b in blocks(text, "docs/informaticist/plugins.md")
+            if b.language == "python" and "run-by" not in b.options]
 
 
-def test_the_readme_has_runnable_examples() -> None:
-    assert len(_examples()) >= len(HOOKS)
-
-
-@pytest.mark.parametrize("index", range(len(_examples())))
-def test_runnable_example_runs(index: int) -> None:
-    code = _examples()[index]
-    exec(compile(code, f"docs/informaticist/plugins.md example {index + 1}", "exec"),
-         {"__name__": f"readme_example_{index + 1}"})
+def test_the_page_has_runnable_examples_and_the_site_runner_runs_them() -> None:
+    assert len(_runnable(_text())) >= len(HOOKS)
+    assert any(b.language in EXECUTED for b in page_blocks(PAGE))

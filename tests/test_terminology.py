@@ -81,12 +81,17 @@ def test_the_longest_text_term_wins_where_terms_overlap() -> None:
     assert "b12-deficiency-dx" in t.match_text("pernicious anaemia")
 
 
-def test_value_set_readme_lists_every_shipped_set() -> None:
+def _value_sets_page() -> str:
+    """The site's table of shipped value sets (docs/reference/value-sets.md)."""
     from conftest import ROOT
 
-    readme = (ROOT / "b12screen" / "valuesets" / "README.md").read_text()
+    return (ROOT / "docs" / "reference" / "value-sets.md").read_text(encoding="utf-8")
+
+
+def test_value_set_page_lists_every_shipped_set() -> None:
+    page = _value_sets_page()
     for vs in builtin_value_sets():
-        assert f"| `{vs['id']}` |" in readme, vs["id"]
+        assert f"| `{vs['id']}` |" in page, vs["id"]
 
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -118,23 +123,21 @@ def test_topical_colchicine_and_unrelated_products_do_not_match() -> None:
         assert t.match_concept({"coding": [{"system": RXNORM, "code": code}]}) == frozenset(), code
 
 
-def test_value_set_readme_counts_concepts_per_system() -> None:
-    """The README's 'concepts per system' column is what each shipped set holds."""
-    from conftest import ROOT
-
+def test_value_set_page_counts_concepts_per_system_and_text_terms() -> None:
+    """The page's 'concepts per system' and 'text terms' columns are what each shipped set holds."""
     names = {"http://snomed.info/sct": "SNOMED CT", "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
              "http://loinc.org": "LOINC", RXNORM: "RxNorm", "http://www.whocc.no/atc": "ATC",
              "http://www.ama-assn.org/go/cpt": "CPT", "http://www.cms.gov/Medicare/Coding/ICD10": "ICD-10-PCS",
              "http://terminology.hl7.org/CodeSystem/diet": "FHIR diet"}
-    readme = (ROOT / "b12screen" / "valuesets" / "README.md").read_text()
-    rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip() for line in readme.splitlines()
-            if line.startswith("| `")}
+    rows = {cells[1].strip(" `"): (cells[3].strip(), cells[4].strip())
+            for cells in (line.split("|") for line in _value_sets_page().splitlines() if line.startswith("| `"))}
     problems = []
     for vs in builtin_value_sets():
         counts = ", ".join(f"{names.get(i['system'], i['system'])} {len(i['concept'])}"
                            for i in vs.get("compose", {}).get("include", [])) or "—"
-        if rows[vs["id"]] != counts:
-            problems.append(f"{vs['id']}: README {rows[vs['id']]!r}, file {counts!r}")
+        terms = str(sum(e["url"].endswith("/valueset-match-text") for e in vs.get("extension", [])))
+        if rows[vs["id"]] != (counts, terms):
+            problems.append(f"{vs['id']}: page {rows[vs['id']]!r}, file {(counts, terms)!r}")
     assert problems == []
 
 
