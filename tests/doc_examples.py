@@ -25,6 +25,10 @@ An HTML comment on the line before a fence tells the runner more (docs/developme
                                           likewise a Bulk Data server (tests/bulkserver.py) exporting that
                                           fixture; status polls and downloads need the bearer token
                                           ``test-access-token`` (B12SCREEN_FHIR_TOKEN)
+    <!-- example: bulk-server=https://ehr.example.org/fhir smart-key=key.pub.pem -->
+                                          that server also issues SMART Backend Services tokens to the client
+                                          ``b12-client`` whose RS384 assertion this public key (a PEM file an
+                                          earlier block wrote in the page's folder) verifies
 
 Substitutions (ports, server URLs) apply to a block's shown output too, so a page can show the URL it names.
 """
@@ -52,7 +56,8 @@ EXECUTED = frozenset({"bash", "python"})
 #: Shown only: output, and files a reader writes.
 SHOWN = frozenset({"text", "toml", "yaml", "json", "ini", "http", "dockerfile", "csv", "ndjson", "xml"})
 #: What a directive may say; a value-less key is ``True``.
-OPTIONS = frozenset({"exit", "port", "background", "output", "run-by", "timeout", "fhir-server", "bulk-server"})
+OPTIONS = frozenset({"exit", "port", "background", "output", "run-by", "timeout", "fhir-server", "bulk-server",
+                     "smart-key"})
 #: The folders of the repository a page's session can read.
 LINKED = ("fixtures", "hooks", "benchmarks")
 #: The export the runner's FHIR servers hold.
@@ -199,7 +204,9 @@ class Session:
             return run_by_problem(block)
         for option in ("fhir-server", "bulk-server"):
             if option in block.options:
-                self.substitutions[str(block.options[option])] = self.servers.enter_context(start_server(option)).base
+                key = self.folder / str(block.options["smart-key"]) if "smart-key" in block.options else None
+                server = self.servers.enter_context(start_server(option, key))
+                self.substitutions[str(block.options[option])] = server.base
         if "port" in block.options:
             self.substitutions[str(block.options["port"])] = str(free_port())
         if "background" in block.options:
@@ -247,15 +254,18 @@ class Session:
                 process.wait()
 
 
-def start_server(kind: str) -> Any:
+def start_server(kind: str, smart_key: Path | None = None) -> Any:
     """A loopback FHIR REST (``fhir-server``) or Bulk Data (``bulk-server``) server holding the fixture export,
-    not yet started: a context manager with a ``base`` URL."""
+    not yet started: a context manager with a ``base`` URL. ``smart_key``: the PEM public key that verifies
+    SMART Backend Services client assertions (Bulk Data server only)."""
     from bulkserver import BulkServer, Scenario, fixture_files
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
     from fhirserver import FhirServer, Store
 
     if kind == "bulk-server":
-        return BulkServer(Scenario(inject_429=False, inject_500=False, error_file=False, redirect=None),
-                          SERVED_EXPORT)
+        public_key = load_pem_public_key(smart_key.read_bytes()) if smart_key else None
+        return BulkServer(Scenario(inject_429=False, inject_500=False, error_file=False, redirect=None,
+                                   smart_public_key=public_key), SERVED_EXPORT)
     store = Store()
     for data in fixture_files(SERVED_EXPORT).values():
         for line in data.splitlines():

@@ -131,3 +131,15 @@ def test_bulk_server_serves_the_fixture_export_to_b12screen_export(tmp_path: Pat
     assert list(run_page(blocks(page, "p.md"), tmp_path)) == []
     [problem] = run_page(blocks(page.replace("test-access-token", "wrong"), "p.md"), tmp_path / "again")
     assert problem.startswith("p.md:2: exited 2, not 0") and "401" in problem
+
+
+def test_smart_key_makes_the_bulk_server_verify_backend_services_assertions(tmp_path: Path) -> None:
+    page = ("```bash\nopenssl genpkey -algorithm RSA -out key.pem 2>/dev/null\n"
+            "openssl pkey -in key.pem -pubout -out key.pub.pem\n```\n"
+            "<!-- example: bulk-server=https://ehr.example.org/fhir smart-key=key.pub.pem -->\n```bash\n"
+            "b12screen export --fhir-server https://ehr.example.org/fhir --client-id b12-client --private-key key.pem"
+            " --key-id k1 --out data/ --no-progress\n```\n")
+    assert list(run_page(blocks(page, "p.md"), tmp_path)) == []
+    other_client = page.replace("--client-id b12-client", "--client-id someone-else")
+    [problem] = run_page(blocks(other_client, "p.md"), tmp_path / "again")
+    assert problem.startswith("p.md:6: exited 2, not 0") and "invalid_client" in problem
