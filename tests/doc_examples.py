@@ -2,8 +2,8 @@
 
 Every fenced block is labelled. ``bash`` and ``python`` blocks are run; the others are shown only (``text`` for
 output, ``toml``/``yaml``/``json``... for files). A page is one session: its blocks run in order in one fresh
-folder holding links to the repository's ``fixtures/``, ``hooks/`` and ``benchmarks/``, with the project's
-``b12screen`` first on PATH, so a later block can read what an earlier one wrote.
+folder holding links to the repository's ``fixtures/``, ``hooks/``, ``benchmarks/``, ``docs/`` and ``mkdocs.yml``,
+with the project's ``b12screen`` first on PATH, so a later block can read what an earlier one wrote.
 
 An HTML comment on the line before a fence tells the runner more (docs/development/documentation.md lists them)::
 
@@ -16,11 +16,27 @@ An HTML comment on the line before a fence tells the runner more (docs/developme
     <!-- example: run-by=.ci/run -->     CI runs the block as part of that file (a script, or the example plugin's
                                           code): each of its lines, comments aside, is in the file
     <!-- example: timeout=600 -->        seconds before the block is stopped and fails (default 300)
+    <!-- example: fhir-server=https://fhir.example.org/r4 -->
+                                          the runner starts a FHIR REST server on loopback (tests/fhirserver.py:
+                                          reads, searches by patient, conditional create, versioned update)
+                                          holding the batch fixture export (fixtures/batch/export: patients
+                                          bx-met, bx-only, ...); the URL becomes its base in this and later blocks
+    <!-- example: bulk-server=https://ehr.example.org/fhir -->
+                                          likewise a Bulk Data server (tests/bulkserver.py) exporting that
+                                          fixture; status polls and downloads need the bearer token
+                                          ``test-access-token`` (B12SCREEN_FHIR_TOKEN)
+    <!-- example: bulk-server=https://ehr.example.org/fhir smart-key=key.pub.pem -->
+                                          that server also issues SMART Backend Services tokens to the client
+                                          ``b12-client`` whose RS384 assertion this public key (a PEM file an
+                                          earlier block wrote in the page's folder) verifies
+
+Substitutions (ports, server URLs) apply to a block's shown output too, so a page can show the URL it names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -32,6 +48,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Run by the tests.
@@ -39,9 +56,12 @@ EXECUTED = frozenset({"bash", "python"})
 #: Shown only: output, and files a reader writes.
 SHOWN = frozenset({"text", "toml", "yaml", "json", "ini", "http", "dockerfile", "csv", "ndjson", "xml"})
 #: What a directive may say; a value-less key is ``True``.
-OPTIONS = frozenset({"exit", "port", "background", "output", "run-by", "timeout"})
+OPTIONS = frozenset({"exit", "port", "background", "output", "run-by", "timeout", "fhir-server", "bulk-server",
+                     "smart-key"})
 #: What of the repository a page's session can read (linked, not copied: examples must not write into them).
 LINKED = ("fixtures", "hooks", "benchmarks", "docs", "mkdocs.yml")
+#: The export the runner's FHIR servers hold.
+SERVED_EXPORT = ROOT / "fixtures" / "batch" / "export"
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
 DIRECTIVE = re.compile(r"<!--\s*example:(?P<options>[^>]*?)-->\s*$")
@@ -156,6 +176,7 @@ class Session:
         self.folder = folder
         self.substitutions: dict[str, str] = {}
         self.background: list[tuple[Block, subprocess.Popen[bytes], Path]] = []
+        self.servers = contextlib.ExitStack()
         self.printed = ""
         (folder / "home").mkdir(parents=True)
         for name in LINKED:
@@ -181,6 +202,11 @@ class Session:
         """Run one block; None when it did what the page says, else why not."""
         if "run-by" in block.options:
             return run_by_problem(block)
+        for option in ("fhir-server", "bulk-server"):
+            if option in block.options:
+                key = self.folder / str(block.options["smart-key"]) if "smart-key" in block.options else None
+                server = self.servers.enter_context(start_server(option, key))
+                self.substitutions[str(block.options[option])] = server.base
         if "port" in block.options:
             self.substitutions[str(block.options["port"])] = str(free_port())
         if "background" in block.options:
@@ -216,6 +242,7 @@ class Session:
         return None
 
     def close(self) -> None:
+        self.servers.close()
         for _block, process, _log in self.background:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -225,6 +252,26 @@ class Session:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def start_server(kind: str, smart_key: Path | None = None) -> Any:
+    """A loopback FHIR REST (``fhir-server``) or Bulk Data (``bulk-server``) server holding the fixture export,
+    not yet started: a context manager with a ``base`` URL. ``smart_key``: the PEM public key that verifies
+    SMART Backend Services client assertions (Bulk Data server only)."""
+    from bulkserver import BulkServer, Scenario, fixture_files
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    from fhirserver import FhirServer, Store
+
+    if kind == "bulk-server":
+        public_key = load_pem_public_key(smart_key.read_bytes()) if smart_key else None
+        return BulkServer(Scenario(inject_429=False, inject_500=False, error_file=False, redirect=None,
+                                   smart_public_key=public_key), SERVED_EXPORT)
+    store = Store()
+    for data in fixture_files(SERVED_EXPORT).values():
+        for line in data.splitlines():
+            if line.strip():
+                store.add(json.loads(line))
+    return FhirServer(store)
 
 
 def run_page(page_blocks: list[Block], folder: Path) -> Iterator[str]:
@@ -239,7 +286,7 @@ def run_page(page_blocks: list[Block], folder: Path) -> Iterator[str]:
                     yield problem
                     return
             elif "output" in block.options and previous is not None:
-                mismatch = shown_output_problem(block.body, session.printed)
+                mismatch = shown_output_problem(session.text_of(block), session.printed)
                 if mismatch:
                     yield f"{block.where}: {mismatch}\n--- printed by {previous.where}:\n{session.printed[-3000:]}"
             previous = block

@@ -26,7 +26,7 @@ from b12screen.plugins import get_plugin_manager
 PUBLIC = "https://cds.example.org/b12"
 PV = "/cds-services/b12screen-patient-view"
 EHR = MockEhr()
-#: the documented bounds (README, docs/integrator/front-door.md): the bytes of a request's URL and header lines
+#: the documented bounds (docs/integrator/front-door.md): the bytes of a request's URL and header lines
 MAX_HEADER_BYTES, MAX_HEADER_LINES = 16_384, 100
 
 

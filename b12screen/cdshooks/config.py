@@ -86,7 +86,7 @@ class IssuerConfig:
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """Everything ``b12screen serve`` can be told. Documented in the README ("CDS Hooks service")."""
+    """Everything ``b12screen serve`` can be told. Documented in docs/integrator/service.md."""
 
     host: str = "127.0.0.1"
     port: int = 8080

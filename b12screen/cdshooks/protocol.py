@@ -1,7 +1,7 @@
 """uvicorn's httptools protocol with a read deadline, header bounds and a connection bound.
 
 httptools (the C parser uvicorn uses when it is installed) is used rather than the pure-Python h11: it
-costs a fraction of the CPU per request (see the README's load test). uvicorn alone times out only idle
+costs a fraction of the CPU per request (docs/benchmarks/cds-load.md). uvicorn alone times out only idle
 keep-alive connections: a client that sends its headers or body one byte a second is held for ever.
 Here every request (headers and body) must arrive within ``read_timeout`` seconds of the connection
 opening or of the previous response; otherwise the connection is closed.
