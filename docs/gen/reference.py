@@ -164,7 +164,7 @@ def settings_markdown() -> str:
     """The screening settings (``SETTINGS``) with each profile's default (``PROFILE_SETTINGS``)."""
     from b12screen.core.config import PROFILE_SETTINGS, PROFILES, SETTINGS
 
-    header = ["Setting", *(f"Default (`{p}`)" for p in PROFILES), "Unit", "Range", "Meaning"]
+    header = ["Setting", *(f"Default, `{p}` profile" for p in PROFILES), "Unit", "Range", "Meaning"]
     rows = [[code(name), *(_toml(PROFILE_SETTINGS.get(p, {}).get(name, spec.default)) for p in PROFILES),
              text(spec.unit) or "—", _bounds(spec.minimum, spec.maximum), text(spec.description)]
             for name, spec in SETTINGS.items()]
