@@ -37,9 +37,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--no-first-run", "--disable-sync"]
 HAVE_MKDOCS = all(importlib.util.find_spec(m) for m in ("mkdocs", "material"))
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed"),
-              pytest.mark.skipif(not HAVE_MKDOCS, reason="mkdocs or mkdocs-material not installed")]
+needs_site = pytest.mark.skipif(not HAVE_MKDOCS, reason="mkdocs or mkdocs-material not installed")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -111,6 +110,9 @@ def rendering_problems(page: str, html: str, sections: list[str]) -> list[str]:
     return [f"/{page}: {p}" for p in problems]
 
 
+@pytest.mark.slow
+@needs_site
+@needs_chromium
 def test_every_page_renders_with_the_navigation_and_search(site: Path, base_url: str, tmp_path: Path) -> None:
     pages = site_pages(site)
     assert len(pages) >= 20 and "" in pages and "reference/cli/" in pages and "benchmarks/" in pages
@@ -131,6 +133,8 @@ def test_a_page_without_its_navigation_is_named() -> None:
         "/: its scripts did not run (no 'js' class on <html>)", "/: no navigation", "/: no search box", "/: no title"]
 
 
+@pytest.mark.slow
+@needs_site
 def test_the_search_index_lists_every_page(site: Path) -> None:
     index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
     locations = {doc["location"] for doc in index["docs"]}
@@ -163,11 +167,11 @@ class Browser:
         self._buffer = b""
         self._id = 0
 
-    def call(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
+    def call(self, method: str, tab: str | None = None, **params: Any) -> dict[str, Any]:
         self._id += 1
         message: dict[str, Any] = {"id": self._id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
+        if tab:
+            message["sessionId"] = tab
         os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
         while True:
             while b"\0" not in self._buffer:
@@ -183,17 +187,17 @@ class Browser:
 
     def open(self, url: str) -> str:
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        session = str(self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"])
-        self.call("Page.navigate", session, url=url)
-        return session
+        tab = str(self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"])
+        self.call("Page.navigate", tab, url=url)
+        return tab
 
-    def evaluate(self, session: str, expression: str) -> Any:
-        return self.call("Runtime.evaluate", session, expression=expression, returnByValue=True)["result"].get("value")
+    def evaluate(self, tab: str, expression: str) -> Any:
+        return self.call("Runtime.evaluate", tab, expression=expression, returnByValue=True)["result"].get("value")
 
-    def wait_for(self, session: str, expression: str, seconds: float = 20.0) -> Any:
+    def wait_for(self, tab: str, expression: str, seconds: float = 20.0) -> Any:
         """The expression's value once truthy; fails the test when it is not within ``seconds`` (a hang)."""
         deadline = time.monotonic() + seconds
-        while not (value := self.evaluate(session, expression)):
+        while not (value := self.evaluate(tab, expression)):
             assert time.monotonic() < deadline, f"not within {seconds} s: {expression}"
             time.sleep(0.1)
         return value
@@ -228,19 +232,25 @@ def pages_with(site: Path, word: str) -> set[str]:
     return {"/" + d["location"].split("#")[0] for d in index["docs"] if word in (d["title"] + d["text"]).lower()}
 
 
+@pytest.mark.slow
+@needs_site
+@needs_chromium
 def test_a_search_in_the_address_shows_the_pages_that_hold_the_word(site: Path, base_url: str,
                                                                       browser: Browser) -> None:
-    session = browser.open(base_url + "?q=replay")
-    found = set(browser.wait_for(session, RESULTS))
+    tab = browser.open(base_url + "?q=replay")
+    found = set(browser.wait_for(tab, RESULTS))
     expected = pages_with(site, "replay")
     assert found and found <= expected, f"found {found}, expected some of {expected}"
-    assert re.fullmatch(r"\d+ matching documents?", browser.evaluate(session, META))
+    assert re.fullmatch(r"\d+ matching documents?", browser.evaluate(tab, META))
 
 
+@pytest.mark.slow
+@needs_site
+@needs_chromium
 def test_a_search_for_a_word_no_page_holds_finds_nothing(base_url: str, browser: Browser) -> None:
-    session = browser.open(base_url + "reference/cli/?q=zyxwvutsrq")
-    assert browser.wait_for(session, f"{META}.startsWith('No matching') && {META}") == "No matching documents"
-    assert browser.evaluate(session, RESULTS) == []
+    tab = browser.open(base_url + "reference/cli/?q=zyxwvutsrq")
+    assert browser.wait_for(tab, f"{META}.startsWith('No matching') && {META}") == "No matching documents"
+    assert browser.evaluate(tab, RESULTS) == []
 
 
 # -- the home page, as a picture -------------------------------------------------------------------------------------
@@ -253,6 +263,9 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
+@pytest.mark.slow
+@needs_site
+@needs_chromium
 def test_the_home_page_renders_as_a_picture_with_the_site_name_and_navigation(base_url: str, tmp_path: Path) -> None:
     shot = tmp_path / "home.png"
     chromium([f"--screenshot={shot}", "--window-size=1280,900", "--virtual-time-budget=5000", base_url],
