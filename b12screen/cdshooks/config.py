@@ -45,16 +45,21 @@ SANDBOX_JWKS = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
 
 
+def doc(default: Any, meaning: str) -> Any:
+    """A setting's declaration: its default and what it means (the reference page shows both)."""
+    return dataclasses.field(default=default, metadata={"doc": meaning})
+
+
 @dataclass(frozen=True)
 class IssuerConfig:
     """A trusted CDS client (EHR): where its keys are and what it may ask for."""
 
-    iss: str
-    jwks: Mapping[str, Any] | None = None  # inline JWK Set (public keys)
-    jwks_url: str | None = None  # JWK Set URL used when the JWT has no ``jku``
-    jku: tuple[str, ...] = ()  # ``jku`` header values accepted for this issuer
-    tenants: tuple[str, ...] = ()  # when set, the ``tenant`` claim must be one of these
-    fhir_servers: tuple[str, ...] = ()  # extra fhirServer bases this issuer's requests may name
+    iss: str = dataclasses.field(metadata={"doc": "the issuer: the JWT's `iss`"})
+    jwks: Mapping[str, Any] | None = doc(None, "its JWK Set inline (public keys only)")
+    jwks_url: str | None = doc(None, "its JWK Set URL, used when the JWT has no `jku`")
+    jku: tuple[str, ...] = doc((), "`jku` header values accepted for this issuer")
+    tenants: tuple[str, ...] = doc((), "when set, the `tenant` claim must be one of these")
+    fhir_servers: tuple[str, ...] = doc((), "extra `fhirServer` bases this issuer's requests may name")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], origin: str) -> IssuerConfig:
@@ -86,46 +91,60 @@ class IssuerConfig:
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """Everything ``b12screen serve`` can be told. Documented in docs/integrator/service.md."""
+    """Everything ``b12screen serve`` can be told (docs/integrator/service.md); each field's meaning is its
+    ``metadata["doc"]``, from which docs/reference/configuration.md is generated."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
-    public_base_url: str | None = None  # externally visible base URL (JWT ``aud``); required with JWT verification
-    insecure_no_auth: bool = False  # accept calls without a JWT (loopback only)
-    test_mode: bool = False  # allow http://127.0.0.1 FHIR servers and JWKS URLs (loopback only)
-    dev: bool = False  # trust the CDS Hooks sandbox issuer and origin (loopback only)
-    issuers: tuple[IssuerConfig, ...] = ()
-    algorithms: tuple[str, ...] = ("ES384", "RS384")
-    clock_skew_seconds: int = 60
-    max_token_lifetime_seconds: int = 3600
-    jwks_cache_seconds: int = 300
-    jwks_refetch_min_seconds: int = 30
-    replay_cache_size: int = 100_000  # entries of the in-process (memory) replay store
-    replay_store: str = "memory"  # memory (one process only) | redis://HOST:PORT/DB (shared by a fleet)
-    public_discovery: bool = False  # answer discovery without a JWT even when authentication is on
-    fhir_servers: tuple[str, ...] = ()  # fhirServer bases the service may fetch from (all issuers)
-    fetch_timeout_seconds: float = 3.0
-    time_budget_seconds: float = 8.0
-    max_request_bytes: int = 5_000_000
-    read_timeout_seconds: float = 15.0  # a request's headers and body must arrive within this, else closed
-    max_connections: int = 200  # open connections per worker; past that the longest waiting one is closed
-    max_pages: int = 10
-    max_resources_per_key: int = 5_000
-    max_medication_reads: int = 50
-    fetch_workers: int = 8
-    prefetch_failure_mode: str = "fetch"  # what an OperationOutcome in prefetch means: fetch | fail | omit
-    cors_origins: tuple[str, ...] = ()
-    profile: str = "default"
-    rules_config: str | None = None  # rule switches and parameters (the file ``--config`` takes elsewhere)
-    validate: str = "evidence"  # validation policy: evidence (models for evidence only) | all (every relevant one)
-    feedback_log: str | None = None  # NDJSON file for feedback records (no PHI); off when unset
-    auto_write_flag: bool = False  # also return the Flag as a systemAction
-    min_card_priority: str = "low"  # lowest priority that produces a card: low (all) | medium | high
-    source_label: str = "b12screen"
-    source_url: str | None = None
-    log_level: str = "info"
-    log_format: str = "text"  # text (key=value) or json (one object per line)
+    host: str = doc("127.0.0.1", "address to bind")
+    port: int = doc(8080, "port to listen on")
+    workers: int = doc(1, "uvicorn worker processes")
+    public_base_url: str | None = doc(None, "the URL the EHR calls (behind a proxy, the proxy's): the JWT `aud` is "
+                                      "checked against it, never against request headers; required with JWT "
+                                      "verification")
+    insecure_no_auth: bool = doc(False, "accept calls without a JWT (loopback only)")
+    test_mode: bool = doc(False, "allow `http://127.0.0.1` FHIR servers and JWKS URLs (loopback only)")
+    dev: bool = doc(False, "trust the CDS Hooks sandbox issuer (its private key is public) and origin "
+                    "(loopback only)")
+    issuers: tuple[IssuerConfig, ...] = doc((), "trusted EHRs: `iss`, `jwks` or `jwks_url`, `jku`, `tenants`, "
+                                            "`fhir_servers` (environment: a JSON list of objects)")
+    algorithms: tuple[str, ...] = doc(("ES384", "RS384"), "accepted JWT algorithms (ES, RS, PS only; `none` and "
+                                      "`HS*` are refused)")
+    clock_skew_seconds: int = doc(60, "leeway for `exp`, `iat` and `nbf` (at most 300)")
+    max_token_lifetime_seconds: int = doc(3600, "`exp` − `iat` at most")
+    jwks_cache_seconds: int = doc(300, "how long a fetched JWK Set is kept")
+    jwks_refetch_min_seconds: int = doc(30, "least interval between fetches of one JWK Set URL")
+    replay_cache_size: int = doc(100_000, "`jti` entries kept by the `memory` replay store (until their token "
+                                 "expires)")
+    replay_store: str = doc("memory", "where each `jti` is remembered until its token expires: `memory` (one "
+                            "process only) or `redis://HOST:PORT/DB` (shared by every worker and host); "
+                            "unreachable: 503")
+    public_discovery: bool = doc(False, "answer discovery without a JWT even when authentication is on")
+    fhir_servers: tuple[str, ...] = doc((), "`fhirServer` bases the service may fetch from, for every issuer "
+                                        "(an exact base or a prefix ending at `/`)")
+    fetch_timeout_seconds: float = doc(3.0, "timeout of one FHIR request")
+    time_budget_seconds: float = doc(8.0, "time for a whole call, counted from its last byte read (then 503)")
+    max_request_bytes: int = doc(5_000_000, "larger request bodies get 413")
+    read_timeout_seconds: float = doc(15.0, "a request's headers and body must arrive within this, else the "
+                                      "connection is closed (at most 15)")
+    max_connections: int = doc(200, "open connections per worker; past that the one that has waited longest "
+                               "for its client is closed")
+    max_pages: int = doc(10, "pages of one fallback FHIR search followed at most")
+    max_resources_per_key: int = doc(5_000, "resources kept at most from one fallback search")
+    max_medication_reads: int = doc(50, "referenced `Medication` resources read at most in one call")
+    fetch_workers: int = doc(8, "threads for FHIR fetches (one FHIR server gets at most half of them)")
+    prefetch_failure_mode: str = doc("fetch", "what an OperationOutcome in prefetch means: `fetch` (fetch it "
+                                     "instead), `fail` (412) or `omit`")
+    cors_origins: tuple[str, ...] = doc((), "allowed browser origins (`*` for any)")
+    profile: str = doc("default", "clinical profile: `default` or `nice`")
+    rules_config: str | None = doc(None, "rule switches and parameters (the file `--config` takes elsewhere)")
+    validate: str = doc("evidence", "validation policy: `evidence` (models for the resources a card rests on) or "
+                        "`all` (every resource a rule can use)")
+    feedback_log: str | None = doc(None, "NDJSON file for feedback records (no PHI, no free text); off when unset")
+    auto_write_flag: bool = doc(False, "also return the Flag as a `systemAction`")
+    min_card_priority: str = doc("low", "lowest priority that produces a card: `low` (all), `medium` or `high`")
+    source_label: str = doc("b12screen", "the label of the card's `source`")
+    source_url: str | None = doc(None, "the URL of the card's `source`")
+    log_level: str = doc("info", "`debug`, `info`, `warning` or `error`")
+    log_format: str = doc("text", "`text` (key=value lines) or `json` (one object per line)")
 
     # -- loading ----------------------------------------------------------------------------
 
