@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import responses
-from bulkserver import BulkServer, Scenario
+from bulkserver import BulkServer, Scenario, record_waits
 from click.testing import CliRunner
 from conftest import AS_OF
 from cryptography.hazmat.primitives import serialization
@@ -30,6 +30,11 @@ ALL = tuple(sorted(set(export_types())))
 NO_FAMILY = tuple(t for t in ALL if t != "FamilyMemberHistory")
 FAMILY_LINE = ("FamilyMemberHistory not exported by this server (not in its CapabilityStatement): "
                "ACID-2, COMBO, MET-2 and SYM-1 will not see family history")
+
+
+@pytest.fixture(autouse=True)
+def _no_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    record_waits(monkeypatch)  # in-process exports: the client's pauses are recorded, not slept
 
 
 def quiet(**changes: Any) -> Scenario:
