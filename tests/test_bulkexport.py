@@ -196,6 +196,7 @@ def test_an_unwritable_output_folder_is_one_clear_message(tmp_path: Path) -> Non
     assert server.log.kickoffs == []
 
 
+@pytest.mark.slow
 def test_a_file_that_takes_too_long_is_an_error(tmp_path: Path) -> None:
     server, code, output = export_with(tmp_path, quiet(slow="Patient.001.ndjson", redirect=None),
                                        "--file-timeout", "1")
@@ -331,7 +332,7 @@ def interrupt(server: BulkServer, out: Path, started: Any, command: str = "expor
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-@pytest.mark.parametrize("phase", ["polling", "downloading"])
+@pytest.mark.parametrize("phase", ["polling", pytest.param("downloading", marks=pytest.mark.slow)])
 def test_ctrl_c_cancels_the_job_on_the_server(tmp_path: Path, phase: str) -> None:
     scenario = quiet(never_ready=phase == "polling", slow="Patient.000.ndjson", redirect=None)
     with BulkServer(scenario) as server:
@@ -374,6 +375,7 @@ def test_a_gzip_bomb_is_stopped_by_the_expansion_ratio(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("hostile", ["endless", "drip_headers"])
+@pytest.mark.slow
 def test_an_endless_file_or_dripping_headers_are_cut_at_the_file_timeout(tmp_path: Path, hostile: str) -> None:
     """A body as fast as the socket takes it, for ever; or headers a line at a time, each well within the
     read timeout: the per-file deadline stops both."""
@@ -395,6 +397,7 @@ def test_a_missing_file_elsewhere_is_named_as_a_404(tmp_path: Path) -> None:
     assert len(server.log.kickoffs) == 2  # a 404 may still be an expiry: one new export was asked for
 
 
+@pytest.mark.slow
 def test_a_status_request_whose_headers_drip_is_cut_at_the_timeout(tmp_path: Path, waits: Waits) -> None:
     started = time.monotonic()
     # about 2 s: four attempts of 0.5 s each (the backoff between them recorded, not slept)

@@ -247,6 +247,7 @@ def test_the_type_table_names_only_rules_that_exist() -> None:
     assert set(export_types()) <= set(TYPE_USE)
 
 
+@pytest.mark.slow
 def test_batch_with_smart_against_a_server_without_a_type_in_a_real_process(tmp_path: Path) -> None:
     """The first failure users met, as they meet it: a process, SMART Backend Services, a server that holds no
     FamilyMemberHistory. Kept to one run (about 3 s: the process starts and imports the batch engine)."""

@@ -82,6 +82,7 @@ def _bomb(path: Path, megabytes: int, head: bytes = b"", fill: bytes = b" ") -> 
     return path
 
 
+@pytest.mark.slow
 def test_screen_refuses_a_gzip_bomb_and_reads_the_rest(tmp_path: Path) -> None:
     bomb = _bomb(tmp_path / "bomb.json.gz", 300, b'{"resourceType": "Bundle", "type": "collection", "entry": [')
     good = write_ndjson(tmp_path / "Patient.ndjson", [patient("p1")])
@@ -101,6 +102,7 @@ def test_gunzip_caps_and_errors() -> None:
     assert limits.gunzip_bounded(data + b"\x00\x00" + gzip.compress(b"x"), 10_000)[-1:] == b"x"
 
 
+@pytest.mark.slow
 def test_a_document_bomb_in_a_batch_folder_is_one_error(screener: Screener, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
@@ -113,6 +115,7 @@ def test_a_document_bomb_in_a_batch_folder_is_one_error(screener: Screener, tmp_
     assert result.summary["patients"] == 1 and result.exit_code == 1
 
 
+@pytest.mark.slow
 def test_a_newline_flood_is_cut_short(screener: Screener, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
