@@ -19,7 +19,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(SlowTier(float(config.getini("slow_threshold"))), "slow-tier")
+    parallel = bool(getattr(config.option, "numprocesses", None))  # pytest-xdist's -n
+    config.pluginmanager.register(SlowTier(float(config.getini("slow_threshold")), parallel), "slow-tier")
 
 
 def unmarked_slow(reports: Iterable[pytest.TestReport], threshold: float) -> list[tuple[str, float]]:
@@ -35,8 +36,9 @@ def unmarked_slow(reports: Iterable[pytest.TestReport], threshold: float) -> lis
 class SlowTier:
     """Collects the reports of a run and lists the unmarked slow tests in the terminal summary."""
 
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float, parallel: bool = False) -> None:
         self.threshold = threshold
+        self.parallel = parallel
         self.reports: list[pytest.TestReport] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -50,5 +52,8 @@ class SlowTier:
         terminalreporter.section(f"tests not marked slow that took {self.threshold:g} s or more", sep="-",
                                  yellow=True)
         terminalreporter.line("mark them @pytest.mark.slow or make them faster (docs/testing.md):", yellow=True)
+        if self.parallel:
+            terminalreporter.line("(measured under -n: workers sharing the cores inflate durations; confirm serially)",
+                                  yellow=True)
         for nodeid, seconds in found:
             terminalreporter.line(f"{seconds:6.2f}s {nodeid}", yellow=True)

@@ -42,11 +42,13 @@ def test_a_short_run_uses_every_token_once_over_two_wrk_threads(capsys: pytest.C
 
 @pytest.mark.slow
 def test_requests_past_the_last_token_fail_instead_of_replaying_one(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = _run(capsys, "--tokens-per-second", "1")  # 101 tokens for a second of patient-view
+    # 20 tokens for a second of patient-view: run out whatever the machine's load (at 101 a loaded machine
+    # running the suite in parallel sometimes served fewer requests than that)
+    code, out = _run(capsys, "--tokens-per-second", "0", "--spare-tokens", "20")
     [service] = [p for p in out["phases"] if p["endpoint"] == "patient-view"]
-    assert code == 1 and service["requests"] > 101
+    assert code == 1 and service["requests"] > 20
     succeeded = service["requests"] - service["errors"]
-    assert 90 <= succeeded <= 101  # never more successes than tokens: each was used once, the rest refused
+    assert 0 < succeeded <= 20  # never more successes than tokens: each was used once, the rest refused
 
 
 def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
