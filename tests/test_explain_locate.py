@@ -79,6 +79,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     return seen
 
 
+@pytest.mark.slow
 def test_a_bundle_folder_costs_one_file_and_empty_files_say_nothing(tmp_path: Path,
                                                                     reads: dict[str, list[Any]]) -> None:
     write_corpus(tmp_path, 3 * MIB, empty=2, folder=FIXTURES / "batch" / "bundles")
