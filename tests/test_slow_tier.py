@@ -57,3 +57,12 @@ def test_setup_and_call_add_up_and_the_threshold_itself_counts() -> None:
                _report("b", "call", 0.99), _report("c", "call", 5.0, "slow"), _report("d", "call", 2.5)]
     assert unmarked_slow(reports, 1.0) == [("d", 2.5), ("a", 1.0)]
     assert unmarked_slow(reports, 1.01) == [("d", 2.5)]
+
+
+def test_the_default_threshold_is_one_second(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("def pytest_report_header(config):\n"
+                          "    return f\"threshold={config.getini('slow_threshold')}\"\n")
+    pytester.makepyfile(test_inner="def test_quick():\n    pass\n")
+    result = pytester.runpytest("-p", "slow_tier", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["threshold=1.0"])
+    assert result.ret == 0
