@@ -310,7 +310,7 @@ def _run_server(workers: int, args: argparse.Namespace, key: ec.EllipticCurvePri
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     service_phases = [(args.warmup, 10)] + [(args.duration, c) for c in args.connections]
-    tokens_needed = [int(seconds * args.tokens_per_second) + 100 for seconds, _ in service_phases]
+    tokens_needed = [int(seconds * args.tokens_per_second) + args.spare_tokens for seconds, _ in service_phases]
     tokens_file = folder / f"tokens-{workers}.txt"
     sign_tokens(key, base + PATH, sum(tokens_needed), tokens_file)
     service_script, health_script = folder / "service.lua", folder / "health.lua"
@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=50, help="Distinct synthetic patients (default 50).")
     parser.add_argument("--tokens-per-second", type=int, default=1500,
                         help="Pre-signed JWTs per second of patient-view phase (default 1500).")
+    parser.add_argument("--spare-tokens", type=int, default=100,
+                        help="Pre-signed JWTs per phase beyond --tokens-per-second (default 100).")
     parser.add_argument("--validate", choices=("evidence", "all"), default="evidence",
                         help="The service's validation policy (default evidence).")
     parser.add_argument("--replay-store", choices=("memory", "redis"), nargs="+", default=["memory"],

@@ -28,8 +28,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import jwt
+import pytest
 from hostileserver import TwoListeners, drip_headers
 
+from b12screen.sources import bulkexport, fhirclient
 from b12screen.sources.extract import UNDERSTOOD_TYPES
 
 EXPORT = Path(__file__).resolve().parent.parent / "fixtures" / "batch" / "export"
@@ -61,6 +63,37 @@ def deleted_bundle() -> bytes:
     bundle = {"resourceType": "Bundle", "type": "transaction",
               "entry": [{"request": {"method": "DELETE", "url": f"Patient/{DELETED_PATIENT}"}}]}
     return json.dumps(bundle).encode() + b"\n"
+
+
+class Waits(list[float]):
+    """The pauses the export client asked for (poll intervals after ``Retry-After`` and its 1 s floor, retry
+    backoff), in order, none of them slept: its clock moves on by what it asked, so ``--max-wait`` still ends a
+    job that is never ready. Tests assert what was asked instead of waiting it out."""
+
+    def sleep(self, seconds: float) -> None:
+        self.append(seconds)
+        time.sleep(0)  # let the other threads run, as a real pause would
+
+    def clock(self) -> float:
+        return time.monotonic() + sum(self)
+
+
+def record_waits(monkeypatch: pytest.MonkeyPatch) -> Waits:
+    """In-process runs of ``export`` and ``batch --fhir-server`` build their client and exporter with the
+    sleep (and the exporter's clock) of the :class:`Waits` returned."""
+    waits = Waits()
+
+    class Client(fhirclient.FhirClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{"sleep": waits.sleep, **kwargs})
+
+    class Exporter(bulkexport.BulkExporter):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{"sleep": waits.sleep, "clock": waits.clock, **kwargs})
+
+    monkeypatch.setattr(fhirclient, "FhirClient", Client)
+    monkeypatch.setattr(bulkexport, "BulkExporter", Exporter)
+    return waits
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slow_tier import pytest_addoption, pytest_configure  # noqa: F401 (the tier's hooks, found here by name)
 
 from b12screen import Config, Screener
 from b12screen.plugins import PluginManager, get_plugin_manager

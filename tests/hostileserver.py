@@ -63,7 +63,9 @@ class TwoListeners:
         self.other = ThreadingHTTPServer(("127.0.0.1", 0), other)
         for server in (self.main, self.other):
             server.daemon_threads = True
-        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.main, self.other)]
+        # shutdown() waits for the serving loop to look again: every 0.05 s, not the default 0.5 s
+        self.threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+                        for s in (self.main, self.other)]
 
     def __enter__(self) -> Self:
         for thread in self.threads:

@@ -49,6 +49,7 @@ def test_rows_carry_age_sex_deceased_and_the_latest_b12(screener: Screener, tmp_
     assert low["latest_b12_date"] < AS_OF.isoformat() and kid["latest_b12_value"] == ""
 
 
+@pytest.mark.slow
 def test_parquet_csv_and_to_rows_agree_column_by_column(screener: Screener, tmp_path: Path) -> None:
     pytest.importorskip("arro3.io", reason="the parquet extra (arro3) is not installed")
     pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (of the test extra) reads the table back")

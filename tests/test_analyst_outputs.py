@@ -141,6 +141,7 @@ def test_report_parquet_row_groups_hold_batch_rows_whatever_the_record_batches(
 
 
 @pytest.mark.parametrize(("workers", "unit_bytes"), [(1, 10**9), (1, 200), (2, 200)])
+@pytest.mark.slow
 def test_the_parquet_libraries_load_only_once_the_screening_is_done_and_never_pyarrow(
         tmp_path: Path, workers: int, unit_bytes: int) -> None:
     """report.parquet is written by the batch process once the screening is done: arro3 is not in it while

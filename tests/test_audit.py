@@ -236,6 +236,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
+@pytest.mark.slow
 def test_command_reports_bad_input_and_refuses_to_overwrite(cohort: list[Any], tmp_path: Path) -> None:
     export = write_ndjson(cohort[:5], tmp_path / "export")
     with open(export / "Observation.000.ndjson", "a") as f:
@@ -258,6 +259,7 @@ def test_command_reports_bad_input_and_refuses_to_overwrite(cohort: list[Any], t
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_an_interrupted_audit_leaves_nothing_behind(tmp_path: Path, signum: int) -> None:
     proc, held, out = start_held(tmp_path, "write", "--workers", "2", command=("audit", "--follow-up-months", "12"))
     assert held == proc.pid and any(out.glob(".audit.json.*.partial"))
@@ -312,6 +314,7 @@ def test_synthea_export_has_no_b12_results_and_says_so(screener: Screener, tmp_p
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
+@pytest.mark.slow
 def test_chromium_renders_the_page(screener: Screener, cohort: list[Any], tmp_path: Path) -> None:
     audit(screener, [write_ndjson(cohort, tmp_path / "export")], tmp_path / "out")
     page = tmp_path / "out" / "audit.html"

@@ -92,6 +92,7 @@ def test_a_patient_split_over_many_files_equals_screening_it_whole(screener: Scr
     assert report["Patient/split"]["rules"] == ["MET-2"]  # exposure from the earliest (2010) request
 
 
+@pytest.mark.slow
 def test_outputs_are_identical_for_any_worker_count_chunking_and_input_order(screener: Screener,
                                                                              tmp_path: Path) -> None:
     a = _split_export(tmp_path / "a")

@@ -54,6 +54,7 @@ def test_legacy_temporary_files_of_every_output_name_go_with_overwrite(tmp_path:
     assert [p.name for p in tmp_path.iterdir()] == [".notes.txt.partial"]
 
 
+@pytest.mark.slow
 def test_a_batch_killed_while_writing_the_outputs_leaves_nothing_the_next_run_keeps(tmp_path: Path) -> None:
     proc, held, out = start_held(tmp_path, "write", "--workers", "1")
     assert held == proc.pid
@@ -77,6 +78,7 @@ def test_a_batch_killed_while_writing_the_outputs_leaves_nothing_the_next_run_ke
     (signal.SIGTERM, "write", "2"),  # held in the batch process, every temporary output open
     (signal.SIGINT, "write", "1"),
 ])
+@pytest.mark.slow
 def test_sigterm_and_sigint_end_the_batch_with_a_line_an_exit_code_and_nothing_left(
         tmp_path: Path, signum: int, at: str, workers: str) -> None:
     proc, held, out = start_held(tmp_path, at, "--workers", workers, "--unit-mb", "0.01")

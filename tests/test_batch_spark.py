@@ -32,6 +32,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("pyspark") is None or n
                                 reason="pyspark or Java not installed")
 
 
+@pytest.mark.slow
 def test_spark_outputs_match_the_local_engine(tmp_path: Path) -> None:
     export = tmp_path / "export"
     shutil.copytree(BATCH / "export", export)
@@ -58,6 +59,7 @@ def test_spark_outputs_match_the_local_engine(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, /proc")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_an_interrupted_spark_batch_ends_its_jobs_and_leaves_nothing(tmp_path: Path, signum: int) -> None:
     # slow (20-40 s: a JVM starts), bounded by the waits below
     proc, held, out = start_held(tmp_path, "screen", "--engine", "spark", "--spark-master", "local[1]",

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from batch_helpers import batch, write_ndjson
-from bulkserver import DELETED_PATIENT, EXPORT, TOKEN, BulkServer, Scenario, deleted_bundle
+from bulkserver import DELETED_PATIENT, EXPORT, TOKEN, BulkServer, Scenario, Waits, deleted_bundle, record_waits
 from click.testing import CliRunner
 from conftest import AS_OF
 
@@ -24,6 +24,12 @@ from b12screen.sources.bulkexport import BulkExporter, ExportLimits, ExportReque
 from b12screen.sources.fhirclient import BearerToken, FhirClient
 
 ENV = {"B12SCREEN_FHIR_TOKEN": TOKEN}
+
+
+@pytest.fixture(autouse=True)
+def waits(monkeypatch: pytest.MonkeyPatch) -> Waits:
+    """The client's pauses, recorded and not slept (the server's Retry-After is still what they follow)."""
+    return record_waits(monkeypatch)
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -44,7 +50,7 @@ def quiet(**changes: Any) -> Scenario:
     return Scenario(**{"error_file": False, "inject_429": False, "inject_500": False, **changes})
 
 
-def test_export_follows_the_ig_and_sends_the_token_only_to_the_server(tmp_path: Path) -> None:
+def test_export_follows_the_ig_and_sends_the_token_only_to_the_server(tmp_path: Path, waits: Waits) -> None:
     with BulkServer(Scenario(requires_token=True, deleted_file=True, polls_before_ready=2)) as server:
         code, output = run(["export", "--fhir-server", server.base, "--out", str(tmp_path), "--no-progress"])
     assert code == 1, output  # the server's error file is reported
@@ -54,6 +60,9 @@ def test_export_follows_the_ig_and_sends_the_token_only_to_the_server(tmp_path: 
     assert set(kick["params"]["_type"].split(",")) == set(export_types())
     assert {"Patient", "MedicationRequest", "Observation", "Condition", "Medication"} <= set(export_types())
     assert server.log.polls == 5  # 429, transient 500, two 202s (seconds and an HTTP-date), the manifest
+    # what the client waited (recorded, not slept): the 429's Retry-After of 0, the transient 500's backoff, then
+    # the two 202s' Retry-After (0 s, an HTTP-date in the past) raised to the 1 s floor
+    assert waits == [0.0, 1.0, 1.0, 1.0]
     folder = tmp_path / "export"
     for name, data in server.files.items():
         number = sorted(n for n in server.files if n.startswith(name.split(".")[0] + ".")).index(name)
@@ -187,6 +196,7 @@ def test_an_unwritable_output_folder_is_one_clear_message(tmp_path: Path) -> Non
     assert server.log.kickoffs == []
 
 
+@pytest.mark.slow
 def test_a_file_that_takes_too_long_is_an_error(tmp_path: Path) -> None:
     server, code, output = export_with(tmp_path, quiet(slow="Patient.001.ndjson", redirect=None),
                                        "--file-timeout", "1")
@@ -322,7 +332,7 @@ def interrupt(server: BulkServer, out: Path, started: Any, command: str = "expor
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-@pytest.mark.parametrize("phase", ["polling", "downloading"])
+@pytest.mark.parametrize("phase", ["polling", pytest.param("downloading", marks=pytest.mark.slow)])
 def test_ctrl_c_cancels_the_job_on_the_server(tmp_path: Path, phase: str) -> None:
     scenario = quiet(never_ready=phase == "polling", slow="Patient.000.ndjson", redirect=None)
     with BulkServer(scenario) as server:
@@ -365,6 +375,7 @@ def test_a_gzip_bomb_is_stopped_by_the_expansion_ratio(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("hostile", ["endless", "drip_headers"])
+@pytest.mark.slow
 def test_an_endless_file_or_dripping_headers_are_cut_at_the_file_timeout(tmp_path: Path, hostile: str) -> None:
     """A body as fast as the socket takes it, for ever; or headers a line at a time, each well within the
     read timeout: the per-file deadline stops both."""
@@ -386,19 +397,21 @@ def test_a_missing_file_elsewhere_is_named_as_a_404(tmp_path: Path) -> None:
     assert len(server.log.kickoffs) == 2  # a 404 may still be an expiry: one new export was asked for
 
 
-def test_a_status_request_whose_headers_drip_is_cut_at_the_timeout(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_status_request_whose_headers_drip_is_cut_at_the_timeout(tmp_path: Path, waits: Waits) -> None:
     started = time.monotonic()
-    # about 6 s: four attempts of 0.5 s each, with the client's backoff (0.5, 1, 2 s) between them
+    # about 2 s: four attempts of 0.5 s each (the backoff between them recorded, not slept)
     _, code, output = export_with(tmp_path, quiet(drip_headers="status"), "--timeout", "0.5")
     assert code == 2, output
     assert "error: GET status: timed out" in output
+    assert waits == [0.5, 1.0, 2.0]  # the client's backoff between its four attempts
     assert time.monotonic() - started < HANG
 
 
-def test_a_connection_broken_mid_file_is_an_error_row_not_a_traceback(tmp_path: Path) -> None:
+def test_a_connection_broken_mid_file_is_an_error_row_not_a_traceback(tmp_path: Path, waits: Waits) -> None:
     with BulkServer(quiet(cut_short="Patient.001.ndjson", redirect=None)) as server:
         client = FhirClient(server.base, auth=BearerToken(TOKEN), retries=0)
-        result = BulkExporter(client, tmp_path / "export").run(ExportRequest(export_types()))
+        result = BulkExporter(client, tmp_path / "export", sleep=waits.sleep).run(ExportRequest(export_types()))
     assert [(e["file"], e["reason"]) for e in result.errors] == [("Patient.001.ndjson", "download connection failed")]
     assert not (tmp_path / "export" / "Patient.001.ndjson").exists()
 

@@ -23,6 +23,7 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
     return code, json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_a_short_run_uses_every_token_once_over_two_wrk_threads(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = _run(capsys, "--threads", "2", "--tokens-per-second", "3000")
     phases = {(p["endpoint"], p["connections"]): p for p in out["phases"]}
@@ -39,12 +40,15 @@ def test_a_short_run_uses_every_token_once_over_two_wrk_threads(capsys: pytest.C
         out["es384_verify_ms"] / health["cpu_ms_per_call"])
 
 
+@pytest.mark.slow
 def test_requests_past_the_last_token_fail_instead_of_replaying_one(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = _run(capsys, "--tokens-per-second", "1")  # 101 tokens for a second of patient-view
+    # 20 tokens for a second of patient-view: run out whatever the machine's load (at 101 a loaded machine
+    # running the suite in parallel sometimes served fewer requests than that)
+    code, out = _run(capsys, "--tokens-per-second", "0", "--spare-tokens", "20")
     [service] = [p for p in out["phases"] if p["endpoint"] == "patient-view"]
-    assert code == 1 and service["requests"] > 101
+    assert code == 1 and service["requests"] > 20
     succeeded = service["requests"] - service["errors"]
-    assert 90 <= succeeded <= 101  # never more successes than tokens: each was used once, the rest refused
+    assert 0 < succeeded <= 20  # never more successes than tokens: each was used once, the rest refused
 
 
 def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,6 +63,7 @@ def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+@pytest.mark.slow
 def test_a_short_run_with_the_redis_store_reports_redis_cpu_beside_the_services(
         capsys: pytest.CaptureFixture[str]) -> None:
     """Redis's CPU is counted in clock ticks (10 ms), too coarse to assert on in a one-second phase."""

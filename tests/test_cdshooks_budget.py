@@ -156,6 +156,7 @@ with TestClient(create_app(ServiceConfig(insecure_no_auth=True))):
 """
 
 
+@pytest.mark.slow
 def test_the_service_loads_the_models_of_what_it_reads_before_it_serves() -> None:
     """fhir.resources imports a model's element types on first use; the service does so at start-up, so
     that no call pays for it (a fresh interpreter: other tests have loaded models already)."""

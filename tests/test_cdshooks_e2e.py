@@ -166,6 +166,7 @@ def test_feedback_and_cors_over_http(service: str, ehr_servers: dict[str, Any]) 
     assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST, OPTIONS"
 
 
+@pytest.mark.slow
 def test_b12screen_serve_runs_uvicorn(tmp_path: Any) -> None:
     """``b12screen serve`` for real, in a subprocess on a loopback port, stopped by the test."""
     with serve_subprocess("--log-level", "warning") as (base, process):
@@ -190,6 +191,7 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2() -> None:
     assert done.stderr.decode().strip() == f"b12screen: error: cannot bind 127.0.0.1:{port}: the port is in use"
 
 
+@pytest.mark.slow
 def test_serve_log_format_json_writes_only_json_lines() -> None:
     import json
 

@@ -38,6 +38,7 @@ def call(service: str, fhir_server: str) -> requests.Response:
     return requests.post(service + PV, json=request_body(fhirServer=fhir_server), timeout=HANG)
 
 
+@pytest.mark.slow
 def test_a_slow_server_cannot_starve_the_fallback_fetch_of_a_healthy_one(hostile: HostileServer) -> None:
     slow, healthy = hostile.base("drip-headers"), f"{hostile.elsewhere}/ok"  # two origins: two servers
     config = ServiceConfig(insecure_no_auth=True, test_mode=True, fhir_servers=(slow, healthy), fetch_workers=4,

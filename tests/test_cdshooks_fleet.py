@@ -55,6 +55,7 @@ def test_the_redis_store_records_a_jti_once_for_the_tokens_remaining_lifetime() 
 
 
 @needs_redis
+@pytest.mark.slow
 def test_two_workers_sharing_redis_answer_one_token_sent_20_times_exactly_once(tmp_path: Path) -> None:
     """With the memory store each worker accepted the token once; with Redis the fleet accepts it once."""
     ehr = MockEhr()
@@ -69,6 +70,7 @@ def test_two_workers_sharing_redis_answer_one_token_sent_20_times_exactly_once(t
 
 
 @needs_redis
+@pytest.mark.slow
 def test_redis_stopped_mid_run_refuses_calls_with_503_and_unready_then_recovers(
         caplog: pytest.LogCaptureFixture) -> None:
     ehr = MockEhr()
@@ -117,6 +119,7 @@ _TOTAL = re.compile(r'^b12screen_cds_requests_total\{service="discovery",status=
 _MEMORY = re.compile(r'^b12screen_process_resident_memory_bytes\{pid="(\d+)"\} (\S+)$', re.M)
 
 
+@pytest.mark.slow
 def test_every_worker_answers_a_scrape_with_the_same_totals() -> None:
     with two_workers() as (port, _process):
         base = f"http://127.0.0.1:{port}"

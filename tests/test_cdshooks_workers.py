@@ -105,6 +105,7 @@ def _assert_spread(process: subprocess.Popen[bytes], port: int, count: int = 24)
             sock.close()
 
 
+@pytest.mark.slow
 def test_connections_spread_over_both_workers_and_a_dead_worker_is_replaced() -> None:
     with two_workers() as (port, process):
         listening = tcp_inodes(port, "0A")

@@ -67,6 +67,7 @@ def _commands(tmp: Path) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("command", ["screen", "batch", "explain", "fetch", "export", "rules", "audit",
                                      "serve --check-config"])
+@pytest.mark.slow
 def test_every_command_that_loads_plugins_reports_the_broken_one_as_screen_does(site: Path, tmp_path: Path,
                                                                                 command: str) -> None:
     args = _commands(tmp_path)[command]

@@ -51,6 +51,7 @@ def test_dates_and_other_values() -> None:
 
 @settings(max_examples=3000, derandomize=True)
 @given(st.text(st.sampled_from(list("0123456789-T:+Z. W\u0662x")), max_size=16))
+@pytest.mark.slow
 def test_every_string_reads_as_the_documented_pattern(value: str) -> None:
     """The fast path for full dates gives what the pattern gives, for any string (non-ASCII digits too)."""
     assert parse_date(value) == by_pattern(value)

@@ -92,6 +92,7 @@ def test_the_broken_example_raises_on_import_with_a_clear_message(monkeypatch) -
 
 
 @pytest.mark.parametrize("folder", WORKING)
+@pytest.mark.slow
 def test_the_example_plugins_own_tests_pass(folder: str) -> None:
     path = EXAMPLES[folder][1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(path), os.environ.get("PYTHONPATH")]))}

@@ -45,12 +45,14 @@ def _every_patient_alike(screener: Screener, paths: list[str]) -> int:
 
 
 @pytest.mark.parametrize("paths", [[FIXTURES / "batch" / "bundles", FIXTURES / "batch" / "export"],
-                                   [FIXTURES / "medication", FIXTURES / "errors", FIXTURES / "examples"]])
+                                   pytest.param([FIXTURES / "medication", FIXTURES / "errors", FIXTURES / "examples"],
+                                                marks=pytest.mark.slow)])
 def test_every_fixture_patient_is_explained_as_from_the_whole_input(screener: Screener, paths: list[Path]) -> None:
     """Every patient of the fixtures (slow: about 4 s for the 260 of the second set)."""
     assert _every_patient_alike(screener, [str(p) for p in paths]) > 5
 
 
+@pytest.mark.slow
 def test_every_synthea_patient_is_explained_as_from_the_whole_export(screener: Screener) -> None:
     """Real Synthea data (about 2 s): medicationReference, urn:uuid references, thousands of lines."""
     if not SYNTHEA.is_dir():
@@ -77,6 +79,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     return seen
 
 
+@pytest.mark.slow
 def test_a_bundle_folder_costs_one_file_and_empty_files_say_nothing(tmp_path: Path,
                                                                     reads: dict[str, list[Any]]) -> None:
     write_corpus(tmp_path, 3 * MIB, empty=2, folder=FIXTURES / "batch" / "bundles")
@@ -203,6 +206,7 @@ print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, d
 
 
 @NEEDS_SYNTHEA
+@pytest.mark.slow
 def test_explain_memory_does_not_grow_with_the_folder(tmp_path: Path) -> None:
     """Real processes (about 2 s): explaining one patient of 32 MB of Bundles peaks within 8 MB of
     explaining it alone (the whole-input reader took over 150 MB more)."""

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import responses
-from bulkserver import BulkServer, Scenario
+from bulkserver import BulkServer, Scenario, record_waits
 from click.testing import CliRunner
 from conftest import AS_OF
 from cryptography.hazmat.primitives import serialization
@@ -30,6 +30,11 @@ ALL = tuple(sorted(set(export_types())))
 NO_FAMILY = tuple(t for t in ALL if t != "FamilyMemberHistory")
 FAMILY_LINE = ("FamilyMemberHistory not exported by this server (not in its CapabilityStatement): "
                "ACID-2, COMBO, MET-2 and SYM-1 will not see family history")
+
+
+@pytest.fixture(autouse=True)
+def _no_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    record_waits(monkeypatch)  # in-process exports: the client's pauses are recorded, not slept
 
 
 def quiet(**changes: Any) -> Scenario:
@@ -242,6 +247,7 @@ def test_the_type_table_names_only_rules_that_exist() -> None:
     assert set(export_types()) <= set(TYPE_USE)
 
 
+@pytest.mark.slow
 def test_batch_with_smart_against_a_server_without_a_type_in_a_real_process(tmp_path: Path) -> None:
     """The first failure users met, as they meet it: a process, SMART Backend Services, a server that holds no
     FamilyMemberHistory. Kept to one run (about 3 s: the process starts and imports the batch engine)."""

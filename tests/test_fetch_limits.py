@@ -15,6 +15,8 @@ from b12screen.cli import cli
 from b12screen.sources.fhirclient import FhirClient, FhirError
 
 PATIENT = b'{"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01"}'
+DRIP = 0.005  # seconds between the bytes of /drip: the 67-byte body takes 0.34 s or more
+TIMEOUT = 0.25  # the read timeout of the dripped requests: 50 times the gap between two bytes, under the body's time
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -48,7 +50,7 @@ class Handler(BaseHTTPRequestHandler):
                 for byte in PATIENT:
                     self.wfile.write(bytes([byte]))
                     self.wfile.flush()
-                    time.sleep(0.2)
+                    time.sleep(DRIP)
             except OSError:
                 pass
             return
@@ -62,7 +64,7 @@ class Handler(BaseHTTPRequestHandler):
 def server() -> Iterator[str]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
@@ -80,12 +82,13 @@ def test_a_body_over_the_cap_is_refused_while_streaming(server: str) -> None:
 
 
 def test_a_dripping_body_is_cut_at_the_request_time_limit(server: str) -> None:
-    client = FhirClient(f"{server}/drip", retries=0, timeout=(1.0, 1.0))  # each byte comes well within 1 s
+    assert len(PATIENT) * DRIP > TIMEOUT  # the whole body takes longer than the request may
+    client = FhirClient(f"{server}/drip", retries=0, timeout=(1.0, TIMEOUT))  # each byte comes well within it
     started = time.monotonic()
     with pytest.raises(FhirError, match="timed out"):
         client.read("Patient", "p1")
-    assert time.monotonic() - started < 5  # the whole body would take 13 s
-    slow_but_allowed = FhirClient(f"{server}/drip", retries=0, timeout=(1.0, 1.0), request_timeout=30)
+    assert time.monotonic() - started < 5  # a bound against a hang: cut at the read timeout, not the body's end
+    slow_but_allowed = FhirClient(f"{server}/drip", retries=0, timeout=(1.0, TIMEOUT), request_timeout=30)
     assert slow_but_allowed.read("Patient", "p1")["id"] == "p1"
 
 
@@ -95,5 +98,5 @@ def test_fetch_cli_names_the_limit(server: str) -> None:
     assert result.exit_code == 2 and "response larger than 1048576 bytes" in result.stderr, result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
     result = CliRunner().invoke(cli, ["fetch", "--fhir-server", f"{server}/drip", "--patient", "p1", "--retries",
-                                      "0", "--timeout", "1", "--as-of", "2026-11-24"])
+                                      "0", "--timeout", str(TIMEOUT), "--as-of", "2026-11-24"])
     assert result.exit_code == 2 and "timed out" in result.stderr, result.stderr

@@ -81,6 +81,7 @@ def _validator():
 
 
 @pytest.mark.skipif(not SCHEMA.exists(), reason="official FHIR R4 JSON schema not present (../shared/data)")
+@pytest.mark.slow
 def test_every_flag_and_bundle_validates_against_the_official_r4_schema(screener) -> None:
     from click.testing import CliRunner
 
@@ -97,6 +98,7 @@ def test_every_flag_and_bundle_validates_against_the_official_r4_schema(screener
 
 
 @pytest.mark.skipif(not SCHEMA.exists(), reason="official FHIR R4 JSON schema not present (../shared/data)")
+@pytest.mark.slow
 def test_flags_of_every_outcome_validate_against_the_official_schema(screener) -> None:
     from b12screen.screening import group, screen_grouped
     from b12screen.sources import read_path

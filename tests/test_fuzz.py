@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from conftest import metformin_request, patient
 from hypothesis import HealthCheck, given, settings
@@ -197,6 +198,7 @@ def _run(args: list[str]) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+@pytest.mark.slow
 @FUZZ
 @given(exports())
 def test_screen_and_batch_survive_mutated_exports(case: Export) -> None:
@@ -292,6 +294,7 @@ def bundle_folders(draw: Any) -> Folders:
     return files, intact, hostile, refused, unread
 
 
+@pytest.mark.slow
 @FUZZ
 @given(bundle_folders())
 def test_a_hostile_bundle_entry_costs_that_entry_only(case: Folders) -> None:

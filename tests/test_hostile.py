@@ -10,13 +10,13 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from batch_helpers import batch, rows, write_ndjson
 from click.testing import CliRunner
 from conftest import metformin_request, patient
+from held_batch import BOUND, children, start_held, wait_gone
 
 from b12screen import Screener
 from b12screen.batch.outputs import OUTPUT_NAMES
@@ -82,6 +82,7 @@ def _bomb(path: Path, megabytes: int, head: bytes = b"", fill: bytes = b" ") -> 
     return path
 
 
+@pytest.mark.slow
 def test_screen_refuses_a_gzip_bomb_and_reads_the_rest(tmp_path: Path) -> None:
     bomb = _bomb(tmp_path / "bomb.json.gz", 300, b'{"resourceType": "Bundle", "type": "collection", "entry": [')
     good = write_ndjson(tmp_path / "Patient.ndjson", [patient("p1")])
@@ -101,6 +102,7 @@ def test_gunzip_caps_and_errors() -> None:
     assert limits.gunzip_bounded(data + b"\x00\x00" + gzip.compress(b"x"), 10_000)[-1:] == b"x"
 
 
+@pytest.mark.slow
 def test_a_document_bomb_in_a_batch_folder_is_one_error(screener: Screener, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
@@ -113,6 +115,7 @@ def test_a_document_bomb_in_a_batch_folder_is_one_error(screener: Screener, tmp_
     assert result.summary["patients"] == 1 and result.exit_code == 1
 
 
+@pytest.mark.slow
 def test_a_newline_flood_is_cut_short(screener: Screener, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
@@ -185,31 +188,15 @@ def test_stale_work_folders_are_removed_only_when_their_owner_is_gone(screener: 
 
 
 def test_a_hard_killed_batch_leaves_nothing_the_next_run_keeps_and_no_workers(tmp_path: Path) -> None:
-    folder = tmp_path / "in"
-    write_ndjson(folder / "Patient.ndjson", [patient(f"p{i}") for i in range(30_000)])
-    write_ndjson(folder / "MedicationRequest.ndjson",
-                 [metformin_request(f"m{i}", f"p{i}", "2026-01-01") for i in range(30_000)])
-    out = tmp_path / "out"
-    proc = subprocess.Popen([B12SCREEN, "batch", str(folder), "--out", str(out), "--as-of", AS_OF,
-                             "--workers", "2", "--unit-mb", "0.2"], stderr=subprocess.DEVNULL)
-    for _ in range(600):  # wait until the workers run (children of the batch process)
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-        kids = children.read_text().split() if children.exists() else []
-        if kids and any(p.name.startswith(WORK_PREFIX) for p in out.glob(".*")):
-            break
-        time.sleep(0.05)
-    else:
-        pytest.skip("the batch finished before it could be killed")
+    # held where a worker has spilled a unit of patient data: the kill lands mid-run, every time
+    proc, held, out = start_held(tmp_path, "stream", "--workers", "2", "--unit-mb", "0.01")
+    kids = children(proc.pid)
+    assert held in kids and any(p.name.startswith(WORK_PREFIX) for p in out.glob(".*"))
     proc.kill()
-    proc.wait()
-    for _ in range(100):
-        if not any(Path(f"/proc/{k}").exists() for k in kids):
-            break
-        time.sleep(0.05)
-    assert not any(Path(f"/proc/{k}").exists() and "Z" not in Path(f"/proc/{k}/stat").read_text().split()[2]
-                   for k in kids), "workers outlived their parent"
+    proc.communicate(timeout=BOUND)
+    assert wait_gone(kids) == [], "workers outlived their parent"
     assert any(p.name.startswith(WORK_PREFIX) for p in out.glob(".*"))
-    code, stderr = _cli("batch", str(folder), "--out", str(out), "--as-of", AS_OF, "--workers", "1")
+    code, stderr = _cli("batch", str(tmp_path / "in"), "--out", str(out), "--as-of", AS_OF, "--workers", "1")
     assert code == 0, stderr
     left = {p.name for p in out.iterdir()}
     assert left <= set(OUTPUT_NAMES)  # no work folder or temporary file is left beside the outputs

@@ -40,6 +40,7 @@ def fetch(base: str, *args: str) -> Result:
                                     *args])
 
 
+@pytest.mark.slow
 def test_headers_dripped_a_line_at_a_time_are_cut_at_the_timeout(hostile: HostileServer) -> None:
     client = FhirClient(hostile.base("drip-headers"), retries=0, timeout=(1.0, 1.0))
     started = time.monotonic()
@@ -48,6 +49,7 @@ def test_headers_dripped_a_line_at_a_time_are_cut_at_the_timeout(hostile: Hostil
     assert time.monotonic() - started < HANG  # each header line comes well within the 1 s read timeout
 
 
+@pytest.mark.slow
 def test_a_kept_alive_connection_is_cut_too(hostile: HostileServer) -> None:
     """The second request reuses the first one's connection (no new socket): it is watched all the same."""
     session = guarded_session()
@@ -62,6 +64,7 @@ def test_a_kept_alive_connection_is_cut_too(hostile: HostileServer) -> None:
     assert hostile.connections == before + 1  # one connection for both requests: the second reused it
 
 
+@pytest.mark.slow
 def test_fetch_timeout_covers_the_response_headers(hostile: HostileServer) -> None:
     started = time.monotonic()
     result = fetch(hostile.base("drip-headers"), "--timeout", "1", "--retries", "0")
@@ -119,6 +122,7 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
+@pytest.mark.slow
 def test_headers_dripped_over_tls_are_cut_too(tmp_path: Path) -> None:
     cert_file, key_file = self_signed(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -194,6 +194,7 @@ def _spark_ready() -> bool:
         [java, "-version"], capture_output=True, timeout=60).returncode == 0
 
 
+@pytest.mark.slow
 def test_every_door_gives_the_same_answer(tmp_path: Path) -> None:
     export, bundles, held = build_inputs(tmp_path)
     paths = [export, bundles]

@@ -67,6 +67,7 @@ def _audit(folder: Path, out: Path) -> str:
 
 
 @NEEDS_SYNTHEA
+@pytest.mark.slow
 def test_a_bundle_folder_and_its_ndjson_copy_give_the_same_answers_through_every_door(
         layouts: tuple[Path, Path], tmp_path: Path) -> None:
     bundles, ndjson = layouts

@@ -99,6 +99,7 @@ print(patients, len(rows), base, peak, resource.getrusage(resource.RUSAGE_CHILDR
 
 
 @NEEDS_SYNTHEA
+@pytest.mark.slow
 def test_memory_is_bounded_by_the_patient_not_the_input(tmp_path: Path) -> None:
     """A real process with two workers on about 32 MB of Bundles (slow: about 6 s): the calling process grows
     by less than an eighth of the input, the workers by less than its whole (the in-memory reader grew by

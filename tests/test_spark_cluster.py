@@ -81,6 +81,7 @@ def spark_cluster(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+@pytest.mark.slow
 def test_standalone_cluster_outputs_match_the_local_engine(spark_cluster: str, tmp_path: Path) -> None:
     export = tmp_path / "export"
     shutil.copytree(BATCH / "export", export)

@@ -48,6 +48,7 @@ def test_bar_lengths_follow_the_counts() -> None:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
+@pytest.mark.slow
 def test_chromium_renders_the_page_and_filters_the_table(screener: Screener, tmp_path: Path) -> None:
     page = _page(screener, tmp_path)
     dom = _dom(page, tmp_path)

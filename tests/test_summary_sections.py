@@ -55,6 +55,7 @@ def test_the_latest_b12_in_a_few_words() -> None:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
+@pytest.mark.slow
 def test_chromium_shows_codes_who_and_the_configuration(make_screener, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     dom = _dom(_page(make_screener, tmp_path), tmp_path)
     alert = dom[dom.index('id="warnings"'):]

@@ -144,6 +144,7 @@ def test_every_door_reports_damaged_input_alike(tmp_path: Path, monkeypatch: pyt
 
 
 @pytest.mark.skipif(not _spark_ready(), reason="pyspark or Java not installed")
+@pytest.mark.slow
 def test_spark_reports_damaged_input_as_screen_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Slow (about 25 s: starts a JVM). The driver's line limit reaches the executors with their work."""
     monkeypatch.setenv("B12SCREEN_MAX_LINE_BYTES", str(LIMIT))
