@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import pytest
 
-THRESHOLD = 1.0  # seconds: the line between the tiers (docs/testing.md)
+THRESHOLD = 1.0  # seconds: the line between the tiers (docs/development/testing.md)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,7 +51,8 @@ class SlowTier:
             return
         terminalreporter.section(f"tests not marked slow that took {self.threshold:g} s or more", sep="-",
                                  yellow=True)
-        terminalreporter.line("mark them @pytest.mark.slow or make them faster (docs/testing.md):", yellow=True)
+        terminalreporter.line("mark them @pytest.mark.slow or make them faster (docs/development/testing.md):",
+                              yellow=True)
         if self.parallel:
             terminalreporter.line("(measured under -n: workers sharing the cores inflate durations; confirm serially)",
                                   yellow=True)
