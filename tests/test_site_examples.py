@@ -123,6 +123,7 @@ def test_fhir_server_starts_a_loopback_fhir_server_whose_base_replaces_the_url(t
     assert problem.startswith("p.md:2: exited 1, not 0") and "HTTP Error 404" in problem
 
 
+@pytest.mark.slow
 def test_bulk_server_serves_the_fixture_export_to_b12screen_export(tmp_path: Path) -> None:
     page = ("<!-- example: bulk-server=https://ehr.example.org/fhir -->\n```bash\n"
             "export B12SCREEN_FHIR_TOKEN=test-access-token\n"
@@ -133,6 +134,7 @@ def test_bulk_server_serves_the_fixture_export_to_b12screen_export(tmp_path: Pat
     assert problem.startswith("p.md:2: exited 2, not 0") and "401" in problem
 
 
+@pytest.mark.slow
 def test_smart_key_makes_the_bulk_server_verify_backend_services_assertions(tmp_path: Path) -> None:
     page = ("```bash\nopenssl genpkey -algorithm RSA -out key.pem 2>/dev/null\n"
             "openssl pkey -in key.pem -pubout -out key.pub.pem\n```\n"
