@@ -54,18 +54,19 @@ def _write(path: Path, value: Any) -> None:
 def build(root: Path) -> tuple[Path, Path]:
     """(folder of per-patient Bundles, Bulk Data folder): ``a``'s orders name ``m1``, held in a Bundle of
     Medications only; ``b``'s name ``m2``, held in ``a``'s Bundle (Bundles) or a Medication NDJSON file;
-    ``c`` has a single order, of ``m1`` too."""
+    ``c``'s single order names ``m3``, held in a JSON array (a document read entry by entry)."""
     bundles, export = root / "bundles", root / "export"
     a, b, c = patient("a", "1958-01-01"), patient("b", "1960-03-01"), patient("c", "1970-03-01")
-    _write(bundles / "medications.json", _bundle(_medication("m1")))
+    for folder in (bundles, export):
+        _write(folder / "medications.json", _bundle(_medication("m1")))
+        _write(folder / "more-medications.json", [_medication("m3")])
     _write(bundles / "a.json", _bundle(a, _medication("m2"), *_orders("a", "Medication/m1")))
     _write(bundles / "b.json", _bundle(b, *_orders("b", "Medication/m2")))
-    _write(bundles / "c.json", _bundle(c, _orders("c", "Medication/m1")[-1]))
+    _write(bundles / "c.json", _bundle(c, _orders("c", "Medication/m3")[-1]))
     write_ndjson(export / "Patient.000.ndjson", [a, b, c])
     write_ndjson(export / "MedicationRequest.000.ndjson",
-                 [*_orders("a", "Medication/m1"), *_orders("b", "Medication/m2"), _orders("c", "Medication/m1")[-1]])
+                 [*_orders("a", "Medication/m1"), *_orders("b", "Medication/m2"), _orders("c", "Medication/m3")[-1]])
     write_ndjson(export / "Medication.000.ndjson", [_medication("m2")])
-    _write(export / "medications.json", _bundle(_medication("m1")))
     return bundles, export
 
 
