@@ -2,8 +2,8 @@
 and as a Bulk Data NDJSON export give the same answers through every door that reads files: ``screen``,
 ``batch`` with one and two workers, ``screen_paths`` and ``audit``.
 
-The patients are those of the shared Synthea export (skipped without it: the fixtures' export keeps a
-Medication in a file of its own, which the builder would put in a Bundle of no patient); both layouts are
+The patients are those of the shared Synthea export (skipped without it) and those of the fixtures' export
+(whose Medication, in a file of its own, the builder puts in a Bundle of no patient); both layouts are
 written by the benchmark's own builder (``benchmarks/batch_bench.py --mode bundles``).
 """
 
@@ -79,3 +79,17 @@ def test_a_bundle_folder_and_its_ndjson_copy_give_the_same_answers_through_every
             assert _batch(folder, tmp_path / f"{layout}-{workers}", workers) == answers, (layout, workers)
         assert _library(folder) == answers, layout
     assert _audit(bundles, tmp_path / "audit-bundles") == _audit(ndjson, tmp_path / "audit-ndjson")
+
+
+def test_the_fixtures_export_as_bundles_resolves_its_medication_file_in_every_door(tmp_path: Path) -> None:
+    """The fixtures' export keeps its Medication in a file of its own: written as Bundles, that Medication
+    sits in a Bundle of no patient, and the orders naming it resolve there in every door."""
+    bundles, ndjson = tmp_path / "bundles", tmp_path / "ndjson"
+    build_bundles(bundle_templates(ROOT / "fixtures" / "batch" / "export"), bundles, ndjson, copies=1)
+    answers = _screen(ndjson)
+    assert any(a[1] for a in answers.values())  # some flagged, one of them through the Medication
+    assert _screen(bundles) == answers
+    for layout, folder in (("bundles", bundles), ("ndjson", ndjson)):
+        for workers in ("1", "2"):
+            assert _batch(folder, tmp_path / f"{layout}-{workers}", workers) == answers, (layout, workers)
+        assert _library(folder) == answers, layout

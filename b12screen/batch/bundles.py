@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..errors import InputError
 from ..sources import limits, read_value, relevance
-from ..sources.extract import PATIENT_SCOPED_TYPES, UNDERSTOOD_TYPES, ResourceProblem
+from ..sources.extract import (
+    PATIENT_SCOPED_TYPES,
+    UNDERSTOOD_TYPES,
+    ResourceProblem,
+    check_resource_type,
+    resource_ref,
+)
 from ..sources.grouping import BundleIndex
 from ..sources.reader import EMPTY_FILE, Entry, unwrap
 from ..sources.relevance import HEAD_ERRORS, NO_REFERENCE, relevant_indices
@@ -119,8 +125,7 @@ def split_bundle(data: bytes) -> SplitBundle | None:
 
 class BundleReading:
     """The document reading of :class:`b12screen.batch.stream.UnitReader` (a mixin: it uses the reader's
-    ``piece``, ``ctx``, ``out`` and its ``_error``, ``_lines``, ``_entries``, ``_resource``, ``_key`` and
-    ``_partial``)."""
+    ``piece``, ``ctx``, ``out`` and its ``_error``, ``_lines``, ``_resource``, ``_key`` and ``_partial``)."""
 
     piece: Any
     ctx: Any
@@ -131,7 +136,6 @@ class BundleReading:
         def _partial(self, key: str) -> Any: ...  # a b12screen.batch.stream.Partial
         def _key(self, reference: str) -> str | None: ...
         def _lines(self, held: Iterable[list[bytes]] | None = None) -> int: ...
-        def _entries(self, items: Iterable[Entry | InputError], rel: int | None) -> None: ...
         def _resource(self, resource: dict[str, Any], rt: str, rel: int | None, location: str | None,
                       full_url: str | None, bundle: BundleIndex | None, raw: bytes | None) -> None: ...
 
@@ -163,6 +167,30 @@ class BundleReading:
                 self._error(None, None, str(exc))
             return
         self._entries(read_value(value, path, checked=checked), None)
+
+    def _entries(self, items: Iterable[Entry | InputError], rel: int | None) -> None:
+        """A Bundle's (or array's) entries, grouped like :func:`b12screen.sources.group_entries`: a local
+        Medication pool (its Medications join the whole input's pool too) and ``urn:uuid:`` fullUrls
+        resolved through the bundle's Patients."""
+        entries: list[tuple[Entry, str]] = []
+        index = BundleIndex()
+        deleted = self.ctx.deleted
+        for item in items:
+            if isinstance(item, InputError):
+                self._error(rel, item.location, item.reason)
+                continue
+            try:
+                rt = check_resource_type(item.resource)
+                self.out.resources += 1
+                if deleted and resource_ref(item.resource, None) in deleted:
+                    continue
+                if index.add(item.resource, rt, item.full_url):
+                    entries.append((item, rt))
+            except ResourceProblem as exc:
+                self._error(rel, item.location, str(exc))
+        self.out.medications.extend(index.medications.items())
+        for item, rt in entries:
+            self._resource(item.resource, rt, rel, item.location, item.full_url, index, None)
 
     def _bundle(self, split: SplitBundle) -> bool:
         """A plain Bundle's entries, split unparsed, read as :meth:`_entries` reads parsed ones (the same
@@ -199,6 +227,7 @@ class BundleReading:
             except ResourceProblem as exc:
                 del values[n]
                 self._error(None, f"entry[{where[n]}]", str(exc))
+        self.out.medications.extend(index.medications.items())  # the whole input's pool: another file may name them
         counted = list(filterfalse(set(chosen).__contains__, range(len(heads))))
         owners = list(map(heads.__getitem__, counted))
         subjects = list(map(_SUBJECT, owners))

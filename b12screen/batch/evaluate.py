@@ -2,7 +2,7 @@
 
 Pure functions shared by the local and the Spark engine, so both give byte-identical outputs: facts are
 put in a canonical order, ``urn:uuid:x`` merges into ``Patient/x``, medication uses waiting for the
-Medication pool are extracted, and the validation policy is applied
+whole input's Medication pool are extracted, and the validation policy is applied
 (:mod:`b12screen.sources.validation`).
 """
 
@@ -150,6 +150,18 @@ def _position(item: tuple[Fact, bytes, Pos]) -> tuple[int, int, int, str]:
     return (file_id, piece, rel or 0, location or "")
 
 
+def _extract(ctx: EvalContext, resource: dict[str, Any], ref: str, raw: bytes, pos: Pos,
+             facts: list[tuple[Fact, bytes, Pos]], errors: list[dict[str, Any]]) -> None:
+    """Extract a resource that waited for the whole Medication pool into ``facts``, or its error."""
+    try:
+        fact = ctx.extractor.extract(resource, ref, ctx.pool)
+    except ResourceProblem as exc:
+        errors.append(ctx.error(pos, str(exc)))
+        return
+    if fact is not None:
+        facts.append((fact, raw, pos))
+
+
 def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> PatientOutput:
     """Screen one patient from the partial facts of every unit that saw it."""
     screener = ctx.screener
@@ -170,13 +182,9 @@ def evaluate_patient(ctx: EvalContext, key: str, parts: Iterable[Partial]) -> Pa
                 rejected += 1
                 continue
             ref = resource_ref(resource, None) or f"{resource['resourceType']} at line {ctx.line_of(pos)}"
-            try:
-                fact = ctx.extractor.extract(resource, ref, ctx.pool)
-            except ResourceProblem as exc:
-                errors.append(ctx.error(pos, str(exc)))
-                continue
-            if fact is not None:
-                facts.append((fact, raw, pos))
+            _extract(ctx, resource, ref, raw, pos, facts, errors)
+        for raw, ref, pos in part.pending:  # Bundle entries, read once already
+            _extract(ctx, orjson.loads(raw), ref, raw, pos, facts, errors)
     resources -= rejected
     if not resources:  # known only from lines that are not JSON
         return PatientOutput(key, b"", None, "", (), input_errors=tuple(errors), rejected=rejected)

@@ -18,12 +18,11 @@ from typing import Any
 
 import orjson
 
-from ..core.facts import PatientFact
+from ..core.facts import MEDICATION_TYPES, PatientFact
 from ..core.fhirtypes import R4_RESOURCE_TYPES
 from ..core.pickling import positional_pickle
 from ..core.terminology import Terminology
-from ..errors import InputError
-from ..sources import Entry, limits, read_value
+from ..sources import limits, read_value
 from ..sources.extract import (
     PATIENT_SCOPED_TYPES,
     UNDERSTOOD_TYPES,
@@ -31,6 +30,7 @@ from ..sources.extract import (
     Fact,
     ResourceProblem,
     check_resource_type,
+    names_other_medication,
     patient_reference,
     resource_ref,
 )
@@ -66,12 +66,14 @@ _SPECIAL_TYPES = frozenset({"Patient", "Medication"})
 class Partial:
     """What one unit knows about one patient: resource count, Patient facts, facts of Bundle entries
     (with their raw JSON and position), and the raw NDJSON lines a rule may use, extracted at evaluation
-    time when the whole Medication pool is known (raw bytes pickle far faster than facts)."""
+    time when the whole Medication pool is known (raw bytes pickle far faster than facts), as are the
+    Bundle entries naming a Medication their Bundle does not hold (``pending``: raw JSON, name, position)."""
 
     resources: int = 0
     patients: list[PatientFact] = field(default_factory=list)
     facts: list[tuple[Fact, bytes, Pos]] = field(default_factory=list)
     lines: list[tuple[bytes, Pos]] = field(default_factory=list)
+    pending: list[tuple[bytes, str, Pos]] = field(default_factory=list)
 
 
 @dataclass
@@ -361,30 +363,6 @@ class UnitReader(BundleReading):
             return
         self._resource(value, rt, rel, None, None, None, line)
 
-    # -- documents (per-patient Bundles and other JSON files) --------------------------------
-
-    def _entries(self, items: Iterable[Entry | InputError], rel: int | None) -> None:
-        """A Bundle's (or array's) entries, grouped like :func:`b12screen.sources.group_entries`: a local
-        Medication pool and ``urn:uuid:`` fullUrls resolved through the bundle's Patients."""
-        entries: list[tuple[Entry, str]] = []
-        index = BundleIndex()
-        deleted = self.ctx.deleted
-        for item in items:
-            if isinstance(item, InputError):
-                self._error(rel, item.location, item.reason)
-                continue
-            try:
-                rt = check_resource_type(item.resource)
-                self.out.resources += 1
-                if deleted and resource_ref(item.resource, None) in deleted:
-                    continue
-                if index.add(item.resource, rt, item.full_url):
-                    entries.append((item, rt))
-            except ResourceProblem as exc:
-                self._error(rel, item.location, str(exc))
-        for item, rt in entries:
-            self._resource(item.resource, rt, rel, item.location, item.full_url, index, None)
-
     # -- one parsed resource -----------------------------------------------------------------
 
     def _resource(self, resource: dict[str, Any], rt: str, rel: int | None, location: str | None,
@@ -431,6 +409,9 @@ class UnitReader(BundleReading):
         pool = self.ctx.pool if local_pool is None else local_pool
         if local_pool is None and rt != "Patient":
             partial.lines.append((raw if raw is not None else orjson.dumps(resource), pos))
+            return
+        if rt in MEDICATION_TYPES and names_other_medication(resource, pool):  # held in another file, perhaps
+            partial.pending.append((raw if raw is not None else orjson.dumps(resource), ref, pos))
             return
         try:
             fact = self.ctx.extractor.extract(resource, ref, pool)

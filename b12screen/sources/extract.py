@@ -84,6 +84,21 @@ def resource_ref(resource: Mapping[str, Any], full_url: str | None) -> str | Non
     return full_url or None
 
 
+def pooled(target: str, medications: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The Medication a (non-contained) reference ``target`` names in ``medications``, or None."""
+    return medications.get(target) or medications.get(normalize_reference(target))
+
+
+def names_other_medication(resource: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether ``resource`` names by ``medicationReference`` a Medication that is neither contained nor in
+    ``medications`` (one Bundle's): it may sit in another file of the input, so it resolves once every
+    Medication is known."""
+    reference = resource.get("medicationReference")
+    target = reference.get("reference") if isinstance(reference, Mapping) else None
+    return isinstance(target, str) and bool(target) and not target.startswith("#") and \
+        pooled(target, medications) is None
+
+
 def check_resource_type(resource: Any) -> str:
     """The resourceType of a JSON value, or :class:`ResourceProblem` if it is not a FHIR resource."""
     if not isinstance(resource, Mapping):
@@ -168,7 +183,7 @@ class Extractor:
                     if isinstance(contained, Mapping) and contained.get("id") == target[1:]:
                         return contained, display
             else:
-                found = medications.get(target) or medications.get(normalize_reference(target))
+                found = pooled(target, medications)
                 if found is not None:
                     return found, display
             if not display:
