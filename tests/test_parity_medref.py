@@ -121,6 +121,7 @@ def test_a_medication_held_in_another_file_resolves_in_every_door(tmp_path: Path
 
 
 # Spark in local mode: two runs, each starting a JVM (about 15 s each); skipped without pyspark or Java.
+@pytest.mark.slow
 @pytest.mark.skipif(not _spark_ready(), reason="pyspark or Java not installed")
 def test_the_spark_engine_resolves_a_medication_held_in_another_file(tmp_path: Path) -> None:
     bundles, export = build(tmp_path)
