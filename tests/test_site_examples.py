@@ -111,15 +111,21 @@ def test_run_by_checks_each_command_is_in_the_script() -> None:
     assert run_by_problem(bad) == "p.md:9: 'rm -rf build' is not in .ci/run"
 
 
+def _passes_then_fails(page: str, old: str, new: str, folder: Path) -> str:
+    """Run ``page`` (it must pass), then the page with ``old`` replaced by ``new``: the one problem it has."""
+    assert list(run_page(blocks(page, "p.md"), folder / "as-written")) == []
+    [problem] = run_page(blocks(page.replace(old, new), "p.md"), folder / "changed")
+    return problem
+
+
 def test_fhir_server_starts_a_loopback_fhir_server_whose_base_replaces_the_url(tmp_path: Path) -> None:
     page = ("<!-- example: fhir-server=https://fhir.example.org/r4 -->\n```bash\n"
             "python -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1]).read().decode())' "
             "https://fhir.example.org/r4/Patient/bx-met\n```\n"
             "```bash\necho https://fhir.example.org/r4/Flag\n```\n"
             "<!-- example: output -->\n```text\nhttps://fhir.example.org/r4/Flag\n```\n")
-    found = blocks(page, "p.md")
-    assert list(run_page(found, tmp_path)) == []  # the shown URL is substituted as the printed one was
-    [problem] = run_page(blocks(page.replace("bx-met", "nobody"), "p.md"), tmp_path / "again")
+    # as written it passes: the shown URL is substituted as the printed one was
+    problem = _passes_then_fails(page, "bx-met", "nobody", tmp_path)
     assert problem.startswith("p.md:2: exited 1, not 0") and "HTTP Error 404" in problem
 
 
@@ -129,8 +135,7 @@ def test_bulk_server_serves_the_fixture_export_to_b12screen_export(tmp_path: Pat
             "export B12SCREEN_FHIR_TOKEN=test-access-token\n"
             "b12screen export --fhir-server https://ehr.example.org/fhir --out data/ --no-progress\n"
             "ls data/export\n```\n<!-- example: output -->\n```text\nPatient.000.ndjson\n```\n")
-    assert list(run_page(blocks(page, "p.md"), tmp_path)) == []
-    [problem] = run_page(blocks(page.replace("test-access-token", "wrong"), "p.md"), tmp_path / "again")
+    problem = _passes_then_fails(page, "test-access-token", "wrong", tmp_path)
     assert problem.startswith("p.md:2: exited 2, not 0") and "401" in problem
 
 
@@ -141,7 +146,5 @@ def test_smart_key_makes_the_bulk_server_verify_backend_services_assertions(tmp_
             "<!-- example: bulk-server=https://ehr.example.org/fhir smart-key=key.pub.pem -->\n```bash\n"
             "b12screen export --fhir-server https://ehr.example.org/fhir --client-id b12-client --private-key key.pem"
             " --key-id k1 --out data/ --no-progress\n```\n")
-    assert list(run_page(blocks(page, "p.md"), tmp_path)) == []
-    other_client = page.replace("--client-id b12-client", "--client-id someone-else")
-    [problem] = run_page(blocks(other_client, "p.md"), tmp_path / "again")
+    problem = _passes_then_fails(page, "--client-id b12-client", "--client-id someone-else", tmp_path)
     assert problem.startswith("p.md:6: exited 2, not 0") and "invalid_client" in problem
